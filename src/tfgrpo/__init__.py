@@ -1,0 +1,45 @@
+"""tfgrpo: Training-Free GRPO. Make a frozen LLM better at a task from a reward signal, without
+gradients, by keeping what worked in an experience library that goes back into later prompts."""
+
+from .advantages import compute_advantages
+from .config import GRPOConfig
+from .errors import (
+    ConfigError,
+    InvalidRolloutsError,
+    LibraryFormatError,
+    LibraryNotFoundError,
+    StoreError,
+    TFGRPOError,
+    TFGRPOWarning,
+)
+from .experience import Experience
+from .library import ExperienceLibrary, TrainingFreeGRPO
+from .stats import GRPOStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompilerFeedback",
+    "ConfigError",
+    "Experience",
+    "ExperienceLibrary",
+    "GRPOConfig",
+    "GRPOStats",
+    "InvalidRolloutsError",
+    "LibraryFormatError",
+    "LibraryNotFoundError",
+    "StoreError",
+    "TFGRPOError",
+    "TFGRPOWarning",
+    "TrainingFreeGRPO",
+    "compute_advantages",
+]
+
+
+def __getattr__(name: str):
+    # The reward layer sits above the core; import it only when asked for.
+    if name == "CompilerFeedback":
+        from .rewards.compiler import CompilerFeedback
+
+        return CompilerFeedback
+    raise AttributeError(f"module 'tfgrpo' has no attribute {name!r}")

@@ -1,0 +1,479 @@
+"""`TrainingFreeGRPO`: the experience library at the heart of Training-Free GRPO.
+
+For each prompt a group of rollouts is scored; each rollout's advantage is its reward minus the group
+mean; rollouts above `min_advantage_threshold` are stored; stale and surplus experiences are pruned;
+later prompts draw experiences with P proportional to exp(advantage / temperature).
+
+Internals, all O(1) or O(log n) per experience:
+- `_order`: experiences in insertion (= time) order; removed ones are skipped and compacted lazily.
+  Stale experiences are pruned from its head.
+- `_heap`: (advantage, id, experience), the eviction order when over capacity (lowest first, ties
+  oldest first); entries of removed experiences are skipped when popped.
+- `_sampler`: buckets by advantage for O(1) weighted draws (see `sampler.py`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import overload
+
+from .advantages import compute_advantages
+from .config import GRPOConfig
+from .errors import InvalidRolloutsError, LibraryNotFoundError, TFGRPOError
+from .experience import Experience, check_metadata
+from .formats import fsync_dir, is_sqlite_file, is_sqlite_path, read_json, write_json
+from .sampler import AdvantageSampler
+from .stats import GRPOStats
+from .store import SQLiteStore, Store, open_store
+
+_COUNTERS = ("total_rollouts", "total_stored", "total_pruned", "total_loaded")
+
+
+class ExperienceLibrary(Sequence[Experience]):
+    """Read-only view of the stored experiences, oldest first (`[-1]` is the newest)."""
+
+    def __init__(self, owner: TrainingFreeGRPO) -> None:
+        self._owner = owner
+
+    def __len__(self) -> int:
+        return self._owner.library_size()
+
+    def __iter__(self) -> Iterator[Experience]:
+        order = self._owner._order
+        return (e for e in order[self._owner._head :] if e._pos >= 0)
+
+    def __reversed__(self) -> Iterator[Experience]:
+        order = self._owner._order
+        return (order[i] for i in range(len(order) - 1, self._owner._head - 1, -1) if order[i]._pos >= 0)
+
+    @overload
+    def __getitem__(self, index: int) -> Experience: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Experience]: ...
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(self)[index]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"experience index {index} out of range for a library of {n}")
+        if index < 0:
+            it, steps = reversed(self), -index - 1
+        else:
+            it, steps = iter(self), index
+        for _ in range(steps):
+            next(it)
+        return next(it)
+
+    def last(self) -> Experience | None:
+        return next(reversed(self), None)
+
+    def __repr__(self) -> str:
+        return f"<ExperienceLibrary of {len(self)} experiences>"
+
+
+class TrainingFreeGRPO:
+    """An experience library. `TrainingFreeGRPO()` is in-memory; pass `store=` (a `.db`/`.sqlite`
+    path or a store object) to write every change through to disk and resume from it later."""
+
+    def __init__(
+        self,
+        config: GRPOConfig | None = None,
+        *,
+        store: Store | str | os.PathLike | None = None,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if config is not None and not isinstance(config, GRPOConfig):
+            raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
+        self._clock = clock
+        self._seed = seed
+        self._store: Store | None = None
+        self.total_rollouts = self.total_stored = self.total_pruned = self.total_loaded = 0
+        self._next_id = 1
+        self._set_config(config or GRPOConfig())
+        self._reset_structures()
+        if store is not None:
+            self._attach(open_store(store), config)
+
+    @classmethod
+    def with_config(cls, config: GRPOConfig, **kwargs) -> TrainingFreeGRPO:
+        return cls(config, **kwargs)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, config: GRPOConfig | None = None, **kwargs) -> TrainingFreeGRPO:
+        """Open (or create) a write-through SQLite library; its stored config is used unless one is given."""
+        return cls(config, store=path, **kwargs)
+
+    # -- construction -------------------------------------------------------------------------------
+
+    def _set_config(self, config: GRPOConfig) -> None:
+        self.config = config
+        self._sampler = AdvantageSampler(config.sampling_temperature, config.use_advantage_weighting, self._seed)
+
+    def _reset_structures(self) -> None:
+        self._sampler.clear()
+        self._order: list[Experience] = []
+        self._head = 0
+        self._heap: list[tuple[float, int, Experience]] = []
+        self._stats_cache: GRPOStats | None = None
+
+    def _attach(self, store: Store, config: GRPOConfig | None) -> None:
+        state = store.load()
+        if config is None and state.config is not None:
+            self._set_config(GRPOConfig.from_dict(state.config))
+        self._store = store
+        for name in _COUNTERS:
+            setattr(self, name, int(state.counters.get(name, 0)))
+        self._bulk_insert(state.experiences)
+        if state.config != self.config.to_dict():
+            store.save_config(self.config.to_dict())
+
+    def _bulk_insert(self, experiences: list[Experience]) -> None:
+        """Insert many experiences at once (ids kept when present), O(n log n)."""
+        experiences.sort(key=lambda e: e.timestamp)
+        for exp in experiences:
+            if exp.id is None:
+                exp.id = self._next_id
+            self._next_id = max(self._next_id, exp.id + 1)
+            self._sampler.add(exp)
+        self._order.extend(experiences)
+        if self.config.eviction_policy == "lowest_advantage":
+            self._heap.extend((e.advantage, e.id, e) for e in experiences)
+            heapq.heapify(self._heap)
+        self._stats_cache = None
+
+    # -- the algorithm --------------------------------------------------------------------------------
+
+    def add_rollout_group(
+        self,
+        rollouts: Iterable[tuple[str, str]],
+        rewards: Iterable[float],
+        metadata: dict[str, str] | None = None,
+    ) -> list[Experience]:
+        """Score one group of (prompt, response) rollouts and store those whose advantage
+        (reward - group mean) is above the threshold; then prune. Returns the experiences stored.
+
+        `metadata` is copied onto every stored experience. Invalid input raises before anything changes.
+        """
+        rollouts = [_check_rollout(i, r) for i, r in enumerate(rollouts)]
+        rewards = list(rewards)
+        if len(rollouts) != len(rewards):
+            raise InvalidRolloutsError(f"got {len(rollouts)} rollouts but {len(rewards)} rewards; they must pair up")
+        if metadata is not None:
+            check_metadata(metadata)
+        advantages = compute_advantages(rewards, self.config.scale_advantages_by_std)
+
+        now = int(self._clock())
+        shared_prompts: dict[str, str] = {}  # one string object per distinct prompt in the group
+        added = [
+            Experience(shared_prompts.setdefault(prompt, prompt), response, advantage, now, metadata)
+            for (prompt, response), advantage in zip(rollouts, advantages)
+            if advantage > self.config.min_advantage_threshold
+        ]
+        counters = self._counters()
+        for exp in added:
+            self._insert(exp)
+        self.total_rollouts += len(rollouts)
+        self.total_stored += len(added)
+        removed = self._prune_incremental(now)
+        self.total_pruned += len(removed)
+        self._write_through(added, removed, counters)
+        return added
+
+    def _write_through(self, added: list[Experience], removed: list[Experience], counters_before: dict) -> None:
+        """Commit one change to the store; if that fails, undo it in memory and re-raise."""
+        if self._store is None:
+            return
+        try:
+            self._store.commit(added, removed, self._counters())
+        except BaseException:
+            for exp in added:
+                if exp._pos >= 0:
+                    self._remove(exp)
+            for exp in removed:
+                self._insert(exp)
+            self._order = sorted(self.experience_library, key=lambda e: e.timestamp)
+            self._head = 0
+            for name, value in counters_before.items():
+                setattr(self, name, value)
+            raise
+
+    def _insert(self, exp: Experience) -> None:
+        if exp.id is None:
+            exp.id = self._next_id
+        self._next_id = max(self._next_id, exp.id + 1)
+        self._sampler.add(exp)
+        self._order.append(exp)
+        if self.config.eviction_policy == "lowest_advantage":
+            heapq.heappush(self._heap, (exp.advantage, exp.id, exp))
+        self._stats_cache = None
+
+    def _remove(self, exp: Experience) -> None:
+        self._sampler.remove(exp)
+        self._stats_cache = None
+        live = len(self._sampler)
+        # Removed entries linger in _order and _heap until skipped; compact when they dominate.
+        if len(self._order) - self._head > 2 * live + 64:
+            self._order = [e for e in self._order[self._head :] if e._pos >= 0]
+            self._head = 0
+        if len(self._heap) > 2 * live + 64:
+            self._heap = [entry for entry in self._heap if entry[2]._pos >= 0]
+            heapq.heapify(self._heap)
+
+    def _prune_incremental(self, now: int) -> list[Experience]:
+        """Stale experiences from the head of the time order, then the surplus over capacity."""
+        removed = []
+        max_age = self.config.max_experience_age
+        while self._head < len(self._order):
+            exp = self._order[self._head]
+            if exp._pos < 0:
+                self._head += 1
+            elif now - exp.timestamp > max_age:
+                self._remove(exp)
+                removed.append(exp)
+            else:
+                break
+        while len(self._sampler) > self.config.max_library_size:
+            exp = self._next_to_evict()
+            self._remove(exp)
+            removed.append(exp)
+        return removed
+
+    def _prune_all(self, now: int) -> list[Experience]:
+        """Like `_prune_incremental`, but finds every stale experience, even out of time order."""
+        stale = [e for e in self.experience_library if now - e.timestamp > self.config.max_experience_age]
+        for exp in stale:
+            self._remove(exp)
+        return stale + self._prune_incremental(now)
+
+    def _next_to_evict(self) -> Experience:
+        if self.config.eviction_policy == "oldest":
+            while self._order[self._head]._pos < 0:
+                self._head += 1
+            return self._order[self._head]
+        while self._heap[0][2]._pos < 0:
+            heapq.heappop(self._heap)
+        return heapq.heappop(self._heap)[2]
+
+    def prune(self) -> int:
+        """Remove every stale experience (a full scan, exact even if the clock went backwards) and the
+        surplus over capacity. Returns how many went."""
+        counters = self._counters()
+        removed = self._prune_all(int(self._clock()))
+        self.total_pruned += len(removed)
+        if removed:
+            self._write_through([], removed, counters)
+        return len(removed)
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    @property
+    def experience_library(self) -> ExperienceLibrary:
+        return ExperienceLibrary(self)
+
+    def library_size(self) -> int:
+        return len(self._sampler)
+
+    def is_at_capacity(self) -> bool:
+        return len(self._sampler) >= self.config.max_library_size
+
+    def sample_experience(self) -> Experience | None:
+        """One experience, P proportional to exp(advantage / T) (uniform when weighting is off)."""
+        return self._sampler.sample()
+
+    def sample_multiple(self, k: int, replace: bool = True) -> list[Experience]:
+        """k experiences drawn like `sample_experience`; `replace=False` gives distinct ones."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise TFGRPOError(f"k must be a whole number >= 0, got {k!r}")
+        return self._sampler.sample_many(k, replace)
+
+    def seed(self, seed: int | None) -> None:
+        """Reseed sampling so that the following draws are reproducible."""
+        self._seed = seed
+        self._sampler.seed(seed)
+
+    def get_experiences_for_prompt(
+        self,
+        prompt: str,
+        k: int | None = None,
+        mode: str = "prefix",
+        where: dict[str, str] | None = None,
+    ) -> list[Experience]:
+        """Experiences for a prompt, best advantage first (ties: newest first).
+
+        mode "prefix" (the spec's behaviour): stored prompts that start with `prompt`.
+        `where` keeps only experiences whose metadata has all the given key/value pairs.
+        """
+        if mode != "prefix":
+            raise TFGRPOError(f"unknown retrieval mode {mode!r}; available: 'prefix'")
+        found = [
+            e
+            for e in self.experience_library
+            if e.prompt.startswith(prompt) and (where is None or _matches(e, where))
+        ]
+        found.sort(key=lambda e: (e.advantage, e.id), reverse=True)
+        return found if k is None else found[:k]
+
+    def filter_by_metadata(self, **where: str) -> list[Experience]:
+        """Experiences whose metadata has all the given key/value pairs, oldest first."""
+        return [e for e in self.experience_library if _matches(e, where)]
+
+    def get(self, experience_id: int) -> Experience | None:
+        return next((e for e in self.experience_library if e.id == experience_id), None)
+
+    def stats(self) -> GRPOStats:
+        if self._stats_cache is None:
+            advantages = [e.advantage for e in self.experience_library]
+            self._stats_cache = GRPOStats(
+                total_rollouts=self.total_rollouts,
+                total_stored=self.total_stored,
+                total_pruned=self.total_pruned,
+                current_library_size=len(advantages),
+                avg_advantage=math.fsum(advantages) / len(advantages) if advantages else 0.0,
+                max_advantage=max(advantages, default=0.0),
+                min_advantage=min(advantages, default=0.0),
+                total_loaded=self.total_loaded,
+            )
+        return self._stats_cache
+
+    # -- editing ----------------------------------------------------------------------------------------
+
+    def tag(self, experience: Experience | int, **metadata: str) -> Experience:
+        """Add metadata to a stored experience (written through to the store)."""
+        exp = experience if isinstance(experience, Experience) else self.get(experience)
+        if exp is None or exp._pos < 0:
+            raise TFGRPOError(f"experience {experience!r} is not in this library")
+        check_metadata(metadata)
+        before = dict(exp.metadata)
+        exp.metadata.update(metadata)
+        if self._store is not None:
+            try:
+                self._store.update_metadata(exp)
+            except BaseException:
+                exp.metadata = before
+                raise
+        return exp
+
+    def remove(self, experience: Experience | int) -> None:
+        """Delete one stored experience (not counted as pruned)."""
+        exp = experience if isinstance(experience, Experience) else self.get(experience)
+        if exp is None or exp._pos < 0:
+            raise TFGRPOError(f"experience {experience!r} is not in this library")
+        self._remove(exp)
+        self._write_through([], [exp], self._counters())
+
+    def clear(self) -> None:
+        """Remove every experience and reset the counters."""
+        self._replace([], dict.fromkeys(_COUNTERS, 0))
+
+    def _replace(self, experiences: list[Experience], counters: dict[str, int]) -> None:
+        """Swap in a whole new content (pruned like new experiences), written through in one
+        transaction; on failure the old content is restored."""
+        old = (list(self.experience_library), self._counters())
+        self._reset_structures()
+        self._bulk_insert(experiences)
+        for name, value in counters.items():
+            setattr(self, name, value)
+        self.total_pruned += len(self._prune_all(int(self._clock())))
+        if self._store is None:
+            return
+        try:
+            self._store.replace(list(self.experience_library), self._counters())
+        except BaseException:
+            self._reset_structures()
+            self._bulk_insert(old[0])
+            for name, value in old[1].items():
+                setattr(self, name, value)
+            raise
+
+    # -- files ------------------------------------------------------------------------------------------
+
+    def save_to_file(self, path: str | os.PathLike) -> None:
+        """Write the library atomically: SQLite for .db/.sqlite/.sqlite3 paths (with config and
+        counters), otherwise the spec's JSON array."""
+        if is_sqlite_path(path):
+            self._save_sqlite(path)
+        else:
+            write_json(path, self.experience_library)
+
+    def _save_sqlite(self, path: str | os.PathLike) -> None:
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+        store = SQLiteStore(tmp, durability="normal")
+        try:
+            store.save_config(self.config.to_dict())
+            store.replace(list(self.experience_library), self._counters())
+            store.checkpoint()
+        finally:
+            store.close()
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+
+    def load_from_file(self, path: str | os.PathLike) -> None:
+        """Replace the library with a file's experiences (JSON or SQLite, told apart by content).
+
+        The whole file is read and checked first: a bad file raises and leaves the library as it was.
+        Counters are kept; loaded experiences count as `total_loaded` and are pruned like new ones.
+        """
+        if not os.path.exists(path):
+            raise LibraryNotFoundError(f"no library file at {path}")
+        if is_sqlite_file(path):
+            store = SQLiteStore(path)
+            try:
+                experiences = store.load().experiences
+            finally:
+                store.close()
+            for exp in experiences:
+                exp.id = None
+        else:
+            experiences = read_json(path)
+        counters = self._counters()
+        counters["total_loaded"] += len(experiences)
+        self._replace(experiences, counters)
+
+    def close(self) -> None:
+        """Close the store, if any (the library stays usable in memory)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> TrainingFreeGRPO:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _counters(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in _COUNTERS}
+
+    def __len__(self) -> int:
+        return len(self._sampler)
+
+    def __repr__(self) -> str:
+        where = f", store={self._store.path}" if getattr(self._store, "path", None) else ""
+        return f"<TrainingFreeGRPO {len(self)}/{self.config.max_library_size} experiences{where}>"
+
+
+def _check_rollout(i: int, rollout: object) -> tuple[str, str]:
+    if (
+        not isinstance(rollout, (tuple, list))
+        or len(rollout) != 2
+        or not isinstance(rollout[0], str)
+        or not isinstance(rollout[1], str)
+    ):
+        raise InvalidRolloutsError(f"rollout {i} must be a (prompt, response) pair of strings, got {rollout!r:.80}")
+    return rollout[0], rollout[1]
+
+
+def _matches(exp: Experience, where: dict[str, str]) -> bool:
+    metadata = exp._metadata or {}
+    return all(metadata.get(key) == value for key, value in where.items())
+

@@ -1,0 +1,154 @@
+"""Advantage-weighted sampling in O(1) expected time, with O(1) insertion and removal.
+
+P(exp) = exp(advantage / T) / sum of all weights. Experiences are kept in buckets by
+k = floor(advantage / (T ln 2)), so that every weight in bucket k lies in [2**k, 2**(k+1)). A draw picks
+a bucket by its total weight (a short cumulative table, rebuilt only after the library changed), then a
+uniform member, accepted with probability weight / 2**(k+1) >= 1/2. Weights are never formed directly:
+bucket totals are compared in log space, so no advantage or temperature overflows.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from bisect import bisect_right
+
+from .experience import Experience
+
+_LN2 = math.log(2.0)
+_KEY_LIMIT = 2**62  # bucket keys are clamped here; beyond it one bucket dominates all others anyway
+
+
+class _Bucket:
+    __slots__ = ("members", "rel_sum")
+
+    def __init__(self) -> None:
+        self.members: list[Experience] = []
+        self.rel_sum = 0.0  # sum of weight / 2**k over the members, each in [1, 2)
+
+
+class AdvantageSampler:
+    """Draws experiences by advantage (or uniformly when `weighted` is False); seedable."""
+
+    def __init__(self, temperature: float, weighted: bool = True, seed: int | None = None) -> None:
+        self._scale = temperature * _LN2  # advantage width of one bucket
+        self._temperature = temperature
+        self._weighted = weighted
+        self._buckets: dict[int, _Bucket] = {}
+        self._size = 0
+        self._table: tuple[list[int], list[float]] | None = None
+        self._random = random.Random(seed)
+
+    def seed(self, seed: int | None) -> None:
+        self._random.seed(seed)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def _key_and_rel(self, advantage: float) -> tuple[int, float]:
+        if not self._weighted:
+            return 0, 1.0
+        x = advantage / self._scale
+        if not -_KEY_LIMIT < x < _KEY_LIMIT:
+            return (_KEY_LIMIT if x > 0 else -_KEY_LIMIT), 1.0
+        key = math.floor(x)
+        # (x - key) * ln 2 is the log of weight / 2**key; rounding may push it a hair outside [1, 2).
+        return key, min(max(math.exp((x - key) * _LN2), 1.0), 2.0)
+
+    def add(self, exp: Experience) -> None:
+        key, rel = self._key_and_rel(exp.advantage)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket()
+        exp._pos = len(bucket.members)
+        bucket.members.append(exp)
+        bucket.rel_sum += rel
+        self._size += 1
+        self._table = None
+
+    def remove(self, exp: Experience) -> None:
+        """Remove a member in O(1): the bucket's last member takes its place."""
+        key, rel = self._key_and_rel(exp.advantage)
+        bucket = self._buckets[key]
+        last = bucket.members.pop()
+        if last is not exp:
+            bucket.members[exp._pos] = last
+            last._pos = exp._pos
+        exp._pos = -1
+        if bucket.members:
+            bucket.rel_sum -= rel
+        else:
+            del self._buckets[key]
+        self._size -= 1
+        self._table = None
+
+    def clear(self) -> None:
+        for bucket in self._buckets.values():
+            for exp in bucket.members:
+                exp._pos = -1
+        self._buckets.clear()
+        self._size = 0
+        self._table = None
+
+    def _cumulative(self) -> tuple[list[int], list[float]]:
+        if self._table is None:
+            keys = list(self._buckets)
+            log_weights = [k * _LN2 + math.log(self._buckets[k].rel_sum) for k in keys]
+            top = max(log_weights)
+            total = 0.0
+            cumulative = []
+            for lw in log_weights:
+                total += math.exp(lw - top)
+                cumulative.append(total)
+            self._table = (keys, cumulative)
+        return self._table
+
+    def sample(self) -> Experience | None:
+        if not self._size:
+            return None
+        return self._draw(*self._cumulative())
+
+    def sample_many(self, k: int, replace: bool = True) -> list[Experience]:
+        """k draws; without replacement, draws already taken are redrawn (successive sampling)."""
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        if not self._size:
+            return []
+        keys, cumulative = self._cumulative()
+        draw = self._draw
+        if replace:
+            return [draw(keys, cumulative) for _ in range(k)]
+        if k >= self._size:
+            return self._ordered_by_draw(keys, cumulative)
+        taken: dict[int, Experience] = {}
+        while len(taken) < k:
+            exp = draw(keys, cumulative)
+            taken.setdefault(id(exp), exp)
+        return list(taken.values())
+
+    def _ordered_by_draw(self, keys: list[int], cumulative: list[float]) -> list[Experience]:
+        # Every member, in the order successive weighted sampling would take them (Efraimidis-Spirakis
+        # keys u**(1/w), compared as log(u)/w in log space).
+        rnd = self._random.random
+        members = []
+        for bucket in self._buckets.values():
+            for exp in bucket.members:
+                if self._weighted:
+                    score = math.log(rnd() or 5e-324) * math.exp(-exp.advantage / self._temperature)
+                else:
+                    score = rnd()
+                members.append((score, exp))
+        members.sort(key=lambda pair: pair[0], reverse=True)
+        return [exp for _, exp in members]
+
+    def _draw(self, keys: list[int], cumulative: list[float]) -> Experience:
+        rnd = self._random.random
+        buckets = self._buckets
+        last = len(keys) - 1
+        total = cumulative[-1]
+        while True:
+            key = keys[min(bisect_right(cumulative, rnd() * total), last)]
+            members = buckets[key].members
+            exp = members[int(rnd() * len(members))]
+            if rnd() * 2.0 < self._key_and_rel(exp.advantage)[1]:
+                return exp

@@ -1,0 +1,157 @@
+"""SQLite store: the embedded default for long-running work. WAL mode, one transaction per update."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import LibraryFormatError, StoreError
+from ..experience import Experience
+from .base import LibraryState
+
+FORMAT = "tfgrpo-library"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE experiences (
+    id INTEGER PRIMARY KEY,
+    prompt TEXT NOT NULL,
+    response TEXT NOT NULL,
+    advantage REAL NOT NULL,
+    timestamp INTEGER NOT NULL,
+    metadata TEXT
+);
+"""
+
+
+class SQLiteStore:
+    """A library in one SQLite file.
+
+    `durability="full"` (default) fsyncs every commit, so an update that returned survives a power
+    loss; `"normal"` survives a killed process but may lose the last updates on power loss.
+    """
+
+    def __init__(self, path: str | os.PathLike, durability: str = "full") -> None:
+        if durability not in ("full", "normal"):
+            raise StoreError(f"durability must be 'full' or 'normal', got {durability!r}")
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={durability.upper()}")
+            self._check_or_create()
+        except sqlite3.DatabaseError as exc:
+            self._close_quietly()
+            raise LibraryFormatError(f"{self.path} is not a usable SQLite library: {exc}") from None
+        except sqlite3.Error as exc:
+            self._close_quietly()
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+
+    def _close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+
+    def _check_or_create(self) -> None:
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            with self._transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)",
+                    [("format", FORMAT), ("schema_version", str(SCHEMA_VERSION))],
+                )
+            return
+        meta = dict(self._db.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+        if meta.get("format") != FORMAT or "experiences" not in tables:
+            raise LibraryFormatError(
+                f"{self.path} is an SQLite database but not a tfgrpo library (tables: {sorted(tables)})"
+            )
+        if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
+            raise LibraryFormatError(
+                f"{self.path} was written by a newer tfgrpo (schema {meta['schema_version']}); upgrade tfgrpo"
+            )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from None
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.path}: write failed, nothing was changed: {exc}") from None
+            raise
+
+    def load(self) -> LibraryState:
+        meta = dict(self._db.execute("SELECT key, value FROM meta"))
+        try:
+            config = json.loads(meta["config"]) if "config" in meta else None
+            counters = json.loads(meta.get("counters", "{}"))
+            rows = self._db.execute(
+                "SELECT id, prompt, response, advantage, timestamp, metadata FROM experiences ORDER BY timestamp, id"
+            )
+            experiences = []
+            for id_, prompt, response, advantage, timestamp, metadata in rows:
+                exp = Experience(prompt, response, advantage, timestamp, json.loads(metadata) if metadata else None)
+                exp.id = id_
+                experiences.append(exp)
+        except (ValueError, TypeError, sqlite3.DatabaseError) as exc:
+            raise LibraryFormatError(f"{self.path}: stored library is damaged: {exc}") from None
+        return LibraryState(config, counters, experiences)
+
+    def commit(self, added: Sequence[Experience], removed: Sequence[Experience], counters: dict[str, int]) -> None:
+        with self._transaction():
+            self._insert(added)
+            self._db.executemany("DELETE FROM experiences WHERE id = ?", [(e.id,) for e in removed])
+            self._put("counters", json.dumps(counters))
+
+    def replace(self, experiences: Sequence[Experience], counters: dict[str, int]) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM experiences")
+            self._insert(experiences)
+            self._put("counters", json.dumps(counters))
+
+    def save_config(self, config: dict) -> None:
+        with self._transaction():
+            self._put("config", json.dumps(config))
+
+    def update_metadata(self, experience: Experience) -> None:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE experiences SET metadata = ? WHERE id = ?",
+                (_metadata_json(experience), experience.id),
+            )
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the main file and leave a single self-contained file."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("PRAGMA journal_mode=DELETE")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _insert(self, experiences: Sequence[Experience]) -> None:
+        self._db.executemany(
+            "INSERT INTO experiences(id, prompt, response, advantage, timestamp, metadata) VALUES (?, ?, ?, ?, ?, ?)",
+            [(e.id, e.prompt, e.response, e.advantage, e.timestamp, _metadata_json(e)) for e in experiences],
+        )
+
+    def _put(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+
+def _metadata_json(exp: Experience) -> str | None:
+    return json.dumps(exp._metadata, ensure_ascii=False) if exp._metadata else None
