@@ -25,9 +25,7 @@ def compute_advantages(rewards: Sequence[float], scale_by_std: bool = False) -> 
     """
     values = check_rewards(rewards)
     if len(values) < 2:
-        raise InvalidRolloutsError(
-            f"a group needs at least 2 rollouts to compare, got {len(values)}"
-        )
+        raise InvalidRolloutsError(f"a group needs at least 2 rollouts to compare, got {len(values)}")
     if min(values) == max(values):
         return [0.0] * len(values)  # exactly: a rounded mean could leave a spurious tiny advantage
     mean = math.fsum(values) / len(values)

@@ -82,9 +82,7 @@ class Experience:
         if isinstance(timestamp, float) and timestamp.is_integer():
             timestamp = int(timestamp)
         if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
-            raise LibraryFormatError(
-                f"{where}: field 'timestamp' must be whole Unix seconds >= 0, got {timestamp!r}"
-            )
+            raise LibraryFormatError(f"{where}: field 'timestamp' must be whole Unix seconds >= 0, got {timestamp!r}")
         metadata = data.get("metadata") or None
         if metadata is not None:
             try:

@@ -84,7 +84,5 @@ def read_json(path: str | os.PathLike) -> list[Experience]:
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
     if not isinstance(data, list):
-        raise LibraryFormatError(
-            f"{path}: a JSON library is an array of experiences, found a {type(data).__name__}"
-        )
+        raise LibraryFormatError(f"{path}: a JSON library is an array of experiences, found a {type(data).__name__}")
     return [Experience.from_dict(item, where=f"{path}: experience {i}") for i, item in enumerate(data)]

@@ -95,6 +95,7 @@ class TrainingFreeGRPO:
         self._seed = seed
         self._store: Store | None = None
         self.total_rollouts = self.total_stored = self.total_pruned = self.total_loaded = 0
+        self.progress: dict | None = None
         self._next_id = 1
         self._set_config(config or GRPOConfig())
         self._reset_structures()
@@ -130,6 +131,7 @@ class TrainingFreeGRPO:
         self._store = store
         for name in _COUNTERS:
             setattr(self, name, int(state.counters.get(name, 0)))
+        self.progress = state.progress
         self._bulk_insert(state.experiences)
         if state.config != self.config.to_dict():
             store.save_config(self.config.to_dict())
@@ -161,6 +163,51 @@ class TrainingFreeGRPO:
 
         `metadata` is copied onto every stored experience. Invalid input raises before anything changes.
         """
+        return self.add_rollout_groups([(rollouts, rewards, metadata)])[0]
+
+    def add_rollout_groups(
+        self,
+        groups: Iterable[tuple[Iterable[tuple[str, str]], Iterable[float], dict[str, str] | None]],
+        progress: dict | None = None,
+    ) -> list[list[Experience]]:
+        """Several (rollouts, rewards, metadata) groups as one update: with a store, one transaction.
+
+        `progress` (any JSON-serialisable dict, e.g. a training loop's position) is saved in that same
+        transaction and read back as `self.progress`, so a resumed run neither repeats nor loses a group.
+        """
+        prepared = [self._prepare_group(*group) for group in groups]
+        now = int(self._clock())
+        counters = self._counters() if self._store is not None else None
+        previous_progress = self.progress
+        added_per_group = []
+        for n_rollouts, scored in prepared:
+            added = [
+                Experience(prompt, response, advantage, now, metadata)
+                for prompt, response, advantage, metadata in scored
+            ]
+            for exp in added:
+                self._insert(exp)
+            self.total_rollouts += n_rollouts
+            self.total_stored += len(added)
+            added_per_group.append(added)
+        removed = self._prune_incremental(now)
+        self.total_pruned += len(removed)
+        if progress is not None:
+            self.progress = progress
+        try:
+            self._write_through([e for added in added_per_group for e in added], removed, counters)
+        except BaseException:
+            self.progress = previous_progress
+            raise
+        return added_per_group
+
+    def _prepare_group(
+        self,
+        rollouts: Iterable[tuple[str, str]],
+        rewards: Iterable[float],
+        metadata: dict[str, str] | None = None,
+    ) -> tuple[int, list[tuple[str, str, float, dict | None]]]:
+        """Check a group and pick what to store: (number of rollouts, [(prompt, response, advantage, metadata)])."""
         rollouts = [_check_rollout(i, r) for i, r in enumerate(rollouts)]
         rewards = list(rewards)
         if len(rollouts) != len(rewards):
@@ -168,36 +215,28 @@ class TrainingFreeGRPO:
         if metadata is not None:
             check_metadata(metadata)
         advantages = compute_advantages(rewards, self.config.scale_advantages_by_std)
-
-        now = int(self._clock())
         shared_prompts: dict[str, str] = {}  # one string object per distinct prompt in the group
-        added = [
-            Experience(shared_prompts.setdefault(prompt, prompt), response, advantage, now, metadata)
+        threshold = self.config.min_advantage_threshold
+        return len(rollouts), [
+            (shared_prompts.setdefault(prompt, prompt), response, advantage, metadata)
             for (prompt, response), advantage in zip(rollouts, advantages)
-            if advantage > self.config.min_advantage_threshold
+            if advantage > threshold
         ]
-        counters = self._counters()
-        for exp in added:
-            self._insert(exp)
-        self.total_rollouts += len(rollouts)
-        self.total_stored += len(added)
-        removed = self._prune_incremental(now)
-        self.total_pruned += len(removed)
-        self._write_through(added, removed, counters)
-        return added
 
-    def _write_through(self, added: list[Experience], removed: list[Experience], counters_before: dict) -> None:
+    def _write_through(self, added: list[Experience], removed: list[Experience], counters_before: dict | None) -> None:
         """Commit one change to the store; if that fails, undo it in memory and re-raise."""
         if self._store is None:
             return
         try:
-            self._store.commit(added, removed, self._counters())
+            self._store.commit(added, removed, self._counters(), self.progress)
         except BaseException:
             for exp in added:
                 if exp._pos >= 0:
                     self._remove(exp)
+            new_ids = {e.id for e in added}
             for exp in removed:
-                self._insert(exp)
+                if exp.id not in new_ids:
+                    self._insert(exp)
             self._order = sorted(self.experience_library, key=lambda e: e.timestamp)
             self._head = 0
             for name, value in counters_before.items():
@@ -207,7 +246,8 @@ class TrainingFreeGRPO:
     def _insert(self, exp: Experience) -> None:
         if exp.id is None:
             exp.id = self._next_id
-        self._next_id = max(self._next_id, exp.id + 1)
+        if exp.id >= self._next_id:
+            self._next_id = exp.id + 1
         self._sampler.add(exp)
         self._order.append(exp)
         if self.config.eviction_policy == "lowest_advantage":
@@ -313,9 +353,7 @@ class TrainingFreeGRPO:
         if mode != "prefix":
             raise TFGRPOError(f"unknown retrieval mode {mode!r}; available: 'prefix'")
         found = [
-            e
-            for e in self.experience_library
-            if e.prompt.startswith(prompt) and (where is None or _matches(e, where))
+            e for e in self.experience_library if e.prompt.startswith(prompt) and (where is None or _matches(e, where))
         ]
         found.sort(key=lambda e: (e.advantage, e.id), reverse=True)
         return found if k is None else found[:k]
@@ -463,6 +501,8 @@ class TrainingFreeGRPO:
 
 
 def _check_rollout(i: int, rollout: object) -> tuple[str, str]:
+    if type(rollout) is tuple and len(rollout) == 2 and type(rollout[0]) is str and type(rollout[1]) is str:
+        return rollout  # the common case, checked cheaply
     if (
         not isinstance(rollout, (tuple, list))
         or len(rollout) != 2
@@ -476,4 +516,3 @@ def _check_rollout(i: int, rollout: object) -> tuple[str, str]:
 def _matches(exp: Experience, where: dict[str, str]) -> bool:
     metadata = exp._metadata or {}
     return all(metadata.get(key) == value for key, value in where.items())
-

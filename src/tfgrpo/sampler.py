@@ -20,11 +20,12 @@ _KEY_LIMIT = 2**62  # bucket keys are clamped here; beyond it one bucket dominat
 
 
 class _Bucket:
-    __slots__ = ("members", "rel_sum")
+    __slots__ = ("members", "rels", "rel_sum")
 
     def __init__(self) -> None:
         self.members: list[Experience] = []
-        self.rel_sum = 0.0  # sum of weight / 2**k over the members, each in [1, 2)
+        self.rels: list[float] = []  # weight / 2**k of each member, in [1, 2)
+        self.rel_sum = 0.0
 
 
 class AdvantageSampler:
@@ -62,18 +63,22 @@ class AdvantageSampler:
             bucket = self._buckets[key] = _Bucket()
         exp._pos = len(bucket.members)
         bucket.members.append(exp)
+        bucket.rels.append(rel)
         bucket.rel_sum += rel
         self._size += 1
         self._table = None
 
     def remove(self, exp: Experience) -> None:
         """Remove a member in O(1): the bucket's last member takes its place."""
-        key, rel = self._key_and_rel(exp.advantage)
+        key = self._key_and_rel(exp.advantage)[0]
         bucket = self._buckets[key]
-        last = bucket.members.pop()
+        pos = exp._pos
+        rel = bucket.rels[pos]
+        last, last_rel = bucket.members.pop(), bucket.rels.pop()
         if last is not exp:
-            bucket.members[exp._pos] = last
-            last._pos = exp._pos
+            bucket.members[pos] = last
+            bucket.rels[pos] = last_rel
+            last._pos = pos
         exp._pos = -1
         if bucket.members:
             bucket.rel_sum -= rel
@@ -143,12 +148,10 @@ class AdvantageSampler:
 
     def _draw(self, keys: list[int], cumulative: list[float]) -> Experience:
         rnd = self._random.random
-        buckets = self._buckets
         last = len(keys) - 1
         total = cumulative[-1]
         while True:
-            key = keys[min(bisect_right(cumulative, rnd() * total), last)]
-            members = buckets[key].members
-            exp = members[int(rnd() * len(members))]
-            if rnd() * 2.0 < self._key_and_rel(exp.advantage)[1]:
-                return exp
+            bucket = self._buckets[keys[min(bisect_right(cumulative, rnd() * total), last)]]
+            j = int(rnd() * len(bucket.members))
+            if rnd() * 2.0 < bucket.rels[j]:
+                return bucket.members[j]

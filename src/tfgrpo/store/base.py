@@ -16,6 +16,7 @@ class LibraryState:
     config: dict | None = None
     counters: dict[str, int] = field(default_factory=dict)
     experiences: list[Experience] = field(default_factory=list)
+    progress: dict | None = None
 
 
 class Store(Protocol):
@@ -24,8 +25,15 @@ class Store(Protocol):
 
     def load(self) -> LibraryState: ...
 
-    def commit(self, added: Sequence[Experience], removed: Sequence[Experience], counters: dict[str, int]) -> None:
-        """Record one library update: experiences added (with their ids) and removed, new counters."""
+    def commit(
+        self,
+        added: Sequence[Experience],
+        removed: Sequence[Experience],
+        counters: dict[str, int],
+        progress: dict | None = None,
+    ) -> None:
+        """Record one library update: experiences added (with their ids) and removed, new counters,
+        and the caller's progress marker (None: leave it as it is)."""
 
     def replace(self, experiences: Sequence[Experience], counters: dict[str, int]) -> None:
         """Replace everything stored by these experiences and counters."""

@@ -32,11 +32,13 @@ CREATE TABLE experiences (
 class SQLiteStore:
     """A library in one SQLite file.
 
-    `durability="full"` (default) fsyncs every commit, so an update that returned survives a power
-    loss; `"normal"` survives a killed process but may lose the last updates on power loss.
+    `durability="normal"` (default; WAL with synchronous=NORMAL): an update that returned survives a
+    killed process, and the file is never corrupted; a power loss may roll back the last few updates.
+    `"full"` fsyncs every commit, so an update that returned survives a power loss too, at the cost of
+    one fsync per update.
     """
 
-    def __init__(self, path: str | os.PathLike, durability: str = "full") -> None:
+    def __init__(self, path: str | os.PathLike, durability: str = "normal") -> None:
         if durability not in ("full", "normal"):
             raise StoreError(f"durability must be 'full' or 'normal', got {durability!r}")
         self.path = Path(path)
@@ -100,6 +102,7 @@ class SQLiteStore:
         try:
             config = json.loads(meta["config"]) if "config" in meta else None
             counters = json.loads(meta.get("counters", "{}"))
+            progress = json.loads(meta["progress"]) if "progress" in meta else None
             rows = self._db.execute(
                 "SELECT id, prompt, response, advantage, timestamp, metadata FROM experiences ORDER BY timestamp, id"
             )
@@ -110,13 +113,21 @@ class SQLiteStore:
                 experiences.append(exp)
         except (ValueError, TypeError, sqlite3.DatabaseError) as exc:
             raise LibraryFormatError(f"{self.path}: stored library is damaged: {exc}") from None
-        return LibraryState(config, counters, experiences)
+        return LibraryState(config, counters, experiences, progress)
 
-    def commit(self, added: Sequence[Experience], removed: Sequence[Experience], counters: dict[str, int]) -> None:
+    def commit(
+        self,
+        added: Sequence[Experience],
+        removed: Sequence[Experience],
+        counters: dict[str, int],
+        progress: dict | None = None,
+    ) -> None:
         with self._transaction():
             self._insert(added)
             self._db.executemany("DELETE FROM experiences WHERE id = ?", [(e.id,) for e in removed])
             self._put("counters", json.dumps(counters))
+            if progress is not None:
+                self._put("progress", json.dumps(progress))
 
     def replace(self, experiences: Sequence[Experience], counters: dict[str, int]) -> None:
         with self._transaction():

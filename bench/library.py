@@ -1,0 +1,209 @@
+"""Benchmark of the experience library against the spec-style reference, measured in the same run.
+
+    python bench/library.py                 # 10K, 100K and 1M experiences
+    python bench/library.py --sizes 10000   # quicker
+
+Prints a Markdown table (paste it into docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reference import ReferenceGRPO  # noqa: E402
+from tfgrpo import GRPOConfig, TrainingFreeGRPO  # noqa: E402
+from tfgrpo.store import SQLiteStore  # noqa: E402
+
+WORDS = (
+    "the a function list string file read write parse return value error index count sum loop "
+    "python code test input output number sort dict key map filter path open close line split join"
+).split()
+G = 8
+
+
+class Clock:
+    """A clock that only moves when told, so no experience goes stale mid-benchmark."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def generate_groups(seed: int) -> Iterator[tuple[list[tuple[str, str]], list[float]]]:
+    """Endless groups of 8 rollouts with realistic lengths: ~150-character prompts, ~300-character
+    responses, 0/1 rewards (about half the rollouts above the group mean)."""
+    rng = random.Random(seed)
+
+    def text(n_words: int) -> str:
+        return " ".join(rng.choices(WORDS, k=n_words))
+
+    for i in itertools.count():
+        prompt = f"Task {i}: {text(25)}"
+        responses = [text(50) for _ in range(G)]
+        rewards = [float(rng.random() < 0.5) for _ in range(G)]
+        if min(rewards) == max(rewards):
+            rewards[0] = 1.0 - rewards[0]
+        yield list(zip([prompt] * G, responses)), rewards
+
+
+def make_groups(n_groups: int, seed: int) -> list[tuple[list[tuple[str, str]], list[float]]]:
+    return list(itertools.islice(generate_groups(seed), n_groups))
+
+
+def fill(lib, groups_iter, size: int) -> None:
+    while len(lib.experience_library) < size:
+        lib.add_rollout_group(*next(groups_iter))
+
+
+def per_call(fn, repeat: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def timed_adds(lib, groups: list, budget_s: float) -> float:
+    """Seconds per add_rollout_group with the library full (pruning included)."""
+    done, start = 0, time.perf_counter()
+    for rollouts, rewards in groups:
+        lib.add_rollout_group(rollouts, rewards)
+        done += 1
+        if time.perf_counter() - start > budget_s:
+            break
+    return (time.perf_counter() - start) / done
+
+
+def bench_size(size: int, with_reference: bool) -> list[tuple[str, float, float | None]]:
+    config = GRPOConfig(max_library_size=size, max_experience_age=2_592_000)
+    groups = make_groups(size // 3 + 5_000, seed=size)
+    rows = []
+
+    ours = TrainingFreeGRPO(config, seed=1, clock=Clock())
+    fill(ours, iter(groups), size)
+    ref = None
+    if with_reference:
+        ref = ReferenceGRPO(config, seed=1, clock=Clock())
+        fill(ref, iter(groups), size)
+
+    extra = groups[-5_000:]
+    budget = 3.0
+    ours_add = timed_adds(ours, extra, budget)
+    ref_add = timed_adds(ref, extra, budget) if ref else None
+    rows.append(("add_rollout_group (G=8, full, pruning) [us]", ours_add * 1e6, ref_add and ref_add * 1e6))
+
+    ours_sample = per_call(ours.sample_experience, 20_000)
+    ref_sample = per_call(ref.sample_experience, max(3, 200_000 // size)) if ref else None
+    rows.append(("sample_experience [us]", ours_sample * 1e6, ref_sample and ref_sample * 1e6))
+
+    # Interleaved, as in a training loop: the library changed since the last draw.
+    sampling = 0.0
+    for rollouts, rewards in extra[:2_000]:
+        ours.add_rollout_group(rollouts, rewards)
+        start = time.perf_counter()
+        ours.sample_experience()
+        sampling += time.perf_counter() - start
+    rows.append(("sample_experience right after an add [us]", sampling / 2_000 * 1e6, None))
+
+    ours_multi = per_call(lambda: ours.sample_multiple(1000), 50)
+    ref_multi = per_call(lambda: ref.sample_multiple(1000), 1) if ref and size <= 10_000 else None
+    rows.append(("sample_multiple(1000) [ms]", ours_multi * 1e3, ref_multi and ref_multi * 1e3))
+    return rows
+
+
+def bench_memory(size: int) -> tuple[float, float, float]:
+    """(bytes per experience, raw text bytes per experience, budget: 2 x raw + 200). Groups are
+    generated inside the trace and dropped once added, so what stays traced is what the library keeps."""
+    config = GRPOConfig(max_library_size=size, max_experience_age=2_592_000)
+    gc.collect()
+    tracemalloc.start()
+    lib = TrainingFreeGRPO(config, seed=1, clock=Clock())
+    fill(lib, generate_groups(size + 1), size)
+    gc.collect()
+    traced = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    raw = sum(len(e.prompt.encode()) + len(e.response.encode()) for e in lib.experience_library)
+    n = lib.library_size()
+    return traced / n, raw / n, 2 * raw / n + 200
+
+
+def bench_files(size: int) -> list[tuple[str, float, float | None]]:
+    config = GRPOConfig(max_library_size=size, max_experience_age=2_592_000)
+    lib = TrainingFreeGRPO(config, seed=1, clock=Clock())
+    fill(lib, iter(make_groups(size // 3 + 5_000, seed=7)), size)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "lib.json")
+        start = time.perf_counter()
+        lib.save_to_file(path)
+        rows.append((f"JSON save of {size:,} [s]", time.perf_counter() - start, None))
+        other = TrainingFreeGRPO(config, clock=Clock())
+        start = time.perf_counter()
+        other.load_from_file(path)
+        rows.append((f"JSON load of {size:,} [s]", time.perf_counter() - start, None))
+        assert other.library_size() == lib.library_size()
+    return rows
+
+
+def bench_sqlite(size: int, durability: str) -> float:
+    """Seconds per group written through to SQLite, with the library full."""
+    config = GRPOConfig(max_library_size=size, max_experience_age=2_592_000)
+    groups = make_groups(size // 3 + 600, seed=11)
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = TrainingFreeGRPO(config, clock=Clock())
+        fill(lib, iter(groups), size)
+        path = os.path.join(tmp, "lib.db")
+        lib.save_to_file(path)
+        lib = TrainingFreeGRPO(config, store=SQLiteStore(path, durability=durability), clock=Clock())
+        seconds = timed_adds(lib, groups[-500:], budget_s=5.0)
+        lib.close()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--no-reference-above", type=int, default=1_000_000)
+    args = parser.parse_args()
+
+    print(f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores\n")
+    print("| size | measure | tfgrpo | reference | reference / tfgrpo |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    for size in args.sizes:
+        for name, ours, ref in bench_size(size, with_reference=size <= args.no_reference_above):
+            ratio = f"{ref / ours:,.0f}x" if ref else "-"
+            ref_text = f"{ref:,.1f}" if ref else "-"
+            print(f"| {size:,} | {name} | {ours:,.2f} | {ref_text} | {ratio} |", flush=True)
+        per_exp, raw, budget = bench_memory(size)
+        print(
+            f"| {size:,} | memory per experience [B] (raw text {raw:,.0f} B; target 2 x raw + 200 = {budget:,.0f} B)"
+            f" | {per_exp:,.0f} | - | - |",
+            flush=True,
+        )
+    largest = max(args.sizes)
+    for name, value, _ in bench_files(largest):
+        print(f"| {largest:,} | {name} | {value:,.2f} | - | - |", flush=True)
+    sqlite_size = min(largest, 100_000)
+    for durability in ("full", "normal"):
+        ms = bench_sqlite(sqlite_size, durability) * 1e3
+        print(
+            f"| {sqlite_size:,} | SQLite add, synchronous={durability} [ms per group] | {ms:,.2f} | - | - |", flush=True
+        )
+
+
+if __name__ == "__main__":
+    main()
