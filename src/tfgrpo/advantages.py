@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 from .errors import InvalidRolloutsError
@@ -12,8 +13,13 @@ def check_rewards(rewards: Sequence[float]) -> list[float]:
     """Rewards as floats, or `InvalidRolloutsError` naming the first bad one."""
     values = []
     for i, reward in enumerate(rewards):
-        if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
-            raise InvalidRolloutsError(f"reward {i} is {reward!r}: every reward must be a finite number")
+        # numbers.Real admits numpy scalars (np.int64, np.float32); an int too large for a float is refused.
+        try:
+            ok = not isinstance(reward, bool) and isinstance(reward, numbers.Real) and math.isfinite(reward)
+        except OverflowError:
+            ok = False
+        if not ok:
+            raise InvalidRolloutsError(f"reward {i} is {reward!r:.80}: every reward must be a finite number")
         values.append(float(reward))
     return values
 
@@ -28,7 +34,10 @@ def compute_advantages(rewards: Sequence[float], scale_by_std: bool = False) -> 
         raise InvalidRolloutsError(f"a group needs at least 2 rollouts to compare, got {len(values)}")
     if min(values) == max(values):
         return [0.0] * len(values)  # exactly: a rounded mean could leave a spurious tiny advantage
-    mean = math.fsum(values) / len(values)
+    try:
+        mean = math.fsum(values) / len(values)
+    except OverflowError:
+        raise InvalidRolloutsError("rewards are too large to add up (their sum overflowed); rescale them") from None
     advantages = [r - mean for r in values]
     if scale_by_std:
         # Sample standard deviation plus a small epsilon, as gradient GRPO implementations do.

@@ -76,7 +76,11 @@ class Experience:
             if not isinstance(data.get(field), str):
                 raise LibraryFormatError(f"{where}: field {field!r} must be a string, got {data.get(field)!r:.80}")
         advantage = data.get("advantage")
-        if isinstance(advantage, bool) or not isinstance(advantage, (int, float)) or not math.isfinite(advantage):
+        try:
+            finite = isinstance(advantage, (int, float)) and math.isfinite(advantage)
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if isinstance(advantage, bool) or not finite:
             raise LibraryFormatError(f"{where}: field 'advantage' must be a finite number, got {advantage!r}")
         timestamp = data.get("timestamp")
         if isinstance(timestamp, float) and timestamp.is_integer():

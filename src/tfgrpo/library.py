@@ -192,6 +192,7 @@ class TrainingFreeGRPO:
             added_per_group.append(added)
         removed = self._prune_incremental(now)
         self.total_pruned += len(removed)
+        self._stats_cache = None  # the counters changed, even when the contents did not
         if progress is not None:
             self.progress = progress
         try:
@@ -237,10 +238,13 @@ class TrainingFreeGRPO:
             for exp in removed:
                 if exp.id not in new_ids:
                     self._insert(exp)
-            self._order = sorted(self.experience_library, key=lambda e: e.timestamp)
+            # A re-inserted experience can be listed twice in _order (its old entry is live again).
+            live = {id(e): e for e in self.experience_library}
+            self._order = sorted(live.values(), key=lambda e: (e.timestamp, e.id))
             self._head = 0
             for name, value in counters_before.items():
                 setattr(self, name, value)
+            self._stats_cache = None
             raise
 
     def _insert(self, exp: Experience) -> None:
@@ -373,7 +377,7 @@ class TrainingFreeGRPO:
                 total_stored=self.total_stored,
                 total_pruned=self.total_pruned,
                 current_library_size=len(advantages),
-                avg_advantage=math.fsum(advantages) / len(advantages) if advantages else 0.0,
+                avg_advantage=_mean(advantages),
                 max_advantage=max(advantages, default=0.0),
                 min_advantage=min(advantages, default=0.0),
                 total_loaded=self.total_loaded,
@@ -385,7 +389,7 @@ class TrainingFreeGRPO:
     def tag(self, experience: Experience | int, **metadata: str) -> Experience:
         """Add metadata to a stored experience (written through to the store)."""
         exp = experience if isinstance(experience, Experience) else self.get(experience)
-        if exp is None or exp._pos < 0:
+        if exp is None or exp not in self._sampler:  # (an experience of another library is not ours)
             raise TFGRPOError(f"experience {experience!r} is not in this library")
         check_metadata(metadata)
         before = dict(exp.metadata)
@@ -401,7 +405,7 @@ class TrainingFreeGRPO:
     def remove(self, experience: Experience | int) -> None:
         """Delete one stored experience (not counted as pruned)."""
         exp = experience if isinstance(experience, Experience) else self.get(experience)
-        if exp is None or exp._pos < 0:
+        if exp is None or exp not in self._sampler:  # (an experience of another library is not ours)
             raise TFGRPOError(f"experience {experience!r} is not in this library")
         self._remove(exp)
         self._write_through([], [exp], self._counters())
@@ -445,14 +449,19 @@ class TrainingFreeGRPO:
         tmp = target.with_name(f".{target.name}.tmp")
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             leftover.unlink(missing_ok=True)
-        store = SQLiteStore(tmp, durability="normal")
         try:
-            store.save_config(self.config.to_dict())
-            store.replace(list(self.experience_library), self._counters())
-            store.checkpoint()
-        finally:
-            store.close()
-        os.replace(tmp, target)
+            store = SQLiteStore(tmp, durability="normal")
+            try:
+                store.save_config(self.config.to_dict())
+                store.replace(list(self.experience_library), self._counters())
+                store.checkpoint()
+            finally:
+                store.close()
+            os.replace(tmp, target)
+        except BaseException:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                leftover.unlink(missing_ok=True)
+            raise
         fsync_dir(target.parent)
 
     def load_from_file(self, path: str | os.PathLike) -> None:
@@ -511,6 +520,15 @@ def _check_rollout(i: int, rollout: object) -> tuple[str, str]:
     ):
         raise InvalidRolloutsError(f"rollout {i} must be a (prompt, response) pair of strings, got {rollout!r:.80}")
     return rollout[0], rollout[1]
+
+
+def _mean(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    try:
+        return math.fsum(values) / len(values)
+    except OverflowError:  # advantages near the float limit: their sum overflows, their mean does not
+        return math.fsum(v / len(values) for v in values)
 
 
 def _matches(exp: Experience, where: dict[str, str]) -> bool:

@@ -46,6 +46,13 @@ class AdvantageSampler:
     def __len__(self) -> int:
         return self._size
 
+    def __contains__(self, exp: object) -> bool:
+        """Whether this very experience object is a member, in O(1)."""
+        if not isinstance(exp, Experience) or exp._pos < 0:
+            return False
+        bucket = self._buckets.get(self._key_and_rel(exp.advantage)[0])
+        return bucket is not None and exp._pos < len(bucket.members) and bucket.members[exp._pos] is exp
+
     def _key_and_rel(self, advantage: float) -> tuple[int, float]:
         if not self._weighted:
             return 0, 1.0
@@ -126,32 +133,41 @@ class AdvantageSampler:
         if k >= self._size:
             return self._ordered_by_draw(keys, cumulative)
         taken: dict[int, Experience] = {}
+        attempts = 0
         while len(taken) < k:
             exp = draw(keys, cumulative)
             taken.setdefault(id(exp), exp)
+            attempts += 1
+            if attempts > 4 * k + 64 and len(taken) < k:
+                # Redraws keep hitting a few dominant members: order the rest instead (same law).
+                rest = [e for e in self._ordered_by_draw(keys, cumulative) if id(e) not in taken]
+                return [*taken.values(), *rest[: k - len(taken)]]
         return list(taken.values())
 
     def _ordered_by_draw(self, keys: list[int], cumulative: list[float]) -> list[Experience]:
         # Every member, in the order successive weighted sampling would take them (Efraimidis-Spirakis
-        # keys u**(1/w), compared as log(u)/w in log space).
+        # keys u**(1/w), largest first, compared as log(-log u) - log w, smallest first: no overflow).
         rnd = self._random.random
         members = []
         for bucket in self._buckets.values():
             for exp in bucket.members:
                 if self._weighted:
-                    score = math.log(rnd() or 5e-324) * math.exp(-exp.advantage / self._temperature)
+                    score = math.log(-math.log(rnd() or 5e-324)) - exp.advantage / self._temperature
                 else:
                     score = rnd()
                 members.append((score, exp))
-        members.sort(key=lambda pair: pair[0], reverse=True)
+        members.sort(key=lambda pair: pair[0])
         return [exp for _, exp in members]
 
     def _draw(self, keys: list[int], cumulative: list[float]) -> Experience:
         rnd = self._random.random
         last = len(keys) - 1
         total = cumulative[-1]
+        # The bucket once, by its total weight; then a member by rejection within it. (Redrawing the
+        # bucket on a rejection would favour buckets whose members sit high in their [2**k, 2**(k+1)).)
+        bucket = self._buckets[keys[min(bisect_right(cumulative, rnd() * total), last)]]
+        members, rels = bucket.members, bucket.rels
         while True:
-            bucket = self._buckets[keys[min(bisect_right(cumulative, rnd() * total), last)]]
-            j = int(rnd() * len(bucket.members))
-            if rnd() * 2.0 < bucket.rels[j]:
-                return bucket.members[j]
+            j = int(rnd() * len(members))
+            if rnd() * 2.0 < rels[j]:
+                return members[j]

@@ -44,9 +44,9 @@ class SQLiteStore:
         self.path = Path(path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._check_or_create()  # first: a foreign database is refused before WAL mode would convert it
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={durability.upper()}")
-            self._check_or_create()
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
             raise LibraryFormatError(f"{self.path} is not a usable SQLite library: {exc}") from None
