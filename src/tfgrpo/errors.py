@@ -29,5 +29,26 @@ class StoreError(TFGRPOError):
     """A persistence failure (disk full, database locked, ...). Nothing was changed in memory."""
 
 
+class BackendError(TFGRPOError):
+    """A model backend failed: the model could not be loaded, or a server refused the request or kept
+    failing after every retry (the message says which, and what it answered)."""
+
+
+class RewardError(TFGRPOError, ValueError):
+    """A reward that cannot be computed: a non-finite value, or a sample without the field it needs."""
+
+
+class SandboxError(TFGRPOError, RuntimeError):
+    """The sandbox itself could not be set up (not the program's fault); the message says why."""
+
+
+class DatasetError(TFGRPOError, ValueError):
+    """A dataset file that cannot be used: unreadable, malformed, or missing a field (says where)."""
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """No dataset file at the given path."""
+
+
 class TFGRPOWarning(UserWarning):
     """A value that works but lies outside the recommended range."""

@@ -1,0 +1,28 @@
+"""Tasks (samples + reward + generation hints) and dataset loading. Bundled: `arithmetic`,
+`humaneval`, and `math` (your own file). `get_task(name, **options)` builds one."""
+
+from .arithmetic import arithmetic_task, generate_arithmetic
+from .dataset import DatasetError, DatasetNotFoundError, load_samples, split
+from .humaneval import humaneval_task, load_humaneval
+from .math_task import math_task
+from .task import Task, get_task, list_tasks, register_task
+
+register_task("arithmetic", arithmetic_task)
+register_task("humaneval", humaneval_task)
+register_task("math", math_task)
+
+__all__ = [
+    "DatasetError",
+    "DatasetNotFoundError",
+    "Task",
+    "arithmetic_task",
+    "generate_arithmetic",
+    "get_task",
+    "humaneval_task",
+    "list_tasks",
+    "load_humaneval",
+    "load_samples",
+    "math_task",
+    "register_task",
+    "split",
+]

