@@ -1,0 +1,98 @@
+"""Throughput of the training loop against an OpenAI-compatible server that answers after a fixed delay
+(the latency-only server, in its own process): rollouts per second against the ideal
+concurrency / latency, and the loop's own CPU time per rollout.
+
+    python bench/loop.py                       # concurrency 64 and 256, 2 s latency
+    python bench/loop.py --concurrency 64 --latency 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from tfgrpo import GRPOConfig, TrainingFreeGRPO
+from tfgrpo.llm.http import OpenAIBackend
+from tfgrpo.rewards import FunctionReward
+from tfgrpo.train import TrainConfig, train
+
+G = 8
+WAVES_PER_STEP = 4  # each step sends 4 x concurrency requests, so the pool stays full within a step
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tfgrpo.server.latency_server", "--delay", str(latency), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            return server, url + "/v1"
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("the latency server did not start")
+
+
+def run(url: str, concurrency: int, latency: float, steps: int) -> tuple[float, float, float]:
+    """(rollouts per second, ideal rollouts per second, CPU milliseconds per rollout)."""
+    batch = WAVES_PER_STEP * concurrency // G
+    samples = [{"id": str(i), "prompt": f"What is {i} + {i + 1}?", "answer": 2 * i + 1} for i in range(batch * steps)]
+    rng = random.Random(0)
+    reward = FunctionReward(lambda prompt, response, sample: float(rng.random() < 0.5), name="coin")
+    config = TrainConfig(batch_size=batch, group_size=G, shots=2, chat=False, max_tokens=16, seed=0)
+    backend = OpenAIBackend(url, model="latency", concurrency=concurrency, mode="completions", n_strategy="fanout")
+    backend.generate(["warm-up"])  # connect once, outside the measurement
+    with tempfile.TemporaryDirectory() as tmp:
+        grpo = TrainingFreeGRPO.open(os.path.join(tmp, "lib.db"), GRPOConfig(group_size=G), seed=0)
+        cpu, wall = time.process_time(), time.perf_counter()
+        history = train(backend, samples, reward, grpo, config, on_step=lambda m, total: None)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        grpo.close()
+    backend.close()
+    rollouts = sum(m.groups for m in history) * G
+    return rollouts / wall, concurrency / latency, cpu / rollouts * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--latency", type=float, default=2.0, help="seconds the server waits per request (a typical rollout)")
+    parser.add_argument("--steps", type=int, default=4)
+    args = parser.parse_args()
+    server, url = start_server(args.latency)
+    try:
+        print(
+            f"latency {args.latency} s per request, G={G}, {WAVES_PER_STEP} x concurrency requests per step, "
+            f"SQLite library, {os.cpu_count()} cores\n"
+        )
+        print(
+            "| concurrency | rollouts/s | ideal (concurrency / latency) | share of ideal | loop CPU per rollout [ms] |"
+        )
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        for concurrency in args.concurrency:
+            rate, ideal, cpu_ms = run(url, concurrency, args.latency, args.steps)
+            print(f"| {concurrency} | {rate:,.1f} | {ideal:,.1f} | {rate / ideal:.1%} | {cpu_ms:.2f} |", flush=True)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""How experiences enter a prompt: few-shot examples in the spec's `Q: ... A: ...` form by default,
+templates configurable, kept within a token budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .errors import ConfigError
+from .experience import Experience
+from .library import TrainingFreeGRPO
+
+Prompt = str | list[dict[str, str]]
+
+
+def approx_tokens(text: str) -> int:
+    """About four characters per token for English text and code; good enough for a budget."""
+    return (len(text) + 3) // 4
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """`example` renders one experience ({prompt}, {response}); `query` renders the new prompt
+    ({prompt}); `instruction`, when set, goes first as a system message."""
+
+    example: str = "Q: {prompt}\nA: {response}\n\n"
+    query: str = "Q: {prompt}\nA:"
+    instruction: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, fields in (("example", ("{prompt}", "{response}")), ("query", ("{prompt}",))):
+            text = getattr(self, name)
+            missing = [f for f in fields if f not in text]
+            if missing:
+                raise ConfigError(f"PromptTemplate.{name} must contain {', '.join(missing)}")
+            try:
+                text.format(prompt="", response="")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(
+                    f"PromptTemplate.{name} has a placeholder other than {{prompt}}/{{response}} ({exc!r}); "
+                    "write literal braces as {{ and }}"
+                ) from None
+
+
+def select_examples(
+    grpo: TrainingFreeGRPO | None,
+    prompt: str,
+    shots: int,
+    exclude_same_prompt: bool = True,
+) -> list[Experience]:
+    """Up to `shots` distinct experiences drawn by advantage, best first. Experiences of the very same
+    prompt are left out by default, since they would hand the model its own answer."""
+    if grpo is None or shots <= 0 or grpo.library_size() == 0:
+        return []
+    drawn = grpo.sample_multiple(min(grpo.library_size(), 4 * shots), replace=False)
+    chosen, seen = [], set()
+    for exp in drawn:
+        if (exclude_same_prompt and exp.prompt == prompt) or exp.response in seen:
+            continue
+        seen.add(exp.response)
+        chosen.append(exp)
+        if len(chosen) == shots:
+            break
+    chosen.sort(key=lambda e: e.advantage, reverse=True)
+    return chosen
+
+
+def build_prompt(
+    prompt: str,
+    examples: Sequence[Experience] = (),
+    template: PromptTemplate = PromptTemplate(),
+    token_budget: int | None = None,
+    count_tokens: Callable[[str], int] = approx_tokens,
+    chat: bool = True,
+) -> Prompt:
+    """The few-shot prompt for `prompt`: examples in order while they fit `token_budget` (counted for
+    the examples only), then the query. The template's instruction becomes a system message for chat
+    models (a message list), or the first paragraph of a plain-text prompt."""
+    parts = []
+    used = 0
+    for exp in examples:
+        text = template.example.format(prompt=exp.prompt, response=exp.response)
+        cost = count_tokens(text)
+        if token_budget is not None and used + cost > token_budget:
+            continue  # a shorter example further on may still fit
+        parts.append(text)
+        used += cost
+    user = "".join(parts) + template.query.format(prompt=prompt)
+    if not template.instruction:
+        return user
+    if chat:
+        return [{"role": "system", "content": template.instruction}, {"role": "user", "content": user}]
+    return f"{template.instruction}\n\n{user}"

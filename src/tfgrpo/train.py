@@ -1,0 +1,191 @@
+"""The Training-Free GRPO loop: for each prompt, generate a group conditioned on the library, score it,
+compute advantages, update the library; checkpoint after every step.
+
+A step is one batch of prompts. Its groups go into the library in one update together with the loop's
+position (`TrainingFreeGRPO.add_rollout_groups(..., progress=...)`), so with a store (SQLite) a killed
+run resumes at the next step without redoing or double-counting a group.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+from .library import TrainingFreeGRPO
+from .llm.base import Backend
+from .rewards.base import Reward
+from .rollouts import RolloutConfig, rollout_batch
+
+
+@dataclass(frozen=True)
+class TrainConfig(RolloutConfig):
+    epochs: int = 1
+    """Passes over the training samples."""
+    batch_size: int = 4
+    """Prompts per step (the library is updated and checkpointed once per step)."""
+    group_size: int = 8
+    """Rollouts per prompt (G)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "group_size", "max_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name} must be a whole number >= 1, got {getattr(self, name)!r}")
+        if self.group_size < 2:
+            raise ConfigError("TrainConfig.group_size must be >= 2: advantages compare rollouts within a group")
+        if self.shots < 0 or self.token_budget < 0:
+            raise ConfigError("TrainConfig.shots and token_budget must be >= 0")
+
+
+@dataclass
+class StepMetrics:
+    epoch: int
+    step: int
+    global_step: int
+    groups: int
+    groups_with_signal: int
+    reward_mean: float
+    stored: int
+    pruned: int
+    library_size: int
+    avg_advantage: float
+    max_advantage: float
+    min_advantage: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    seconds: float
+
+    @property
+    def signal_share(self) -> float:
+        return self.groups_with_signal / self.groups if self.groups else 0.0
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "signal_share": self.signal_share})
+
+
+def batches(samples: Sequence[dict], config: TrainConfig, epoch: int) -> list[list[dict]]:
+    """The epoch's batches: samples shuffled by (seed, epoch), so a resumed run sees the same order."""
+    order = list(samples)
+    random.Random(f"{config.seed}:{epoch}").shuffle(order)
+    return [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+
+
+def train(
+    backend: Backend,
+    samples: Sequence[dict],
+    reward: Reward,
+    grpo: TrainingFreeGRPO,
+    config: TrainConfig = TrainConfig(),
+    metrics_path: str | Path | None = None,
+    on_step: Callable[[StepMetrics, int], None] | None = None,
+    task_name: str = "task",
+) -> list[StepMetrics]:
+    """Run (or resume) training; returns the metrics of the steps run now."""
+    if not samples:
+        raise ConfigError("no training samples")
+    done = (grpo.progress or {}).get("global_step", 0)
+    steps_per_epoch = -(-len(samples) // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    report = on_step or _progress_printer(total_steps)
+    log = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
+    history = []
+    try:
+        global_step = 0
+        for epoch in range(config.epochs):
+            for step, batch in enumerate(batches(samples, config, epoch)):
+                global_step += 1
+                if global_step <= done:
+                    continue  # finished before a restart: already in the library
+                metrics = run_step(backend, batch, reward, grpo, config, epoch, step, global_step, task_name)
+                history.append(metrics)
+                if log:
+                    log.write(metrics.to_json() + "\n")
+                    log.flush()
+                report(metrics, total_steps)
+    finally:
+        if log:
+            log.close()
+    return history
+
+
+def run_step(
+    backend: Backend,
+    batch: list[dict],
+    reward: Reward,
+    grpo: TrainingFreeGRPO,
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+    global_step: int,
+    task_name: str,
+) -> StepMetrics:
+    started = time.perf_counter()
+    usage_before = backend.usage.snapshot()
+    counters_before = (grpo.total_stored, grpo.total_pruned)
+
+    # 1-2. Generate a group per prompt, conditioned on experiences from the library; score each rollout.
+    groups, rewards = rollout_batch(
+        backend, batch, reward, grpo, config.group_size, config, seed=config.seed * 1_000_003 + global_step
+    )
+
+    # 3-4. Advantages and the library update: one update for the whole step, with the position.
+    updates = []
+    with_signal = 0
+    for sample, group, group_rewards in zip(batch, groups, rewards):
+        with_signal += min(group_rewards) != max(group_rewards)
+        rollouts = [(sample["prompt"], g.text) for g in group]
+        updates.append((rollouts, group_rewards, {"task": task_name, "sample_id": str(sample.get("id", ""))}))
+    grpo.add_rollout_groups(updates, progress={"epoch": epoch, "step": step, "global_step": global_step})
+
+    usage = backend.usage.snapshot() - usage_before
+    stats = grpo.stats()
+    return StepMetrics(
+        epoch=epoch,
+        step=step,
+        global_step=global_step,
+        groups=len(batch),
+        groups_with_signal=with_signal,
+        reward_mean=sum(map(sum, rewards)) / (len(batch) * config.group_size),
+        stored=grpo.total_stored - counters_before[0],
+        pruned=grpo.total_pruned - counters_before[1],
+        library_size=stats.current_library_size,
+        avg_advantage=stats.avg_advantage,
+        max_advantage=stats.max_advantage,
+        min_advantage=stats.min_advantage,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost=usage.cost,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _progress_printer(total_steps: int) -> Callable[[StepMetrics, int], None]:
+    """A bar on a terminal (tqdm when installed), plain lines otherwise (CI logs)."""
+    bar = None
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True)
+        except ImportError:
+            bar = None
+
+    def report(m: StepMetrics, total: int) -> None:
+        text = (
+            f"reward {m.reward_mean:.3f} | signal {m.groups_with_signal}/{m.groups} | "
+            f"+{m.stored} -{m.pruned} | library {m.library_size}"
+        )
+        if bar is not None:
+            bar.n = m.global_step
+            bar.set_postfix_str(text)
+        else:
+            print(f"step {m.global_step}/{total} {text} | {m.seconds:.1f}s", file=sys.stderr, flush=True)
+
+    return report

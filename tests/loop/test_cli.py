@@ -1,0 +1,110 @@
+"""The command line as a user types it: real subprocesses of the installed `tfgrpo` script."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tfgrpo import TrainingFreeGRPO
+
+TFGRPO = shutil.which("tfgrpo") or str(Path(sys.executable).parent / "tfgrpo")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+TINY_TRAIN = ["--task", "arithmetic", "--task-option", "n=40", "--task-option", "seed=5", "--limit", "6"]
+TINY_GEN = ["-G", "4", "--batch-size", "2", "--max-tokens", "4", "--shots", "2"]
+
+
+def run(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run([TFGRPO, *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"tfgrpo {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def small_library(tmp_path: Path) -> Path:
+    path = tmp_path / "lib.db"
+    with TrainingFreeGRPO.open(path) as grpo:
+        grpo.add_rollout_group([("Read file a.txt", "open('a.txt').read()"), ("Read file a.txt", "x")], [1, 0])
+        grpo.add_rollout_group([("Reverse a string", "s[::-1]"), ("Reverse a string", "s")], [1, 0], {"domain": "str"})
+    return path
+
+
+def test_help_explains_every_command():
+    out = run("--help").stdout
+    for command in ("demo", "train", "eval", "stats", "sample", "query", "export", "import", "serve-model"):
+        assert command in out
+        assert run(command, "--help").stdout.startswith("usage: tfgrpo " + command)
+    assert "--group-size" in run("train", "--help").stdout
+
+
+def test_library_commands(small_library: Path, tmp_path: Path):
+    lib = str(small_library)
+    stats = run("stats", "-l", lib).stdout
+    assert "Total rollouts: 4" in stats and "Current library: 2 experiences" in stats
+    assert json.loads(run("stats", "-l", lib, "--json").stdout)["current_library_size"] == 2
+
+    drawn = [
+        json.loads(line) for line in run("sample", "-l", lib, "-k", "2", "--distinct", "--json").stdout.splitlines()
+    ]
+    assert sorted(d["response"] for d in drawn) == ["open('a.txt').read()", "s[::-1]"]
+
+    found = run("query", "-l", lib, "Read file", "--json").stdout.splitlines()
+    assert [json.loads(line)["prompt"] for line in found] == ["Read file a.txt"]
+    assert run("query", "-l", lib, "Re", "--where", "domain=str", "--json").stdout.count("\n") == 1
+
+    exported = tmp_path / "out.json"
+    run("export", "-l", lib, str(exported))
+    assert len(json.loads(exported.read_text())) == 2
+    imported = tmp_path / "copy.db"
+    assert "2 experiences" in run("import", str(exported), "-l", str(imported)).stdout
+    assert TrainingFreeGRPO.open(imported).library_size() == 2
+
+
+def test_errors_are_one_clear_line(tmp_path: Path):
+    missing = run("stats", "-l", str(tmp_path / "nope.db"), check=False)
+    assert missing.returncode == 1 and "no library at" in missing.stderr and "Traceback" not in missing.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    failed = run("import", str(bad), "-l", str(tmp_path / "x.db"), check=False)
+    assert failed.returncode == 1 and "not valid JSON" in failed.stderr
+    wrong = run("train", "--task", "nosuchtask", check=False)
+    assert wrong.returncode == 1 and "unknown task" in wrong.stderr
+
+
+@pytest.mark.model
+def test_train_resumes_after_a_kill_without_double_counting(tmp_path: Path):
+    lib, metrics = tmp_path / "lib.db", tmp_path / "m.jsonl"
+    args = ["train", *TINY_TRAIN, *TINY_GEN, "-l", str(lib), "--metrics", str(metrics), "--seed", "0"]
+    proc = subprocess.Popen([TFGRPO, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    deadline = time.monotonic() + 240
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "the first step never finished"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with TrainingFreeGRPO.open(lib) as grpo:
+        done = grpo.progress["global_step"]
+        assert 1 <= done < 3 and grpo.total_rollouts == done * 2 * 4
+
+    resumed = run(*args)
+    assert f"resuming {lib} after step {done}" in resumed.stderr
+    assert "Total rollouts: 24" in resumed.stdout  # 6 prompts x G=4, each counted once
+    with TrainingFreeGRPO.open(lib) as grpo:
+        assert grpo.progress["global_step"] == 3 and grpo.total_rollouts == 24
+    steps = [json.loads(line)["global_step"] for line in metrics.read_text().splitlines()]
+    assert sorted(set(steps)) == sorted(steps) and set(steps) <= {1, 2, 3} and 3 in steps
+
+    report = json.loads(run("eval", *TINY_TRAIN, "-k", "2", "--max-tokens", "4", "-l", str(lib), "--json").stdout)
+    assert set(report["conditions"]) == {"baseline", "library"} and report["n_prompts"] == 6
+    assert (
+        report["comparisons"][0]["ci_low"]
+        <= report["comparisons"][0]["mean_diff"]
+        <= report["comparisons"][0]["ci_high"]
+    )

@@ -1,0 +1,53 @@
+import pytest
+
+from tfgrpo import ConfigError, TrainingFreeGRPO
+from tfgrpo.experience import Experience
+from tfgrpo.prompting import PromptTemplate, approx_tokens, build_prompt, select_examples
+
+
+def test_spec_few_shot_format():
+    examples = [Experience("What is 1 + 1?", " 2", 0.5), Experience("What is 2 + 3?", " 5", 0.4)]
+    assert build_prompt("What is 4 + 4?", examples) == (
+        "Q: What is 1 + 1?\nA:  2\n\nQ: What is 2 + 3?\nA:  5\n\nQ: What is 4 + 4?\nA:"
+    )
+
+
+def test_token_budget_keeps_examples_that_fit():
+    long = Experience("long", "x" * 400, 0.9)  # ~101 tokens
+    short = Experience("short", "y", 0.5)
+    prompt = build_prompt("q", [long, short], token_budget=50)
+    assert "x" * 400 not in prompt and "Q: short\nA: y" in prompt
+    assert build_prompt("q", [long, short], token_budget=0) == "Q: q\nA:"
+    assert approx_tokens("abcd" * 10) == 10
+
+
+def test_instruction_is_a_system_message_for_chat_and_a_paragraph_for_text():
+    template = PromptTemplate(instruction="Answer with a number.")
+    chat = build_prompt("q", [], template)
+    assert chat == [
+        {"role": "system", "content": "Answer with a number."},
+        {"role": "user", "content": "Q: q\nA:"},
+    ]
+    assert build_prompt("q", [], template, chat=False) == "Answer with a number.\n\nQ: q\nA:"
+
+
+def test_custom_templates_are_checked():
+    template = PromptTemplate(example="### {prompt}\n{response}\n", query="### {prompt}\n")
+    assert build_prompt("b", [Experience("a", "r", 1.0)], template) == "### a\nr\n### b\n"
+    assert build_prompt("{x}", [Experience("{y}", "{z}", 1.0)], template) == "### {y}\n{z}\n### {x}\n"
+    with pytest.raises(ConfigError, match="must contain"):
+        PromptTemplate(example="Q: {prompt}")
+    with pytest.raises(ConfigError, match="placeholder"):
+        PromptTemplate(query="{prompt} {other}")
+
+
+def test_select_examples_skips_the_same_prompt_and_duplicates_best_first():
+    grpo = TrainingFreeGRPO(seed=3)
+    grpo.add_rollout_group([("same", "a"), ("same", "b")], [1, 0])
+    grpo.add_rollout_group([("other", "c"), ("other", "d"), ("other", "e")], [1, 0, 0])
+    grpo.add_rollout_group([("third", "c"), ("third", "f")], [1, 0])
+    chosen = select_examples(grpo, "same", shots=5)
+    assert {e.prompt for e in chosen} <= {"other", "third"}
+    assert len({e.response for e in chosen}) == len(chosen) == 1  # "c" twice counts once
+    assert select_examples(grpo, "same", shots=5, exclude_same_prompt=False)[0].advantage == pytest.approx(2 / 3)
+    assert select_examples(None, "q", 3) == [] and select_examples(grpo, "q", 0) == []

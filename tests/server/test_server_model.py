@@ -1,0 +1,129 @@
+"""`serve-model`: a real uvicorn server on 127.0.0.1 over the bundled model, queried by the official
+openai client, by raw HTTP and by our own OpenAIBackend."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import httpx
+import pytest
+
+from llm.support import UvicornThread
+from tfgrpo.llm import GenerationParams
+from tfgrpo.llm.http import OpenAIBackend
+from tfgrpo.server.model_server import create_app
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def server(local_backend):
+    with UvicornThread(create_app(local_backend, "smol")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    openai = pytest.importorskip("openai")
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0) as c:
+        yield c
+
+
+def test_openai_client_chat_completion(client):
+    response = client.chat.completions.create(
+        model="smol", messages=[{"role": "user", "content": "Say hi."}], n=2, max_tokens=8, seed=5, temperature=0.8
+    )
+    assert response.object == "chat.completion" and response.model == "smol"
+    assert [c.index for c in response.choices] == [0, 1]
+    assert all(c.message.role == "assistant" and c.message.content for c in response.choices)
+    assert all(c.finish_reason in ("stop", "length") for c in response.choices)
+    assert response.usage.prompt_tokens > 5 and 0 < response.usage.completion_tokens <= 16
+    assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
+    again = client.chat.completions.create(
+        model="smol", messages=[{"role": "user", "content": "Say hi."}], n=2, max_tokens=8, seed=5, temperature=0.8
+    )
+    assert [c.message.content for c in again.choices] == [c.message.content for c in response.choices]
+
+
+def test_openai_client_text_completions(client):
+    response = client.completions.create(
+        model="smol", prompt=["The capital of France is", "1, 2, 3,"], n=2, max_tokens=4, temperature=0, stop=["\n"]
+    )
+    assert response.object == "text_completion"
+    assert [c.index for c in response.choices] == [0, 1, 2, 3]
+    assert "Paris" in response.choices[0].text and response.choices[0].text == response.choices[1].text
+    assert all("\n" not in c.text for c in response.choices)
+    assert response.usage.completion_tokens <= 16
+
+
+def test_models_and_health(server):
+    models = httpx.get(f"{server.url}/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["smol"] and models["object"] == "list"
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("body", "mentions"),
+    [
+        ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, "n"),
+        ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "temperature"),
+        ({"messages": [{"role": "user", "content": "hi"}], "top_p": 2}, "top_p"),
+        ({"messages": [{"role": "user", "content": "hi"}], "stream": True}, "stream"),
+        ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "hi"}], "stop": ["ok", ""]}, "stop"),
+        ({"messages": []}, "messages"),
+        ({"model": "smol"}, "messages"),
+    ],
+)
+def test_bad_requests_get_openai_style_400(server, body, mentions):
+    response = httpx.post(f"{server.url}/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and mentions in error["message"]
+
+
+def test_nulls_mean_defaults_and_text_parts_are_joined(server):
+    body = {
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hi."}]}],
+        "temperature": None,
+        "n": None,
+        "max_tokens": 4,
+        "seed": 1,
+    }
+    response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["choices"]) == 1 and response.json()["usage"]["completion_tokens"] <= 4
+
+
+def test_invalid_json_and_unknown_route(server):
+    response = httpx.post(
+        f"{server.url}/v1/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400 and "error" in response.json()
+    missing = httpx.get(f"{server.url}/v1/nothing")
+    assert missing.status_code == 404 and missing.json()["error"]["message"]
+
+
+def test_openai_backend_against_serve_model(server):
+    with OpenAIBackend(base_url=f"{server.url}/v1", api_key="none", concurrency=2) as backend:
+        params = GenerationParams(n=2, max_tokens=6, seed=11)
+        groups = backend.generate(["Name a color.", "Name an animal."], params)
+        assert backend.model_name == "smol"  # discovered from /v1/models
+        assert [len(g) for g in groups] == [2, 2]
+        assert backend.usage.requests == 2 and backend.usage.completion_tokens > 0
+        assert backend.generate(["Name a color.", "Name an animal."], params) == groups  # seeded
+
+
+def test_generation_does_not_block_the_event_loop(server):
+    body = {"messages": [{"role": "user", "content": "Count from 1 to 100."}], "n": 4, "max_tokens": 32, "seed": 0}
+    answered_meanwhile = 0
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(httpx.post, f"{server.url}/v1/chat/completions", json=body, timeout=120)
+        while not slow.done():
+            assert httpx.get(f"{server.url}/health", timeout=120).status_code == 200
+            answered_meanwhile += not slow.done()
+            time.sleep(0.05)
+        assert slow.result().status_code == 200 and len(slow.result().json()["choices"]) == 4
+    # A blocked loop would answer /health only before the generation starts or after it ends.
+    assert answered_meanwhile >= 3
