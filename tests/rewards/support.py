@@ -7,24 +7,12 @@ import json
 import os
 from functools import cache
 
-from tfgrpo.rewards.sandbox import SandboxConfig
+from tfgrpo.rewards.sandbox import SandboxConfig, live_pids
 
 
 def sandbox_pids(config: SandboxConfig, zombies: bool = False) -> list[int]:
     """Processes running under any of the sandbox's uids (zombies only when asked)."""
-    uids = range(config.uid_base, config.uid_base + config.uid_slots)
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
-        if int(fields["Uid"].split()[0]) in uids and (zombies or not fields["State"].strip().startswith("Z")):
-            found.append(int(name))
-    return found
+    return live_pids(range(config.uid_base, config.uid_base + config.uid_slots), include_zombies=zombies)
 
 
 @cache

@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -305,7 +305,7 @@ def _sandbox_uid(config: SandboxConfig) -> Iterator[int | None]:
 def _kill_uid(uid: int, patience_s: float = 5.0) -> None:
     """SIGKILL every process of `uid` until none is left (zombies aside)."""
     deadline = time.monotonic() + patience_s
-    while pids := _live_pids_of(uid):
+    while pids := live_pids((uid,)):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -314,7 +314,8 @@ def _kill_uid(uid: int, patience_s: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def _live_pids_of(uid: int) -> list[int]:
+def live_pids(uids: Collection[int], include_zombies: bool = False) -> list[int]:
+    """Processes running under any of `uids` (zombies only when asked), read from /proc."""
     pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -324,6 +325,7 @@ def _live_pids_of(uid: int) -> list[int]:
                 fields = dict(line.split(":", 1) for line in f if ":" in line)
         except OSError:
             continue
-        if int(fields.get("Uid", "-1").split()[0]) == uid and not fields.get("State", "").strip().startswith("Z"):
+        zombie = fields.get("State", "").strip().startswith("Z")
+        if int(fields.get("Uid", "-1").split()[0]) in uids and (include_zombies or not zombie):
             pids.append(int(name))
     return pids
