@@ -4,6 +4,7 @@ gradients, by keeping what worked in an experience library that goes back into l
 from .advantages import compute_advantages
 from .config import GRPOConfig
 from .errors import (
+    BackendError,
     ConfigError,
     InvalidRolloutsError,
     LibraryFormatError,
@@ -19,6 +20,7 @@ from .stats import GRPOStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendError",
     "CompilerFeedback",
     "ConfigError",
     "Experience",

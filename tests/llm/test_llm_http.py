@@ -141,6 +141,24 @@ def test_sync_generate_inside_a_running_event_loop():
             return backend.generate(["hi"])  # a notebook cell or an async app calling the sync API
 
         assert asyncio.run(main())[0][0].text == "ok"
+        assert backend.generate([]) == []
+    with pytest.raises(BackendError, match="closed"):
+        backend.generate(["after close"])
+
+
+def test_one_failing_prompt_cancels_the_rest():
+    async def behaviour(index, path, body):
+        if body["messages"][0]["content"] == "bad":
+            return error_reply(401, "invalid api key")
+        await asyncio.sleep(0.5)
+        return error_reply(503)  # would be retried for a long time if left running
+
+    with StandIn(behaviour) as server, backend_for(server, max_retries=20) as backend:
+        backend.backoff_base = 0.2
+        with pytest.raises(BackendError, match="invalid api key"):
+            backend.generate(["bad", "slow 1", "slow 2"])
+        time.sleep(1.5)
+        assert len(server.requests) == 3  # the slow ones were not retried after the failure
 
 
 def test_native_n():

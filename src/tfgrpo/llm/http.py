@@ -171,7 +171,13 @@ class OpenAIBackend(Backend):
         chat = self._check_mode(prompts, chat)
 
         async def run_all() -> list[list[Generation]]:
-            return list(await asyncio.gather(*(self._complete(p, params, chat) for p in prompts)))
+            tasks = [asyncio.ensure_future(self._complete(p, params, chat)) for p in prompts]
+            try:
+                return list(await asyncio.gather(*tasks))
+            except BaseException:
+                for task in tasks:  # one prompt failed for good: do not leave the others retrying
+                    task.cancel()
+                raise
 
         future = self._runner.submit(run_all())
         try:
