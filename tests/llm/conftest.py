@@ -1,9 +1,0 @@
-import pytest
-
-from .support import bundled_backend
-
-
-@pytest.fixture(scope="session")
-def local_backend():
-    """The bundled SmolLM2-135M-Instruct on CPU, loaded once for the whole session."""
-    return bundled_backend()
