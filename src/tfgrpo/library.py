@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from .advantages import compute_advantages
 from .config import GRPOConfig
@@ -30,6 +30,9 @@ from .formats import fsync_dir, is_sqlite_file, is_sqlite_path, read_json, write
 from .sampler import AdvantageSampler
 from .stats import GRPOStats
 from .store import SQLiteStore, Store, open_store
+
+if TYPE_CHECKING:
+    from .retrieval import Retriever
 
 _COUNTERS = ("total_rollouts", "total_stored", "total_pruned", "total_loaded")
 
@@ -88,6 +91,7 @@ class TrainingFreeGRPO:
         store: Store | str | os.PathLike | None = None,
         seed: int | None = None,
         clock: Callable[[], float] = time.time,
+        retriever: Retriever | None = None,
     ) -> None:
         if config is not None and not isinstance(config, GRPOConfig):
             raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
@@ -97,10 +101,13 @@ class TrainingFreeGRPO:
         self.total_rollouts = self.total_stored = self.total_pruned = self.total_loaded = 0
         self.progress: dict | None = None
         self._next_id = 1
+        self._retriever: Retriever | None = None
         self._set_config(config or GRPOConfig())
         self._reset_structures()
         if store is not None:
             self._attach(open_store(store), config)
+        if retriever is not None:
+            self.enable_retrieval(retriever=retriever)
 
     @classmethod
     def with_config(cls, config: GRPOConfig, **kwargs) -> TrainingFreeGRPO:
@@ -123,6 +130,8 @@ class TrainingFreeGRPO:
         self._head = 0
         self._heap: list[tuple[float, int, Experience]] = []
         self._stats_cache: GRPOStats | None = None
+        if self._retriever is not None:
+            self._retriever.clear()
 
     def _attach(self, store: Store, config: GRPOConfig | None) -> None:
         state = store.load()
@@ -149,6 +158,8 @@ class TrainingFreeGRPO:
             self._heap.extend((e.advantage, e.id, e) for e in experiences)
             heapq.heapify(self._heap)
         self._stats_cache = None
+        if self._retriever is not None:
+            self._retriever.add_many(experiences)
 
     # -- the algorithm --------------------------------------------------------------------------------
 
@@ -257,10 +268,14 @@ class TrainingFreeGRPO:
         if self.config.eviction_policy == "lowest_advantage":
             heapq.heappush(self._heap, (exp.advantage, exp.id, exp))
         self._stats_cache = None
+        if self._retriever is not None:
+            self._retriever.add(exp)
 
     def _remove(self, exp: Experience) -> None:
         self._sampler.remove(exp)
         self._stats_cache = None
+        if self._retriever is not None:
+            self._retriever.remove(exp)
         live = len(self._sampler)
         # Removed entries linger in _order and _heap until skipped; compact when they dominate.
         if len(self._order) - self._head > 2 * live + 64:
@@ -348,19 +363,51 @@ class TrainingFreeGRPO:
         k: int | None = None,
         mode: str = "prefix",
         where: dict[str, str] | None = None,
+        **options,
     ) -> list[Experience]:
         """Experiences for a prompt, best advantage first (ties: newest first).
 
         mode "prefix" (the spec's behaviour): stored prompts that start with `prompt`.
         `where` keeps only experiences whose metadata has all the given key/value pairs.
+        Modes "lexical" (BM25), "semantic" (embeddings) and "hybrid" rank by relevance instead, through
+        the attached retriever (one with the default embedder is attached on first use); `options`
+        (min_similarity, mmr, mmr_lambda, advantage_weight, token_budget, ...) are those of
+        `tfgrpo.retrieval.Retriever.search`.
         """
         if mode != "prefix":
-            raise TFGRPOError(f"unknown retrieval mode {mode!r}; available: 'prefix'")
+            if mode not in ("lexical", "semantic", "hybrid"):
+                raise TFGRPOError(
+                    f"unknown retrieval mode {mode!r}; available: 'prefix', 'lexical', 'semantic', 'hybrid'"
+                )
+            retriever = self._retriever or self.enable_retrieval()
+            return retriever.search(prompt, k, mode=mode, where=where, **options)
+        if options:
+            raise TFGRPOError(f"options {sorted(options)} apply to the lexical, semantic and hybrid modes only")
         found = [
             e for e in self.experience_library if e.prompt.startswith(prompt) and (where is None or _matches(e, where))
         ]
         found.sort(key=lambda e: (e.advantage, e.id), reverse=True)
         return found if k is None else found[:k]
+
+    def enable_retrieval(self, embedder=None, *, retriever: Retriever | None = None, **options) -> Retriever:
+        """Attach a retriever (lexical, semantic and hybrid `get_experiences_for_prompt`) and index the
+        library; it is kept in step with every later change. `embedder`: None (all-MiniLM-L6-v2), a
+        sentence-transformers name or path, "openai:MODEL[@BASE_URL]" or an embedder object; `options`
+        go to `tfgrpo.retrieval.Retriever`. Nothing is embedded before the first semantic query."""
+        from .retrieval import Retriever
+
+        if retriever is None:
+            retriever = Retriever(embedder, **options)
+        elif embedder is not None or options:
+            raise TFGRPOError("pass either a retriever or embedder/options to build one, not both")
+        retriever.attach(self)
+        self._retriever = retriever
+        return retriever
+
+    @property
+    def retriever(self) -> Retriever | None:
+        """The attached retriever, if any."""
+        return self._retriever
 
     def filter_by_metadata(self, **where: str) -> list[Experience]:
         """Experiences whose metadata has all the given key/value pairs, oldest first."""

@@ -28,6 +28,9 @@ CREATE TABLE experiences (
 );
 """
 
+_EMBEDDINGS = """CREATE TABLE IF NOT EXISTS embeddings (
+    model TEXT NOT NULL, text TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, text))"""
+
 
 class SQLiteStore:
     """A library in one SQLite file.
@@ -145,6 +148,46 @@ class SQLiteStore:
                 "UPDATE experiences SET metadata = ? WHERE id = ?",
                 (_metadata_json(experience), experience.id),
             )
+
+    # Embeddings of indexed texts (see tfgrpo.retrieval): a cache keyed by (model, text), in a table made
+    # on first use, so libraries without retrieval are unchanged and older readers ignore it.
+
+    def load_embeddings(self, model: str, texts: Sequence[str]) -> dict[str, bytes]:
+        """The stored vectors (float32 bytes) of those of `texts` that have one under `model`."""
+        if not self._has_embeddings():
+            return {}
+        texts = list(dict.fromkeys(texts))
+        found: dict[str, bytes] = {}
+        for start in range(0, len(texts), 500):
+            chunk = texts[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT text, vector FROM embeddings WHERE model = ? AND text IN ({marks})"
+            found.update(self._db.execute(query, (model, *chunk)))
+        return found
+
+    def embedded_texts(self, model: str) -> list[str]:
+        """Every text with a stored vector under `model`."""
+        if not self._has_embeddings():
+            return []
+        return [text for (text,) in self._db.execute("SELECT text FROM embeddings WHERE model = ?", (model,))]
+
+    def save_embeddings(self, model: str, items: Sequence[tuple[str, bytes]]) -> None:
+        with self._transaction():
+            self._db.execute(_EMBEDDINGS)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO embeddings(model, text, vector) VALUES (?, ?, ?)",
+                [(model, text, vector) for text, vector in items],
+            )
+
+    def delete_embeddings(self, model: str, texts: Sequence[str]) -> None:
+        if not self._has_embeddings():
+            return
+        with self._transaction():
+            self._db.executemany("DELETE FROM embeddings WHERE model = ? AND text = ?", [(model, t) for t in texts])
+
+    def _has_embeddings(self) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='embeddings'"
+        return self._db.execute(query).fetchone() is not None
 
     def checkpoint(self) -> None:
         """Fold the WAL into the main file and leave a single self-contained file."""

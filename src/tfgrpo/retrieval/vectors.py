@@ -1,0 +1,171 @@
+"""Nearest-neighbour search over unit vectors identified by integer rows.
+
+Exact search (one matrix-vector product in numpy) below `approximate_threshold` live rows; above it,
+an HNSW graph (faiss, the `retrieval-ann` extra) built on first use and extended as rows are added.
+Deleted rows are tombstones: they are skipped in results and the graph is rebuilt once they make up
+more than a quarter of it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..errors import TFGRPOError
+
+
+class VectorIndex:
+    """Cosine similarity search (vectors are stored normalised)."""
+
+    def __init__(
+        self,
+        approximate_threshold: int | None = 20_000,
+        hnsw_m: int = 24,
+        ef_construction: int = 64,
+        ef_search: int = 256,
+        threads: int | None = None,
+    ) -> None:
+        self.approximate_threshold = approximate_threshold
+        self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
+        self.threads = threads
+        self.dim: int | None = None
+        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._alive = np.zeros(0, dtype=bool)
+        self._end = 0  # rows [0, _end) have been set (alive or dead)
+        self._n_alive = 0
+        self._ann = None  # faiss index over rows [0, _ann_end); its internal ids are the rows
+        self._ann_end = 0
+        self._ann_dead = 0
+        self._warned = False
+
+    def __len__(self) -> int:
+        return self._n_alive
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the vectors (and the graph, when built), in bytes."""
+        size = self._vectors.nbytes + self._alive.nbytes
+        if self._ann is not None:
+            size += self._ann_end * (self.dim * 4 + self.hnsw_m * 2 * 4 * 1.1 + 8)  # faiss's own layout
+        return int(size)
+
+    def clear(self) -> None:
+        self.__init__(self.approximate_threshold, self.hnsw_m, self.ef_construction, self.ef_search, self.threads)
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        return self._vectors[rows]
+
+    def has(self, row: int) -> bool:
+        return row < self._end and bool(self._alive[row])
+
+    def add(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """Set the vectors of new rows (rows only grow; a row is set once)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(rows):
+            raise TFGRPOError(f"expected {len(rows)} vectors, got an array of shape {vectors.shape}")
+        if len(rows) == 0:
+            return
+        if self.dim is None:
+            self.dim = vectors.shape[1]
+            self._vectors = np.zeros((0, self.dim), dtype=np.float32)
+        elif vectors.shape[1] != self.dim:
+            raise TFGRPOError(
+                f"embedding size changed from {self.dim} to {vectors.shape[1]}: use one embedding model per index"
+            )
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+        rows = np.asarray(rows, dtype=np.int64)
+        top = int(rows.max()) + 1
+        if top > len(self._vectors):
+            size = max(top, 2 * len(self._vectors), 1024)
+            grown = np.zeros((size, self.dim), dtype=np.float32)
+            grown[: self._end] = self._vectors[: self._end]
+            alive = np.zeros(size, dtype=bool)
+            alive[: self._end] = self._alive[: self._end]
+            self._vectors, self._alive = grown, alive
+        fresh = ~self._alive[rows]
+        self._vectors[rows] = vectors
+        self._alive[rows] = True
+        self._n_alive += int(fresh.sum())
+        self._end = max(self._end, top)
+
+    def remove(self, row: int) -> None:
+        if row < self._end and self._alive[row]:
+            self._alive[row] = False
+            self._n_alive -= 1
+            if row < self._ann_end:
+                self._ann_dead += 1
+
+    # -- search -------------------------------------------------------------------------------------------
+
+    def approximate(self) -> bool:
+        """Whether searches go through the HNSW graph (False: exact)."""
+        return self.approximate_threshold is not None and self._n_alive > self.approximate_threshold
+
+    def search(self, query: np.ndarray, k: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cosine similarities) of the `k` nearest live rows, best first (all when k is None)."""
+        if self._n_alive == 0 or self.dim is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
+        # A large k (a filter that rejects most hits asks for many) is cheaper exactly than through the graph.
+        if k is not None and k <= self._n_alive // 8 and self.approximate() and self._ensure_ann():
+            return self._search_ann(query, k)
+        return self.search_exact(query, k)
+
+    def search_exact(self, query: np.ndarray, k: int | None) -> tuple[np.ndarray, np.ndarray]:
+        scores = self._vectors[: self._end] @ query
+        if self._n_alive < self._end:
+            scores[~self._alive[: self._end]] = -np.inf
+        n = self._n_alive
+        if k is None or k >= n:
+            rows = np.argsort(-scores, kind="stable")[:n]
+        else:
+            rows = np.argpartition(-scores, k - 1)[:k]
+            rows = rows[np.lexsort((rows, -scores[rows]))]
+        return rows.astype(np.int64), scores[rows]
+
+    def _ensure_ann(self) -> bool:
+        try:
+            import faiss
+        except ImportError:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"{self._n_alive} vectors: approximate search needs faiss (pip install 'tfgrpo[retrieval-ann]'); "
+                    "searching exactly instead",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return False
+        if self.threads is not None:
+            faiss.omp_set_num_threads(self.threads)
+        if self._ann is None or self._ann_dead * 4 > self._ann_end:
+            self._ann = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            self._ann.hnsw.efConstruction = self.ef_construction
+            self._ann_end = self._ann_dead = 0
+            if self._n_alive < self._end:
+                # Rebuilding: dead rows still take graph slots (internal ids must equal rows), as zeros.
+                self._vectors[: self._end][~self._alive[: self._end]] = 0.0
+                self._ann_dead = self._end - self._n_alive
+        if self._ann_end < self._end:
+            self._ann.add(self._vectors[self._ann_end : self._end])
+            self._ann_dead += int((~self._alive[self._ann_end : self._end]).sum())
+            self._ann_end = self._end
+        return True
+
+    def _search_ann(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        fetch = k + min(self._ann_dead, 4 * k) + 8
+        while True:
+            fetch = min(fetch, self._ann_end)
+            self._ann.hnsw.efSearch = max(self.ef_search, fetch)
+            scores, rows = self._ann.search(query[None, :], fetch)
+            rows, scores = rows[0], scores[0]
+            keep = rows >= 0
+            rows, scores = rows[keep], scores[keep]
+            keep = self._alive[rows]
+            if keep.sum() >= k or fetch >= self._ann_end:
+                rows, scores = rows[keep][:k], scores[keep][:k]
+                return rows.astype(np.int64), scores.astype(np.float32)
+            fetch *= 2
