@@ -87,6 +87,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _rollout_args(p: argparse.ArgumentParser, temperature: float) -> None:
     g = p.add_argument_group("generation")
     g.add_argument("--shots", type=int, default=3, help="few-shot examples from the library per prompt")
+    g.add_argument(
+        "--select", choices=["sample", "retrieve"], default="sample", help="examples drawn by advantage or retrieved"
+    )
+    g.add_argument(
+        "--retrieval-mode", choices=["lexical", "semantic", "hybrid"], default="semantic", help="with --select retrieve"
+    )
     g.add_argument("--token-budget", type=int, default=512, help="most tokens the examples may take")
     g.add_argument("--temperature", type=float, default=temperature)
     g.add_argument("--top-p", type=float, default=1.0)
@@ -153,6 +159,8 @@ def _rollout_settings(args, instruction: str, max_tokens: int) -> dict:
 
     return {
         "shots": args.shots,
+        "select": args.select,
+        "retrieval_mode": args.retrieval_mode,
         "token_budget": args.token_budget,
         "temperature": args.temperature,
         "top_p": args.top_p,
@@ -225,11 +233,14 @@ def cmd_demo(args) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    task = get_task("arithmetic", n=(args.train_prompts + args.eval_prompts) * 2, seed=args.seed)
+    # Enough questions that the held-out fifth covers --eval-prompts.
+    n = max(5 * args.eval_prompts, 2 * args.train_prompts)
+    task = get_task("arithmetic", n=n, seed=args.seed)
     train_samples = task.load("train")[: args.train_prompts]
     test_samples = task.load("test")[: args.eval_prompts]
     # The bundled 135M model answers best as a plain-text completion in the spec's Q/A form.
-    rollout = {"template": PromptTemplate(), "chat": False, "stop": ("\n",), "max_tokens": 12, "shots": 3}
+    template = PromptTemplate(instruction=task.instruction)
+    rollout = {"template": template, "chat": False, "stop": ("\n",), "max_tokens": 12, "shots": 3}
     print("[demo] loading the bundled model ...", file=sys.stderr, flush=True)
     with get_backend(args.model) as backend:
         library_path = out / "library.db"

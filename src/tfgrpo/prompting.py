@@ -47,14 +47,23 @@ def select_examples(
     prompt: str,
     shots: int,
     exclude_same_prompt: bool = True,
+    select: str = "sample",
+    retrieval_mode: str = "semantic",
 ) -> list[Experience]:
-    """Up to `shots` distinct experiences drawn by advantage, best first. Experiences of the very same
-    prompt are left out by default, since they would hand the model its own answer."""
+    """Up to `shots` distinct experiences, best advantage first: drawn by advantage (`select="sample"`)
+    or the most relevant to the prompt (`select="retrieve"`, with `retrieval_mode` lexical, semantic or
+    hybrid). Experiences of the very same prompt are left out by default, since they would hand the
+    model its own answer."""
+    if select not in ("sample", "retrieve"):
+        raise ConfigError(f"select must be 'sample' or 'retrieve', got {select!r}")
     if grpo is None or shots <= 0 or grpo.library_size() == 0:
         return []
-    drawn = grpo.sample_multiple(min(grpo.library_size(), 4 * shots), replace=False)
+    if select == "sample":
+        candidates = grpo.sample_multiple(min(grpo.library_size(), 4 * shots), replace=False)
+    else:
+        candidates = grpo.get_experiences_for_prompt(prompt, k=4 * shots, mode=retrieval_mode)
     chosen, seen = [], set()
-    for exp in drawn:
+    for exp in candidates:
         if (exclude_same_prompt and exp.prompt == prompt) or exp.response in seen:
             continue
         seen.add(exp.response)

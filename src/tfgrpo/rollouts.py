@@ -16,6 +16,10 @@ from .rewards.base import Reward
 class RolloutConfig:
     shots: int = 2
     """Few-shot examples from the library in each prompt."""
+    select: str = "sample"
+    """How examples are chosen: "sample" (by advantage) or "retrieve" (most relevant to the prompt)."""
+    retrieval_mode: str = "semantic"
+    """With select="retrieve": "lexical" (BM25), "semantic" (embeddings) or "hybrid"."""
     token_budget: int = 512
     """Most tokens the examples may take in one prompt."""
     temperature: float = 0.7
@@ -43,7 +47,9 @@ def rollout_batch(
     prompts = [
         build_prompt(
             sample["prompt"],
-            select_examples(grpo, sample["prompt"], config.shots),
+            select_examples(
+                grpo, sample["prompt"], config.shots, select=config.select, retrieval_mode=config.retrieval_mode
+            ),
             config.template,
             config.token_budget,
             chat=config.chat is not False,

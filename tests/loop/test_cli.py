@@ -108,3 +108,28 @@ def test_train_resumes_after_a_kill_without_double_counting(tmp_path: Path):
         <= report["comparisons"][0]["mean_diff"]
         <= report["comparisons"][0]["ci_high"]
     )
+
+
+@pytest.mark.model
+def test_train_on_your_own_jsonl_dataset(tmp_path: Path):
+    data = tmp_path / "capitals.jsonl"
+    rows = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"), ("Peru", "Lima")]
+    data.write_text("".join(json.dumps({"q": f"Capital of {c}?", "a": a}) + "\n" for c, a in rows))
+    lib = tmp_path / "caps.db"
+    args = ["--data", str(data), "--prompt-field", "q", "--answer-field", "a", "--reward", "regex:(\\w+)"]
+    out = run("train", *args, "-G", "2", "--batch-size", "2", "--max-tokens", "3", "-l", str(lib)).stdout
+    assert "Total rollouts: 8" in out  # 4 training rows (one held out) x G=2
+    with TrainingFreeGRPO.open(lib) as grpo:
+        assert all(e.prompt.startswith("Capital of") for e in grpo.experience_library)
+        assert grpo.progress["global_step"] == 2
+
+
+@pytest.mark.model
+def test_demo_runs_end_to_end_at_small_size(tmp_path: Path):
+    out = tmp_path / "demo"
+    result = run("demo", "--out", str(out), "--train-prompts", "4", "--eval-prompts", "4", timeout=600)
+    assert "GRPO Stats:" in result.stdout and "Total rollouts: 32" in result.stdout
+    assert "library - baseline: Mean@k" in result.stdout and "paired bootstrap 95% CI" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_prompts"] == 4 and set(report["conditions"]) == {"baseline", "library"}
+    assert (out / "library.db").exists() and (out / "metrics.jsonl").read_text().count("\n") == 1

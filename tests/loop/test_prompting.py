@@ -51,3 +51,16 @@ def test_select_examples_skips_the_same_prompt_and_duplicates_best_first():
     assert len({e.response for e in chosen}) == len(chosen) == 1  # "c" twice counts once
     assert select_examples(grpo, "same", shots=5, exclude_same_prompt=False)[0].advantage == pytest.approx(2 / 3)
     assert select_examples(None, "q", 3) == [] and select_examples(grpo, "q", 0) == []
+
+
+def test_select_retrieve_picks_the_most_relevant_experiences():
+    grpo = TrainingFreeGRPO(seed=0)
+    grpo.add_rollout_group(
+        [("Read file lines from disk", "open(p).readlines()"), ("Read file lines from disk", "x")], [1, 0]
+    )
+    grpo.add_rollout_group([("Reverse a string", "s[::-1]"), ("Reverse a string", "s")], [1, 0])
+    grpo.add_rollout_group([("Sort a list of numbers", "sorted(xs)"), ("Sort a list of numbers", "xs")], [1, 0])
+    chosen = select_examples(grpo, "Read file bytes", shots=1, select="retrieve", retrieval_mode="lexical")
+    assert [e.response for e in chosen] == ["open(p).readlines()"]
+    with pytest.raises(ConfigError, match="select must be"):
+        select_examples(grpo, "q", 1, select="nearest")

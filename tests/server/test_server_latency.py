@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,8 +28,8 @@ def test_latency_server_under_bounded_concurrency():
     assert backend.usage.completion_tokens == 64 * 2 * 2 + 3 * 2
 
 
-def _start(args: list[str], port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def _start(command: list[str], port: int) -> subprocess.Popen:
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def up() -> bool:
         if process.poll() is not None:
@@ -47,19 +49,17 @@ def latency_process():
     code = (
         f"from tfgrpo.server.latency_server import main; main(['--port', '{port}', '--delay', '0', '--text', 'pong'])"
     )
-    process = _start([code], port)
+    process = _start([sys.executable, "-c", code], port)
     yield f"http://127.0.0.1:{port}/v1"
     process.terminate()
     process.wait(10)
 
 
-def test_run_model_server_proxies_another_backend(latency_process):
+def test_serve_model_command_proxies_another_backend(latency_process):
     port = free_port()
-    code = (
-        "from tfgrpo.server.model_server import run_model_server; "
-        f"run_model_server('openai:@{latency_process}', '127.0.0.1', {port}, 'proxy')"
-    )
-    process = _start([code], port)
+    tfgrpo = shutil.which("tfgrpo") or str(Path(sys.executable).parent / "tfgrpo")
+    command = [tfgrpo, "serve-model", "--model", f"openai:@{latency_process}", "--port", str(port)]
+    process = _start([*command, "--model-name", "proxy"], port)
     try:
         with get_backend(f"http://127.0.0.1:{port}/v1") as backend:
             groups = backend.generate(["ping"], GenerationParams(n=2, max_tokens=4))
