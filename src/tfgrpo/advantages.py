@@ -11,6 +11,8 @@ from .errors import InvalidRolloutsError
 
 def check_rewards(rewards: Sequence[float]) -> list[float]:
     """Rewards as floats, or `InvalidRolloutsError` naming the first bad one."""
+    if all(type(r) is float and -math.inf < r < math.inf for r in rewards):
+        return list(rewards)  # the common case, checked cheaply (NaN fails every comparison)
     values = []
     for i, reward in enumerate(rewards):
         # numbers.Real admits numpy scalars (np.int64, np.float32); an int too large for a float is refused.

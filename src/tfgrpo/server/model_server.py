@@ -31,6 +31,7 @@ class _Request(BaseModel):
     max_tokens: int | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
+    logit_bias: dict[str, float] | None = None
     stream: bool | None = None
 
     def params(self, max_tokens: int | None = None) -> GenerationParams:
@@ -44,6 +45,7 @@ class _Request(BaseModel):
             max_tokens=next((m for m in (max_tokens, self.max_tokens) if m is not None), 256),
             stop=[self.stop] if isinstance(self.stop, str) else self.stop,
             seed=self.seed,
+            logit_bias=self.logit_bias,
         )
 
 

@@ -1,0 +1,329 @@
+"""Experience-guided decoding: the spec's "logit biasing" and "constrained decoding".
+
+- `LogitBias`: boost the tokens that are frequent in the successful responses retrieved for a prompt.
+  A transformers logits processor for `TransformersBackend.generate(..., logits_processors=[...])`, and
+  an OpenAI `logit_bias` map (`to_openai()`, or `GenerationParams(logit_bias=...)`) for servers.
+- `LibraryConstraint`: keep generation on patterns seen in the library: "strict" (only prefixes of a
+  library response, EOS only once a whole one is produced), "ngram" (only tokens that continue a library
+  n-gram) or "soft" (a penalty, in logits, on tokens that leave the library's n-grams).
+
+Both are plain callables `(input_ids, scores) -> scores`, so they compose in a list, and are built from
+`Experience` lists or straight from a library with `processors_for_prompts(grpo, prompts, tokenizer)`.
+A processor applies to every row of the batch: for a batch of different prompts, build it from the
+union of their experiences (`retrieve_experiences` does that).
+
+    processors = processors_for_prompts(grpo, [prompt], backend.tokenizer, constraint="strict")
+    backend.generate([prompt], params, logits_processors=processors)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from ..errors import ConfigError
+from ..experience import Experience
+
+ConstraintMode = Literal["strict", "ngram", "soft"]
+Tokenizer = Any
+"""A transformers tokenizer, anything with `encode(text) -> ids` (tiktoken), or a callable text -> ids."""
+
+_END = -1  # end of a library response (stands for the EOS ids) in the trie and n-gram tables
+_START = -2  # padding before the first token of a response, so n-grams know where a response begins
+
+
+def token_encoder(tokenizer: Tokenizer) -> Callable[[str], list[int]]:
+    """A function text -> token ids (no special tokens added) for any supported tokenizer."""
+    encode = getattr(tokenizer, "encode", None)
+    if callable(encode):
+        try:
+            encode("x", add_special_tokens=False)
+        except TypeError:  # tiktoken and friends take no such argument and add nothing anyway
+            return lambda text: list(encode(text))
+        return lambda text: list(encode(text, add_special_tokens=False))
+    if callable(tokenizer):
+        return lambda text: list(tokenizer(text))
+    raise ConfigError(
+        f"tokenizer must be a transformers tokenizer, an object with encode(text), or a callable text -> token ids; "
+        f"got {type(tokenizer).__name__}"
+    )
+
+
+def _eos_ids(tokenizer: Tokenizer, eos_token_id: int | Sequence[int] | None) -> list[int]:
+    if eos_token_id is None:
+        eos_token_id = getattr(tokenizer, "eos_token_id", None)
+    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+    if not ids or not all(isinstance(i, int) and i >= 0 for i in ids):
+        raise ConfigError(
+            "the end-of-sequence token id is unknown: pass eos_token_id= (for a local model, the ids in "
+            f"model.generation_config.eos_token_id), got {eos_token_id!r}"
+        )
+    return ids
+
+
+class LogitBias:
+    """Adds a fixed bias (in logits) to some tokens at every step. `bias`: token id -> bias."""
+
+    def __init__(self, bias: Mapping[int, float]) -> None:
+        self.bias = {int(t): float(b) for t, b in bias.items() if b}
+        self._cache: dict[tuple, Any] = {}
+
+    @classmethod
+    def from_experiences(
+        cls,
+        experiences: Iterable[Experience],
+        tokenizer: Tokenizer,
+        strength: float = 2.0,
+        *,
+        max_entries: int | None = 300,
+    ) -> LogitBias:
+        """Bias each token by `strength` times the share of the responses that contain it (a token in
+        every response gets `strength`, one in half of them `strength / 2`). `max_entries` keeps the most
+        frequent tokens only (servers cap the size of a `logit_bias` map; OpenAI's is 300)."""
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not -100 <= strength <= 100:
+            raise ConfigError(f"LogitBias strength must be a number in [-100, 100], got {strength!r}")
+        encode = token_encoder(tokenizer)
+        responses = [set(encode(e.response)) for e in experiences]
+        counts: dict[int, int] = {}
+        for ids in responses:
+            for token in ids:
+                counts[token] = counts.get(token, 0) + 1
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:max_entries]
+        return cls({token: strength * count / len(responses) for token, count in ranked})
+
+    def to_openai(self, integer: bool = True) -> dict[str, int | float]:
+        """The OpenAI `logit_bias` map: token id as a string -> bias clamped to [-100, 100]. `integer`:
+        round to whole numbers (OpenAI's API takes integers; vLLM and llama.cpp also take floats);
+        entries that round to 0 are left out."""
+        out: dict[str, int | float] = {}
+        for token, bias in sorted(self.bias.items()):
+            value = max(-100.0, min(100.0, bias))
+            value = int(round(value)) if integer else value
+            if value:
+                out[str(token)] = value
+        return out
+
+    def __call__(self, input_ids, scores):
+        key = (scores.shape[-1], scores.device, scores.dtype)
+        if key not in self._cache:
+            import torch
+
+            vector = torch.zeros(scores.shape[-1], dtype=scores.dtype, device=scores.device)
+            inside = {t: b for t, b in self.bias.items() if t < scores.shape[-1]}
+            if inside:
+                index = torch.tensor(list(inside), device=scores.device)
+                vector[index] = torch.tensor(list(inside.values()), dtype=scores.dtype, device=scores.device)
+            self._cache[key] = vector
+        return scores + self._cache[key]
+
+
+class LibraryConstraint:
+    """Keeps decoding on token sequences seen in the library responses.
+
+    mode:
+        "strict": only continuations that keep the output a prefix of some library response (a token
+            trie); EOS is allowed exactly where a whole library response has been produced.
+        "ngram": only tokens that follow the last `order - 1` generated tokens somewhere in a library
+            response (backing off to shorter contexts when that context was never seen); EOS where such
+            a context ends a response.
+        "soft": as "ngram", but tokens outside get `penalty` subtracted from their logits instead of
+            being forbidden.
+
+    A row is never left without an allowed token: a row that has left the library (e.g. a token forced
+    by another processor) is passed through unconstrained. The processor keeps per-row state across the
+    steps of one `generate` call and notices a new call by itself; use one processor per call at a time.
+    """
+
+    def __init__(
+        self,
+        sequences: Iterable[Sequence[int]],
+        eos_token_id: int | Sequence[int],
+        mode: ConstraintMode = "strict",
+        *,
+        order: int = 3,
+        penalty: float = 5.0,
+    ) -> None:
+        if mode not in ("strict", "ngram", "soft"):
+            raise ConfigError(f"LibraryConstraint mode must be 'strict', 'ngram' or 'soft', got {mode!r}")
+        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+            raise ConfigError(f"LibraryConstraint order must be a whole number >= 1, got {order!r}")
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty > 0:
+            raise ConfigError(f"LibraryConstraint penalty must be a number > 0, got {penalty!r}")
+        self.mode = mode
+        self.order = order
+        self.penalty = float(penalty)
+        self.eos_ids = _eos_ids(None, eos_token_id)
+        self.sequences = [list(s) for s in sequences]
+        self._trie: dict = {}
+        self._tables: list[dict[tuple, set[int]]] = [{} for _ in range(order)]  # context length -> table
+        for seq in self.sequences:
+            node = self._trie
+            for token in [*seq, _END]:
+                node = node.setdefault(token, {})
+            padded = [_START] * (order - 1) + seq + [_END]
+            for i in range(order - 1, len(padded)):
+                for k in range(order):
+                    self._tables[k].setdefault(tuple(padded[i - k : i]), set()).add(padded[i])
+        self._allowed_cache: dict[int, list[int]] = {}
+        self._prev = None  # input_ids of the last call, to tell the next step from a new generate call
+        self._prompt_len = 0
+        self._states: list = []
+
+    @classmethod
+    def from_experiences(
+        cls,
+        experiences: Iterable[Experience],
+        tokenizer: Tokenizer,
+        mode: ConstraintMode = "strict",
+        *,
+        order: int = 3,
+        penalty: float = 5.0,
+        eos_token_id: int | Sequence[int] | None = None,
+    ) -> LibraryConstraint:
+        """Built from the experiences' responses. `eos_token_id`: default the tokenizer's; pass the
+        model's (`model.generation_config.eos_token_id`) when they differ."""
+        encode = token_encoder(tokenizer)
+        sequences = [encode(e.response) for e in experiences]
+        return cls(sequences, _eos_ids(tokenizer, eos_token_id), mode, order=order, penalty=penalty)
+
+    def allowed(self, generated: Sequence[int]) -> list[int] | None:
+        """Token ids allowed after `generated` (the tokens produced so far), sorted; None when the row
+        has left the library and is not constrained."""
+        return self._allowed(self._replay(generated))
+
+    def _replay(self, generated: Sequence[int]):
+        state = self._start()
+        for token in generated:
+            state = self._step(state, token)
+        return state
+
+    # States: "strict" a trie node (None once off the trie); n-gram modes the last order-1 tokens.
+
+    def _start(self):
+        return self._trie if self.mode == "strict" else (_START,) * (self.order - 1)
+
+    def _step(self, state, token: int):
+        if self.mode == "strict":
+            return None if state is None or token in self.eos_ids else state.get(token)
+        return (*state, token)[1:] if self.order > 1 else ()
+
+    def _allowed(self, state) -> list[int] | None:
+        if state is None or not self.sequences:
+            return None
+        if self.mode == "strict":
+            nexts = state
+        else:  # back off to shorter contexts: the longest one seen in the library decides
+            nexts = next((t[state[k:]] for k, t in enumerate(reversed(self._tables)) if state[k:] in t), None)
+            if nexts is None:
+                return None
+        key = id(nexts)
+        if key not in self._allowed_cache:
+            ids = {t for t in nexts if t >= 0} | (set(self.eos_ids) if _END in nexts else set())
+            self._allowed_cache[key] = sorted(ids)
+        return self._allowed_cache[key] or None
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        prev, start = self._prev, self._prompt_len
+        same_call = (
+            prev is not None
+            and input_ids.shape[0] == prev.shape[0]
+            and input_ids.shape[1] == prev.shape[1] + 1
+            and torch.equal(input_ids[:, :start], prev[:, :start])
+        )
+        if not same_call:  # first step of a generate call: nothing generated yet
+            self._prompt_len = input_ids.shape[1]
+            self._states = [self._start()] * input_ids.shape[0]
+        elif torch.equal(input_ids[:, :-1], prev):
+            self._states = [self._step(s, t) for s, t in zip(self._states, input_ids[:, -1].tolist())]
+        else:  # rows were reordered (beam search): replay each row's generated tokens
+            self._states = [self._replay(row) for row in input_ids[:, start:].tolist()]
+        self._prev = input_ids.clone()
+
+        vocab = scores.shape[-1]
+        rows, cols, free = [], [], []
+        for row, state in enumerate(self._states):
+            ids = self._allowed(state)
+            if ids is None:
+                free.append(row)
+            else:
+                rows.extend([row] * len(ids))
+                cols.extend(ids)
+        inside = torch.zeros_like(scores, dtype=torch.bool)
+        if cols:
+            rows_t = torch.tensor(rows, device=scores.device)
+            cols_t = torch.tensor(cols, device=scores.device)
+            keep = cols_t < vocab
+            inside[rows_t[keep], cols_t[keep]] = True
+        inside[free] = True
+        inside |= ~inside.any(dim=1, keepdim=True)  # never leave a row with nothing allowed
+        if self.mode == "soft":
+            return scores - self.penalty * (~inside).to(scores.dtype)
+        return scores.masked_fill(~inside, -math.inf)
+
+
+def retrieve_experiences(
+    grpo: Any, prompts: str | Sequence[str], k: int | None = 8, mode: str = "prefix", **options: Any
+) -> list[Experience]:
+    """The union of `grpo.get_experiences_for_prompt(prompt, k, mode, **options)` over the prompts,
+    each experience once, in order of first retrieval."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    found: dict[int, Experience] = {}
+    for prompt in prompts:
+        for experience in grpo.get_experiences_for_prompt(prompt, k, mode=mode, **options):
+            found.setdefault(id(experience), experience)
+    return list(found.values())
+
+
+def processors_for_prompts(
+    grpo: Any,
+    prompts: str | Sequence[str],
+    tokenizer: Tokenizer,
+    *,
+    k: int | None = 8,
+    retrieval: str = "prefix",
+    bias: float | None = 2.0,
+    constraint: ConstraintMode | None = None,
+    order: int = 3,
+    penalty: float = 5.0,
+    eos_token_id: int | Sequence[int] | None = None,
+    **options: Any,
+) -> list:
+    """Logits processors for a batch of prompts from the experiences retrieved for them (the union,
+    `k` per prompt, retrieval mode `retrieval`, `options` to the retriever): a `LogitBias` of strength
+    `bias` (None: none) then a `LibraryConstraint` of mode `constraint` (None: none). Empty when
+    nothing was retrieved."""
+    experiences = retrieve_experiences(grpo, prompts, k, retrieval, **options)
+    if not experiences:
+        return []
+    processors: list = []
+    if bias is not None:
+        processors.append(LogitBias.from_experiences(experiences, tokenizer, bias))
+    if constraint is not None:
+        processors.append(
+            LibraryConstraint.from_experiences(
+                experiences, tokenizer, constraint, order=order, penalty=penalty, eos_token_id=eos_token_id
+            )
+        )
+    return processors
+
+
+def logit_bias_for_prompt(
+    grpo: Any,
+    prompt: str,
+    tokenizer: Tokenizer,
+    strength: float = 2.0,
+    *,
+    k: int | None = 8,
+    retrieval: str = "prefix",
+    integer: bool = True,
+    **options: Any,
+) -> dict[str, int | float]:
+    """The OpenAI `logit_bias` map for one prompt (for `GenerationParams(logit_bias=...)`); `tokenizer`
+    must be the served model's. Empty when nothing was retrieved."""
+    experiences = retrieve_experiences(grpo, prompt, k, retrieval, **options)
+    if not experiences:
+        return {}
+    return LogitBias.from_experiences(experiences, tokenizer, strength).to_openai(integer)
