@@ -1,0 +1,33 @@
+"""Paper mode (arXiv 2510.08191): natural-language lessons with stable ids, edited by the LLM from the
+semantic advantage of each group. See `trainer.py` for the step, `lessons.py` for the library."""
+
+from .cache import CachedBackend, LLMCache, cache_key
+from .lessons import DEFAULT_INSTRUCTION, ApplyResult, LessonDiff, LessonLibrary, Skipped, Version
+from .operations import Operation, ParseResult, extract_json, normalize_id, parse_operations
+from .prompts import SemanticPrompts, lesson_prompt
+from .trainer import PRESETS, LessonConfig, LessonStepMetrics, LessonTrainer, lesson_batches, rollout_with_lessons
+
+__all__ = [
+    "DEFAULT_INSTRUCTION",
+    "PRESETS",
+    "ApplyResult",
+    "CachedBackend",
+    "LLMCache",
+    "LessonConfig",
+    "LessonDiff",
+    "LessonLibrary",
+    "LessonStepMetrics",
+    "LessonTrainer",
+    "Operation",
+    "ParseResult",
+    "SemanticPrompts",
+    "Skipped",
+    "Version",
+    "cache_key",
+    "extract_json",
+    "lesson_batches",
+    "lesson_prompt",
+    "normalize_id",
+    "parse_operations",
+    "rollout_with_lessons",
+]

@@ -1,0 +1,161 @@
+"""A content-keyed cache of LLM calls, so a killed run resumes without paying for the same call twice.
+
+The key is a SHA-256 of (model, prompt, sampling parameters including the seed, chat mode, namespace);
+the value is the list of generations. `CachedBackend` wraps any `Backend`: hits are answered from the
+table, misses go to the backend in one `generate` call and are stored as soon as they return. Its
+`usage` is the wrapped backend's, so cache hits cost (and count) nothing; `hits` and `misses` say how
+the cache did.
+
+Storage: the table `lesson_llm_cache` in an SQLite file (WAL), e.g. the run's .db file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import StoreError
+from ..llm.base import Backend, Generation, GenerationParams, Prompt, Usage, check_prompts
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS lesson_llm_cache (
+    key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL)"""
+
+
+def cache_key(model: str, prompt: Prompt, params: GenerationParams, chat: bool | None, namespace: str = "") -> str:
+    request = _request_json(model, prompt, params, chat, namespace)
+    return hashlib.sha256(request.encode()).hexdigest()
+
+
+def _request_json(model: str, prompt: Prompt, params: GenerationParams, chat: bool | None, namespace: str) -> str:
+    return json.dumps(
+        {"model": model, "prompt": prompt, "params": dataclasses.asdict(params), "chat": chat, "ns": namespace},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+
+
+class LLMCache:
+    """The SQLite table of cached calls (`path=None`: in memory)."""
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                ":memory:" if self.path is None else self.path, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA busy_timeout=10000")
+            if self.path is not None:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the LLM cache in {self.path}: {exc}") from None
+
+    def get(self, key: str) -> list[Generation] | None:
+        with self._lock:
+            row = self._db.execute("SELECT response FROM lesson_llm_cache WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return [Generation(**g) for g in json.loads(row[0])]
+        except (ValueError, TypeError):
+            return None  # a damaged entry is a miss
+
+    def put_many(self, items: Sequence[tuple[str, str, str, list[Generation]]]) -> None:
+        """Store (key, model, request JSON, generations) rows in one transaction."""
+        rows = [
+            (key, model, request, json.dumps([dataclasses.asdict(g) for g in gens], ensure_ascii=False), time.time())
+            for key, model, request, gens in items
+        ]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO lesson_llm_cache(key, model, request, response, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"cannot write the LLM cache in {self.path}: {exc}") from None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM lesson_llm_cache").fetchone()[0]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM lesson_llm_cache")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> LLMCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class CachedBackend(Backend):
+    """`backend` with its calls cached in `cache`. `namespace` separates uses that must not share
+    answers (e.g. two runs with the same seeds that should sample independently). `model` names the
+    model in the key (default: the backend's `model_name`)."""
+
+    def __init__(self, backend: Backend, cache: LLMCache, namespace: str = "", model: str | None = None) -> None:
+        self.backend = backend
+        # Fixed for the wrapper's life: an HTTP backend may learn its model name only on its first call,
+        # and a key that changed then would miss on resume.
+        self.model_label = model or backend.model_name or "(server default)"
+        self.cache = cache
+        self.namespace = namespace
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+
+    @property
+    def model_name(self) -> str:  # type: ignore[override]
+        return self.backend.model_name
+
+    @property
+    def usage(self) -> Usage:
+        return self.backend.usage
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: GenerationParams | None = None, *, chat: bool | None = None
+    ) -> list[list[Generation]]:
+        params = params or GenerationParams()
+        prompts = check_prompts(prompts)
+        model = self.model_label
+        requests = [_request_json(model, p, params, chat, self.namespace) for p in prompts]
+        keys = [hashlib.sha256(r.encode()).hexdigest() for r in requests]
+        results: list[list[Generation] | None] = [self.cache.get(k) for k in keys]
+        missing: dict[str, list[int]] = {}
+        for i, (key, found) in enumerate(zip(keys, results)):
+            if found is None or len(found) < params.n:
+                missing.setdefault(key, []).append(i)
+                results[i] = None
+        with self._lock:
+            self.misses += len(missing)  # prompts sent (a prompt repeated in one call is sent once)
+            self.hits += len(prompts) - len(missing)
+        if missing:
+            first = [indices[0] for indices in missing.values()]
+            fresh = self.backend.generate([prompts[i] for i in first], params, chat=chat)
+            self.cache.put_many([(keys[i], model, requests[i], gens) for i, gens in zip(first, fresh)])
+            for indices, gens in zip(missing.values(), fresh):
+                for i in indices:
+                    results[i] = gens
+        return [list(r) for r in results]  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Closes nothing: the wrapped backend and the cache belong to the caller."""

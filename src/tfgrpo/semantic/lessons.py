@@ -1,0 +1,595 @@
+"""The lesson library of the paper: short natural-language lessons with stable ids (G0, G1, ...), edited
+by add / update / delete / merge operations, every version kept.
+
+Every change is one version: the full set of lessons after it, the operations applied, the ones skipped
+with their reasons, and the context behind them (summaries, critiques). Versions are written in one
+SQLite transaction together with the training position, so a killed run loses nothing it finished and
+never sees half a step. `rollback(v)` makes a new version equal to version `v` (history is never
+rewritten). Ids are never reused, not even after a rollback.
+
+Storage: tables prefixed `lesson_` in an SQLite file (WAL), which may be the experience library's own
+.db file; `path=None` keeps everything in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, LibraryFormatError, LibraryNotFoundError, StoreError
+from ..formats import atomic_write
+from .operations import Operation, clean_text, normalize_id
+
+log = logging.getLogger("tfgrpo.semantic")
+
+SCHEMA_VERSION = 1
+DEFAULT_MAX_WORDS = 32
+DEFAULT_INSTRUCTION = (
+    "Lessons learned from earlier attempts at this kind of task are listed below. You MUST read them "
+    "carefully and apply those that are relevant before and while you answer."
+)
+
+_COLUMNS = "version, created, step, kind, lessons, applied, skipped, context"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lesson_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS lesson_versions (
+    version INTEGER PRIMARY KEY,
+    created REAL NOT NULL,
+    step INTEGER,
+    kind TEXT NOT NULL,
+    lessons TEXT NOT NULL,
+    applied TEXT NOT NULL,
+    skipped TEXT NOT NULL,
+    context TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An operation that was not applied as proposed, and why. `repaired` is what was applied in its
+    place (None: nothing was)."""
+
+    operation: Operation
+    reason: str
+    repaired: Operation | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"operation": self.operation.to_dict(), "reason": self.reason}
+        if self.repaired is not None:
+            out["repaired"] = self.repaired.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Skipped:
+        repaired = data.get("repaired")
+        return cls(
+            Operation.from_dict(data["operation"]), data["reason"], Operation.from_dict(repaired) if repaired else None
+        )
+
+
+@dataclass
+class ApplyResult:
+    version: int
+    applied: list[Operation] = field(default_factory=list)
+    """What was done, after repairs (ids filled in for adds)."""
+    skipped: list[Skipped] = field(default_factory=list)
+    """Proposals not applied as proposed (repaired or dropped), each with a reason."""
+
+    @property
+    def changed(self) -> bool:
+        return any(op.kind != "none" for op in self.applied)
+
+
+@dataclass(frozen=True)
+class Version:
+    version: int
+    created: float
+    step: int | None
+    kind: str
+    """"init", "step", "apply", "rollback", "import"."""
+    lessons: dict[str, str]
+    applied: list[Operation]
+    skipped: list[Skipped]
+    context: Any
+
+
+@dataclass(frozen=True)
+class LessonDiff:
+    added: dict[str, str]
+    removed: dict[str, str]
+    changed: dict[str, tuple[str, str]]
+    """id -> (old text, new text)."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+    def __str__(self) -> str:
+        lines = [f"- [{i}]. {t}" for i, t in self.removed.items()]
+        lines += [f"~ [{i}]. {old}\n  -> {new}" for i, (old, new) in self.changed.items()]
+        lines += [f"+ [{i}]. {t}" for i, t in self.added.items()]
+        return "\n".join(lines) if lines else "(no changes)"
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def shorten(text: str, max_words: int) -> str:
+    """`text` cut to `max_words` words, at the last sentence end inside the limit when that keeps at
+    least half of them."""
+    words = text.split()
+    if len(words) <= max_words:
+        return text
+    cut = " ".join(words[:max_words])
+    ends = [m.end() for m in re.finditer(r"[.!?;](?=\s|$)", cut)]
+    if ends and word_count(cut[: ends[-1]]) >= max_words // 2:
+        return cut[: ends[-1]]
+    return cut.rstrip(",;:") + "..."
+
+
+def _fingerprint(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
+
+
+def _id_number(lesson_id: str) -> int:
+    return int(lesson_id[1:])
+
+
+class LessonLibrary:
+    """Lessons with stable ids, persisted with their full history.
+
+    Args:
+        path: an SQLite file (created if missing; may also hold an experience library), or None for memory.
+        max_words: the longest lesson; longer ones are shortened (with a logged reason).
+        instruction: the sentence put before the lessons when they are rendered into a prompt.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        max_words: int = DEFAULT_MAX_WORDS,
+        instruction: str = DEFAULT_INSTRUCTION,
+    ) -> None:
+        if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1:
+            raise ConfigError(f"max_words must be a whole number >= 1, got {max_words!r}")
+        self.path = None if path is None else Path(path)
+        self.max_words = max_words
+        self.instruction = instruction
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(
+                ":memory:" if self.path is None else self.path, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA busy_timeout=10000")
+            if self.path is not None:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            self._load()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise LibraryFormatError(f"{self.path} cannot hold a lesson library: {exc}") from None
+
+    # ----------------------------------------------------------------- reading
+
+    @property
+    def lessons(self) -> dict[str, str]:
+        """The current lessons, id -> text, in id order (a copy)."""
+        with self._lock:
+            return dict(self._lessons)
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def progress(self) -> dict | None:
+        """The training position stored with the last step (None before the first)."""
+        return self._meta("progress")
+
+    def __len__(self) -> int:
+        return len(self._lessons)
+
+    def __contains__(self, lesson_id: object) -> bool:
+        return normalize_id(lesson_id) in self._lessons
+
+    def __getitem__(self, lesson_id: str) -> str:
+        norm = normalize_id(lesson_id)
+        if norm is None or norm not in self._lessons:
+            raise KeyError(lesson_id)
+        return self._lessons[norm]
+
+    def history(self) -> list[Version]:
+        """Every version, oldest first."""
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM lesson_versions ORDER BY version").fetchall()
+        return [self._row_to_version(row) for row in rows]
+
+    def get_version(self, version: int) -> Version:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM lesson_versions WHERE version = ?",
+            (version,),
+        ).fetchone()
+        if row is None:
+            raise ConfigError(f"no lesson library version {version}; versions are 0..{self._version}")
+        return self._row_to_version(row)
+
+    def at(self, version: int) -> dict[str, str]:
+        """The lessons as they were at `version`."""
+        return self.get_version(version).lessons
+
+    def diff(self, old: int, new: int | None = None) -> LessonDiff:
+        """What changed from version `old` to version `new` (default: the current one)."""
+        before = self.at(old)
+        after = self.at(self._version if new is None else new)
+        return LessonDiff(
+            added={i: t for i, t in after.items() if i not in before},
+            removed={i: t for i, t in before.items() if i not in after},
+            changed={i: (before[i], t) for i, t in after.items() if i in before and before[i] != t},
+        )
+
+    def render(self, instruction: str | None = None, empty: str = "") -> str:
+        """The lessons as a prompt block: the instruction, then one `[G3]. text` line per lesson
+        (`empty` when there are none)."""
+        lessons = self.lessons
+        if not lessons:
+            return empty
+        head = self.instruction if instruction is None else instruction
+        lines = "\n".join(f"[{i}]. {t}" for i, t in lessons.items())
+        return f"{head}\n{lines}" if head else lines
+
+    def render_list(self) -> str:
+        """The `[G3]. text` lines alone ("(no lessons yet)" when empty), for the semantic prompts."""
+        return self.render(instruction="", empty="(no lessons yet)")
+
+    # ----------------------------------------------------------------- writing
+
+    def apply(
+        self,
+        operations: Iterable[Operation],
+        *,
+        step: int | None = None,
+        context: Any = None,
+        progress: dict | None = None,
+        kind: str = "apply",
+        extra_skipped: Sequence[Skipped] = (),
+    ) -> ApplyResult:
+        """Validate `operations` against the current lessons, in order, and commit one new version.
+
+        Nothing raises for bad operations: each is applied, repaired (an overlong lesson shortened, an
+        update of a missing id added as new, a merge's invented ids dropped) or skipped, and every repair
+        or skip is logged and recorded with its reason. The version (and `progress`, when given) is
+        written in one transaction: after a crash the library is at the old version or the new one.
+        """
+        with self._lock:
+            lessons = dict(self._lessons)
+            next_id = self._next_id
+            applied: list[Operation] = []
+            skipped: list[Skipped] = list(extra_skipped)
+            for op in operations:
+                if not isinstance(op, Operation):
+                    shown = Operation("none", reason=f"{op!r:.200}")
+                    skipped.append(Skipped(shown, f"not an Operation ({type(op).__name__})"))
+                    continue
+                outcome, next_id = self._apply_one(op, lessons, next_id)
+                if outcome.applied is not None:
+                    applied.append(outcome.applied)
+                if outcome.skip_reason:
+                    skipped.append(Skipped(op, outcome.skip_reason, outcome.applied))
+            for item in skipped:
+                log.warning("lesson operation %s: %s", json.dumps(item.operation.to_dict())[:200], item.reason)
+            version = self._commit(lessons, next_id, step, kind, applied, skipped, context, progress)
+            return ApplyResult(version, applied, skipped)
+
+    def rollback(self, version: int, *, context: Any = None) -> ApplyResult:
+        """Make the lessons what they were at `version`, as a new version (history is kept)."""
+        with self._lock:
+            target = self.at(version)
+            diff = self.diff(self._version, version) if version != self._version else None
+            applied = []
+            if diff is not None:
+                applied += [Operation("delete", id=i) for i in diff.removed]
+                applied += [Operation("update", text=new, id=i) for i, (_, new) in diff.changed.items()]
+                applied += [Operation("add", text=t, id=i) for i, t in diff.added.items()]
+            context = {"rollback_to": version, **({"note": context} if context is not None else {})}
+            new = self._commit(target, self._next_id, None, "rollback", applied, [], context, None)
+            return ApplyResult(new, applied, [])
+
+    def replace_all(
+        self, lessons: Mapping[object, object], *, kind: str = "import", context: Any = None
+    ) -> ApplyResult:
+        """Make the library exactly `lessons` ({id: text}), keeping valid ids ("G3") and giving the
+        others new ones; bad entries are skipped with reasons. One new version."""
+        with self._lock:
+            result: dict[str, str] = {}
+            skipped: list[Skipped] = []
+            pending: list[tuple[object, str]] = []
+            seen: dict[str, str] = {}
+            for key, value in lessons.items():
+                text = clean_text(value)
+                op = Operation("add", text=text if text else str(value)[:200], id=normalize_id(key))
+                if not text:
+                    skipped.append(Skipped(op, f"entry {key!r:.40}: empty or not text"))
+                    continue
+                text, note = self._fit(text)
+                if text is None:
+                    skipped.append(Skipped(op, f"entry {key!r:.40}: {note}"))
+                    continue
+                fp = _fingerprint(text)
+                if fp in seen:
+                    skipped.append(Skipped(op, f"entry {key!r:.40}: duplicate of {seen[fp]}"))
+                    continue
+                norm = normalize_id(key)
+                if note:
+                    skipped.append(Skipped(op, f"entry {key!r:.40}: {note}", Operation("add", text, norm)))
+                if norm is not None and norm not in result:
+                    result[norm] = text
+                    seen[fp] = norm
+                else:
+                    pending.append((key, text))
+                    seen[fp] = "(new)"
+            next_id = max([self._next_id, *(_id_number(i) + 1 for i in result)])
+            for key, text in pending:
+                result[f"G{next_id}"] = text
+                skipped.append(
+                    Skipped(Operation("add", text), f"entry {key!r:.40} has no usable id; stored as G{next_id}")
+                )
+                next_id += 1
+            ordered = dict(sorted(result.items(), key=lambda kv: _id_number(kv[0])))
+            applied = [Operation("add", text=t, id=i) for i, t in ordered.items()]
+            for item in skipped:
+                log.warning("lesson import: %s", item.reason)
+            version = self._commit(ordered, next_id, None, kind, applied, skipped, context, None)
+            return ApplyResult(version, applied, skipped)
+
+    # ------------------------------------------------------------ import/export
+
+    def to_dict(self) -> dict[str, str]:
+        """The official implementation's format: {"G0": "text", ...}."""
+        return self.lessons
+
+    def export_json(self, path: str | os.PathLike) -> None:
+        """Write the lessons as {"G0": "text", ...} (atomically)."""
+        data = self.lessons
+        atomic_write(path, lambda f: json.dump(data, f, ensure_ascii=False, indent=2))
+
+    def export_text(self, path: str | os.PathLike, instruction: str | None = None) -> None:
+        """Write the lessons as a plain system-prompt text file (the instruction, then `[G3]. text` lines)."""
+        text = self.render(instruction)
+        atomic_write(path, lambda f: f.write(text + ("\n" if text else "")))
+
+    def import_json(self, path: str | os.PathLike) -> ApplyResult:
+        """Replace the lessons with those of a {"G0": "text", ...} file (a list of strings works too)."""
+        data = _read(path)
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            raise LibraryFormatError(f'{path} is not JSON ({exc}); expected {{"G0": "lesson", ...}}') from None
+        if isinstance(value, list):
+            value = {str(i): v for i, v in enumerate(value)}
+        if not isinstance(value, dict):
+            raise LibraryFormatError(f'{path} holds a JSON {type(value).__name__}; expected {{"G0": "lesson", ...}}')
+        return self.replace_all(value, context={"imported_from": str(path)})
+
+    def import_text(self, path: str | os.PathLike) -> ApplyResult:
+        """Replace the lessons with the `[G3]. text` lines (or "G3: text", or bullets) of a text file;
+        other lines (the instruction) are ignored."""
+        entries: dict[object, object] = {}
+        for n, line in enumerate(_read(path).splitlines()):
+            match = re.match(r"^\s*\[?(G\d{1,9})\]?\s*[.:)\-]\s*(.+)$", line, flags=re.IGNORECASE)
+            if match:
+                entries[match.group(1)] = match.group(2)
+            elif re.match(r"^\s*[-*•]\s+\S", line):
+                entries[f"line {n + 1}"] = line
+        return self.replace_all(entries, context={"imported_from": str(path)})
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> LessonLibrary:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- internals
+
+    @dataclass
+    class _Outcome:
+        applied: Operation | None
+        skip_reason: str = ""
+
+    def _fit(self, text: str) -> tuple[str | None, str]:
+        """A lesson text within the word limit, with a note when it was shortened."""
+        count = word_count(text)
+        if count <= self.max_words:
+            return text, ""
+        short = shorten(text, self.max_words)
+        return short, f"lesson had {count} words (limit {self.max_words}); shortened"
+
+    def _duplicate_of(self, text: str, lessons: Mapping[str, str], ignore: Iterable[str] = ()) -> str | None:
+        fp = _fingerprint(text)
+        skip = set(ignore)
+        for lesson_id, existing in lessons.items():
+            if lesson_id not in skip and _fingerprint(existing) == fp:
+                return lesson_id
+        return None
+
+    def _apply_one(self, op: Operation, lessons: dict[str, str], next_id: int) -> tuple[_Outcome, int]:
+        Outcome = LessonLibrary._Outcome
+        if op.kind == "none":
+            return Outcome(op), next_id
+        if op.kind not in ("add", "update", "delete", "merge"):
+            return Outcome(None, f"unknown operation {op.kind!r}"), next_id
+
+        if op.kind == "delete":
+            if op.id is None:
+                return Outcome(None, "delete without a lesson id"), next_id
+            if op.id not in lessons:
+                return Outcome(None, f"delete of {op.id}, which does not exist"), next_id
+            del lessons[op.id]
+            return Outcome(Operation("delete", id=op.id, reason=op.reason)), next_id
+
+        # add, update and merge carry a text
+        if not op.text:
+            return Outcome(None, f"{op.kind} with an empty lesson"), next_id
+        text, note = self._fit(op.text)
+        notes = [note] if note else []
+
+        if op.kind == "merge":
+            existing = [i for i in op.ids if i in lessons]
+            invented = [i for i in op.ids if i not in lessons]
+            if invented:
+                notes.append(f"merge named lessons that do not exist ({', '.join(invented)}); dropped them")
+            if not existing:
+                notes.append("no lesson left to merge; added as a new lesson")
+                op_kind, target, removed = "add", None, []
+            elif len(existing) == 1:
+                notes.append(f"only {existing[0]} left to merge; updated it instead")
+                op_kind, target, removed = "update", existing[0], []
+            else:
+                op_kind, target, removed = "merge", existing[0], existing[1:]
+        elif op.kind == "update":
+            if op.id is None or op.id not in lessons:
+                what = "update without a lesson id" if op.id is None else f"update of {op.id}, which does not exist"
+                notes.append(f"{what}; added as a new lesson")
+                op_kind, target, removed = "add", None, []
+            else:
+                op_kind, target, removed = "update", op.id, []
+        else:
+            op_kind, target, removed = "add", None, []
+
+        ignore = ([target] if target else []) + removed
+        duplicate = self._duplicate_of(text, lessons, ignore)
+        if duplicate is not None:
+            if op_kind == "merge":
+                # The merged text already exists elsewhere: the merged lessons are redundant with it.
+                for lesson_id in [target, *removed]:
+                    del lessons[lesson_id]
+                notes.append(f"merged lesson duplicates {duplicate}; deleted {', '.join([target, *removed])}")
+                done = Operation("merge", text=lessons[duplicate], id=duplicate, ids=(target, *removed))
+                return Outcome(done, "; ".join(notes)), next_id
+            notes.append(f"duplicate of {duplicate}; skipped")
+            return Outcome(None, "; ".join(notes)), next_id
+        if op_kind == "update" and lessons[target] == text:
+            notes.append(f"update leaves {target} unchanged; skipped")
+            return Outcome(None, "; ".join(notes)), next_id
+
+        if op_kind == "add":
+            target = f"G{next_id}"
+            next_id += 1
+            lessons[target] = text
+            done = Operation("add", text=text, id=target, reason=op.reason)
+        elif op_kind == "update":
+            lessons[target] = text
+            done = Operation("update", text=text, id=target, reason=op.reason)
+        else:
+            lessons[target] = text
+            for lesson_id in removed:
+                del lessons[lesson_id]
+            done = Operation("merge", text=text, id=target, ids=(target, *removed), reason=op.reason)
+        return Outcome(done, "; ".join(notes)), next_id
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from None
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.path}: lesson library write failed, nothing was changed: {exc}") from None
+            raise
+
+    def _meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM lesson_meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def _put(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO lesson_meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def _load(self) -> None:
+        schema = self._meta("schema_version")
+        if schema is not None and schema > SCHEMA_VERSION:
+            raise LibraryFormatError(f"{self.path}: lessons written by a newer tfgrpo (schema {schema}); upgrade")
+        row = self._db.execute("SELECT version, lessons FROM lesson_versions ORDER BY version DESC LIMIT 1").fetchone()
+        if row is None:
+            with self._transaction():
+                self._put("schema_version", SCHEMA_VERSION)
+                self._put("next_id", 0)
+                self._insert_version(0, {}, None, "init", [], [], None)
+            row = (0, "{}")
+        self._version = row[0]
+        try:
+            self._lessons = {str(k): str(v) for k, v in json.loads(row[1]).items()}
+        except (ValueError, AttributeError) as exc:
+            raise LibraryFormatError(f"{self.path}: stored lessons are damaged: {exc}") from None
+        self._next_id = int(self._meta("next_id") or 0)
+
+    def _insert_version(self, version, lessons, step, kind, applied, skipped, context) -> None:
+        self._db.execute(
+            "INSERT INTO lesson_versions(version, created, step, kind, lessons, applied, skipped, context) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                version,
+                time.time(),
+                step,
+                kind,
+                json.dumps(lessons, ensure_ascii=False),
+                json.dumps([op.to_dict() for op in applied], ensure_ascii=False),
+                json.dumps([s.to_dict() for s in skipped], ensure_ascii=False),
+                None if context is None else json.dumps(context, ensure_ascii=False, default=str),
+            ),
+        )
+
+    def _commit(self, lessons, next_id, step, kind, applied, skipped, context, progress) -> int:
+        version = self._version + 1
+        with self._transaction():
+            self._insert_version(version, lessons, step, kind, applied, skipped, context)
+            self._put("next_id", next_id)
+            if progress is not None:
+                self._put("progress", progress)
+        self._version, self._lessons, self._next_id = version, dict(lessons), next_id
+        return version
+
+    def _row_to_version(self, row) -> Version:
+        version, created, step, kind, lessons, applied, skipped, context = row
+        return Version(
+            version,
+            created,
+            step,
+            kind,
+            json.loads(lessons),
+            [Operation.from_dict(d) for d in json.loads(applied)],
+            [Skipped.from_dict(d) for d in json.loads(skipped)],
+            None if context is None else json.loads(context),
+        )
+
+
+def _read(path: str | os.PathLike) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LibraryNotFoundError(f"no lesson file at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LibraryFormatError(f"cannot read {path}: {exc}") from None
