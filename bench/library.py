@@ -97,8 +97,10 @@ def bench_size(size: int, with_reference: bool) -> list[tuple[str, float, float 
     fill(ours, iter(groups), size)
     ref = None
     if with_reference:
+        # Filled directly: the reference's own add scans the whole library on every call, so building a
+        # million-experience library through it would take hours.
         ref = ReferenceGRPO(config, seed=1, clock=Clock())
-        fill(ref, iter(groups), size)
+        ref.experience_library = list(ours.experience_library)
 
     extra = groups[-5_000:]
     budget = 3.0

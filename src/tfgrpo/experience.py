@@ -16,8 +16,9 @@ class Experience:
     `id` is assigned by the library that stores it (None for a free-standing experience).
     """
 
-    # `_pos` is owned by the library's sampler: the index in its bucket, or -1 once removed.
-    __slots__ = ("prompt", "response", "advantage", "timestamp", "_metadata", "id", "_pos")
+    # `_bucket` and `_pos` are owned by the library's sampler: the bucket holding the experience and its
+    # index there (None and -1 once removed).
+    __slots__ = ("prompt", "response", "advantage", "timestamp", "_metadata", "id", "_bucket", "_pos")
 
     def __init__(
         self,
@@ -34,6 +35,7 @@ class Experience:
         self.timestamp = int(time.time()) if timestamp is None else timestamp
         self._metadata = dict(metadata) if metadata else None
         self.id = id
+        self._bucket = None
         self._pos = -1
 
     @property
@@ -70,6 +72,20 @@ class Experience:
     @classmethod
     def from_dict(cls, data: Any, where: str = "experience") -> Experience:
         """Parse one serialised experience, checking every field; unknown fields are ignored."""
+        if type(data) is dict:  # the common, well-formed case, checked cheaply
+            prompt, response, advantage, timestamp = (
+                data.get(f) for f in ("prompt", "response", "advantage", "timestamp")
+            )
+            if (
+                type(prompt) is str
+                and type(response) is str
+                and type(advantage) is float
+                and -math.inf < advantage < math.inf
+                and type(timestamp) is int
+                and timestamp >= 0
+                and not data.get("metadata")
+            ):
+                return cls(prompt, response, advantage, timestamp)
         if not isinstance(data, dict):
             raise LibraryFormatError(f"{where}: expected an object, got {type(data).__name__}")
         for field in ("prompt", "response"):

@@ -85,4 +85,13 @@ def read_json(path: str | os.PathLike) -> list[Experience]:
         ) from None
     if not isinstance(data, list):
         raise LibraryFormatError(f"{path}: a JSON library is an array of experiences, found a {type(data).__name__}")
-    return [Experience.from_dict(item, where=f"{path}: experience {i}") for i, item in enumerate(data)]
+    try:
+        experiences = [Experience.from_dict(item) for item in data]
+    except LibraryFormatError:  # find the bad one again, to name it (not done for every good one)
+        for i, item in enumerate(data):
+            Experience.from_dict(item, where=f"{path}: experience {i}")
+        raise
+    prompts: dict[str, str] = {}
+    for exp in experiences:  # one string per distinct prompt, as when the groups were added
+        exp.prompt = prompts.setdefault(exp.prompt, exp.prompt)
+    return experiences

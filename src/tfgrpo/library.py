@@ -8,7 +8,8 @@ Internals, all O(1) or O(log n) per experience:
 - `_order`: experiences in insertion (= time) order; removed ones are skipped and compacted lazily.
   Stale experiences are pruned from its head.
 - `_heap`: (advantage, id, experience), the eviction order when over capacity (lowest first, ties
-  oldest first); entries of removed experiences are skipped when popped.
+  oldest first); entries of removed experiences are skipped when popped. Built on the first eviction
+  (None until then), so filling or loading a library below capacity never pays for it.
 - `_sampler`: buckets by advantage for O(1) weighted draws (see `sampler.py`).
 """
 
@@ -128,7 +129,7 @@ class TrainingFreeGRPO:
         self._sampler.clear()
         self._order: list[Experience] = []
         self._head = 0
-        self._heap: list[tuple[float, int, Experience]] = []
+        self._heap: list[tuple[float, int, Experience]] | None = None
         self._stats_cache: GRPOStats | None = None
         if self._retriever is not None:
             self._retriever.clear()
@@ -148,15 +149,15 @@ class TrainingFreeGRPO:
     def _bulk_insert(self, experiences: list[Experience]) -> None:
         """Insert many experiences at once (ids kept when present), O(n log n)."""
         experiences.sort(key=lambda e: e.timestamp)
+        add = self._sampler.add
         for exp in experiences:
             if exp.id is None:
                 exp.id = self._next_id
-            self._next_id = max(self._next_id, exp.id + 1)
-            self._sampler.add(exp)
+            if exp.id >= self._next_id:
+                self._next_id = exp.id + 1
+            add(exp)
         self._order.extend(experiences)
-        if self.config.eviction_policy == "lowest_advantage":
-            self._heap.extend((e.advantage, e.id, e) for e in experiences)
-            heapq.heapify(self._heap)
+        self._heap = None
         self._stats_cache = None
         if self._retriever is not None:
             self._retriever.add_many(experiences)
@@ -265,7 +266,7 @@ class TrainingFreeGRPO:
             self._next_id = exp.id + 1
         self._sampler.add(exp)
         self._order.append(exp)
-        if self.config.eviction_policy == "lowest_advantage":
+        if self._heap is not None:
             heapq.heappush(self._heap, (exp.advantage, exp.id, exp))
         self._stats_cache = None
         if self._retriever is not None:
@@ -281,9 +282,8 @@ class TrainingFreeGRPO:
         if len(self._order) - self._head > 2 * live + 64:
             self._order = [e for e in self._order[self._head :] if e._pos >= 0]
             self._head = 0
-        if len(self._heap) > 2 * live + 64:
-            self._heap = [entry for entry in self._heap if entry[2]._pos >= 0]
-            heapq.heapify(self._heap)
+        if self._heap is not None and len(self._heap) > 2 * live + 64:
+            self._heap = None  # rebuilt from the live experiences at the next eviction
 
     def _prune_incremental(self, now: int) -> list[Experience]:
         """Stale experiences from the head of the time order, then the surplus over capacity."""
@@ -316,6 +316,9 @@ class TrainingFreeGRPO:
             while self._order[self._head]._pos < 0:
                 self._head += 1
             return self._order[self._head]
+        if self._heap is None:
+            self._heap = [(e.advantage, e.id, e) for e in self.experience_library]
+            heapq.heapify(self._heap)
         while self._heap[0][2]._pos < 0:
             heapq.heappop(self._heap)
         return heapq.heappop(self._heap)[2]

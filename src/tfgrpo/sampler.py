@@ -20,9 +20,10 @@ _KEY_LIMIT = 2**62  # bucket keys are clamped here; beyond it one bucket dominat
 
 
 class _Bucket:
-    __slots__ = ("members", "rels", "rel_sum")
+    __slots__ = ("key", "members", "rels", "rel_sum")
 
-    def __init__(self) -> None:
+    def __init__(self, key: int) -> None:
+        self.key = key
         self.members: list[Experience] = []
         self.rels: list[float] = []  # weight / 2**k of each member, in [1, 2)
         self.rel_sum = 0.0
@@ -48,10 +49,10 @@ class AdvantageSampler:
 
     def __contains__(self, exp: object) -> bool:
         """Whether this very experience object is a member, in O(1)."""
-        if not isinstance(exp, Experience) or exp._pos < 0:
+        if not isinstance(exp, Experience) or exp._bucket is None:
             return False
-        bucket = self._buckets.get(self._key_and_rel(exp.advantage)[0])
-        return bucket is not None and exp._pos < len(bucket.members) and bucket.members[exp._pos] is exp
+        bucket = self._buckets.get(exp._bucket.key)
+        return bucket is exp._bucket and bucket.members[exp._pos] is exp
 
     def _key_and_rel(self, advantage: float) -> tuple[int, float]:
         if not self._weighted:
@@ -67,7 +68,8 @@ class AdvantageSampler:
         key, rel = self._key_and_rel(exp.advantage)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket()
+            bucket = self._buckets[key] = _Bucket(key)
+        exp._bucket = bucket
         exp._pos = len(bucket.members)
         bucket.members.append(exp)
         bucket.rels.append(rel)
@@ -77,8 +79,7 @@ class AdvantageSampler:
 
     def remove(self, exp: Experience) -> None:
         """Remove a member in O(1): the bucket's last member takes its place."""
-        key = self._key_and_rel(exp.advantage)[0]
-        bucket = self._buckets[key]
+        bucket = exp._bucket
         pos = exp._pos
         rel = bucket.rels[pos]
         last, last_rel = bucket.members.pop(), bucket.rels.pop()
@@ -86,18 +87,18 @@ class AdvantageSampler:
             bucket.members[pos] = last
             bucket.rels[pos] = last_rel
             last._pos = pos
-        exp._pos = -1
+        exp._bucket, exp._pos = None, -1
         if bucket.members:
             bucket.rel_sum -= rel
         else:
-            del self._buckets[key]
+            del self._buckets[bucket.key]
         self._size -= 1
         self._table = None
 
     def clear(self) -> None:
         for bucket in self._buckets.values():
             for exp in bucket.members:
-                exp._pos = -1
+                exp._bucket, exp._pos = None, -1
         self._buckets.clear()
         self._size = 0
         self._table = None
