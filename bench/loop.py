@@ -73,7 +73,9 @@ def run(url: str, concurrency: int, latency: float, steps: int) -> tuple[float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--latency", type=float, default=2.0, help="seconds the server waits per request (a typical rollout)")
+    parser.add_argument(
+        "--latency", type=float, default=2.0, help="seconds the server waits per request (a typical rollout)"
+    )
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
     server, url = start_server(args.latency)

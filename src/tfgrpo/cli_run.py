@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from .errors import ConfigError
@@ -26,23 +27,73 @@ def add_commands(command) -> None:
     p.add_argument("--eval-prompts", type=int, default=40, help="held-out prompts")
     p.add_argument("--seed", type=int, default=0)
 
-    p = command("train", cmd_train, "Train an experience library: groups, rewards, advantages, library updates.")
+    p = command(
+        "train",
+        cmd_train,
+        "Train an experience library (--strategy examples: groups, rewards, advantages, library updates), "
+        "LLM-distilled lessons (--strategy lessons, the paper's semantic advantage), or both in turn.",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=["examples", "lessons", "both"],
+        default="examples",
+        help="examples: few-shot experience library; lessons: natural-language lessons (paper mode), kept "
+        "in the same .db; both: examples, then lessons, on the same samples",
+    )
     _task_args(p)
     _model_args(p)
-    _rollout_args(p, temperature=0.7)
+    _rollout_args(p, temperature=0.7, given=True)
     p.add_argument("--library", "-l", default="library.db", help="SQLite library (resumes if it exists)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=4, help="prompts per step (one library update each)")
-    p.add_argument("--group-size", "-G", type=int, default=8, help="rollouts per prompt")
+    p.add_argument("--epochs", type=int, default=1, action=_Given)
+    p.add_argument(
+        "--batch-size", type=int, default=4, action=_Given, help="prompts per step (one library update each)"
+    )
+    p.add_argument("--group-size", "-G", type=int, default=8, action=_Given, help="rollouts per prompt")
     p.add_argument("--max-library-size", type=int, default=None, help="library capacity (new libraries)")
-    p.add_argument("--metrics", default=None, help="JSONL file for per-step metrics (default: LIBRARY.metrics.jsonl)")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help="JSONL file for per-step metrics (default: LIBRARY.metrics.jsonl; lessons: LIBRARY.lessons.metrics.jsonl)",
+    )
     p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("lessons (--strategy lessons or both)")
+    g.add_argument(
+        "--preset",
+        choices=["paper"],
+        default=None,
+        help="start from the paper's settings (3 epochs, G=5, batch 100); flags given explicitly still win",
+    )
+    g.add_argument("--critic", default=None, help="backend spec of the critic LLM (default: the policy model)")
+    g.add_argument("--max-ops-per-query", type=int, default=3, help="most operations one group may propose")
+    g.add_argument("--max-words", type=int, default=32, help="longest lesson, in words")
+    g.add_argument("--critic-max-tokens", type=int, default=1024, help="longest critic answer")
+    g.add_argument(
+        "--no-ground-truth",
+        action="store_true",
+        help="the critic sees no rewards or reference answers, and every group goes on",
+    )
+    g.add_argument("--placement", choices=["system", "user"], default="system", help="where the lessons go")
 
-    p = command("eval", cmd_eval, "Compare baseline (no library) against a library on held-out prompts.")
+    p = command(
+        "eval",
+        cmd_eval,
+        "Compare baseline (no library) against a library on held-out prompts: few-shot examples, lessons, "
+        "or both (all conditions on the same prompts and seeds).",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=["examples", "lessons", "both", "all"],
+        default="examples",
+        help="conditions: examples: baseline, library; lessons: baseline, lessons; both: baseline, both "
+        "(lessons plus examples); all: baseline, examples, lessons, both",
+    )
     _task_args(p)
     _model_args(p)
     _rollout_args(p, temperature=0.3)
     p.add_argument("--library", "-l", default="library.db", help="library to evaluate")
+    p.add_argument(
+        "--placement", choices=["system", "user"], default="system", help="where the lessons go (lessons, both)"
+    )
     p.add_argument("-k", type=int, default=4, help="samples per prompt (Mean@k, Pass@k)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -84,7 +135,16 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--concurrency", type=int, default=16, help="parallel requests (HTTP backends)")
 
 
-def _rollout_args(p: argparse.ArgumentParser, temperature: float) -> None:
+class _Given(argparse.Action):
+    """Stores the value and notes that the flag was given, so a --preset fills only the others."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        given = set(getattr(namespace, "given", None) or ())
+        namespace.given = given | {self.dest}
+
+
+def _rollout_args(p: argparse.ArgumentParser, temperature: float, given: bool = False) -> None:
     g = p.add_argument_group("generation")
     g.add_argument("--shots", type=int, default=3, help="few-shot examples from the library per prompt")
     g.add_argument(
@@ -94,7 +154,7 @@ def _rollout_args(p: argparse.ArgumentParser, temperature: float) -> None:
         "--retrieval-mode", choices=["lexical", "semantic", "hybrid"], default="semantic", help="with --select retrieve"
     )
     g.add_argument("--token-budget", type=int, default=512, help="most tokens the examples may take")
-    g.add_argument("--temperature", type=float, default=temperature)
+    g.add_argument("--temperature", type=float, default=temperature, **({"action": _Given} if given else {}))
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--max-tokens", type=int, default=None, help="default: the task's hint")
     g.add_argument("--stop", action="append", default=None, help="stop string (repeatable; default: newline)")
@@ -174,11 +234,19 @@ def _rollout_settings(args, instruction: str, max_tokens: int) -> dict:
 
 
 def cmd_train(args) -> None:
+    task = load_task(args)
+    with make_backend(args) as backend:
+        if args.strategy in ("examples", "both"):
+            _train_examples(args, backend, *task)
+        if args.strategy in ("lessons", "both"):
+            _train_lessons(args, backend, *task)
+
+
+def _train_examples(args, backend, name, samples, _test, reward, instruction, max_tokens) -> None:
     from .config import GRPOConfig
     from .library import TrainingFreeGRPO
     from .train import TrainConfig, train
 
-    name, samples, _, reward, instruction, max_tokens = load_task(args)
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -192,7 +260,7 @@ def cmd_train(args) -> None:
         if args.max_library_size:
             changes["max_library_size"] = args.max_library_size
         grpo_config = GRPOConfig().replace(**changes)
-    with TrainingFreeGRPO.open(args.library, grpo_config, seed=args.seed) as grpo, make_backend(args) as backend:
+    with TrainingFreeGRPO.open(args.library, grpo_config, seed=args.seed) as grpo:
         if grpo.progress:
             print(f"resuming {args.library} after step {grpo.progress['global_step']}", file=sys.stderr)
         metrics_path = args.metrics or f"{args.library}.metrics.jsonl"
@@ -201,21 +269,113 @@ def cmd_train(args) -> None:
         print(f"library: {args.library}   metrics: {metrics_path}   model usage: {backend.usage.to_dict()}")
 
 
+def check_lesson_path(path: str) -> None:
+    """Lessons live in SQLite only: refuse a JSON library path before a database is written there."""
+    from .formats import is_sqlite_path
+
+    if not is_sqlite_path(path):
+        raise ConfigError(f"lessons are kept in an SQLite library (.db, .sqlite); {path} is not one")
+
+
+def lesson_config(args, instruction: str, max_tokens: int):
+    """The `LessonConfig` of `train --strategy lessons`: the preset (if any), then the flags given."""
+    from .semantic import LessonConfig
+
+    given = getattr(args, "given", None) or set()
+    shared = {"epochs": args.epochs, "batch_size": args.batch_size, "group_size": args.group_size}
+    shared["temperature"] = args.temperature
+    if args.preset:
+        shared = {k: v for k, v in shared.items() if k in given}
+    settings = {
+        **shared,
+        "seed": args.seed,
+        "max_tokens": args.max_tokens or max_tokens,
+        "critic_max_tokens": args.critic_max_tokens,
+        "max_operations_per_query": args.max_ops_per_query,
+        "max_words": args.max_words,
+        "use_ground_truth": not args.no_ground_truth,
+        "placement": args.placement,
+        "system": args.instruction if args.instruction is not None else instruction or "",
+        "chat": args.chat,
+        "concurrency": args.concurrency,
+    }
+    return LessonConfig.preset(args.preset, **settings) if args.preset else LessonConfig(**settings)
+
+
+def _train_lessons(args, policy, name, samples, _test, reward, instruction, max_tokens) -> None:
+    from .llm import get_backend
+    from .semantic import LessonLibrary, LessonTrainer, LLMCache
+
+    check_lesson_path(args.library)
+    config = lesson_config(args, instruction, max_tokens)
+    if args.metrics and args.strategy == "lessons":
+        metrics_path = args.metrics
+    else:
+        metrics_path = f"{args.library}.lessons.metrics.jsonl"
+    with (
+        LessonLibrary(args.library, max_words=config.max_words) as library,
+        LLMCache(args.library) as cache,
+    ):
+        critic = None
+        if args.critic:
+            kwargs = {"concurrency": args.concurrency} if args.critic.startswith(("openai", "http")) else {}
+            critic = get_backend(args.critic, **kwargs)
+        try:
+            if library.progress:
+                print(
+                    f"resuming lessons in {args.library} after step {library.progress['global_step']}",
+                    file=sys.stderr,
+                )
+            trainer = LessonTrainer(policy, reward, library, config, critic=critic, cache=cache)
+            steps = trainer.train(samples, metrics_path=metrics_path)
+            print(f"Lessons ({name}): {len(library)} at version {library.version}")
+            print(library.render_list())
+            usage = {"policy": policy.usage.to_dict()}
+            if critic is not None:
+                usage["critic"] = critic.usage.to_dict()
+            hits = sum(m.cache_hits for m in steps)
+            print(
+                f"library: {args.library}   metrics: {metrics_path}   steps run: {len(steps)}   "
+                f"cache hits: {hits}   model usage: {usage}"
+            )
+        finally:
+            if critic is not None:
+                critic.close()
+
+
 def cmd_eval(args) -> None:
     from .cli import open_library
-    from .evaluate import EvalConfig, evaluate
+    from .errors import LibraryNotFoundError
+    from .evaluate import EvalConfig, LessonCondition, evaluate
+    from .semantic import LessonLibrary
 
     name, train_samples, test, reward, instruction, max_tokens = load_task(args)
     config = EvalConfig(k=args.k, seed=args.seed, **_rollout_settings(args, instruction, max_tokens))
-    with open_library(args.library) as grpo, make_backend(args) as backend:
-        report = evaluate(
-            backend,
-            test,
-            reward,
-            {"baseline": None, "library": grpo},
-            config,
-            train_prompts={s["prompt"] for s in train_samples},
+    strategy = args.strategy
+    examples = strategy in ("examples", "both", "all")
+    lessons = strategy in ("lessons", "both", "all")
+    if lessons:
+        check_lesson_path(args.library)
+    if lessons and not os.path.exists(args.library):
+        raise LibraryNotFoundError(
+            f"no library at {args.library} (train one with `tfgrpo train --strategy lessons --library {args.library}`)"
         )
+    with ExitStack() as stack:
+        grpo = stack.enter_context(open_library(args.library)) if examples else None
+        library = stack.enter_context(LessonLibrary(args.library)) if lessons else None
+        if library is not None and not len(library):
+            print(f"warning: {args.library} holds no lessons (version {library.version})", file=sys.stderr)
+        backend = stack.enter_context(make_backend(args))
+        conditions: dict = {"baseline": None}
+        if strategy == "examples":
+            conditions["library"] = grpo
+        if strategy == "all":
+            conditions["examples"] = grpo
+        if strategy in ("lessons", "all"):
+            conditions["lessons"] = LessonCondition(library, placement=args.placement)
+        if strategy in ("both", "all"):
+            conditions["both"] = LessonCondition(library, examples=grpo, placement=args.placement)
+        report = evaluate(backend, test, reward, conditions, config, train_prompts={s["prompt"] for s in train_samples})
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
 
 

@@ -5,7 +5,8 @@ interval for each condition's difference from the first one."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from .library import TrainingFreeGRPO
 from .llm.base import Backend
 from .rewards.base import Reward
 from .rollouts import RolloutConfig, rollout_batch
+
+if TYPE_CHECKING:
+    from .semantic.lessons import LessonLibrary
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,39 @@ class EvalConfig(RolloutConfig):
     """A sample counts as solved for Pass@k when its reward is at least this."""
     bootstrap: int = 2000
     """Bootstrap resamples for the confidence interval."""
+
+
+@dataclass(frozen=True)
+class LessonCondition:
+    """A condition with a lesson library's lessons (paper mode) in the prompt, and with few-shot
+    examples from `examples` too when given. The lessons (`LessonLibrary.render()`) go after the
+    template's instruction in the system message (`placement="system"`) or before the question
+    ("user"); everything else (query form, stop strings, sampling) is the evaluation's own, so the
+    conditions differ only in what the prompt holds."""
+
+    library: LessonLibrary
+    examples: TrainingFreeGRPO | None = None
+    placement: str = "system"
+
+    def __post_init__(self) -> None:
+        if self.placement not in ("system", "user"):
+            raise ConfigError(f"lesson placement must be 'system' or 'user', got {self.placement!r}")
+
+    def apply(self, config: EvalConfig) -> EvalConfig:
+        """`config` with the lessons put into its prompt template."""
+        block = self.library.render()
+        if not block:
+            return config
+        template = config.template
+        if self.placement == "system":
+            template = replace(template, instruction="\n\n".join(t for t in (template.instruction, block) if t))
+        else:
+            escaped = block.replace("{", "{{").replace("}", "}}")
+            template = replace(template, query=f"{escaped}\n\n{template.query}")
+        return replace(config, template=template)
+
+
+Condition = TrainingFreeGRPO | LessonCondition | None
 
 
 @dataclass
@@ -99,11 +136,13 @@ def score_condition(
     backend: Backend,
     samples: Sequence[dict],
     reward: Reward,
-    grpo: TrainingFreeGRPO | None,
+    grpo: Condition,
     config: EvalConfig,
 ) -> np.ndarray:
     """Rewards (prompts x k) for one condition; seeded per batch, so every condition meets the same
     randomness."""
+    if isinstance(grpo, LessonCondition):
+        config, grpo = grpo.apply(config), grpo.examples
     rows = []
     for start in range(0, len(samples), config.batch_size):
         batch = samples[start : start + config.batch_size]
@@ -115,11 +154,12 @@ def evaluate(
     backend: Backend,
     samples: Sequence[dict],
     reward: Reward,
-    conditions: dict[str, TrainingFreeGRPO | None],
+    conditions: dict[str, Condition],
     config: EvalConfig = EvalConfig(),
     train_prompts: set[str] | None = None,
 ) -> EvalReport:
-    """Evaluate each condition (name -> library, None for no library) on the same held-out samples.
+    """Evaluate each condition (name -> library, `LessonCondition`, None for no library) on the same
+    held-out samples.
     `train_prompts`, when given, is checked: evaluating on a training prompt is an error."""
     if not samples:
         raise ConfigError("no evaluation samples")

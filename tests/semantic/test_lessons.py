@@ -231,6 +231,19 @@ def test_lessons_share_a_file_with_the_experience_library(tmp_path):
     assert LessonLibrary(path).lessons == {"G0": "Check the units."}
 
 
+def test_an_experience_library_opens_a_file_the_lessons_created_first(tmp_path):
+    path = tmp_path / "run.db"
+    with LessonLibrary(path) as lib:
+        lib.apply([Operation("add", "Check the units.")])
+    with TrainingFreeGRPO.open(path, seed=0) as grpo:
+        assert grpo.library_size() == 0
+        grpo.add_rollout_group([("p", "good"), ("p", "bad")], [1.0, 0.0])
+    with TrainingFreeGRPO.open(path, seed=0) as grpo:
+        assert grpo.library_size() == 1
+    with LessonLibrary(path) as lib:
+        assert lib.lessons == {"G0": "Check the units."} and lib.version == 1
+
+
 def test_export_and_import_the_official_json(lib, tmp_path):
     lib.export_json(tmp_path / "lessons.json")
     assert json.loads((tmp_path / "lessons.json").read_text()) == {

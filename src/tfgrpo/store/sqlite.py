@@ -64,7 +64,9 @@ class SQLiteStore:
 
     def _check_or_create(self) -> None:
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not tables:
+        # A file holding only a lesson library (paper mode), embeddings or SQLite's own tables has no
+        # experience library yet: it gets one beside them.
+        if all(t.startswith(("lesson_", "sqlite_")) or t == "embeddings" for t in tables):
             with self._transaction():
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
