@@ -73,9 +73,8 @@ class Experience:
     def from_dict(cls, data: Any, where: str = "experience") -> Experience:
         """Parse one serialised experience, checking every field; unknown fields are ignored."""
         if type(data) is dict:  # the common, well-formed case, checked cheaply
-            prompt, response, advantage, timestamp = (
-                data.get(f) for f in ("prompt", "response", "advantage", "timestamp")
-            )
+            prompt, response = data.get("prompt"), data.get("response")
+            advantage, timestamp = data.get("advantage"), data.get("timestamp")
             if (
                 type(prompt) is str
                 and type(response) is str

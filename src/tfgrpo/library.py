@@ -15,6 +15,8 @@ Internals, all O(1) or O(log n) per experience:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import math
 import os
@@ -522,19 +524,11 @@ class TrainingFreeGRPO:
         """
         if not os.path.exists(path):
             raise LibraryNotFoundError(f"no library file at {path}")
-        if is_sqlite_file(path):
-            store = SQLiteStore(path)
-            try:
-                experiences = store.load().experiences
-            finally:
-                store.close()
-            for exp in experiences:
-                exp.id = None
-        else:
-            experiences = read_json(path)
-        counters = self._counters()
-        counters["total_loaded"] += len(experiences)
-        self._replace(experiences, counters)
+        with _gc_paused():
+            experiences = _read_library_file(path)
+            counters = self._counters()
+            counters["total_loaded"] += len(experiences)
+            self._replace(experiences, counters)
 
     def close(self) -> None:
         """Close the store, if any (the library stays usable in memory)."""
@@ -570,6 +564,32 @@ def _check_rollout(i: int, rollout: object) -> tuple[str, str]:
     ):
         raise InvalidRolloutsError(f"rollout {i} must be a (prompt, response) pair of strings, got {rollout!r:.80}")
     return rollout[0], rollout[1]
+
+
+def _read_library_file(path: str | os.PathLike) -> list[Experience]:
+    if not is_sqlite_file(path):
+        return read_json(path)
+    store = SQLiteStore(path)
+    try:
+        experiences = store.load().experiences
+    finally:
+        store.close()
+    for exp in experiences:
+        exp.id = None  # new ids in this library
+    return experiences
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Bulk loads create millions of objects that all stay alive; the cyclic collector would walk
+    them again and again for nothing (about a fifth of a million-experience load)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _mean(values: list[float]) -> float:
