@@ -50,14 +50,21 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the latency server did not start")
 
 
-def run(url: str, concurrency: int, latency: float, steps: int) -> tuple[float, float, float]:
-    """(rollouts per second, ideal rollouts per second, CPU milliseconds per rollout)."""
+def run(url: str, concurrency: int, latency: float, steps: int, native_n: bool) -> tuple[float, float, float]:
+    """(rollouts per second, ideal rollouts per second, CPU milliseconds per rollout). `concurrency`
+    counts rollouts in flight: requests of one rollout each, or with `native_n` requests of n=G."""
     batch = WAVES_PER_STEP * concurrency // G
     samples = [{"id": str(i), "prompt": f"What is {i} + {i + 1}?", "answer": 2 * i + 1} for i in range(batch * steps)]
     rng = random.Random(0)
     reward = FunctionReward(lambda prompt, response, sample: float(rng.random() < 0.5), name="coin")
     config = TrainConfig(batch_size=batch, group_size=G, shots=2, chat=False, max_tokens=16, seed=0)
-    backend = OpenAIBackend(url, model="latency", concurrency=concurrency, mode="completions", n_strategy="fanout")
+    backend = OpenAIBackend(
+        url,
+        model="latency",
+        concurrency=concurrency // G if native_n else concurrency,
+        mode="completions",
+        n_strategy="native" if native_n else "fanout",
+    )
     backend.generate(["warm-up"])  # connect once, outside the measurement
     with tempfile.TemporaryDirectory() as tmp:
         grpo = TrainingFreeGRPO.open(os.path.join(tmp, "lib.db"), GRPOConfig(group_size=G), seed=0)
@@ -81,16 +88,22 @@ def main() -> None:
     server, url = start_server(args.latency)
     try:
         print(
-            f"latency {args.latency} s per request, G={G}, {WAVES_PER_STEP} x concurrency requests per step, "
+            f"latency {args.latency} s per request, G={G}, {WAVES_PER_STEP} x the rollouts in flight per step, "
             f"SQLite library, {os.cpu_count()} cores\n"
         )
         print(
-            "| concurrency | rollouts/s | ideal (concurrency / latency) | share of ideal | loop CPU per rollout [ms] |"
+            "| rollouts in flight | requests | rollouts/s | ideal (in flight / latency) | share of ideal "
+            "| loop CPU per rollout [ms] |"
         )
-        print("| ---: | ---: | ---: | ---: | ---: |")
-        for concurrency in args.concurrency:
-            rate, ideal, cpu_ms = run(url, concurrency, args.latency, args.steps)
-            print(f"| {concurrency} | {rate:,.1f} | {ideal:,.1f} | {rate / ideal:.1%} | {cpu_ms:.2f} |", flush=True)
+        print("| ---: | --- | ---: | ---: | ---: | ---: |")
+        for native_n in (False, True):
+            for concurrency in args.concurrency:
+                rate, ideal, cpu_ms = run(url, concurrency, args.latency, args.steps, native_n)
+                kind = f"n={G} per request" if native_n else "one rollout each"
+                print(
+                    f"| {concurrency} | {kind} | {rate:,.1f} | {ideal:,.1f} | {rate / ideal:.1%} | {cpu_ms:.2f} |",
+                    flush=True,
+                )
     finally:
         server.terminate()
         server.wait()
