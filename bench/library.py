@@ -180,12 +180,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--no-reference-above", type=int, default=1_000_000)
+    parser.add_argument("--files-only", action="store_true", help="only the JSON save/load rows")
     args = parser.parse_args()
 
     print(f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores\n")
     print("| size | measure | tfgrpo | reference | reference / tfgrpo |")
     print("| ---: | --- | ---: | ---: | ---: |")
-    for size in args.sizes:
+    for size in [] if args.files_only else args.sizes:
         for name, ours, ref in bench_size(size, with_reference=size <= args.no_reference_above):
             ratio = f"{ref / ours:,.0f}x" if ref else "-"
             ref_text = f"{ref:,.1f}" if ref else "-"
@@ -200,7 +201,7 @@ def main() -> None:
     for name, value, _ in bench_files(largest):
         print(f"| {largest:,} | {name} | {value:,.2f} | - | - |", flush=True)
     sqlite_size = min(largest, 100_000)
-    for durability in ("full", "normal"):
+    for durability in () if args.files_only else ("full", "normal"):
         ms = bench_sqlite(sqlite_size, durability) * 1e3
         print(
             f"| {sqlite_size:,} | SQLite add, synchronous={durability} [ms per group] | {ms:,.2f} | - | - |", flush=True
