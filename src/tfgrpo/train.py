@@ -9,7 +9,6 @@ run resumes at the next step without redoing or double-counting a group.
 from __future__ import annotations
 
 import json
-import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from .library import TrainingFreeGRPO
 from .llm.base import Backend
 from .rewards.base import Reward
 from .rollouts import RolloutConfig, rollout_batch
+from .tasks.dataset import epoch_batches
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,6 @@ class StepMetrics:
         return json.dumps({**asdict(self), "signal_share": self.signal_share})
 
 
-def batches(samples: Sequence[dict], config: TrainConfig, epoch: int) -> list[list[dict]]:
-    """The epoch's batches: samples shuffled by (seed, epoch), so a resumed run sees the same order."""
-    order = list(samples)
-    random.Random(f"{config.seed}:{epoch}").shuffle(order)
-    return [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-
-
 def train(
     backend: Backend,
     samples: Sequence[dict],
@@ -99,7 +92,7 @@ def train(
     try:
         global_step = 0
         for epoch in range(config.epochs):
-            for step, batch in enumerate(batches(samples, config, epoch)):
+            for step, batch in enumerate(epoch_batches(samples, config.batch_size, config.seed, epoch)):
                 global_step += 1
                 if global_step <= done:
                     continue  # finished before a restart: already in the library

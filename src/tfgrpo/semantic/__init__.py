@@ -5,7 +5,7 @@ from .cache import CachedBackend, LLMCache, cache_key
 from .lessons import DEFAULT_INSTRUCTION, ApplyResult, LessonDiff, LessonLibrary, Skipped, Version
 from .operations import Operation, ParseResult, extract_json, normalize_id, parse_operations
 from .prompts import SemanticPrompts, lesson_prompt
-from .trainer import PRESETS, LessonConfig, LessonStepMetrics, LessonTrainer, lesson_batches, rollout_with_lessons
+from .trainer import PRESETS, LessonConfig, LessonStepMetrics, LessonTrainer, rollout_with_lessons
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
@@ -25,7 +25,6 @@ __all__ = [
     "Version",
     "cache_key",
     "extract_json",
-    "lesson_batches",
     "lesson_prompt",
     "normalize_id",
     "parse_operations",

@@ -20,14 +20,15 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, LibraryFormatError, LibraryNotFoundError, StoreError
+from ..errors import ConfigError, LibraryFormatError, LibraryNotFoundError
 from ..formats import atomic_write
+from ..store.sqlite import transaction
 from .operations import Operation, clean_text, normalize_id
 
 log = logging.getLogger("tfgrpo.semantic")
@@ -505,21 +506,8 @@ class LessonLibrary:
             done = Operation("merge", text=text, id=target, ids=(target, *removed), reason=op.reason)
         return Outcome(done, "; ".join(notes)), next_id
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from None
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"{self.path}: lesson library write failed, nothing was changed: {exc}") from None
-            raise
+    def _transaction(self) -> AbstractContextManager[None]:
+        return transaction(self._db, f"{self.path or ':memory:'} (lesson library)")
 
     def _meta(self, key: str) -> Any:
         row = self._db.execute("SELECT value FROM lesson_meta WHERE key = ?", (key,)).fetchone()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..llm.base import Backend, Generation, GenerationParams
 from ..rewards.base import Reward, Score
+from ..tasks.dataset import epoch_batches
 from .cache import CachedBackend, LLMCache
 from .lessons import LessonLibrary, Skipped
 from .operations import Operation, parse_operations
@@ -153,13 +153,6 @@ class LessonStepMetrics:
         return json.dumps({**asdict(self), "signal_share": self.signal_share}, ensure_ascii=False)
 
 
-def lesson_batches(samples: Sequence[dict], config: LessonConfig, epoch: int) -> list[list[dict]]:
-    """The epoch's batches: samples shuffled by (seed, epoch), so a resumed run sees the same order."""
-    order = list(samples)
-    random.Random(f"{config.seed}:{epoch}").shuffle(order)
-    return [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-
-
 def rollout_with_lessons(
     backend: Backend,
     batch: Sequence[dict],
@@ -254,7 +247,7 @@ class LessonTrainer:
         try:
             global_step = 0
             for epoch in range(config.epochs):
-                for step, batch in enumerate(lesson_batches(samples, config, epoch)):
+                for step, batch in enumerate(epoch_batches(samples, config.batch_size, config.seed, epoch)):
                     global_step += 1
                     if global_step <= done:
                         continue  # committed before a restart

@@ -6,7 +6,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ..errors import LibraryFormatError, StoreError
@@ -86,21 +86,8 @@ class SQLiteStore:
                 f"{self.path} was written by a newer tfgrpo (schema {meta['schema_version']}); upgrade tfgrpo"
             )
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from None
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"{self.path}: write failed, nothing was changed: {exc}") from None
-            raise
+    def _transaction(self) -> AbstractContextManager[None]:
+        return transaction(self._db, f"{self.path}")
 
     def load(self) -> LibraryState:
         meta = dict(self._db.execute("SELECT key, value FROM meta"))
@@ -211,3 +198,22 @@ class SQLiteStore:
 
 def _metadata_json(exp: Experience) -> str | None:
     return json.dumps(exp._metadata, ensure_ascii=False) if exp._metadata else None
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection, where: str) -> Iterator[None]:
+    """One write transaction (BEGIN IMMEDIATE ... COMMIT); on any error it is rolled back, and SQLite
+    errors become `StoreError` saying that nothing was changed."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreError(f"{where}: cannot start a transaction: {exc}") from None
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"{where}: write failed, nothing was changed: {exc}") from None
+        raise
