@@ -20,7 +20,7 @@ from .library import TrainingFreeGRPO
 from .llm.base import Backend
 from .rewards.base import Reward
 from .rollouts import RolloutConfig, rollout_batch
-from .tasks.dataset import epoch_batches
+from .steps import run_steps
 
 
 @dataclass(frozen=True)
@@ -81,31 +81,18 @@ def train(
     task_name: str = "task",
 ) -> list[StepMetrics]:
     """Run (or resume) training; returns the metrics of the steps run now."""
-    if not samples:
-        raise ConfigError("no training samples")
-    done = (grpo.progress or {}).get("global_step", 0)
-    steps_per_epoch = -(-len(samples) // config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    report = on_step or _progress_printer(total_steps)
-    log = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
-    history = []
-    try:
-        global_step = 0
-        for epoch in range(config.epochs):
-            for step, batch in enumerate(epoch_batches(samples, config.batch_size, config.seed, epoch)):
-                global_step += 1
-                if global_step <= done:
-                    continue  # finished before a restart: already in the library
-                metrics = run_step(backend, batch, reward, grpo, config, epoch, step, global_step, task_name)
-                history.append(metrics)
-                if log:
-                    log.write(metrics.to_json() + "\n")
-                    log.flush()
-                report(metrics, total_steps)
-    finally:
-        if log:
-            log.close()
-    return history
+    return run_steps(
+        samples,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        done=(grpo.progress or {}).get("global_step", 0),
+        step=lambda batch, epoch, step, global_step: run_step(
+            backend, batch, reward, grpo, config, epoch, step, global_step, task_name
+        ),
+        report=on_step or _progress_printer(-(-len(samples) // config.batch_size) * config.epochs),
+        metrics_path=metrics_path,
+    )
 
 
 def run_step(

@@ -110,6 +110,13 @@ def setup_filesystem(cfg, owner, isolation):
             isolation.append("hidden: " + ", ".join(hidden))
     with open(os.path.join(cfg["workdir"], "main.py"), "rb") as f:
         program = f.read()
+    # An interpreter (e.g. a virtual environment) inside /tmp would vanish under the private /tmp:
+    # hold it now and bind it back afterwards.
+    under_tmp = {
+        path: os.open(path, os.O_PATH | os.O_DIRECTORY)
+        for path in cfg["reachable"]
+        if any(path == d or path.startswith(d + "/") for d in SHARED_WRITABLE)
+    }
     uid, gid = owner if owner is not None else (os.getuid(), os.getgid())
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['disk_mb']}m,mode=0700,uid={uid},gid={gid}")
     with open("/tmp/main.py", "wb") as f:
@@ -119,6 +126,9 @@ def setup_filesystem(cfg, owner, isolation):
     for path in SHARED_WRITABLE[1:]:
         if os.path.isdir(path) and not os.path.islink(path) and os.stat(path).st_mode & 0o002:
             mount(f"/proc/self/fd/{tmp_fd}", path, None, MS_BIND)
+    for path, fd in under_tmp.items():
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
     isolation.append(f"private /tmp (tmpfs, {cfg['disk_mb']} MB)")
     return "/tmp"
 

@@ -33,7 +33,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..llm.base import Backend, Generation, GenerationParams
 from ..rewards.base import Reward, Score
-from ..tasks.dataset import epoch_batches
+from ..steps import run_steps
 from .cache import CachedBackend, LLMCache
 from .lessons import LessonLibrary, Skipped
 from .operations import Operation, parse_operations
@@ -236,31 +236,19 @@ class LessonTrainer:
         metrics_path: str | None = None,
     ) -> list[LessonStepMetrics]:
         """Run (or resume) training; returns the metrics of the steps run now."""
-        if not samples:
-            raise ConfigError("no training samples")
         config = self.config
-        done = (self.library.progress or {}).get("global_step", 0)
-        total = -(-len(samples) // config.batch_size) * config.epochs
-        report = on_step or _printer
-        history = []
-        logf = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
-        try:
-            global_step = 0
-            for epoch in range(config.epochs):
-                for step, batch in enumerate(epoch_batches(samples, config.batch_size, config.seed, epoch)):
-                    global_step += 1
-                    if global_step <= done:
-                        continue  # committed before a restart
-                    metrics = self.step(batch, epoch=epoch, step=step, global_step=global_step)
-                    history.append(metrics)
-                    if logf:
-                        logf.write(metrics.to_json() + "\n")
-                        logf.flush()
-                    report(metrics, total)
-        finally:
-            if logf:
-                logf.close()
-        return history
+        return run_steps(
+            samples,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            done=(self.library.progress or {}).get("global_step", 0),
+            step=lambda batch, epoch, step, global_step: self.step(
+                batch, epoch=epoch, step=step, global_step=global_step
+            ),
+            report=on_step or _printer,
+            metrics_path=metrics_path,
+        )
 
     def step(self, batch: Sequence[dict], *, epoch: int = 0, step: int = 0, global_step: int = 1) -> LessonStepMetrics:
         """One step on one batch: rollouts, rewards, summaries, group critiques, batch update."""

@@ -152,10 +152,3 @@ def split(samples: Sequence[dict], test_fraction: float = 0.2, seed: int = 0) ->
     train = [s for s in samples if s["prompt"] not in test_prompts]
     test = [s for s in samples if s["prompt"] in test_prompts]
     return train, test
-
-
-def epoch_batches(samples: Sequence[dict], batch_size: int, seed: int, epoch: int) -> list[list[dict]]:
-    """An epoch's batches: samples shuffled by (seed, epoch), so a resumed run sees the same order."""
-    order = list(samples)
-    random.Random(f"{seed}:{epoch}").shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

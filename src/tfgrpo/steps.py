@@ -1,0 +1,55 @@
+"""The resumable step driver shared by both training loops (examples and lessons)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def epoch_batches(samples: Sequence[dict], batch_size: int, seed: int, epoch: int) -> list[list[dict]]:
+    """An epoch's batches: samples shuffled by (seed, epoch), so a resumed run sees the same order."""
+    order = list(samples)
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def run_steps(
+    samples: Sequence[dict],
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    done: int,
+    step: Callable[[list[dict], int, int, int], Any],
+    report: Callable[[Any, int], None],
+    metrics_path: str | Path | None = None,
+) -> list:
+    """Call `step(batch, epoch, step_in_epoch, global_step)` for every batch of every epoch, skipping the
+    first `done` global steps (committed before a restart). Each step's metrics (an object with
+    `to_json()`) is appended to `metrics_path` as a JSON line and passed to `report(metrics, total)`."""
+    if not samples:
+        raise ConfigError("no training samples")
+    total = -(-len(samples) // batch_size) * epochs
+    log = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
+    history = []
+    try:
+        global_step = 0
+        for epoch in range(epochs):
+            for index, batch in enumerate(epoch_batches(samples, batch_size, seed, epoch)):
+                global_step += 1
+                if global_step <= done:
+                    continue
+                metrics = step(batch, epoch, index, global_step)
+                history.append(metrics)
+                if log:
+                    log.write(metrics.to_json() + "\n")
+                    log.flush()
+                report(metrics, total)
+    finally:
+        if log:
+            log.close()
+    return history
