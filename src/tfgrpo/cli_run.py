@@ -73,6 +73,21 @@ def add_commands(command) -> None:
         help="the critic sees no rewards or reference answers, and every group goes on",
     )
     g.add_argument("--placement", choices=["system", "user"], default="system", help="where the lessons go")
+    g.add_argument(
+        "--validate-margin",
+        type=float,
+        default=None,
+        metavar="M",
+        help="validated updates: keep a step's lessons only if their validation reward is >= the old lessons' "
+        "minus M (rejected candidates stay in the history as kind 'rejected')",
+    )
+    g.add_argument(
+        "--validation-size",
+        type=int,
+        default=8,
+        metavar="N",
+        help="samples of the step's batch in the validation minibatch (--validate-margin)",
+    )
 
     p = command(
         "eval",
@@ -95,6 +110,22 @@ def add_commands(command) -> None:
         "--placement", choices=["system", "user"], default="system", help="where the lessons go (lessons, both)"
     )
     p.add_argument("-k", type=int, default=4, help="samples per prompt (Mean@k, Pass@k)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = command(
+        "attribute",
+        cmd_attribute,
+        "Leave-one-out attribution of the lessons (paper mode) on held-out prompts: reward with every lesson "
+        "minus reward without lesson i (same prompts and seeds), with a paired bootstrap 95 percent CI, "
+        "most helpful first.",
+    )
+    _task_args(p)
+    _model_args(p)
+    _rollout_args(p, temperature=0.3)
+    p.add_argument("--library", "-l", default="library.db", help="lesson library to attribute")
+    p.add_argument("--placement", choices=["system", "user"], default="system", help="where the lessons go")
+    p.add_argument("-k", type=int, default=4, help="samples per prompt")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -298,6 +329,8 @@ def lesson_config(args, instruction: str, max_tokens: int):
         "system": args.instruction if args.instruction is not None else instruction or "",
         "chat": args.chat,
         "concurrency": args.concurrency,
+        "validate_margin": args.validate_margin,
+        "validation_size": args.validation_size,
     }
     return LessonConfig.preset(args.preset, **settings) if args.preset else LessonConfig(**settings)
 
@@ -376,6 +409,25 @@ def cmd_eval(args) -> None:
         if strategy in ("both", "all"):
             conditions["both"] = LessonCondition(library, examples=grpo, placement=args.placement)
         report = evaluate(backend, test, reward, conditions, config, train_prompts={s["prompt"] for s in train_samples})
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+
+
+def cmd_attribute(args) -> None:
+    from .errors import LibraryNotFoundError
+    from .evaluate import EvalConfig
+    from .semantic import LessonLibrary, attribute_lessons
+
+    check_lesson_path(args.library)
+    if not os.path.exists(args.library):
+        raise LibraryNotFoundError(
+            f"no library at {args.library} (train one with `tfgrpo train --strategy lessons --library {args.library}`)"
+        )
+    _name, _train, test, reward, instruction, max_tokens = load_task(args)
+    config = EvalConfig(k=args.k, seed=args.seed, **_rollout_settings(args, instruction, max_tokens))
+    with LessonLibrary(args.library) as library, make_backend(args) as backend:
+        if not len(library):
+            raise ConfigError(f"{args.library} holds no lessons (version {library.version}); nothing to attribute")
+        report = attribute_lessons(backend, test, reward, library, config, placement=args.placement)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
 
 

@@ -134,8 +134,13 @@ def test_one_step_turns_the_groups_difference_into_lessons(server, tmp_path, cap
 
         # The critic saw the reward, its reason and the reference answer.
         summary_bodies = [b for b in server.bodies if b["messages"][-1]["content"].startswith("You are analysing")]
-        assert "Reward: 0 (expected 4)" in summary_bodies[1]["messages"][-1]["content"]
-        assert "## Reference answer\n4" in summary_bodies[1]["messages"][-1]["content"]
+        # Summaries are requested concurrently, so find the one for the failed attempt by its content.
+        failed = [
+            b["messages"][-1]["content"]
+            for b in summary_bodies
+            if "Reward: 0 (expected 4)" in b["messages"][-1]["content"]
+        ]
+        assert failed and all("## Reference answer\n4" in text for text in failed)
         assert all(b["temperature"] == 0.0 for b in summary_bodies)
         policy_bodies = [b for b in server.bodies if "n" in b]
         assert all(b["temperature"] == 0.7 and b["n"] == 4 for b in policy_bodies)
@@ -266,3 +271,64 @@ def test_paper_preset_and_config_checks():
         LessonConfig(group_size=1)
     with pytest.raises(ConfigError, match="placement"):
         LessonConfig(placement="assistant")
+
+
+class Sabotage(Script):
+    """A policy that answers 5 to everything once the lesson "Always answer 5." is in its prompt."""
+
+    async def __call__(self, index, path, body):
+        prompt = "\n".join(str(m["content"]) for m in body["messages"])
+        if not body["messages"][-1]["content"].startswith("You ") and "Always answer 5." in prompt:
+            self.kinds.append("policy")
+            return chat_reply(["5"] * body.get("n", 1))
+        return await super().__call__(index, path, body)
+
+
+@pytest.mark.parametrize(("lesson", "accepted"), [("Always answer 5.", False), ("Add the numbers carefully.", True)])
+def test_validated_updates_keep_only_candidates_that_do_not_lower_the_reward(tmp_path, lesson, accepted):
+    batch_reply = json.dumps([{"operation": "add", "text": lesson}])
+    config = LessonConfig(
+        epochs=1,
+        batch_size=3,
+        group_size=4,
+        max_tokens=16,
+        critic_max_tokens=200,
+        validate_margin=0.1,
+        validation_size=2,
+    )
+    validation = [SAMPLES[0], SAMPLES[2]]
+    with StandIn(Sabotage(batch_reply=batch_reply)) as stand_in:
+        with backend(stand_in) as llm, LessonLibrary(tmp_path / "run.db") as lib:
+            lib.apply([Operation("add", "Read the question.")])
+            before = lib.version
+            metrics = LessonTrainer(llm, FunctionReward(exact), lib, config).train(SAMPLES, validation=validation)
+            (m,) = metrics
+            assert m.validation_current == pytest.approx(0.75)  # a: 2/4 right, c: 4/4 right
+            assert m.accepted is accepted and lib.progress["global_step"] == 1
+            if accepted:
+                assert m.validation_candidate == pytest.approx(0.75) and m.rejected_version is None
+                assert lib.lessons == {"G0": "Read the question.", "G1": lesson}
+                assert lib.history()[-1].context["validation"]["accepted"] is True
+            else:
+                assert m.validation_candidate == 0.0
+                assert lib.lessons == {"G0": "Read the question."} and m.version == lib.version == before + 2
+                rejected = lib.get_version(m.rejected_version)
+                assert rejected.kind == "rejected" and rejected.lessons == {"G0": "Read the question.", "G1": lesson}
+                assert rejected.context["validation"] == {
+                    "current": 0.75,
+                    "candidate": 0.0,
+                    "margin": 0.1,
+                    "samples": ["a", "c"],
+                    "accepted": False,
+                }
+                assert lib.history()[-1].kind == "rollback"
+        # Reopened: the rejected candidate never became current.
+        with LessonLibrary(tmp_path / "run.db") as lib:
+            assert lib.lessons == {"G0": "Read the question."} if not accepted else len(lib) == 2
+
+
+def test_validation_settings_are_checked():
+    with pytest.raises(ConfigError, match="validate_margin"):
+        LessonConfig(validate_margin=-1)
+    with pytest.raises(ConfigError, match="validation_size"):
+        LessonConfig(validation_size=0)

@@ -1,6 +1,7 @@
 """Paper mode (arXiv 2510.08191): natural-language lessons with stable ids, edited by the LLM from the
 semantic advantage of each group. See `trainer.py` for the step, `lessons.py` for the library."""
 
+from .attribution import AttributionReport, LessonAttribution, attribute_lessons
 from .cache import CachedBackend, LLMCache, cache_key
 from .lessons import DEFAULT_INSTRUCTION, ApplyResult, LessonDiff, LessonLibrary, Skipped, Version
 from .operations import Operation, ParseResult, extract_json, normalize_id, parse_operations
@@ -11,8 +12,10 @@ __all__ = [
     "DEFAULT_INSTRUCTION",
     "PRESETS",
     "ApplyResult",
+    "AttributionReport",
     "CachedBackend",
     "LLMCache",
+    "LessonAttribution",
     "LessonConfig",
     "LessonDiff",
     "LessonLibrary",
@@ -23,6 +26,7 @@ __all__ = [
     "SemanticPrompts",
     "Skipped",
     "Version",
+    "attribute_lessons",
     "cache_key",
     "extract_json",
     "lesson_prompt",

@@ -98,7 +98,7 @@ class Version:
     created: float
     step: int | None
     kind: str
-    """"init", "step", "apply", "rollback", "import"."""
+    """"init", "step", "apply", "rollback", "import", "rejected" (a candidate that never became current)."""
     lessons: dict[str, str]
     applied: list[Operation]
     skipped: list[Skipped]
@@ -269,6 +269,7 @@ class LessonLibrary:
         progress: dict | None = None,
         kind: str = "apply",
         extra_skipped: Sequence[Skipped] = (),
+        rejected: bool = False,
     ) -> ApplyResult:
         """Validate `operations` against the current lessons, in order, and commit one new version.
 
@@ -276,7 +277,36 @@ class LessonLibrary:
         update of a missing id added as new, a merge's invented ids dropped) or skipped, and every repair
         or skip is logged and recorded with its reason. The version (and `progress`, when given) is
         written in one transaction: after a crash the library is at the old version or the new one.
+
+        `rejected=True` records the result as a version of kind "rejected" (inspectable in the history)
+        followed, in the same transaction, by a "rollback" version restoring the current lessons: the
+        lessons do not change. The result's `version` is the rejected one.
         """
+        with self._lock:
+            lessons, next_id, applied, skipped = self._plan(operations, extra_skipped)
+            for item in skipped:
+                log.warning("lesson operation %s: %s", json.dumps(item.operation.to_dict())[:200], item.reason)
+            if rejected:
+                version = self._commit_rejected(lessons, next_id, step, applied, skipped, context, progress)
+            else:
+                version = self._commit(lessons, next_id, step, kind, applied, skipped, context, progress)
+            return ApplyResult(version, applied, skipped)
+
+    def preview(self, operations: Iterable[Operation]) -> dict[str, str]:
+        """The lessons `apply(operations)` would leave, without committing anything."""
+        with self._lock:
+            return self._plan(operations, ())[0]
+
+    def detached(self, lessons: Mapping[str, str] | None = None) -> LessonLibrary:
+        """An in-memory library holding `lessons` (default: the current ones) under the same ids, with
+        the same instruction and word limit: for rendering a candidate or a subset into a prompt."""
+        copy = LessonLibrary(None, max_words=self.max_words, instruction=self.instruction)
+        copy.replace_all(self.lessons if lessons is None else lessons, kind="detached")
+        return copy
+
+    def _plan(
+        self, operations: Iterable[Operation], extra_skipped: Sequence[Skipped]
+    ) -> tuple[dict[str, str], int, list[Operation], list[Skipped]]:
         with self._lock:
             lessons = dict(self._lessons)
             next_id = self._next_id
@@ -292,10 +322,7 @@ class LessonLibrary:
                     applied.append(outcome.applied)
                 if outcome.skip_reason:
                     skipped.append(Skipped(op, outcome.skip_reason, outcome.applied))
-            for item in skipped:
-                log.warning("lesson operation %s: %s", json.dumps(item.operation.to_dict())[:200], item.reason)
-            version = self._commit(lessons, next_id, step, kind, applied, skipped, context, progress)
-            return ApplyResult(version, applied, skipped)
+            return lessons, next_id, applied, skipped
 
     def rollback(self, version: int, *, context: Any = None) -> ApplyResult:
         """Make the lessons what they were at `version`, as a new version (history is kept)."""
@@ -559,6 +586,18 @@ class LessonLibrary:
                 self._put("progress", progress)
         self._version, self._lessons, self._next_id = version, dict(lessons), next_id
         return version
+
+    def _commit_rejected(self, lessons, next_id, step, applied, skipped, context, progress) -> int:
+        rejected = self._version + 1
+        note = {"rollback_to": self._version, "note": f"candidate v{rejected} rejected"}
+        with self._transaction():
+            self._insert_version(rejected, lessons, step, "rejected", applied, skipped, context)
+            self._insert_version(rejected + 1, self._lessons, step, "rollback", [], [], note)
+            self._put("next_id", next_id)
+            if progress is not None:
+                self._put("progress", progress)
+        self._version, self._next_id = rejected + 1, next_id
+        return rejected
 
     def _row_to_version(self, row) -> Version:
         version, created, step, kind, lessons, applied, skipped, context = row

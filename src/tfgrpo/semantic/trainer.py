@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import statistics
 import sys
 import time
@@ -86,6 +87,12 @@ class LessonConfig:
     max_chars: int = 4000
     """Longest question or response put into a critic prompt (the middle is cut)."""
     seed: int = 0
+    validate_margin: float | None = None
+    """Validated updates: when set, a step's candidate lessons are kept only if their mean reward on a
+    validation minibatch is >= the current lessons' mean minus this margin (same seeds); a rejected
+    candidate is recorded as a version of kind "rejected" and the lessons stay as they were."""
+    validation_size: int = 8
+    """Samples in the validation minibatch (drawn from `train(validation=...)`, else from the batch)."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_tokens", "critic_max_tokens", "concurrency", "max_words"):
@@ -104,6 +111,12 @@ class LessonConfig:
             raise ConfigError(f"LessonConfig.placement must be 'system' or 'user', got {self.placement!r}")
         if self.max_chars < 200:
             raise ConfigError("LessonConfig.max_chars must be >= 200")
+        margin = self.validate_margin
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0):
+            raise ConfigError(f"LessonConfig.validate_margin must be a number >= 0 or None, got {margin!r}")
+        size = self.validation_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"LessonConfig.validation_size must be a whole number >= 1, got {size!r}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> LessonConfig:
@@ -144,6 +157,14 @@ class LessonStepMetrics:
     seconds: float
     problems: list[str] = field(default_factory=list)
     """Every repair or skip of this step, with its reason (also logged)."""
+    validation_current: float | None = None
+    """Validated updates: mean validation reward with the lessons before the step (None: not validated)."""
+    validation_candidate: float | None = None
+    """... and with the step's candidate lessons."""
+    accepted: bool | None = None
+    """Whether the candidate was kept (None: not validated)."""
+    rejected_version: int | None = None
+    """The version recording a rejected candidate."""
 
     @property
     def signal_share(self) -> float:
@@ -219,6 +240,8 @@ class LessonTrainer:
         self.reward = reward
         self.library = library
         self.prompts = prompts
+        self.validation: list[dict] | None = None
+        """Samples for validated updates (set by `train`); None: drawn from each step's batch."""
         self._raw_backends = [policy] if critic is None or critic is policy else [policy, critic]
         if cache is not None:
             policy_c = CachedBackend(policy, cache, namespace="policy")
@@ -234,9 +257,12 @@ class LessonTrainer:
         samples: Sequence[dict],
         on_step: Callable[[LessonStepMetrics, int], None] | None = None,
         metrics_path: str | None = None,
+        validation: Sequence[dict] | None = None,
     ) -> list[LessonStepMetrics]:
-        """Run (or resume) training; returns the metrics of the steps run now."""
+        """Run (or resume) training; returns the metrics of the steps run now. `validation`: the samples
+        validated updates draw their minibatch from (default: each step's batch)."""
         config = self.config
+        self.validation = list(validation) if validation else None
         return run_steps(
             samples,
             epochs=config.epochs,
@@ -346,7 +372,13 @@ class LessonTrainer:
             "problems": problems,
         }
         progress = {"epoch": epoch, "step": step, "global_step": global_step}
-        result = self.library.apply(final, step=global_step, context=context, progress=progress, kind="step")
+        validated = self._validate(batch, final, seed) if config.validate_margin is not None else None
+        if validated is not None:
+            context["validation"] = validated
+        rejected = validated is not None and not validated["accepted"]
+        result = self.library.apply(
+            final, step=global_step, context=context, progress=progress, kind="step", rejected=rejected
+        )
 
         spent = [b.usage.snapshot() - before for b, before in zip(self._raw_backends, usage_before)]
         return LessonStepMetrics(
@@ -360,7 +392,7 @@ class LessonTrainer:
             applied=sum(op.kind != "none" for op in result.applied),
             skipped=len(result.skipped),
             library_size=len(self.library),
-            version=result.version,
+            version=self.library.version,
             llm_requests=sum(u.requests for u in spent),
             prompt_tokens=sum(u.prompt_tokens for u in spent),
             completion_tokens=sum(u.completion_tokens for u in spent),
@@ -368,7 +400,58 @@ class LessonTrainer:
             cache_hits=self._cache_hits() - hits_before,
             seconds=time.perf_counter() - started,
             problems=problems + [_skip_line(s) for s in result.skipped],
+            validation_current=validated["current"] if validated else None,
+            validation_candidate=validated["candidate"] if validated else None,
+            accepted=validated["accepted"] if validated else None,
+            rejected_version=result.version if rejected else None,
         )
+
+    def _validate(self, batch: Sequence[dict], operations: list[Operation], seed: int) -> dict[str, Any] | None:
+        """Score the current lessons and the candidate `operations` would give on a validation
+        minibatch, with the same seeds; None when the candidate changes nothing."""
+        config = self.config
+        candidate = self.library.preview(operations)
+        if candidate == self.library.lessons:
+            return None
+        pool = self.validation or list(batch)
+        rng = random.Random(seed)
+        chosen = rng.sample(pool, min(config.validation_size, len(pool)))
+        means = []
+        with self.library.detached(candidate) as after:
+            for library in (self.library, after):
+                _, scores = rollout_with_lessons(
+                    self.policy,
+                    chosen,
+                    self.reward,
+                    library,
+                    config.group_size,
+                    temperature=config.eval_temperature,
+                    max_tokens=config.max_tokens,
+                    seed=seed + 500_009,
+                    placement=config.placement,
+                    system=config.system,
+                    chat=config.chat,
+                    concurrency=config.concurrency,
+                )
+                values = [s.value for group in scores for s in group]
+                means.append(sum(values) / max(1, len(values)))
+        current, proposed = means
+        accepted = proposed >= current - config.validate_margin
+        log.log(
+            logging.INFO if accepted else logging.WARNING,
+            "validated update: reward %.3f with the current lessons, %.3f with the candidate (margin %g): %s",
+            current,
+            proposed,
+            config.validate_margin,
+            "accepted" if accepted else "rejected",
+        )
+        return {
+            "current": current,
+            "candidate": proposed,
+            "margin": config.validate_margin,
+            "samples": [str(s.get("id", i)) for i, s in enumerate(chosen)],
+            "accepted": accepted,
+        }
 
     # ------------------------------------------------------------- helpers
 
@@ -428,7 +511,13 @@ def _skip_line(skipped: Skipped) -> str:
 def _printer(m: LessonStepMetrics, total: int) -> None:
     print(
         f"step {m.global_step}/{total} reward {m.reward_mean:.3f} | signal {m.groups_with_signal}/{m.groups} | "
-        f"ops {m.applied} applied, {m.skipped} skipped | lessons {m.library_size} (v{m.version}) | {m.seconds:.1f}s",
+        f"ops {m.applied} applied, {m.skipped} skipped | lessons {m.library_size} (v{m.version}) | {m.seconds:.1f}s"
+        + (
+            ""
+            if m.accepted is None
+            else f" | validation {m.validation_current:.3f} -> {m.validation_candidate:.3f} "
+            f"{'accepted' if m.accepted else 'rejected'}"
+        ),
         file=sys.stderr,
         flush=True,
     )

@@ -1,0 +1,82 @@
+"""Leave-one-out attribution of lessons: for each lesson, the held-out reward with every lesson in the
+prompt minus the reward with every lesson but that one, on the same prompts and generation seeds, with a
+paired bootstrap 95% confidence interval over prompts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..evaluate import EvalConfig, LessonCondition, paired_bootstrap_ci, score_condition
+from ..llm.base import Backend
+from ..rewards.base import Reward
+from .lessons import LessonLibrary
+
+
+@dataclass
+class LessonAttribution:
+    lesson_id: str
+    text: str
+    mean_diff: float
+    """Mean over prompts of reward(all lessons) - reward(all but this one): > 0 means the lesson helps."""
+    ci_low: float
+    ci_high: float
+    diffs: list[float] = field(repr=False)
+    """Per-prompt differences (each prompt's mean over its k samples)."""
+
+
+@dataclass
+class AttributionReport:
+    n_prompts: int
+    k: int
+    version: int
+    full_mean: float
+    """Mean reward with every lesson."""
+    lessons: list[LessonAttribution]
+    """Most helpful first."""
+
+    def table(self) -> str:
+        lines = [
+            f"Leave-one-out attribution of {len(self.lessons)} lessons (v{self.version}): "
+            f"{self.n_prompts} prompts x k={self.k} samples; Mean@k with all lessons {self.full_mean:.3f}",
+            f"{'lesson':<8} {'all - without':>13}  {'95% CI':<17} text",
+        ]
+        for a in self.lessons:
+            ci = f"{a.ci_low:+.3f} .. {a.ci_high:+.3f}"
+            lines.append(f"{a.lesson_id:<8} {a.mean_diff:>+13.3f}  {ci:<17} {a.text}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "n_prompts": self.n_prompts,
+            "k": self.k,
+            "version": self.version,
+            "full_mean": self.full_mean,
+            "lessons": [vars(a) for a in self.lessons],
+        }
+
+
+def attribute_lessons(
+    backend: Backend,
+    samples: Sequence[dict],
+    reward: Reward,
+    library: LessonLibrary,
+    config: EvalConfig = EvalConfig(),
+    *,
+    placement: str = "system",
+) -> AttributionReport:
+    """Leave-one-out attribution of every current lesson of `library` on `samples` (held out), k samples
+    per prompt, every condition with the same seeds; ranked most helpful first."""
+    lessons = library.lessons
+    full = score_condition(backend, samples, reward, LessonCondition(library, placement=placement), config)
+    full_per_prompt = full.mean(axis=1)
+    results = []
+    for lesson_id, text in lessons.items():
+        rest = {i: t for i, t in lessons.items() if i != lesson_id}
+        with library.detached(rest) as without:
+            rewards = score_condition(backend, samples, reward, LessonCondition(without, placement=placement), config)
+        diffs = full_per_prompt - rewards.mean(axis=1)
+        low, high = paired_bootstrap_ci(diffs, config.bootstrap, config.seed)
+        results.append(LessonAttribution(lesson_id, text, float(diffs.mean()), low, high, diffs.tolist()))
+    results.sort(key=lambda a: -a.mean_diff)
+    return AttributionReport(len(samples), config.k, library.version, float(full.mean()), results)
