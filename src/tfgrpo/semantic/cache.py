@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..llm.base import Backend, Generation, GenerationParams, Prompt, Usage, check_prompts
+from ..store.sqlite import connect
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS lesson_llm_cache (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL)"""
@@ -48,13 +49,7 @@ class LLMCache:
         self.path = None if path is None else Path(path)
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(
-                ":memory:" if self.path is None else self.path, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA busy_timeout=10000")
-            if self.path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = connect(self.path)
             self._db.execute(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the LLM cache in {self.path}: {exc}") from None

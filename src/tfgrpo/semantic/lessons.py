@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import ConfigError, LibraryFormatError, LibraryNotFoundError
 from ..formats import atomic_write
-from ..store.sqlite import transaction
+from ..store.sqlite import connect, transaction
 from .operations import Operation, clean_text, normalize_id
 
 log = logging.getLogger("tfgrpo.semantic")
@@ -171,20 +171,16 @@ class LessonLibrary:
         self.instruction = instruction
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(
-                ":memory:" if self.path is None else self.path, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA busy_timeout=10000")
-            if self.path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = None
+            self._db = connect(self.path)
             with self._transaction():
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
             self._load()
         except sqlite3.DatabaseError as exc:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
             raise LibraryFormatError(f"{self.path} cannot hold a lesson library: {exc}") from None
 
     # ----------------------------------------------------------------- reading

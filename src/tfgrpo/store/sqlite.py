@@ -200,6 +200,21 @@ def _metadata_json(exp: Experience) -> str | None:
     return json.dumps(exp._metadata, ensure_ascii=False) if exp._metadata else None
 
 
+def connect(path: Path | None) -> sqlite3.Connection:
+    """A connection for a side table kept in a library file (`None`: in memory): autocommit, usable
+    from several threads, waits up to 10 s for a lock, WAL with synchronous=NORMAL on disk."""
+    db = sqlite3.connect(":memory:" if path is None else path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA busy_timeout=10000")
+        if path is not None:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error:
+        db.close()  # e.g. not a database: nothing is left open
+        raise
+    return db
+
+
 @contextmanager
 def transaction(db: sqlite3.Connection, where: str) -> Iterator[None]:
     """One write transaction (BEGIN IMMEDIATE ... COMMIT); on any error it is rolled back, and SQLite
