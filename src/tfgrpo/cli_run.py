@@ -10,6 +10,7 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import ConfigError
 
@@ -188,26 +189,50 @@ def _rollout_args(p: argparse.ArgumentParser, temperature: float, given: bool = 
     g.add_argument("--temperature", type=float, default=temperature, **({"action": _Given} if given else {}))
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--max-tokens", type=int, default=None, help="default: the task's hint")
-    g.add_argument("--stop", action="append", default=None, help="stop string (repeatable; default: newline)")
+    g.add_argument(
+        "--stop",
+        action="append",
+        default=None,
+        help="stop string (repeatable; default: the task's: a newline for arithmetic and --data, a new 'Q:' line "
+        "for humaneval and math)",
+    )
     g.add_argument("--instruction", default=None, help="instruction before the examples (default: the task's)")
 
 
-def load_task(args):
-    """(task name, train samples, test samples, reward, instruction, max_tokens hint)."""
+class LoadedTask(NamedTuple):
+    name: str
+    train: list[dict]
+    test: list[dict]
+    reward: object
+    instruction: str
+    max_tokens: int
+    """Generation hints of the task, used when the flags do not say otherwise."""
+    stop: tuple[str, ...]
+
+
+def load_task(args) -> LoadedTask:
+    """The bundled task or --data file named by the flags, split and limited."""
     from .tasks import get_task, load_samples, split
 
     if args.data:
         samples = load_samples(args.data, prompt_field=args.prompt_field, answer_field=args.answer_field)
         train, test = split(samples, args.test_fraction, seed=0)
-        name, reward, instruction, max_tokens = Path(args.data).stem, make_reward(args.reward), "", 256
+        loaded = LoadedTask(Path(args.data).stem, train, test, make_reward(args.reward), "", 256, ("\n",))
     else:
         options = dict(_parse_option(item) for item in args.task_option)
         task = get_task(args.task, **options)
-        train, test = task.load("train"), task.load("test")
-        name, reward, instruction, max_tokens = task.name, task.reward, task.instruction, task.max_tokens
+        loaded = LoadedTask(
+            task.name,
+            task.load("train"),
+            task.load("test"),
+            task.reward,
+            task.instruction,
+            task.max_tokens,
+            task.stop,
+        )
     if args.limit:
-        train, test = train[: args.limit], test[: args.limit]
-    return name, train, test, reward, instruction, max_tokens
+        loaded = loaded._replace(train=loaded.train[: args.limit], test=loaded.test[: args.limit])
+    return loaded
 
 
 def make_reward(spec: str):
@@ -245,7 +270,7 @@ def make_backend(args):
     return get_backend(args.model, **kwargs)
 
 
-def _rollout_settings(args, instruction: str, max_tokens: int) -> dict:
+def _rollout_settings(args, task: LoadedTask) -> dict:
     from .prompting import PromptTemplate
 
     return {
@@ -255,10 +280,10 @@ def _rollout_settings(args, instruction: str, max_tokens: int) -> dict:
         "token_budget": args.token_budget,
         "temperature": args.temperature,
         "top_p": args.top_p,
-        "max_tokens": args.max_tokens or max_tokens,
-        "stop": tuple(args.stop if args.stop is not None else ["\n"]),
+        "max_tokens": args.max_tokens or task.max_tokens,
+        "stop": tuple(args.stop) if args.stop is not None else task.stop,
         "template": PromptTemplate(
-            instruction=args.instruction if args.instruction is not None else instruction or None
+            instruction=args.instruction if args.instruction is not None else task.instruction or None
         ),
         "chat": args.chat,
     }
@@ -268,12 +293,12 @@ def cmd_train(args) -> None:
     task = load_task(args)
     with make_backend(args) as backend:
         if args.strategy in ("examples", "both"):
-            _train_examples(args, backend, *task)
+            _train_examples(args, backend, task)
         if args.strategy in ("lessons", "both"):
-            _train_lessons(args, backend, *task)
+            _train_lessons(args, backend, task)
 
 
-def _train_examples(args, backend, name, samples, _test, reward, instruction, max_tokens) -> None:
+def _train_examples(args, backend, task: LoadedTask) -> None:
     from .config import GRPOConfig
     from .library import TrainingFreeGRPO
     from .train import TrainConfig, train
@@ -283,7 +308,7 @@ def _train_examples(args, backend, name, samples, _test, reward, instruction, ma
         batch_size=args.batch_size,
         group_size=args.group_size,
         seed=args.seed,
-        **_rollout_settings(args, instruction, max_tokens),
+        **_rollout_settings(args, task),
     )
     grpo_config = None
     if not os.path.exists(args.library):
@@ -295,7 +320,7 @@ def _train_examples(args, backend, name, samples, _test, reward, instruction, ma
         if grpo.progress:
             print(f"resuming {args.library} after step {grpo.progress['global_step']}", file=sys.stderr)
         metrics_path = args.metrics or f"{args.library}.metrics.jsonl"
-        train(backend, samples, reward, grpo, config, metrics_path=metrics_path, task_name=name)
+        train(backend, task.train, task.reward, grpo, config, metrics_path=metrics_path, task_name=task.name)
         print(grpo.stats().summary())
         print(f"library: {args.library}   metrics: {metrics_path}   model usage: {backend.usage.to_dict()}")
 
@@ -308,7 +333,7 @@ def check_lesson_path(path: str) -> None:
         raise ConfigError(f"lessons are kept in an SQLite library (.db, .sqlite); {path} is not one")
 
 
-def lesson_config(args, instruction: str, max_tokens: int):
+def lesson_config(args, task: LoadedTask):
     """The `LessonConfig` of `train --strategy lessons`: the preset (if any), then the flags given."""
     from .semantic import LessonConfig
 
@@ -317,17 +342,17 @@ def lesson_config(args, instruction: str, max_tokens: int):
     shared["temperature"] = args.temperature
     if args.preset:
         shared = {k: v for k, v in shared.items() if k in given}
+    rollout = _rollout_settings(args, task)
+    del rollout["temperature"]  # in `shared`, so a preset can set it
     settings = {
+        **rollout,
         **shared,
         "seed": args.seed,
-        "max_tokens": args.max_tokens or max_tokens,
         "critic_max_tokens": args.critic_max_tokens,
         "max_operations_per_query": args.max_ops_per_query,
         "max_words": args.max_words,
         "use_ground_truth": not args.no_ground_truth,
         "placement": args.placement,
-        "system": args.instruction if args.instruction is not None else instruction or "",
-        "chat": args.chat,
         "concurrency": args.concurrency,
         "validate_margin": args.validate_margin,
         "validation_size": args.validation_size,
@@ -335,45 +360,40 @@ def lesson_config(args, instruction: str, max_tokens: int):
     return LessonConfig.preset(args.preset, **settings) if args.preset else LessonConfig(**settings)
 
 
-def _train_lessons(args, policy, name, samples, _test, reward, instruction, max_tokens) -> None:
+def _train_lessons(args, policy, task: LoadedTask) -> None:
+    from .library import TrainingFreeGRPO
     from .llm import get_backend
     from .semantic import LessonLibrary, LessonTrainer, LLMCache
 
     check_lesson_path(args.library)
-    config = lesson_config(args, instruction, max_tokens)
+    config = lesson_config(args, task)
     if args.metrics and args.strategy == "lessons":
         metrics_path = args.metrics
     else:
         metrics_path = f"{args.library}.lessons.metrics.jsonl"
-    with (
-        LessonLibrary(args.library, max_words=config.max_words) as library,
-        LLMCache(args.library) as cache,
-    ):
+    with ExitStack() as stack:
+        library = stack.enter_context(LessonLibrary(args.library, max_words=config.max_words))
+        cache = stack.enter_context(LLMCache(args.library))
         critic = None
         if args.critic:
             kwargs = {"concurrency": args.concurrency} if args.critic.startswith(("openai", "http")) else {}
-            critic = get_backend(args.critic, **kwargs)
-        try:
-            if library.progress:
-                print(
-                    f"resuming lessons in {args.library} after step {library.progress['global_step']}",
-                    file=sys.stderr,
-                )
-            trainer = LessonTrainer(policy, reward, library, config, critic=critic, cache=cache)
-            steps = trainer.train(samples, metrics_path=metrics_path)
-            print(f"Lessons ({name}): {len(library)} at version {library.version}")
-            print(library.render_list())
-            usage = {"policy": policy.usage.to_dict()}
-            if critic is not None:
-                usage["critic"] = critic.usage.to_dict()
-            hits = sum(m.cache_hits for m in steps)
-            print(
-                f"library: {args.library}   metrics: {metrics_path}   steps run: {len(steps)}   "
-                f"cache hits: {hits}   model usage: {usage}"
-            )
-        finally:
-            if critic is not None:
-                critic.close()
+            critic = stack.enter_context(get_backend(args.critic, **kwargs))
+        # "both": the examples just trained go into the lesson rollouts too, as `eval`'s "both" condition has them.
+        examples = stack.enter_context(TrainingFreeGRPO.open(args.library)) if args.strategy == "both" else None
+        if library.progress:
+            print(f"resuming lessons in {args.library} after step {library.progress['global_step']}", file=sys.stderr)
+        trainer = LessonTrainer(policy, task.reward, library, config, critic=critic, cache=cache, examples=examples)
+        steps = trainer.train(task.train, metrics_path=metrics_path)
+        print(f"Lessons ({task.name}): {len(library)} at version {library.version}")
+        print(library.render_list())
+        usage = {"policy": policy.usage.to_dict()}
+        if critic is not None:
+            usage["critic"] = critic.usage.to_dict()
+        hits = sum(m.cache_hits for m in steps)
+        print(
+            f"library: {args.library}   metrics: {metrics_path}   steps run: {len(steps)}   "
+            f"cache hits: {hits}   model usage: {usage}"
+        )
 
 
 def cmd_eval(args) -> None:
@@ -382,8 +402,8 @@ def cmd_eval(args) -> None:
     from .evaluate import EvalConfig, LessonCondition, evaluate
     from .semantic import LessonLibrary
 
-    name, train_samples, test, reward, instruction, max_tokens = load_task(args)
-    config = EvalConfig(k=args.k, seed=args.seed, **_rollout_settings(args, instruction, max_tokens))
+    task = load_task(args)
+    config = EvalConfig(k=args.k, seed=args.seed, **_rollout_settings(args, task))
     strategy = args.strategy
     examples = strategy in ("examples", "both", "all")
     lessons = strategy in ("lessons", "both", "all")
@@ -408,7 +428,8 @@ def cmd_eval(args) -> None:
             conditions["lessons"] = LessonCondition(library, placement=args.placement)
         if strategy in ("both", "all"):
             conditions["both"] = LessonCondition(library, examples=grpo, placement=args.placement)
-        report = evaluate(backend, test, reward, conditions, config, train_prompts={s["prompt"] for s in train_samples})
+        train_prompts = {s["prompt"] for s in task.train}
+        report = evaluate(backend, task.test, task.reward, conditions, config, train_prompts=train_prompts)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
 
 
@@ -422,12 +443,12 @@ def cmd_attribute(args) -> None:
         raise LibraryNotFoundError(
             f"no library at {args.library} (train one with `tfgrpo train --strategy lessons --library {args.library}`)"
         )
-    _name, _train, test, reward, instruction, max_tokens = load_task(args)
-    config = EvalConfig(k=args.k, seed=args.seed, **_rollout_settings(args, instruction, max_tokens))
+    task = load_task(args)
+    config = EvalConfig(k=args.k, seed=args.seed, **_rollout_settings(args, task))
     with LessonLibrary(args.library) as library, make_backend(args) as backend:
         if not len(library):
             raise ConfigError(f"{args.library} holds no lessons (version {library.version}); nothing to attribute")
-        report = attribute_lessons(backend, test, reward, library, config, placement=args.placement)
+        report = attribute_lessons(backend, task.test, task.reward, library, config, placement=args.placement)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
 
 

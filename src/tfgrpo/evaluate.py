@@ -13,6 +13,7 @@ import numpy as np
 from .errors import ConfigError
 from .library import TrainingFreeGRPO
 from .llm.base import Backend
+from .prompting import with_lessons
 from .rewards.base import Reward
 from .rollouts import RolloutConfig, rollout_batch
 
@@ -49,18 +50,9 @@ class LessonCondition:
         if self.placement not in ("system", "user"):
             raise ConfigError(f"lesson placement must be 'system' or 'user', got {self.placement!r}")
 
-    def apply(self, config: EvalConfig) -> EvalConfig:
+    def apply(self, config: RolloutConfig) -> RolloutConfig:
         """`config` with the lessons put into its prompt template."""
-        block = self.library.render()
-        if not block:
-            return config
-        template = config.template
-        if self.placement == "system":
-            template = replace(template, instruction="\n\n".join(t for t in (template.instruction, block) if t))
-        else:
-            escaped = block.replace("{", "{{").replace("}", "}}")
-            template = replace(template, query=f"{escaped}\n\n{template.query}")
-        return replace(config, template=template)
+        return replace(config, template=with_lessons(config.template, self.library.render(), self.placement))
 
 
 Condition = TrainingFreeGRPO | LessonCondition | None
@@ -146,7 +138,8 @@ def score_condition(
     rows = []
     for start in range(0, len(samples), config.batch_size):
         batch = samples[start : start + config.batch_size]
-        rows.extend(rollout_batch(backend, batch, reward, grpo, config.k, config, seed=config.seed + start)[1])
+        _, scores = rollout_batch(backend, batch, reward, grpo, config.k, config, seed=config.seed + start)
+        rows.extend([[s.value for s in group] for group in scores])
     return np.asarray(rows, dtype=float)
 
 

@@ -4,7 +4,7 @@ templates configurable, kept within a token budget."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import ConfigError
 from .experience import Experience
@@ -40,6 +40,20 @@ class PromptTemplate:
                     f"PromptTemplate.{name} has a placeholder other than {{prompt}}/{{response}} ({exc!r}); "
                     "write literal braces as {{ and }}"
                 ) from None
+
+
+def with_lessons(template: PromptTemplate, lessons_block: str, placement: str = "system") -> PromptTemplate:
+    """`template` with rendered lessons (`LessonLibrary.render()`) put after its instruction, which
+    becomes the system message of a chat prompt (`placement="system"`), or before the query ("user").
+    Everything else stays, so a prompt with lessons differs from one without only by the lessons."""
+    if placement not in ("system", "user"):
+        raise ConfigError(f"lesson placement must be 'system' or 'user', got {placement!r}")
+    if not lessons_block:
+        return template
+    if placement == "system":
+        return replace(template, instruction="\n\n".join(t for t in (template.instruction, lessons_block) if t))
+    escaped = lessons_block.replace("{", "{{").replace("}", "}}")
+    return replace(template, query=f"{escaped}\n\n{template.query}")
 
 
 def select_examples(

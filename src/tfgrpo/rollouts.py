@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from .library import TrainingFreeGRPO
 from .llm.base import Backend, Generation, GenerationParams
 from .prompting import PromptTemplate, build_prompt, select_examples
-from .rewards.base import Reward
+from .rewards.base import Reward, Score
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ def rollout_batch(
     n: int,
     config: RolloutConfig,
     seed: int,
-) -> tuple[list[list[Generation]], list[list[float]]]:
-    """n generations per sample and their rewards. `seed` fixes both the examples drawn from the
+) -> tuple[list[list[Generation]], list[list[Score]]]:
+    """n generations per sample and their scores. `seed` fixes both the examples drawn from the
     library and the sampling, so two conditions given the same seed meet the same randomness."""
     if grpo is not None:
         grpo.seed(seed)
@@ -66,5 +66,4 @@ def rollout_batch(
     )
     groups = backend.generate(prompts, params, chat=config.chat)
     scores = reward.score_batch([(s["prompt"], g.text, s) for s, group in zip(batch, groups) for g in group])
-    values = [score.value for score in scores]
-    return groups, [values[i * n : (i + 1) * n] for i in range(len(batch))]
+    return groups, [scores[i * n : (i + 1) * n] for i in range(len(batch))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ def run_steps(
         raise ConfigError("no training samples")
     total = -(-len(samples) // batch_size) * epochs
     log = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
+    if log:
+        _mark_lost_metrics(Path(metrics_path), log, done)
     history = []
     try:
         global_step = 0
@@ -53,3 +56,24 @@ def run_steps(
         if log:
             log.close()
     return history
+
+
+def _mark_lost_metrics(path: Path, log, done: int) -> None:
+    """A run killed after a step's commit but before its metrics line leaves the log one step short:
+    say so with a marker line, so the log's steps match the library's. A line the kill cut short is
+    ended, so the next line starts on its own."""
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        log.write("\n")
+    last = 0
+    for line in text.splitlines():
+        try:
+            last = max(last, int(json.loads(line).get("global_step", 0)))
+        except (ValueError, TypeError, AttributeError):
+            continue  # a line cut short by the kill, or not ours
+    if last == 0:
+        return  # a new log for a resumed run: nothing to compare with
+    for global_step in range(last + 1, done + 1):
+        note = "the run stopped after this step was committed and before its metrics were written"
+        log.write(json.dumps({"global_step": global_step, "metrics_lost": note}) + "\n")
+    log.flush()

@@ -111,9 +111,10 @@ def run_step(
     counters_before = (grpo.total_stored, grpo.total_pruned)
 
     # 1-2. Generate a group per prompt, conditioned on experiences from the library; score each rollout.
-    groups, rewards = rollout_batch(
+    groups, scores = rollout_batch(
         backend, batch, reward, grpo, config.group_size, config, seed=config.seed * 1_000_003 + global_step
     )
+    rewards = [[s.value for s in group] for group in scores]
 
     # 3-4. Advantages and the library update: one update for the whole step, with the position.
     updates = []

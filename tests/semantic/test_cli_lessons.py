@@ -45,7 +45,7 @@ class Script:
         if "You are analysing one attempt" in text:
             self.kinds.append("summary")
             return chat_reply(["Added the two numbers; the odd attempts slipped by one."] * n, chat=chat)
-        if "You compare several attempts" in text:
+        if "You study attempts" in text:
             self.kinds.append("group")
             reply = '[{"operation": "add", "text": "Add the two numbers digit by digit."}]'
             return chat_reply([reply] * n, chat=chat)

@@ -59,7 +59,7 @@ class Script:
         if text.startswith("You are analysing one attempt"):
             self.kinds.append("summary")
             return chat_reply([self.summary] * n)
-        if text.startswith("You compare several attempts"):
+        if text.startswith("You study attempts"):
             self.kinds.append("group")
             reply = next((r for key, r in self.group_replies.items() if key in text), "I have nothing to add.")
             return chat_reply([reply] * n)
@@ -118,6 +118,7 @@ def test_one_step_turns_the_groups_difference_into_lessons(server, tmp_path, cap
         context = version.context
         assert [s["sample_id"] for s in context["summaries"]] == ["a", "b"]
         assert context["summaries"][0]["rollouts"][1] == {
+            "response": "5",
             "reward": 0.0,
             "reason": "expected 4",
             "summary": "Added the two numbers.",
@@ -240,7 +241,56 @@ def test_without_ground_truth_every_group_goes_on_and_the_critic_sees_no_answers
     assert "Reference answer" not in critic_text and "expected 4" not in critic_text
     assert "Reward: not available" in critic_text and "(reward " not in critic_text
     user = policy_server.bodies[0]["messages"]
-    assert len(user) == 1 and user[0]["content"].endswith("What is 2+2?") and "[G0]. Be brief." in user[0]["content"]
+    assert len(user) == 1 and user[0]["content"].endswith("[G0]. Be brief.\n\nQ: What is 2+2?\nA:")
+
+
+def test_with_one_rollout_per_group_every_group_goes_to_the_critic_alone(server, tmp_path):
+    """G=1, the paper's ablation without group comparison: no group can show signal, so every rollout
+    is summarised and compared with nothing but its own reward and the reference."""
+    config = LessonConfig(epochs=1, batch_size=3, group_size=1, max_words=12, critic_max_tokens=200, max_tokens=16)
+    with backend(server) as llm, LessonLibrary(tmp_path / "g1.db") as lib:
+        metrics = LessonTrainer(llm, FunctionReward(exact), lib, config).step(SAMPLES, global_step=1)
+    kinds = server.script.kinds
+    assert kinds.count("policy") == 3 and kinds.count("summary") == 3 and kinds.count("group") == 3
+    assert metrics.groups_with_signal == 0 and metrics.applied > 0 and len(lib) > 0
+    group_texts = [b["messages"][-1]["content"] for b in server.bodies if "You study attempts" in str(b["messages"])]
+    for text in group_texts:
+        assert "### Attempt 1 (reward 1)" in text and "### Attempt 2" not in text
+        assert "## Reference answer" in text
+
+
+def test_training_prompts_the_policy_exactly_as_evaluation_does(tmp_path):
+    """The lesson rollouts use the evaluation's template, stop strings and few-shot examples, with the
+    lessons put in the same place, so what is learned is what is measured."""
+    from tfgrpo import GRPOConfig, TrainingFreeGRPO
+    from tfgrpo.evaluate import EvalConfig, LessonCondition, evaluate
+    from tfgrpo.prompting import PromptTemplate
+
+    template = PromptTemplate(instruction="Reply with one number.")
+    shared = {"template": template, "stop": ("\n",), "shots": 1, "max_tokens": 16, "temperature": 0.3}
+    examples = TrainingFreeGRPO.with_config(GRPOConfig(group_size=4))
+    examples.add_rollout_group([("What is 5+5?", r) for r in ("10", "11", "12", "13")], [1.0, 0.0, 0.0, 0.0])
+    script = Script()
+    with StandIn(script) as stand_in, backend(stand_in) as llm:
+        lib = LessonLibrary()
+        lib.apply([Operation("add", "Be brief.")])
+        config = LessonConfig(epochs=1, batch_size=1, group_size=2, critic_max_tokens=200, **shared)
+        # 1+1 is always answered right: no signal, so the lessons stay as they are for the evaluation.
+        LessonTrainer(llm, FunctionReward(exact), lib, config, examples=examples).step(SAMPLES[2:])
+        trained = stand_in.bodies[0]
+        stand_in.bodies.clear()
+        evaluate(
+            llm,
+            SAMPLES[2:],
+            FunctionReward(exact),
+            {"both": LessonCondition(lib, examples=examples)},
+            EvalConfig(k=2, **shared),
+        )
+        evaluated = stand_in.bodies[0]
+    assert trained["messages"] == evaluated["messages"]
+    assert trained["messages"][0] == {"role": "system", "content": "Reply with one number.\n\n" + lib.render()}
+    assert trained["messages"][1]["content"] == "Q: What is 5+5?\nA: 10\n\nQ: What is 1+1?\nA:"
+    assert trained["stop"] == evaluated["stop"] == ["\n"]
 
 
 def test_the_cache_is_keyed_by_model_prompt_and_params(server, tmp_path):
@@ -267,8 +317,11 @@ def test_paper_preset_and_config_checks():
         LessonConfig.preset("nope")
     with pytest.raises(ConfigError, match="no field"):
         LessonConfig.preset("paper", epoch=3)
+    assert LessonConfig(group_size=1).group_size == 1  # the paper's G=1 ablation
     with pytest.raises(ConfigError, match="group_size"):
-        LessonConfig(group_size=1)
+        LessonConfig(group_size=0)
+    with pytest.raises(ConfigError, match="shots"):
+        LessonConfig(shots=-1)
     with pytest.raises(ConfigError, match="placement"):
         LessonConfig(placement="assistant")
 

@@ -31,8 +31,11 @@ def test_a_step_on_the_bundled_model_survives_its_output(local_backend, tmp_path
         [metrics] = trainer.train(samples, on_step=lambda *a: None)
 
         spent = local_backend.usage.snapshot() - before
-        # 1 rollout request (n=2), 2 summaries, 1 group comparison, and a consolidation only if something was proposed.
-        assert spent.requests == metrics.llm_requests == 4 + (metrics.proposed > 0)
+        # 1 rollout request (n=2), a summary per distinct rollout (the cache asks a repeated prompt once),
+        # 1 group comparison, and a consolidation only if something was proposed.
+        rollouts = lib.history()[-1].context["summaries"][0]["rollouts"]
+        distinct = len({r["response"] for r in rollouts})
+        assert spent.requests == metrics.llm_requests == 1 + distinct + 1 + (metrics.proposed > 0)
         assert metrics.groups == 1 and metrics.global_step == 1 and lib.progress["global_step"] == 1
         version = lib.history()[-1]
         assert version.kind == "step" and version.step == 1

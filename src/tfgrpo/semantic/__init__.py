@@ -5,7 +5,7 @@ from .attribution import AttributionReport, LessonAttribution, attribute_lessons
 from .cache import CachedBackend, LLMCache, cache_key
 from .lessons import DEFAULT_INSTRUCTION, ApplyResult, LessonDiff, LessonLibrary, Skipped, Version
 from .operations import Operation, ParseResult, extract_json, normalize_id, parse_operations
-from .prompts import SemanticPrompts, lesson_prompt
+from .prompts import SemanticPrompts
 from .trainer import PRESETS, LessonConfig, LessonStepMetrics, LessonTrainer, rollout_with_lessons
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "attribute_lessons",
     "cache_key",
     "extract_json",
-    "lesson_prompt",
     "normalize_id",
     "parse_operations",
     "rollout_with_lessons",

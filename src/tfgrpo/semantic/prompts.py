@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
-Prompt = str | list[dict[str, str]]
-
 SUMMARY = """You are analysing one attempt at a task, to learn what helps and what hurts.
 {task_objective}
 ## Problem
@@ -34,8 +32,8 @@ Summarise the attempt step by step in a few short lines: the approach it took, w
 it used or ignored, and, if the reward is low, exactly where and why it went wrong; if the reward is high,
 what made it work. Plain text, at most 120 words."""
 
-GROUP = """You compare several attempts at the same problem and turn the difference between the better and
-the worse ones into general lessons.
+GROUP = """You study attempts at the same problem and turn what made them succeed or fail (above all, the
+difference between the better and the worse ones) into general lessons.
 {task_objective}{learning_objective}
 ## Problem
 {question}
@@ -224,29 +222,3 @@ def batch_prompt(
             "max_words": max_words,
         },
     )
-
-
-def lesson_prompt(
-    question: str,
-    lessons_block: str,
-    *,
-    placement: str = "system",
-    system: str | None = None,
-    chat: bool = True,
-) -> Prompt:
-    """The policy's prompt: the question with the rendered lessons (`LessonLibrary.render()`) in the
-    system message (`placement="system"`) or before the question in the user message ("user").
-    `system` is the task's own instruction, kept first. Without chat, everything is one string."""
-    if placement not in ("system", "user"):
-        raise ConfigError(f"lesson placement must be 'system' or 'user', got {placement!r}")
-    if placement == "system":
-        system_text = "\n\n".join(t for t in (system, lessons_block) if t)
-        user_text = question
-    else:
-        system_text = system or ""
-        user_text = f"{lessons_block}\n\n{question}" if lessons_block else question
-    if not chat:
-        return "\n\n".join(t for t in (system_text, user_text) if t)
-    if not system_text:
-        return user_text
-    return [{"role": "system", "content": system_text}, {"role": "user", "content": user_text}]

@@ -6,7 +6,7 @@ One step, for one batch of samples:
 
 1. rollouts: G completions per sample, with the current lessons in the prompt;
 2. rewards: score every rollout; only groups with both better and worse rollouts (std > 0) go on
-   (all groups when ground truth is withheld);
+   (all groups when ground truth is withheld, or with G=1, the paper's ablation without comparison);
 3. summaries: the critic LLM summarises each rollout of those groups (steps, lessons used, where it went
    wrong), given its reward and, with ground truth, the reference answer and the reward's reason;
 4. group advantage: per sample, the critic compares the group's summaries and proposes at most N
@@ -32,31 +32,39 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import ConfigError
+from ..library import TrainingFreeGRPO
 from ..llm.base import Backend, Generation, GenerationParams
+from ..prompting import with_lessons
 from ..rewards.base import Reward, Score
+from ..rollouts import RolloutConfig, rollout_batch
 from ..steps import run_steps
 from .cache import CachedBackend, LLMCache
 from .lessons import LessonLibrary, Skipped
 from .operations import Operation, parse_operations
-from .prompts import SemanticPrompts, batch_prompt, clip, group_prompt, lesson_prompt, summary_prompt
+from .prompts import SemanticPrompts, batch_prompt, clip, group_prompt, summary_prompt
 
 log = logging.getLogger("tfgrpo.semantic")
 
 
 @dataclass(frozen=True)
-class LessonConfig:
-    """Every knob of paper mode. `LessonConfig.preset("paper")` gives the paper's settings."""
+class LessonConfig(RolloutConfig):
+    """Every knob of paper mode. `LessonConfig.preset("paper")` gives the paper's settings.
+
+    The policy's prompt is the `RolloutConfig`'s (template, stop strings, few-shot examples when the
+    trainer is given an examples library, chat or plain text) with the lessons put in by
+    `with_lessons`, exactly as `evaluate` does, so training and evaluation prompt alike."""
 
     epochs: int = 3
     """Passes over the training samples."""
     batch_size: int = 8
     """Samples per step (the library gets one consolidated update per step)."""
     group_size: int = 5
-    """Rollouts per sample (G); >= 2."""
+    """Rollouts per sample (G). G=1 is the paper's ablation without group comparison: every rollout goes
+    to the critic, which learns from it and its reward alone."""
     temperature: float = 0.7
     """Sampling temperature of the rollouts during training."""
     eval_temperature: float = 0.3
-    """Sampling temperature when evaluating with the lessons."""
+    """Sampling temperature when evaluating with the lessons (validated updates)."""
     critic_temperature: float = 0.0
     """Temperature of the summarise / compare / consolidate calls."""
     max_tokens: int = 1024
@@ -64,7 +72,8 @@ class LessonConfig:
     critic_max_tokens: int = 1024
     """Longest answer of a summarise / compare / consolidate call."""
     concurrency: int = 16
-    """Prompts sent to a backend in one `generate` call (the backend bounds requests in flight)."""
+    """Prompts sent to a backend in one `generate` call (the backend bounds requests in flight); a killed
+    run loses at most one such call's answers that the cache had not yet stored."""
     max_operations_per_query: int = 3
     """Most operations the group comparison of one sample may propose."""
     max_words: int = 32
@@ -73,17 +82,14 @@ class LessonConfig:
     """What the task is, told to the critic (e.g. "solve competition math problems; answer in \\boxed{}")."""
     learning_objective: str = ""
     """What the lessons should achieve, told to the critic (e.g. "fewer arithmetic slips")."""
-    system: str = ""
-    """The task's own instruction to the policy, put first in the system message."""
     placement: str = "system"
-    """Where the lessons go in the policy's prompt: "system" or "user"."""
+    """Where the lessons go in the policy's prompt: "system" (after the template's instruction) or
+    "user" (before the query)."""
     use_ground_truth: bool = True
     """Show the critic the rewards, reward reasons and reference answers, and keep only groups with
     signal. False: the critic sees neither, and every group goes on (the paper's "w/o ground truth")."""
     reference_field: str = "answer"
     """The sample field holding the reference answer (left out when absent)."""
-    chat: bool | None = None
-    """Policy prompts as chat messages (True), one plain string (False), or the backend's default."""
     max_chars: int = 4000
     """Longest question or response put into a critic prompt (the middle is cut)."""
     seed: int = 0
@@ -95,12 +101,20 @@ class LessonConfig:
     """Samples in the validation minibatch (drawn from `train(validation=...)`, else from the batch)."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_tokens", "critic_max_tokens", "concurrency", "max_words"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "group_size",
+            "max_tokens",
+            "critic_max_tokens",
+            "concurrency",
+            "max_words",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"LessonConfig.{name} must be a whole number >= 1, got {value!r}")
-        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 2:
-            raise ConfigError("LessonConfig.group_size must be a whole number >= 2: the critic compares rollouts")
+        if self.shots < 0 or self.token_budget < 0:
+            raise ConfigError("LessonConfig.shots and token_budget must be >= 0")
         if not isinstance(self.max_operations_per_query, int) or self.max_operations_per_query < 1:
             raise ConfigError("LessonConfig.max_operations_per_query must be a whole number >= 1")
         for name in ("temperature", "eval_temperature", "critic_temperature"):
@@ -180,34 +194,23 @@ def rollout_with_lessons(
     reward: Reward,
     library: LessonLibrary | None,
     n: int,
+    config: LessonConfig,
     *,
-    temperature: float,
-    max_tokens: int,
-    seed: int | None,
-    placement: str = "system",
-    system: str = "",
-    chat: bool | None = None,
-    concurrency: int = 16,
+    seed: int,
+    examples: TrainingFreeGRPO | None = None,
 ) -> tuple[list[list[Generation]], list[list[Score]]]:
-    """n rollouts per sample with the library's lessons in the prompt (none when `library` is None),
-    and their scores. Shared by training and evaluation."""
+    """n rollouts per sample and their scores, with the library's lessons (none when `library` is None)
+    and `examples`' few-shot examples in the prompt; `config.concurrency` samples per backend call."""
     block = library.render() if library is not None else ""
-    prompts = [
-        lesson_prompt(s["prompt"], block, placement=placement, system=system or None, chat=chat is not False)
-        for s in batch
-    ]
-    params = GenerationParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
-    groups = _generate(backend, prompts, params, chat, concurrency)
-    items = [(s["prompt"], g.text, s) for s, group in zip(batch, groups) for g in group]
-    scores = reward.score_batch(items)
-    return groups, [scores[i * n : (i + 1) * n] for i in range(len(batch))]
-
-
-def _generate(backend: Backend, prompts: list, params: GenerationParams, chat: bool | None, chunk: int) -> list:
-    out: list[list[Generation]] = []
-    for start in range(0, len(prompts), chunk):
-        out.extend(backend.generate(prompts[start : start + chunk], params, chat=chat))
-    return out
+    config = replace(config, template=with_lessons(config.template, block, config.placement))
+    groups: list[list[Generation]] = []
+    scores: list[list[Score]] = []
+    for start in range(0, len(batch), config.concurrency):
+        chunk = batch[start : start + config.concurrency]
+        chunk_groups, chunk_scores = rollout_batch(backend, chunk, reward, examples, n, config, seed=seed + start)
+        groups += chunk_groups
+        scores += chunk_scores
+    return groups, scores
 
 
 class LessonTrainer:
@@ -221,6 +224,8 @@ class LessonTrainer:
         critic: the model that summarises, compares and consolidates (default: the policy itself).
         cache: an `LLMCache`; every call of both models goes through it, so a resumed run pays once.
         prompts: the three semantic prompt templates.
+        examples: an experience library whose few-shot examples (`config.shots`) go into the policy's
+            prompt beside the lessons (the "both" strategy); None: lessons only.
     """
 
     def __init__(
@@ -233,6 +238,7 @@ class LessonTrainer:
         critic: Backend | None = None,
         cache: LLMCache | None = None,
         prompts: SemanticPrompts = SemanticPrompts(),
+        examples: TrainingFreeGRPO | None = None,
     ) -> None:
         if library.max_words != config.max_words:
             library.max_words = config.max_words
@@ -240,6 +246,7 @@ class LessonTrainer:
         self.reward = reward
         self.library = library
         self.prompts = prompts
+        self.examples = examples
         self.validation: list[dict] | None = None
         """Samples for validated updates (set by `train`); None: drawn from each step's batch."""
         self._raw_backends = [policy] if critic is None or critic is policy else [policy, critic]
@@ -287,22 +294,13 @@ class LessonTrainer:
 
         # 1-2. A group of rollouts per sample, with the current lessons; their rewards.
         groups, scores = rollout_with_lessons(
-            self.policy,
-            batch,
-            self.reward,
-            self.library,
-            config.group_size,
-            temperature=config.temperature,
-            max_tokens=config.max_tokens,
-            seed=seed,
-            placement=config.placement,
-            system=config.system,
-            chat=config.chat,
-            concurrency=config.concurrency,
+            self.policy, batch, self.reward, self.library, config.group_size, config, seed=seed, examples=self.examples
         )
         values = [[s.value for s in group] for group in scores]
         with_signal = [i for i, v in enumerate(values) if len(v) > 1 and statistics.pstdev(v) > 0]
-        chosen = with_signal if config.use_ground_truth else list(range(len(batch)))
+        # Without ground truth, or with one rollout per group (G=1), signal cannot be told: all go on.
+        learn_from_all = not config.use_ground_truth or config.group_size == 1
+        chosen = list(range(len(batch))) if learn_from_all else with_signal
 
         # 3. Summarise every rollout of the groups that go on.
         items = [(i, j) for i in chosen for j in range(config.group_size)]
@@ -363,7 +361,10 @@ class LessonTrainer:
             "summaries": [
                 {
                     "sample_id": str(batch[i].get("id", i)),
-                    "rollouts": [{"reward": s.value, "reason": s.reason, "summary": t} for s, t in summaries[i]],
+                    "rollouts": [
+                        {"response": g.text, "reward": s.value, "reason": s.reason, "summary": t}
+                        for g, (s, t) in zip(groups[i], summaries[i])
+                    ],
                 }
                 for i in chosen
             ],
@@ -425,13 +426,9 @@ class LessonTrainer:
                     self.reward,
                     library,
                     config.group_size,
-                    temperature=config.eval_temperature,
-                    max_tokens=config.max_tokens,
+                    replace(config, temperature=config.eval_temperature),
                     seed=seed + 500_009,
-                    placement=config.placement,
-                    system=config.system,
-                    chat=config.chat,
-                    concurrency=config.concurrency,
+                    examples=self.examples,
                 )
                 values = [s.value for group in scores for s in group]
                 means.append(sum(values) / max(1, len(values)))
@@ -461,8 +458,12 @@ class LessonTrainer:
         params = GenerationParams(
             n=1, temperature=self.config.critic_temperature, max_tokens=self.config.critic_max_tokens, seed=seed
         )
-        groups = _generate(self.critic, prompts, params, None, self.config.concurrency)
-        return [group[0].text if group else "" for group in groups]
+        chunk = self.config.concurrency
+        texts = []
+        for start in range(0, len(prompts), chunk):
+            groups = self.critic.generate(prompts[start : start + chunk], params)
+            texts += [group[0].text if group else "" for group in groups]
+        return texts
 
     def _reference(self, sample: dict) -> str | None:
         if not self.config.use_ground_truth or self.config.reference_field not in sample:

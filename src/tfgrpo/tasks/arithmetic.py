@@ -99,6 +99,7 @@ def arithmetic_task(
         reward=NumericMatchReward(),
         instruction=INSTRUCTION,
         max_tokens=64,
+        stop=("\n",),
         test_fraction=test_fraction,
         seed=seed,
     )

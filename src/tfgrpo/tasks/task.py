@@ -24,6 +24,8 @@ class Task:
     reward: Reward
     instruction: str = ""
     max_tokens: int = 256
+    stop: tuple[str, ...] = ("\nQ:",)
+    """Stop strings for generation: by default where the model would start a next `Q:` of its own."""
     test_fraction: float = 0.2
     """Share of samples in the "test" split."""
     seed: int = 0
