@@ -81,7 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     a = action("show", "Print the current lessons.")
     a.add_argument("--json", action="store_true", help='print {"G0": "lesson", ...}')
     a.add_argument("--prompt", action="store_true", help="print the block as it goes into the prompt")
-    action("history", "List every version: what made it, what was applied and skipped.")
+    a = action("history", "List every version: what made it, what was applied and skipped.")
+    a.add_argument(
+        "--json",
+        action="store_true",
+        help="print the full records (lessons, operations, skips with reasons, and the rollouts, rewards, "
+        "summaries and critiques that led to each version)",
+    )
+    a.add_argument("--version", type=int, default=None, metavar="V", help="only version V")
     a = action("diff", "What changed from version A to version B (default: the current one).")
     a.add_argument("a", type=int, help="older version")
     a.add_argument("b", type=int, nargs="?", default=None, help="newer version")
@@ -191,14 +198,18 @@ def cmd_lessons(args) -> None:
                 print(f"{args.library}: {len(lib)} lessons at version {lib.version}")
                 print(lib.render_list())
         elif args.action == "history":
-            for v in lib.history():
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.created))
-                step = f" step {v.step}" if v.step is not None else ""
-                note = f" to v{v.context['rollback_to']}" if v.kind == "rollback" and v.context else ""
-                print(
-                    f"v{v.version}  {when}  {v.kind}{note}{step}: {len(v.lessons)} lessons, "
-                    f"{sum(op.kind != 'none' for op in v.applied)} applied, {len(v.skipped)} skipped"
-                )
+            versions = lib.history() if args.version is None else [lib.get_version(args.version)]
+            if args.json:
+                print(json.dumps([v.to_dict() for v in versions], ensure_ascii=False, indent=2))
+            else:
+                for v in versions:
+                    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.created))
+                    step = f" step {v.step}" if v.step is not None else ""
+                    note = f" to v{v.context['rollback_to']}" if v.kind == "rollback" and v.context else ""
+                    print(
+                        f"v{v.version}  {when}  {v.kind}{note}{step}: {len(v.lessons)} lessons, "
+                        f"{sum(op.kind != 'none' for op in v.applied)} applied, {len(v.skipped)} skipped"
+                    )
         elif args.action == "diff":
             print(lib.diff(args.a, args.b))
         elif args.action == "rollback":

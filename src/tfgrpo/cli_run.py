@@ -399,7 +399,7 @@ def _train_lessons(args, policy, task: LoadedTask) -> None:
 def cmd_eval(args) -> None:
     from .cli import open_library
     from .errors import LibraryNotFoundError
-    from .evaluate import EvalConfig, LessonCondition, evaluate
+    from .evaluate import EvalConfig, LessonCondition, evaluate, print_progress
     from .semantic import LessonLibrary
 
     task = load_task(args)
@@ -429,13 +429,15 @@ def cmd_eval(args) -> None:
         if strategy in ("both", "all"):
             conditions["both"] = LessonCondition(library, examples=grpo, placement=args.placement)
         train_prompts = {s["prompt"] for s in task.train}
-        report = evaluate(backend, task.test, task.reward, conditions, config, train_prompts=train_prompts)
+        report = evaluate(
+            backend, task.test, task.reward, conditions, config, train_prompts=train_prompts, progress=print_progress
+        )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
 
 
 def cmd_attribute(args) -> None:
     from .errors import LibraryNotFoundError
-    from .evaluate import EvalConfig
+    from .evaluate import EvalConfig, print_progress
     from .semantic import LessonLibrary, attribute_lessons
 
     check_lesson_path(args.library)
@@ -448,13 +450,15 @@ def cmd_attribute(args) -> None:
     with LessonLibrary(args.library) as library, make_backend(args) as backend:
         if not len(library):
             raise ConfigError(f"{args.library} holds no lessons (version {library.version}); nothing to attribute")
-        report = attribute_lessons(backend, task.test, task.reward, library, config, placement=args.placement)
+        report = attribute_lessons(
+            backend, task.test, task.reward, library, config, placement=args.placement, progress=print_progress
+        )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
 
 
 def cmd_demo(args) -> None:
     from .config import GRPOConfig
-    from .evaluate import EvalConfig, evaluate
+    from .evaluate import EvalConfig, evaluate, print_progress
     from .library import TrainingFreeGRPO
     from .llm import get_backend
     from .prompting import PromptTemplate
@@ -496,6 +500,7 @@ def cmd_demo(args) -> None:
                 {"baseline": None, "library": grpo},
                 EvalConfig(k=4, batch_size=8, seed=args.seed + 1, **rollout),
                 train_prompts={s["prompt"] for s in task.load("train")},
+                progress=print_progress,
             )
         print(report.table())
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))

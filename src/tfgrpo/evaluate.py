@@ -4,7 +4,8 @@ interval for each condition's difference from the first one."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,11 @@ class LessonCondition:
 
 
 Condition = TrainingFreeGRPO | LessonCondition | None
+
+
+def print_progress(condition: str, done: int, total: int) -> None:
+    """Plain progress lines on stderr (one per batch), for `evaluate(progress=...)`."""
+    print(f"eval {condition}: {done}/{total} prompts", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -124,12 +130,18 @@ def paired_bootstrap_ci(
     return float(low), float(high)
 
 
+Progress = Callable[[str, int, int], None]
+"""Called as `progress(condition, prompts_done, prompts_total)` after each batch."""
+
+
 def score_condition(
     backend: Backend,
     samples: Sequence[dict],
     reward: Reward,
     grpo: Condition,
     config: EvalConfig,
+    progress: Progress | None = None,
+    name: str = "",
 ) -> np.ndarray:
     """Rewards (prompts x k) for one condition; seeded per batch, so every condition meets the same
     randomness."""
@@ -140,6 +152,8 @@ def score_condition(
         batch = samples[start : start + config.batch_size]
         _, scores = rollout_batch(backend, batch, reward, grpo, config.k, config, seed=config.seed + start)
         rows.extend([[s.value for s in group] for group in scores])
+        if progress is not None:
+            progress(name, len(rows), len(samples))
     return np.asarray(rows, dtype=float)
 
 
@@ -150,6 +164,7 @@ def evaluate(
     conditions: dict[str, Condition],
     config: EvalConfig = EvalConfig(),
     train_prompts: set[str] | None = None,
+    progress: Progress | None = None,
 ) -> EvalReport:
     """Evaluate each condition (name -> library, `LessonCondition`, None for no library) on the same
     held-out samples.
@@ -161,7 +176,9 @@ def evaluate(
         if leaked:
             raise ConfigError(f"{len(leaked)} evaluation prompts are also training prompts, e.g. {leaked[0]!r:.80}")
     results = [
-        ConditionResult(name, score_condition(backend, samples, reward, grpo, config), config.success_threshold)
+        ConditionResult(
+            name, score_condition(backend, samples, reward, grpo, config, progress, name), config.success_threshold
+        )
         for name, grpo in conditions.items()
     ]
     base = results[0]

@@ -156,7 +156,9 @@ def test_attribute_ranks_the_lessons_by_leave_one_out(server, data, tmp_path):
     assert report["full_mean"] == 1.0 and report["n_prompts"] == 4
     (g0,) = report["lessons"]
     assert g0["lesson_id"] == "G0" and g0["mean_diff"] == 0.5 and g0["ci_low"] == g0["ci_high"] == 0.5
-    table = run("attribute", *task_args(data, server), "-l", lib).stdout
+    result = run("attribute", *task_args(data, server), "-l", lib)
+    table = result.stdout
+    assert "eval all lessons: 4/4 prompts" in result.stderr and "eval without G0: 4/4 prompts" in result.stderr
     assert "Leave-one-out attribution of 1 lessons" in table and "G0" in table
     missing = run("attribute", *task_args(data, server), "-l", tmp_path / "none.db", check=False)
     assert missing.returncode != 0 and "no library at" in missing.stderr
@@ -175,6 +177,15 @@ def test_lessons_commands(tmp_path):
     history = run("lessons", "history", "-l", lib).stdout.splitlines()
     assert [line.split()[0] for line in history] == ["v0", "v1", "v2"]
     assert "2 lessons, 2 applied" in history[1]
+    [v2] = json.loads(run("lessons", "history", "--json", "--version", "2", "-l", lib).stdout)
+    assert v2["version"] == 2 and v2["lessons"] == {"G1": "Carry the tens too."}
+    assert v2["applied"] == [
+        {"operation": "delete", "id": "G0"},
+        {"operation": "update", "id": "G1", "text": "Carry the tens too."},
+    ]
+    assert len(json.loads(run("lessons", "history", "--json", "-l", lib).stdout)) == 3
+    bad = run("lessons", "history", "--version", "9", "-l", lib, check=False)
+    assert bad.returncode != 0 and "no lesson library version 9" in bad.stderr
 
     diff = run("lessons", "diff", "1", "2", "-l", lib).stdout
     assert "- [G0]. Check the units." in diff and "~ [G1]. Carry the ones." in diff and "-> Carry the tens" in diff
@@ -216,7 +227,9 @@ def test_eval_all_compares_every_condition_on_the_same_prompts(server, data, tmp
     out = run("train", "--strategy", "both", *args, "-l", lib, "-G", "4", "--batch-size", "2").stdout
     assert "Total rollouts: 16" in out and "Lessons (sums): 2 at version 2" in out
 
-    table = run("eval", "--strategy", "all", *args, "-l", lib, "-k", "2").stdout
+    result = run("eval", "--strategy", "all", *args, "-l", lib, "-k", "2")
+    table = result.stdout
+    assert "eval baseline: 4/4 prompts" in result.stderr and "eval both: 4/4 prompts" in result.stderr
     for name in ("baseline", "examples", "lessons", "both"):
         assert re.search(rf"^{name} +\d\.\d{{3}} +\d\.\d{{3}}$", table, flags=re.M), table
     for name in ("examples", "lessons", "both"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..evaluate import EvalConfig, LessonCondition, paired_bootstrap_ci, score_condition
+from ..evaluate import EvalConfig, LessonCondition, Progress, paired_bootstrap_ci, score_condition
 from ..llm.base import Backend
 from ..rewards.base import Reward
 from .lessons import LessonLibrary
@@ -64,17 +64,21 @@ def attribute_lessons(
     config: EvalConfig = EvalConfig(),
     *,
     placement: str = "system",
+    progress: Progress | None = None,
 ) -> AttributionReport:
     """Leave-one-out attribution of every current lesson of `library` on `samples` (held out), k samples
     per prompt, every condition with the same seeds; ranked most helpful first."""
     lessons = library.lessons
-    full = score_condition(backend, samples, reward, LessonCondition(library, placement=placement), config)
+    full = score_condition(
+        backend, samples, reward, LessonCondition(library, placement=placement), config, progress, "all lessons"
+    )
     full_per_prompt = full.mean(axis=1)
     results = []
     for lesson_id, text in lessons.items():
         rest = {i: t for i, t in lessons.items() if i != lesson_id}
         with library.detached(rest) as without:
-            rewards = score_condition(backend, samples, reward, LessonCondition(without, placement=placement), config)
+            condition = LessonCondition(without, placement=placement)
+            rewards = score_condition(backend, samples, reward, condition, config, progress, f"without {lesson_id}")
         diffs = full_per_prompt - rewards.mean(axis=1)
         low, high = paired_bootstrap_ci(diffs, config.bootstrap, config.seed)
         results.append(LessonAttribution(lesson_id, text, float(diffs.mean()), low, high, diffs.tolist()))

@@ -104,6 +104,19 @@ class Version:
     skipped: list[Skipped]
     context: Any
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything recorded about the version, as JSON-ready values."""
+        return {
+            "version": self.version,
+            "created": self.created,
+            "step": self.step,
+            "kind": self.kind,
+            "lessons": self.lessons,
+            "applied": [op.to_dict() for op in self.applied],
+            "skipped": [s.to_dict() for s in self.skipped],
+            "context": self.context,
+        }
+
 
 @dataclass(frozen=True)
 class LessonDiff:
