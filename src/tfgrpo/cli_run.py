@@ -68,6 +68,9 @@ def add_commands(command) -> None:
     g.add_argument("--max-ops-per-query", type=int, default=3, help="most operations one group may propose")
     g.add_argument("--max-words", type=int, default=32, help="longest lesson, in words")
     g.add_argument("--critic-max-tokens", type=int, default=1024, help="longest critic answer")
+    g.add_argument("--critic-temperature", type=float, default=0.0, help="temperature of the critic's calls")
+    g.add_argument("--task-objective", default="", help="what the task is, told to the critic")
+    g.add_argument("--learning-objective", default="", help="what the lessons should achieve, told to the critic")
     g.add_argument(
         "--no-ground-truth",
         action="store_true",
@@ -349,6 +352,9 @@ def lesson_config(args, task: LoadedTask):
         **shared,
         "seed": args.seed,
         "critic_max_tokens": args.critic_max_tokens,
+        "critic_temperature": args.critic_temperature,
+        "task_objective": args.task_objective,
+        "learning_objective": args.learning_objective,
         "max_operations_per_query": args.max_ops_per_query,
         "max_words": args.max_words,
         "use_ground_truth": not args.no_ground_truth,

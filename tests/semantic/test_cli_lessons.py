@@ -131,6 +131,21 @@ def test_train_lessons_writes_versions_and_resumes_without_repeating_a_call(serv
         assert len(lessons) == 2
 
 
+def test_critic_flags_reach_the_critic_and_the_policy_keeps_the_task_prompt(server, data, tmp_path):
+    args = [*task_args(data, server), "-l", tmp_path / "run.db", "-G", "2", "--batch-size", "2", "--limit", "4"]
+    objectives = ["--task-objective", "add two numbers", "--learning-objective", "fewer slips"]
+    run("train", "--strategy", "lessons", *args, *objectives, "--critic-temperature", "0.2", "--instruction", "Sum.")
+    critic = [b for b in server.bodies if "messages" in b]  # the critic speaks chat; the policy, plain text
+    policy = [b for b in server.bodies if "prompt" in b]
+    assert critic and all(b["temperature"] == 0.2 for b in critic)
+    group = next(b["messages"][-1]["content"] for b in critic if "You study attempts" in b["messages"][-1]["content"])
+    assert "Task objective: add two numbers" in group and "Learning objective: fewer slips" in group
+    # The policy's prompt is the evaluation's: the instruction (then the lessons), the Q/A query, a newline stop.
+    assert policy and all(b["stop"] == ["\n"] and b["prompt"].startswith("Sum.\n\n") for b in policy)
+    assert all(re.search(r"\n\nQ: What is \d+\+\d+\?\nA:$", b["prompt"]) for b in policy)
+    assert any("[G0]. " in b["prompt"] for b in policy[1:])  # the second step's rollouts had the first's lesson
+
+
 def test_train_lessons_with_validated_updates_records_both_means(server, data, tmp_path):
     lib = tmp_path / "run.db"
     args = [*task_args(data, server), "-l", lib, "-G", "4", "--batch-size", "2"]
