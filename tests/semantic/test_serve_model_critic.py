@@ -48,6 +48,11 @@ CASES = {
         {"G0": "Read the question."},
         "add with an empty lesson",
     ),
+    "placeholder lessons": (
+        '[{"id": "G3", "text": "..."}, {"operation": "add", "text": "..."}, {"operation": "add", "text": "2 + 2 = 5"}]',
+        {"G0": "Read the question."},
+        "add with a lesson that has no words ('...')",
+    ),
     "overlong lesson": (
         f'[{{"operation": "add", "text": "{OVERLONG}"}}]',
         {"G0": "Read the question.", "G1": " ".join(["word"] * 12) + "..."},

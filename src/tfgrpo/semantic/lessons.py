@@ -136,6 +136,9 @@ class LessonDiff:
         return "\n".join(lines) if lines else "(no changes)"
 
 
+_LETTER = re.compile(r"[^\W\d_]")
+
+
 def word_count(text: str) -> int:
     return len(text.split())
 
@@ -485,6 +488,9 @@ class LessonLibrary:
         # add, update and merge carry a text
         if not op.text:
             return Outcome(None, f"{op.kind} with an empty lesson"), next_id
+        if not _LETTER.search(op.text):
+            # What a small critic writes when it copies the prompt's "..." or states one problem's sum.
+            return Outcome(None, f"{op.kind} with a lesson that has no words ({op.text!r:.60})"), next_id
         text, note = self._fit(op.text)
         notes = [note] if note else []
 
