@@ -49,7 +49,7 @@ CASES = {
         "add with an empty lesson",
     ),
     "placeholder lessons": (
-        '[{"id": "G3", "text": "..."}, {"operation": "add", "text": "..."}, {"operation": "add", "text": "2 + 2 = 5"}]',
+        '[{"id": "G3", "text": "..."}, {"operation": "add", "text": "..."}, {"operation": "add", "text": "- -"}]',
         {"G0": "Read the question."},
         "add with a lesson that has no words ('...')",
     ),

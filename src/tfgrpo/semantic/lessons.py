@@ -136,7 +136,8 @@ class LessonDiff:
         return "\n".join(lines) if lines else "(no changes)"
 
 
-_LETTER = re.compile(r"[^\W\d_]")
+_WORD = re.compile(r"[^\W_]")
+"""A letter or digit: a lesson has at least one (even "15 + 17 = 22" can help, by showing a format)."""
 
 
 def word_count(text: str) -> int:
@@ -488,8 +489,8 @@ class LessonLibrary:
         # add, update and merge carry a text
         if not op.text:
             return Outcome(None, f"{op.kind} with an empty lesson"), next_id
-        if not _LETTER.search(op.text):
-            # What a small critic writes when it copies the prompt's "..." or states one problem's sum.
+        if not _WORD.search(op.text):
+            # What a small critic writes when it copies the prompt's placeholder "...".
             return Outcome(None, f"{op.kind} with a lesson that has no words ({op.text!r:.60})"), next_id
         text, note = self._fit(op.text)
         notes = [note] if note else []
