@@ -203,13 +203,15 @@ def _rollout_args(p: argparse.ArgumentParser, temperature: float, given: bool = 
 
 
 class LoadedTask(NamedTuple):
+    """A task's samples and reward, and its generation hints (instruction, max_tokens, stop), which
+    apply where the flags do not say otherwise."""
+
     name: str
     train: list[dict]
     test: list[dict]
     reward: object
     instruction: str
     max_tokens: int
-    """Generation hints of the task, used when the flags do not say otherwise."""
     stop: tuple[str, ...]
 
 
