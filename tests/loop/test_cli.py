@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tfgrpo import TrainingFreeGRPO
+from tfgrpo import TFGRPOWarning, TrainingFreeGRPO
 
 TFGRPO = shutil.which("tfgrpo") or str(Path(sys.executable).parent / "tfgrpo")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
@@ -119,7 +119,7 @@ def test_train_on_your_own_jsonl_dataset(tmp_path: Path):
     args = ["--data", str(data), "--prompt-field", "q", "--answer-field", "a", "--reward", "regex:(\\w+)"]
     out = run("train", *args, "-G", "2", "--batch-size", "2", "--max-tokens", "3", "-l", str(lib)).stdout
     assert "Total rollouts: 8" in out  # 4 training rows (one held out) x G=2
-    with TrainingFreeGRPO.open(lib) as grpo:
+    with pytest.warns(TFGRPOWarning, match="group_size=2"), TrainingFreeGRPO.open(lib) as grpo:
         assert all(e.prompt.startswith("Capital of") for e in grpo.experience_library)
         assert grpo.progress["global_step"] == 2
 
