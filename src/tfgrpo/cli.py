@@ -138,9 +138,20 @@ def _one_line(text: str, width: int = 160) -> str:
 
 
 def cmd_stats(args) -> None:
+    from .semantic import LessonLibrary
+
     with open_library(args.library) as grpo:
         stats = grpo.stats()
-        print(json.dumps(stats.to_dict(), indent=2) if args.json else stats.summary())
+    lessons = None
+    if LessonLibrary.present_in(args.library):  # paper mode's lessons, in the same file
+        with LessonLibrary(args.library) as lib:
+            lessons = {"count": len(lib), "version": lib.version}
+    if args.json:
+        print(json.dumps({**stats.to_dict(), **({"lessons": lessons} if lessons else {})}, indent=2))
+        return
+    print(stats.summary())
+    if lessons:
+        print(f"Lessons: {lessons['count']} at version {lessons['version']} (tfgrpo lessons show)")
 
 
 def cmd_sample(args) -> None:

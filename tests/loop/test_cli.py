@@ -48,6 +48,7 @@ def test_library_commands(small_library: Path, tmp_path: Path):
     stats = run("stats", "-l", lib).stdout
     assert "Total rollouts: 4" in stats and "Current library: 2 experiences" in stats
     assert json.loads(run("stats", "-l", lib, "--json").stdout)["current_library_size"] == 2
+    assert "Lessons" not in stats  # none in this file
 
     drawn = [
         json.loads(line) for line in run("sample", "-l", lib, "-k", "2", "--distinct", "--json").stdout.splitlines()

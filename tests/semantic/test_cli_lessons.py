@@ -189,6 +189,9 @@ def test_lessons_commands(tmp_path):
     assert json.loads(run("lessons", "show", "--json", "-l", lib).stdout) == {"G1": "Carry the tens too."}
     assert run("lessons", "show", "--prompt", "-l", lib).stdout.startswith("Lessons learned")
 
+    assert run("stats", "-l", lib).stdout.splitlines()[-1].startswith("Lessons: 1 at version 2")
+    assert json.loads(run("stats", "--json", "-l", lib).stdout)["lessons"] == {"count": 1, "version": 2}
+
     history = run("lessons", "history", "-l", lib).stdout.splitlines()
     assert [line.split()[0] for line in history] == ["v0", "v1", "v2"]
     assert "2 lessons, 2 applied" in history[1]

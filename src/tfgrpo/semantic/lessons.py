@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,18 @@ class LessonLibrary:
         max_words: the longest lesson; longer ones are shortened (with a logged reason).
         instruction: the sentence put before the lessons when they are rendered into a prompt.
     """
+
+    @staticmethod
+    def present_in(path: str | os.PathLike) -> bool:
+        """Whether the SQLite file at `path` holds a lesson library (no table or file is created)."""
+        if not Path(path).is_file():
+            return False
+        try:
+            with closing(sqlite3.connect(path)) as db:
+                row = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='lesson_versions'")
+                return row.fetchone() is not None
+        except sqlite3.Error:
+            return False
 
     def __init__(
         self,
