@@ -5,10 +5,30 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+
+
+@dataclass
+class StepRecord:
+    """What both loops report for every step (their metrics classes add their own fields)."""
+
+    epoch: int
+    step: int
+    global_step: int
+    groups: int
+    groups_with_signal: int
+    reward_mean: float
+
+    @property
+    def signal_share(self) -> float:
+        return self.groups_with_signal / self.groups if self.groups else 0.0
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "signal_share": self.signal_share}, ensure_ascii=False)
 
 
 def epoch_batches(samples: Sequence[dict], batch_size: int, seed: int, epoch: int) -> list[list[dict]]:

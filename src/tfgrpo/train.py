@@ -8,11 +8,10 @@ run resumes at the next step without redoing or double-counting a group.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
@@ -20,7 +19,7 @@ from .library import TrainingFreeGRPO
 from .llm.base import Backend
 from .rewards.base import Reward
 from .rollouts import RolloutConfig, rollout_batch
-from .steps import run_steps
+from .steps import StepRecord, run_steps
 
 
 @dataclass(frozen=True)
@@ -44,13 +43,7 @@ class TrainConfig(RolloutConfig):
 
 
 @dataclass
-class StepMetrics:
-    epoch: int
-    step: int
-    global_step: int
-    groups: int
-    groups_with_signal: int
-    reward_mean: float
+class StepMetrics(StepRecord):
     stored: int
     pruned: int
     library_size: int
@@ -61,13 +54,6 @@ class StepMetrics:
     completion_tokens: int
     cost: float
     seconds: float
-
-    @property
-    def signal_share(self) -> float:
-        return self.groups_with_signal / self.groups if self.groups else 0.0
-
-    def to_json(self) -> str:
-        return json.dumps({**asdict(self), "signal_share": self.signal_share})
 
 
 def train(

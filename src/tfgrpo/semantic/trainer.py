@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import ConfigError
@@ -37,7 +37,7 @@ from ..llm.base import Backend, Generation, GenerationParams
 from ..prompting import with_lessons
 from ..rewards.base import Reward, Score
 from ..rollouts import RolloutConfig, rollout_batch
-from ..steps import run_steps
+from ..steps import StepRecord, run_steps
 from .cache import CachedBackend, LLMCache
 from .lessons import LessonLibrary, Skipped
 from .operations import Operation, parse_operations
@@ -151,13 +151,7 @@ PRESETS: dict[str, LessonConfig] = {
 
 
 @dataclass
-class LessonStepMetrics:
-    epoch: int
-    step: int
-    global_step: int
-    groups: int
-    groups_with_signal: int
-    reward_mean: float
+class LessonStepMetrics(StepRecord):
     proposed: int
     applied: int
     skipped: int
@@ -179,13 +173,6 @@ class LessonStepMetrics:
     """Whether the candidate was kept (None: not validated)."""
     rejected_version: int | None = None
     """The version recording a rejected candidate."""
-
-    @property
-    def signal_share(self) -> float:
-        return self.groups_with_signal / self.groups if self.groups else 0.0
-
-    def to_json(self) -> str:
-        return json.dumps({**asdict(self), "signal_share": self.signal_share}, ensure_ascii=False)
 
 
 def rollout_with_lessons(
