@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference import ReferenceGRPO  # noqa: E402
 from tfgrpo import GRPOConfig, TrainingFreeGRPO  # noqa: E402
-from tfgrpo.store import SQLiteStore  # noqa: E402
+from tfgrpo.core.store import SQLiteStore  # noqa: E402
 
 WORDS = (
     "the a function list string file read write parse return value error index count sum loop "

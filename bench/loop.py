@@ -17,11 +17,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 from tfgrpo import GRPOConfig, TrainingFreeGRPO
 from tfgrpo.llm.http import OpenAIBackend
+from tfgrpo.loop.train import TrainConfig, train
 from tfgrpo.rewards import FunctionReward
-from tfgrpo.train import TrainConfig, train
 
 G = 8
 WAVES_PER_STEP = 4  # each step sends 4 x concurrency requests, so the pool stays full within a step
@@ -36,7 +37,14 @@ def free_port() -> int:
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tfgrpo.server.latency_server", "--delay", str(latency), "--port", str(port)],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("latency_server.py")),
+            "--delay",
+            str(latency),
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"

@@ -1,8 +1,11 @@
 """tfgrpo: Training-Free GRPO. Make a frozen LLM better at a task from a reward signal, without
 gradients, by keeping what worked in an experience library that goes back into later prompts."""
 
-from .advantages import compute_advantages
-from .config import GRPOConfig
+from .core.advantages import compute_advantages
+from .core.config import GRPOConfig
+from .core.experience import Experience
+from .core.library import ExperienceLibrary, TrainingFreeGRPO
+from .core.stats import GRPOStats
 from .errors import (
     BackendError,
     ConfigError,
@@ -13,9 +16,6 @@ from .errors import (
     TFGRPOError,
     TFGRPOWarning,
 )
-from .experience import Experience
-from .library import ExperienceLibrary, TrainingFreeGRPO
-from .stats import GRPOStats
 
 __version__ = "0.1.0"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from .core.experience import Experience
+from .core.library import TrainingFreeGRPO
 from .errors import ConfigError
-from .experience import Experience
-from .library import TrainingFreeGRPO
 
 Prompt = str | list[dict[str, str]]
 

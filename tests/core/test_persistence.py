@@ -217,7 +217,7 @@ def test_failed_json_save_leaves_old_file_and_no_temp_file(tmp_path, monkeypatch
 
 
 def test_failed_sqlite_save_leaves_old_file_and_no_temp_file(tmp_path, monkeypatch):
-    from tfgrpo.store import SQLiteStore
+    from tfgrpo.core.store import SQLiteStore
 
     lib = filled()
     path = tmp_path / "lib.db"

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tfgrpo import GRPOConfig, StoreError, TFGRPOError, TrainingFreeGRPO
-from tfgrpo.store import LibraryState
+from tfgrpo.core.store import LibraryState
 
 from .support import FakeClock, quiet_config, snapshot
 

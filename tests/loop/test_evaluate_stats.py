@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tfgrpo.evaluate import ConditionResult, paired_bootstrap_ci
+from tfgrpo.loop.evaluate import ConditionResult, paired_bootstrap_ci
 
 
 def test_mean_and_pass_at_k():

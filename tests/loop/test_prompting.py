@@ -1,7 +1,7 @@
 import pytest
 
 from tfgrpo import ConfigError, TrainingFreeGRPO
-from tfgrpo.experience import Experience
+from tfgrpo.core.experience import Experience
 from tfgrpo.prompting import PromptTemplate, approx_tokens, build_prompt, select_examples
 
 

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from tfgrpo import ConfigError, TrainingFreeGRPO
-from tfgrpo.evaluate import EvalConfig, evaluate
+from tfgrpo.loop.evaluate import EvalConfig, evaluate
+from tfgrpo.loop.train import TrainConfig, train
 from tfgrpo.tasks import get_task
-from tfgrpo.train import TrainConfig, train
 
 pytestmark = pytest.mark.model
 

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from llm.support import StandIn, chat_reply
-from tfgrpo.evaluate import EvalConfig
 from tfgrpo.llm.http import OpenAIBackend
+from tfgrpo.loop.evaluate import EvalConfig
 from tfgrpo.rewards.base import FunctionReward, Score
 from tfgrpo.semantic import LessonLibrary, Operation, attribute_lessons
 

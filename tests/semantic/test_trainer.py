@@ -263,7 +263,7 @@ def test_training_prompts_the_policy_exactly_as_evaluation_does(tmp_path):
     """The lesson rollouts use the evaluation's template, stop strings and few-shot examples, with the
     lessons put in the same place, so what is learned is what is measured."""
     from tfgrpo import GRPOConfig, TrainingFreeGRPO
-    from tfgrpo.evaluate import EvalConfig, LessonCondition, evaluate
+    from tfgrpo.loop.evaluate import EvalConfig, LessonCondition, evaluate
     from tfgrpo.prompting import PromptTemplate
 
     template = PromptTemplate(instruction="Reply with one number.")

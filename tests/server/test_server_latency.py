@@ -10,9 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from latency_server import create_latency_app
 from llm.support import UvicornThread, free_port, wait_until
 from tfgrpo.llm import GenerationParams, get_backend
-from tfgrpo.server.latency_server import create_latency_app
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def test_latency_server_under_bounded_concurrency():
@@ -47,7 +49,8 @@ def _start(command: list[str], port: int) -> subprocess.Popen:
 def latency_process():
     port = free_port()
     code = (
-        f"from tfgrpo.server.latency_server import main; main(['--port', '{port}', '--delay', '0', '--text', 'pong'])"
+        f"import sys; sys.path.insert(0, {str(BENCH)!r}); "
+        f"from latency_server import main; main(['--port', '{port}', '--delay', '0', '--text', 'pong'])"
     )
     process = _start([sys.executable, "-c", code], port)
     yield f"http://127.0.0.1:{port}/v1"

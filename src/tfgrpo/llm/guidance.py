@@ -22,8 +22,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from ..core.experience import Experience
 from ..errors import ConfigError
-from ..experience import Experience
 
 ConstraintMode = Literal["strict", "ngram", "soft"]
 Tokenizer = Any

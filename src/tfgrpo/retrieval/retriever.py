@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.experience import Experience
 from ..errors import TFGRPOError
-from ..experience import Experience
 from .embedders import Embedder, make_embedder
 from .lexical import BM25Index, tokenize
 from .vectors import VectorIndex
 
 if TYPE_CHECKING:
-    from ..library import TrainingFreeGRPO
+    from ..core.library import TrainingFreeGRPO
 
 MODES = ("lexical", "semantic", "hybrid")
 

@@ -1,8 +1,8 @@
 """Paper mode (arXiv 2510.08191): natural-language lessons with stable ids, edited by the LLM from the
 semantic advantage of each group. See `trainer.py` for the step, `lessons.py` for the library."""
 
+from ..llm.cache import CachedBackend, LLMCache, cache_key
 from .attribution import AttributionReport, LessonAttribution, attribute_lessons
-from .cache import CachedBackend, LLMCache, cache_key
 from .lessons import DEFAULT_INSTRUCTION, ApplyResult, LessonDiff, LessonLibrary, Skipped, Version
 from .operations import Operation, ParseResult, extract_json, normalize_id, parse_operations
 from .prompts import SemanticPrompts

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..evaluate import EvalConfig, LessonCondition, Progress, paired_bootstrap_ci, score_condition
 from ..llm.base import Backend
+from ..loop.evaluate import EvalConfig, LessonCondition, Progress, paired_bootstrap_ci, score_condition
 from ..rewards.base import Reward
 from .lessons import LessonLibrary
 

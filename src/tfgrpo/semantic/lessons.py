@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.formats import atomic_write
+from ..core.store.sqlite import connect, transaction
 from ..errors import ConfigError, LibraryFormatError, LibraryNotFoundError
-from ..formats import atomic_write
-from ..store.sqlite import connect, transaction
 from .operations import Operation, clean_text, normalize_id
 
 log = logging.getLogger("tfgrpo.semantic")

@@ -31,14 +31,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from ..core.library import TrainingFreeGRPO
 from ..errors import ConfigError
-from ..library import TrainingFreeGRPO
 from ..llm.base import Backend, Generation, GenerationParams
+from ..llm.cache import CachedBackend, LLMCache
+from ..loop.rollouts import RolloutConfig, rollout_batch
+from ..loop.steps import StepRecord, run_steps
 from ..prompting import with_lessons
 from ..rewards.base import Reward, Score
-from ..rollouts import RolloutConfig, rollout_batch
-from ..steps import StepRecord, run_steps
-from .cache import CachedBackend, LLMCache
 from .lessons import LessonLibrary, Skipped
 from .operations import Operation, parse_operations
 from .prompts import SemanticPrompts, batch_prompt, clip, group_prompt, summary_prompt

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
+from ..errors import InvalidRolloutsError, LibraryNotFoundError, TFGRPOError
 from .advantages import compute_advantages
 from .config import GRPOConfig
-from .errors import InvalidRolloutsError, LibraryNotFoundError, TFGRPOError
 from .experience import Experience, check_metadata
 from .formats import fsync_dir, is_sqlite_file, is_sqlite_path, read_json, write_json
 from .sampler import AdvantageSampler
@@ -35,7 +35,7 @@ from .stats import GRPOStats
 from .store import SQLiteStore, Store, open_store
 
 if TYPE_CHECKING:
-    from .retrieval import Retriever
+    from ..retrieval import Retriever
 
 _COUNTERS = ("total_rollouts", "total_stored", "total_pruned", "total_loaded")
 
@@ -399,7 +399,7 @@ class TrainingFreeGRPO:
         library; it is kept in step with every later change. `embedder`: None (all-MiniLM-L6-v2), a
         sentence-transformers name or path, "openai:MODEL[@BASE_URL]" or an embedder object; `options`
         go to `tfgrpo.retrieval.Retriever`. Nothing is embedded before the first semantic query."""
-        from .retrieval import Retriever
+        from ..retrieval import Retriever
 
         if retriever is None:
             retriever = Retriever(embedder, **options)

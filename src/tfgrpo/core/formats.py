@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
-from .errors import LibraryFormatError, LibraryNotFoundError
+from ..errors import LibraryFormatError, LibraryNotFoundError
 from .experience import Experience
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")

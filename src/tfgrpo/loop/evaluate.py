@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import ConfigError
-from .library import TrainingFreeGRPO
-from .llm.base import Backend
-from .prompting import with_lessons
-from .rewards.base import Reward
+from ..core.library import TrainingFreeGRPO
+from ..errors import ConfigError
+from ..llm.base import Backend
+from ..prompting import with_lessons
+from ..rewards.base import Reward
 from .rollouts import RolloutConfig, rollout_batch
 
 if TYPE_CHECKING:
-    from .semantic.lessons import LessonLibrary
+    from ..semantic.lessons import LessonLibrary
 
 
 @dataclass(frozen=True)

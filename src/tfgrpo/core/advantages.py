@@ -6,7 +6,7 @@ import math
 import numbers
 from collections.abc import Sequence
 
-from .errors import InvalidRolloutsError
+from ..errors import InvalidRolloutsError
 
 
 def check_rewards(rewards: Sequence[float]) -> list[float]:

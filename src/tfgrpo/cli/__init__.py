@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .errors import TFGRPOError
+from ..errors import TFGRPOError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    from . import cli_run  # the model-facing commands live beside this file
+    from . import run as cli_run  # the model-facing commands
 
     cli_run.add_commands(command)
 
@@ -108,9 +108,9 @@ def _library_arg(p: argparse.ArgumentParser) -> None:
 
 def open_library(path: str, must_exist: bool = True):
     """A library from a path: SQLite files are opened write-through, JSON files loaded into memory."""
-    from .errors import LibraryNotFoundError
-    from .formats import is_sqlite_path
-    from .library import TrainingFreeGRPO
+    from ..core.formats import is_sqlite_path
+    from ..core.library import TrainingFreeGRPO
+    from ..errors import LibraryNotFoundError
 
     if must_exist and not os.path.exists(path):
         raise LibraryNotFoundError(f"no library at {path} (train one with `tfgrpo train --library {path}`)")
@@ -138,7 +138,7 @@ def _one_line(text: str, width: int = 160) -> str:
 
 
 def cmd_stats(args) -> None:
-    from .semantic import LessonLibrary
+    from ..semantic import LessonLibrary
 
     with open_library(args.library) as grpo:
         stats = grpo.stats()
@@ -178,7 +178,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_import(args) -> None:
-    from .formats import is_sqlite_path
+    from ..core.formats import is_sqlite_path
 
     with open_library(args.library, must_exist=False) as grpo:
         grpo.load_from_file(args.input)
@@ -190,9 +190,9 @@ def cmd_import(args) -> None:
 def cmd_lessons(args) -> None:
     import time
 
-    from .cli_run import check_lesson_path
-    from .errors import LibraryNotFoundError
-    from .semantic import LessonLibrary
+    from ..errors import LibraryNotFoundError
+    from ..semantic import LessonLibrary
+    from .run import check_lesson_path
 
     check_lesson_path(args.library)
     if args.action != "import" and not os.path.exists(args.library):

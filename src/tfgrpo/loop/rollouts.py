@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .library import TrainingFreeGRPO
-from .llm.base import Backend, Generation, GenerationParams
-from .prompting import PromptTemplate, build_prompt, select_examples
-from .rewards.base import Reward, Score
+from ..core.library import TrainingFreeGRPO
+from ..llm.base import Backend, Generation, GenerationParams
+from ..prompting import PromptTemplate, build_prompt, select_examples
+from ..rewards.base import Reward, Score
 
 
 @dataclass(frozen=True)

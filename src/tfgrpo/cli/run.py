@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def add_commands(command) -> None:
@@ -217,7 +217,7 @@ class LoadedTask(NamedTuple):
 
 def load_task(args) -> LoadedTask:
     """The bundled task or --data file named by the flags, split and limited."""
-    from .tasks import get_task, load_samples, split
+    from ..tasks import get_task, load_samples, split
 
     if args.data:
         samples = load_samples(args.data, prompt_field=args.prompt_field, answer_field=args.answer_field)
@@ -241,7 +241,7 @@ def load_task(args) -> LoadedTask:
 
 
 def make_reward(spec: str):
-    from . import rewards
+    from .. import rewards
 
     kind, _, arg = spec.partition(":")
     simple = {
@@ -269,14 +269,14 @@ def _parse_option(item: str) -> tuple[str, object]:
 
 
 def make_backend(args):
-    from .llm import get_backend
+    from ..llm import get_backend
 
     kwargs = {"concurrency": args.concurrency} if args.model.startswith(("openai", "http")) else {}
     return get_backend(args.model, **kwargs)
 
 
 def _rollout_settings(args, task: LoadedTask) -> dict:
-    from .prompting import PromptTemplate
+    from ..prompting import PromptTemplate
 
     return {
         "shots": args.shots,
@@ -304,9 +304,9 @@ def cmd_train(args) -> None:
 
 
 def _train_examples(args, backend, task: LoadedTask) -> None:
-    from .config import GRPOConfig
-    from .library import TrainingFreeGRPO
-    from .train import TrainConfig, train
+    from ..core.config import GRPOConfig
+    from ..core.library import TrainingFreeGRPO
+    from ..loop.train import TrainConfig, train
 
     config = TrainConfig(
         epochs=args.epochs,
@@ -332,7 +332,7 @@ def _train_examples(args, backend, task: LoadedTask) -> None:
 
 def check_lesson_path(path: str) -> None:
     """Lessons live in SQLite only: refuse a JSON library path before a database is written there."""
-    from .formats import is_sqlite_path
+    from ..core.formats import is_sqlite_path
 
     if not is_sqlite_path(path):
         raise ConfigError(f"lessons are kept in an SQLite library (.db, .sqlite); {path} is not one")
@@ -340,7 +340,7 @@ def check_lesson_path(path: str) -> None:
 
 def lesson_config(args, task: LoadedTask):
     """The `LessonConfig` of `train --strategy lessons`: the preset (if any), then the flags given."""
-    from .semantic import LessonConfig
+    from ..semantic import LessonConfig
 
     given = getattr(args, "given", None) or set()
     shared = {"epochs": args.epochs, "batch_size": args.batch_size, "group_size": args.group_size}
@@ -369,9 +369,9 @@ def lesson_config(args, task: LoadedTask):
 
 
 def _train_lessons(args, policy, task: LoadedTask) -> None:
-    from .library import TrainingFreeGRPO
-    from .llm import get_backend
-    from .semantic import LessonLibrary, LessonTrainer, LLMCache
+    from ..core.library import TrainingFreeGRPO
+    from ..llm import get_backend
+    from ..semantic import LessonLibrary, LessonTrainer, LLMCache
 
     check_lesson_path(args.library)
     config = lesson_config(args, task)
@@ -405,10 +405,10 @@ def _train_lessons(args, policy, task: LoadedTask) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .cli import open_library
-    from .errors import LibraryNotFoundError
-    from .evaluate import EvalConfig, LessonCondition, evaluate, print_progress
-    from .semantic import LessonLibrary
+    from ..errors import LibraryNotFoundError
+    from ..loop.evaluate import EvalConfig, LessonCondition, evaluate, print_progress
+    from ..semantic import LessonLibrary
+    from . import open_library
 
     task = load_task(args)
     config = EvalConfig(k=args.k, seed=args.seed, **_rollout_settings(args, task))
@@ -444,9 +444,9 @@ def cmd_eval(args) -> None:
 
 
 def cmd_attribute(args) -> None:
-    from .errors import LibraryNotFoundError
-    from .evaluate import EvalConfig, print_progress
-    from .semantic import LessonLibrary, attribute_lessons
+    from ..errors import LibraryNotFoundError
+    from ..loop.evaluate import EvalConfig, print_progress
+    from ..semantic import LessonLibrary, attribute_lessons
 
     check_lesson_path(args.library)
     if not os.path.exists(args.library):
@@ -465,13 +465,13 @@ def cmd_attribute(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from .config import GRPOConfig
-    from .evaluate import EvalConfig, evaluate, print_progress
-    from .library import TrainingFreeGRPO
-    from .llm import get_backend
-    from .prompting import PromptTemplate
-    from .tasks import get_task
-    from .train import TrainConfig, train
+    from ..core.config import GRPOConfig
+    from ..core.library import TrainingFreeGRPO
+    from ..llm import get_backend
+    from ..loop.evaluate import EvalConfig, evaluate, print_progress
+    from ..loop.train import TrainConfig, train
+    from ..prompting import PromptTemplate
+    from ..tasks import get_task
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -519,6 +519,6 @@ def cmd_demo(args) -> None:
 
 
 def cmd_serve_model(args) -> None:
-    from .server.model_server import run_model_server
+    from ..server.model_server import run_model_server
 
     run_model_server(args.model, args.host, args.port, args.model_name)

@@ -1,7 +1,7 @@
 """A model-free OpenAI-compatible server for benchmarks: every completion is a fixed text after a fixed
 delay, so a loop benchmark measures its own overhead (rollouts/s at high concurrency), not a model's.
 
-    python -m tfgrpo.server.latency_server --delay 0.05 --port 8001
+    python bench/latency_server.py --delay 0.05 --port 8001
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
-from .library import TrainingFreeGRPO
-from .llm.base import Backend
-from .rewards.base import Reward
+from ..core.library import TrainingFreeGRPO
+from ..errors import ConfigError
+from ..llm.base import Backend
+from ..rewards.base import Reward
 from .rollouts import RolloutConfig, rollout_batch
 from .steps import StepRecord, run_steps
 

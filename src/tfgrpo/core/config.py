@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import ConfigError, TFGRPOWarning
+from ..errors import ConfigError, TFGRPOWarning
 
 EvictionPolicy = Literal["lowest_advantage", "oldest"]
 

@@ -21,9 +21,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..core.store.sqlite import connect
 from ..errors import StoreError
-from ..llm.base import Backend, Generation, GenerationParams, Prompt, Usage, check_prompts
-from ..store.sqlite import connect
+from .base import Backend, Generation, GenerationParams, Prompt, Usage, check_prompts
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS lesson_llm_cache (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL)"""

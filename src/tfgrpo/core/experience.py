@@ -6,7 +6,7 @@ import math
 import time
 from typing import Any
 
-from .errors import InvalidRolloutsError, LibraryFormatError
+from ..errors import InvalidRolloutsError, LibraryFormatError
 
 
 class Experience:

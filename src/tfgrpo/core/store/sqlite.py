@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from ..errors import LibraryFormatError, StoreError
+from ...errors import LibraryFormatError, StoreError
 from ..experience import Experience
 from .base import LibraryState
 
