@@ -1,0 +1,101 @@
+"""Library commands: stats, sample, query, export, import."""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import TFGRPOError
+from .common import library_arg, open_library
+
+
+def add_commands(command) -> None:
+    p = command("stats", cmd_stats, "Print a library's statistics.")
+    library_arg(p)
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    p = command("sample", cmd_sample, "Draw experiences from a library by advantage.")
+    library_arg(p)
+    p.add_argument("-k", type=int, default=5, help="how many to draw")
+    p.add_argument("--distinct", action="store_true", help="no experience twice")
+    p.add_argument("--seed", type=int, default=None, help="seed for a reproducible draw")
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+
+    p = command("query", cmd_query, "Find a library's experiences for a prompt (prefix match), best first.")
+    library_arg(p)
+    p.add_argument("prompt", help="the prompt (stored prompts starting with it match)")
+    p.add_argument("-k", type=int, default=10, help="most experiences to show")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="metadata filter (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+
+    p = command("export", cmd_export, "Write a library to a file (.json: the spec's format; .db: SQLite).")
+    library_arg(p)
+    p.add_argument("output", help="file to write")
+
+    p = command("import", cmd_import, "Load a JSON or SQLite library file into a library (replacing its content).")
+    p.add_argument("input", help="file to read")
+    library_arg(p)
+
+
+def _print_experiences(experiences, as_json: bool) -> None:
+    for exp in experiences:
+        if as_json:
+            print(json.dumps({"id": exp.id, **exp.to_dict()}, ensure_ascii=False))
+        else:
+            print(f"[{exp.id}] advantage={exp.advantage:+.3f} metadata={exp._metadata or {}}")
+            print(f"  prompt:   {_one_line(exp.prompt)}")
+            print(f"  response: {_one_line(exp.response)}")
+
+
+def _one_line(text: str, width: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_stats(args) -> None:
+    from ..semantic import LessonLibrary
+
+    with open_library(args.library) as grpo:
+        stats = grpo.stats()
+    lessons = None
+    if LessonLibrary.present_in(args.library):  # paper mode's lessons, in the same file
+        with LessonLibrary(args.library) as lib:
+            lessons = {"count": len(lib), "version": lib.version}
+    if args.json:
+        print(json.dumps({**stats.to_dict(), **({"lessons": lessons} if lessons else {})}, indent=2))
+        return
+    print(stats.summary())
+    if lessons:
+        print(f"Lessons: {lessons['count']} at version {lessons['version']} (tfgrpo lessons show)")
+
+
+def cmd_sample(args) -> None:
+    with open_library(args.library) as grpo:
+        grpo.seed(args.seed)
+        _print_experiences(grpo.sample_multiple(args.k, replace=not args.distinct), args.json)
+
+
+def cmd_query(args) -> None:
+    where = {}
+    for item in args.where:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise TFGRPOError(f"--where takes KEY=VALUE, got {item!r}")
+        where[key] = value
+    with open_library(args.library) as grpo:
+        _print_experiences(grpo.get_experiences_for_prompt(args.prompt, k=args.k, where=where or None), args.json)
+
+
+def cmd_export(args) -> None:
+    with open_library(args.library) as grpo:
+        grpo.save_to_file(args.output)
+        print(f"wrote {grpo.library_size()} experiences to {args.output}")
+
+
+def cmd_import(args) -> None:
+    from ..core.formats import is_sqlite_path
+
+    with open_library(args.library, must_exist=False) as grpo:
+        grpo.load_from_file(args.input)
+        if not is_sqlite_path(args.library):  # a JSON library is a file to rewrite
+            grpo.save_to_file(args.library)
+        print(f"{args.library}: {grpo.library_size()} experiences after importing {args.input}")

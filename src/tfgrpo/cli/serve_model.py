@@ -1,0 +1,17 @@
+"""`tfgrpo serve-model`: a backend as an OpenAI-compatible HTTP API."""
+
+from __future__ import annotations
+
+
+def add_commands(command) -> None:
+    p = command("serve-model", cmd_serve_model, "Serve a backend as an OpenAI-compatible HTTP API.")
+    p.add_argument("--model", default="local", help="backend spec (see `train --help`)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model-name", default=None, help="the model id clients use (default: from the backend)")
+
+
+def cmd_serve_model(args) -> None:
+    from ..server.model_server import run_model_server
+
+    run_model_server(args.model, args.host, args.port, args.model_name)
