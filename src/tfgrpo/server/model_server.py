@@ -1,25 +1,32 @@
-"""`tfgrpo serve-model`: any backend behind an OpenAI-compatible HTTP API (chat and text completions),
-so that every OpenAI client, and `OpenAIBackend` itself, can use a local model."""
+"""`tfgrpo serve-model`: any backend behind an OpenAI-compatible HTTP API (chat and text completions,
+streamed or not), so that every OpenAI client, and `OpenAIBackend` itself, can use a local model.
+
+It is built to stay up: request limits (`ServerLimits`), features it does not implement refused by name,
+work cancelled when the client disconnects, and an optional API key. docs/reliability.md lists them."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException
 
-from ..errors import BackendError, ConfigError
-from ..llm.base import Backend, Generation, GenerationParams
+from ..errors import ConfigError
+from ..llm.base import Backend, Generation, GenerationParams, Prompt
+from .guards import ApiKey, BodyLimit
+from .limits import ServerLimits, check_limits
+from .openai_api import install_error_handlers, parse, read_json, refuse_unsupported
+from .streaming import ClientDisconnected, EventStream, until_disconnected
 
 
 class _Request(BaseModel):
-    """Fields shared by both endpoints; unknown fields are ignored, as OpenAI-compatible servers do."""
+    """Fields shared by both endpoints. Fields this server does not implement are refused before this
+    model sees them (`refuse_unsupported`); fields nobody documents are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -33,11 +40,10 @@ class _Request(BaseModel):
     seed: int | None = None
     logit_bias: dict[str, float] | None = None
     stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
 
     def params(self, max_tokens: int | None = None) -> GenerationParams:
         """Validated sampling parameters (ConfigError, hence a 400, when a value cannot work)."""
-        if self.stream:
-            raise ConfigError("stream=true is not supported by this server; send stream=false")
         return GenerationParams(
             n=1 if self.n is None else self.n,
             temperature=1.0 if self.temperature is None else self.temperature,
@@ -78,41 +84,86 @@ class CompletionRequest(_Request):
     prompt: str | list[str]
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": None}}, status)
-
-
 def _usage(groups: list[list[Generation]]) -> dict[str, int]:
     prompt = sum(group[0].prompt_tokens or 0 for group in groups if group)
     completion = sum(g.completion_tokens or 0 for group in groups for g in group)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def create_app(backend: Backend, model_name: str | None = None) -> FastAPI:
+def _include_usage(request: _Request) -> bool:
+    return bool((request.stream_options or {}).get("include_usage"))
+
+
+async def _stream_chunks(
+    backend: Backend, prompts: list[Prompt], params: GenerationParams, chat: bool, envelope: dict[str, Any], usage: bool
+) -> AsyncGenerator[dict[str, Any], None]:
+    """OpenAI chunks for `prompts` (choice index = prompt * n + choice), generated one prompt after the
+    other: a role chunk per chat choice, content deltas, a finish chunk per choice, and with `usage` a
+    last chunk with no choices and the token counts."""
+
+    def chunk(index: int, text: str | None = None, finish: str | None = None, role: bool = False) -> dict[str, Any]:
+        if chat:
+            delta = {"role": "assistant", "content": ""} if role else {} if text is None else {"content": text}
+            choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+        else:
+            choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+        return {**envelope, "choices": [choice]}
+
+    groups: list[list[Generation]] = []
+    for p, prompt in enumerate(prompts):
+        offset = p * params.n
+        if chat:
+            for i in range(params.n):
+                yield chunk(offset + i, role=True)
+        finals: dict[int, Generation] = {}
+        stream = backend.astream(prompt, params, chat=chat)
+        try:
+            async for delta in stream:
+                if delta.text:
+                    yield chunk(offset + delta.index, delta.text)
+                if delta.final is not None:
+                    finals[delta.index] = delta.final
+                    yield chunk(offset + delta.index, finish=delta.final.finish_reason or "stop")
+        finally:
+            await stream.aclose()
+        groups.append([finals[i] for i in sorted(finals)])
+    if usage:
+        yield {**envelope, "choices": [], "usage": _usage(groups)}
+
+
+def create_app(
+    backend: Backend,
+    model_name: str | None = None,
+    *,
+    limits: ServerLimits | None = None,
+    api_key: str | None = None,
+) -> FastAPI:
     """The OpenAI-compatible app. A blocking (local) backend generates in a worker thread, one request
-    at a time (the backend holds a lock), so the event loop keeps answering /health and queued clients."""
+    at a time (the backend holds a lock), so the event loop keeps answering /health and queued clients.
+    Every request body is checked against `limits` (defaults: `ServerLimits()`); with `api_key`, every
+    route but /health needs `Authorization: Bearer <api_key>`."""
     name = model_name or backend.model_name
+    limits = limits or ServerLimits()
     app = FastAPI(title="tfgrpo serve-model", version="1")
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if api_key:
+        app.add_middleware(ApiKey, api_key=api_key)  # outermost: no body is read for a wrong key
 
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return _error(400, f"{param or 'body'}: {first.get('msg', 'invalid request')}", param=param)
+    async def checked(request: Request, model: type[_Request]) -> Any:
+        body = await read_json(request)
+        refuse_unsupported(body)
+        check_limits(body, limits)
+        return parse(model, body)
 
-    @app.exception_handler(ConfigError)
-    async def bad_params(_: Request, exc: ConfigError) -> JSONResponse:
-        return _error(400, str(exc))
+    def envelope(kind: str, prefix: str) -> dict[str, Any]:
+        return {"id": f"{prefix}-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()), "model": name}
 
-    @app.exception_handler(BackendError)
-    async def backend_failed(_: Request, exc: BackendError) -> JSONResponse:
-        return _error(500, str(exc), "server_error")
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return _error(
-            exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500 else "server_error"
-        )
+    async def answer(request: Request, work) -> Any:
+        try:
+            return await until_disconnected(request.receive, work)
+        except ClientDisconnected:
+            return Response(status_code=499)  # nobody is listening; the backend work was cancelled
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -123,62 +174,79 @@ def create_app(backend: Backend, model_name: str | None = None) -> FastAPI:
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "tfgrpo"}]}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatRequest) -> dict[str, Any]:
-        params = request.params(request.max_completion_tokens)
-        group = await backend.agenerate([m.as_dict() for m in request.messages], params, chat=True)
-        choices = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": g.text},
-                "finish_reason": g.finish_reason,
-                "logprobs": None,
-            }
-            for i, g in enumerate(group)
-        ]
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": name,
-            "choices": choices,
-            "usage": _usage([group]),
-        }
+    async def chat_completions(request: Request) -> Any:
+        chat = await checked(request, ChatRequest)
+        params = chat.params(chat.max_completion_tokens)
+        messages = [m.as_dict() for m in chat.messages]
+        if chat.stream:
+            head = envelope("chat.completion.chunk", "chatcmpl")
+            return EventStream(_stream_chunks(backend, [messages], params, True, head, _include_usage(chat)))
+
+        async def work() -> dict[str, Any]:
+            group = await backend.agenerate(messages, params, chat=True)
+            choices = [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": g.text},
+                    "finish_reason": g.finish_reason,
+                    "logprobs": None,
+                }
+                for i, g in enumerate(group)
+            ]
+            return {**envelope("chat.completion", "chatcmpl"), "choices": choices, "usage": _usage([group])}
+
+        return await answer(request, work())
 
     @app.post("/v1/completions")
-    async def completions(request: CompletionRequest) -> dict[str, Any]:
-        params = request.params()
-        prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+    async def completions(request: Request) -> Any:
+        completion = await checked(request, CompletionRequest)
+        params = completion.params()
+        prompts = [completion.prompt] if isinstance(completion.prompt, str) else completion.prompt
         if not prompts:
             raise ConfigError("prompt must be a string or a non-empty list of strings")
-        groups = await asyncio.gather(*(backend.agenerate(p, params, chat=False) for p in prompts))
-        choices = [
-            {"index": i * params.n + j, "text": g.text, "finish_reason": g.finish_reason, "logprobs": None}
-            for i, group in enumerate(groups)
-            for j, g in enumerate(group)
-        ]
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": name,
-            "choices": choices,
-            "usage": _usage(groups),
-        }
+        if completion.stream:
+            head = envelope("text_completion", "cmpl")
+            return EventStream(_stream_chunks(backend, prompts, params, False, head, _include_usage(completion)))
+
+        async def work() -> dict[str, Any]:
+            groups = await asyncio.gather(*(backend.agenerate(p, params, chat=False) for p in prompts))
+            choices = [
+                {"index": i * params.n + j, "text": g.text, "finish_reason": g.finish_reason, "logprobs": None}
+                for i, group in enumerate(groups)
+                for j, g in enumerate(group)
+            ]
+            return {**envelope("text_completion", "cmpl"), "choices": choices, "usage": _usage(groups)}
+
+        return await answer(request, work())
 
     return app
 
 
 def serve(
-    backend: Backend, host: str = "127.0.0.1", port: int = 8000, model_name: str | None = None, log_level: str = "info"
+    backend: Backend,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    model_name: str | None = None,
+    log_level: str = "info",
+    *,
+    limits: ServerLimits | None = None,
+    api_key: str | None = None,
 ) -> None:
     """Serve `backend` until interrupted (Ctrl-C)."""
     import uvicorn
 
-    uvicorn.run(create_app(backend, model_name), host=host, port=port, log_level=log_level)
+    app = create_app(backend, model_name, limits=limits, api_key=api_key)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 def run_model_server(
-    backend_spec: str, host: str = "127.0.0.1", port: int = 8000, model_name: str | None = None
+    backend_spec: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    model_name: str | None = None,
+    *,
+    limits: ServerLimits | None = None,
+    api_key: str | None = None,
 ) -> None:
     """What `tfgrpo serve-model` runs: make the backend from its spec (see `tfgrpo.llm.get_backend`),
     serve it, and release it on exit."""
@@ -186,7 +254,8 @@ def run_model_server(
 
     backend = get_backend(backend_spec)
     try:
-        print(f"serving {model_name or backend.model_name} ({backend_spec}) at http://{host}:{port}/v1", flush=True)
-        serve(backend, host, port, model_name)
+        where = f"http://{host}:{port}/v1" + (" (API key required)" if api_key else "")
+        print(f"serving {model_name or backend.model_name} ({backend_spec}) at {where}", flush=True)
+        serve(backend, host, port, model_name, limits=limits, api_key=api_key)
     finally:
         backend.close()
