@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
 
-from starlette.responses import Response
+from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..errors import ConfigError, TFGRPOError
@@ -57,16 +57,15 @@ def sse(data: dict[str, Any] | str) -> bytes:
 DONE = sse("[DONE]")
 
 
-class EventStream(Response):
+class EventStream(StreamingResponse):
     """A `text/event-stream` response of OpenAI chunks: one event per dict that `events` yields, then
     `data: [DONE]`. When the client disconnects, `events` is closed at once (which cancels the work
     behind it). An error after the stream has begun is sent as a last `data: {"error": ...}` event, as
     OpenAI does, since the status line has already gone."""
 
-    media_type = "text/event-stream"
-
     def __init__(self, events: AsyncGenerator[dict[str, Any], None]) -> None:
-        super().__init__(headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+        super().__init__(events, media_type="text/event-stream", headers=headers)
         self.events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
