@@ -5,11 +5,15 @@ mean; rollouts above `min_advantage_threshold` are stored; stale and surplus exp
 later prompts draw experiences with P proportional to exp(advantage / temperature).
 
 Internals, all O(1) or O(log n) per experience:
-- `_order`: experiences in insertion (= time) order; removed ones are skipped and compacted lazily.
-  Stale experiences are pruned from its head.
+- `_order`: experiences in library order (insertion order: a loaded file's order, then what was added
+  since; also id order); removed ones are skipped and compacted lazily. While it is also in time order
+  (`_time_sorted`, the usual case), stale experiences are pruned from its head; otherwise `_by_age`,
+  a heap of (timestamp, id, experience) built when first needed, finds the oldest.
+- `_by_id`: id -> experience, for `get`.
 - `_heap`: (advantage, id, experience), the eviction order when over capacity (lowest first, ties
-  oldest first); entries of removed experiences are skipped when popped. Built on the first eviction
-  (None until then), so filling or loading a library below capacity never pays for it.
+  oldest first); entries of removed experiences are skipped when popped. Kept from the start and built
+  during a load (None with the "oldest" policy, or after a compaction until the next eviction), so the
+  first eviction of a large library does not stall to build it.
 - `_sampler`: buckets by advantage for O(1) weighted draws (see `sampler.py`).
 """
 
@@ -25,14 +29,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
-from ..errors import InvalidRolloutsError, LibraryNotFoundError, TFGRPOError
+from ..errors import ConfigError, InvalidRolloutsError, LibraryFormatError, LibraryNotFoundError, TFGRPOError
 from .advantages import compute_advantages
 from .config import GRPOConfig
-from .experience import Experience, check_metadata
-from .formats import fsync_dir, is_sqlite_file, is_sqlite_path, read_json, write_json
+from .experience import Experience, check_metadata, check_text, check_timestamp
+from .formats import fsync_dir, is_sqlite_file, is_sqlite_path, make_temp, read_json, write_json
 from .sampler import AdvantageSampler
 from .stats import GRPOStats
 from .store import SQLiteStore, Store, open_store
+from .store.sqlite import read_snapshot
 
 if TYPE_CHECKING:
     from ..retrieval import Retriever
@@ -41,7 +46,8 @@ _COUNTERS = ("total_rollouts", "total_stored", "total_pruned", "total_loaded")
 
 
 class ExperienceLibrary(Sequence[Experience]):
-    """Read-only view of the stored experiences, oldest first (`[-1]` is the newest)."""
+    """Read-only view of the stored experiences in library order: the order they were added in, a
+    loaded file's own order first (`[-1]` is the one added last)."""
 
     def __init__(self, owner: TrainingFreeGRPO) -> None:
         self._owner = owner
@@ -131,35 +137,59 @@ class TrainingFreeGRPO:
         self._sampler.clear()
         self._order: list[Experience] = []
         self._head = 0
-        self._heap: list[tuple[float, int, Experience]] | None = None
+        self._time_sorted = True
+        self._last_timestamp = -1  # of the last experience appended to _order
+        self._by_age: list[tuple[int, int, Experience]] | None = None
+        self._by_id: dict[int, Experience] = {}
+        self._heap: list[tuple[float, int, Experience]] | None = [] if self.config.eviction_policy != "oldest" else None
         self._stats_cache: GRPOStats | None = None
         if self._retriever is not None:
             self._retriever.clear()
 
     def _attach(self, store: Store, config: GRPOConfig | None) -> None:
-        state = store.load()
+        with _gc_paused():
+            state = store.load()
         if config is None and state.config is not None:
-            self._set_config(GRPOConfig.from_dict(state.config))
+            try:
+                self._set_config(GRPOConfig.from_dict(state.config))
+            except ConfigError as exc:
+                raise LibraryFormatError(
+                    f"{getattr(store, 'path', 'the store')}: stored config is invalid: {exc} "
+                    "(pass a config to use instead)"
+                ) from None
         self._store = store
         for name in _COUNTERS:
             setattr(self, name, int(state.counters.get(name, 0)))
         self.progress = state.progress
-        self._bulk_insert(state.experiences)
+        with _gc_paused():
+            self._bulk_insert(state.experiences)
+        _freeze_loaded(len(state.experiences))
         if state.config != self.config.to_dict():
             store.save_config(self.config.to_dict())
 
     def _bulk_insert(self, experiences: list[Experience]) -> None:
-        """Insert many experiences at once (ids kept when present), O(n log n)."""
-        experiences.sort(key=lambda e: e.timestamp)
+        """Insert many experiences at once, in their order (ids kept when present, ascending), O(n log n)."""
         add = self._sampler.add
+        by_id = self._by_id
+        last, in_order = self._last_timestamp, self._time_sorted
         for exp in experiences:
             if exp.id is None:
                 exp.id = self._next_id
             if exp.id >= self._next_id:
                 self._next_id = exp.id + 1
             add(exp)
+            by_id[exp.id] = exp
+            if exp.timestamp < last:
+                in_order = False
+            last = exp.timestamp
         self._order.extend(experiences)
-        self._heap = None
+        self._last_timestamp, self._time_sorted = last, in_order
+        if self._by_age is not None:
+            self._by_age.extend((e.timestamp, e.id, e) for e in experiences)
+            heapq.heapify(self._by_age)
+        if self._heap is not None:
+            self._heap.extend((e.advantage, e.id, e) for e in experiences)
+            heapq.heapify(self._heap)
         self._stats_cache = None
         if self._retriever is not None:
             self._retriever.add_many(experiences)
@@ -189,8 +219,8 @@ class TrainingFreeGRPO:
         `progress` (any JSON-serialisable dict, e.g. a training loop's position) is saved in that same
         transaction and read back as `self.progress`, so a resumed run neither repeats nor loses a group.
         """
-        prepared = [self._prepare_group(*group) for group in groups]
-        now = int(self._clock())
+        prepared = [self._prepare_group(*_check_group(i, group)) for i, group in enumerate(groups)]
+        now = check_timestamp(int(self._clock()), "the clock's time (Unix seconds)", TFGRPOError)
         counters = self._counters() if self._store is not None else None
         previous_progress = self.progress
         added_per_group = []
@@ -223,6 +253,9 @@ class TrainingFreeGRPO:
         metadata: dict[str, str] | None = None,
     ) -> tuple[int, list[tuple[str, str, float, dict | None]]]:
         """Check a group and pick what to store: (number of rollouts, [(prompt, response, advantage, metadata)])."""
+        for name, value in (("rollouts", rollouts), ("rewards", rewards)):
+            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                raise InvalidRolloutsError(f"{name} must be a list, got {type(value).__name__} {value!r:.80}")
         rollouts = [_check_rollout(i, r) for i, r in enumerate(rollouts)]
         rewards = list(rewards)
         if len(rollouts) != len(rewards):
@@ -254,7 +287,7 @@ class TrainingFreeGRPO:
                     self._insert(exp)
             # A re-inserted experience can be listed twice in _order (its old entry is live again).
             live = {id(e): e for e in self.experience_library}
-            self._order = sorted(live.values(), key=lambda e: (e.timestamp, e.id))
+            self._order = sorted(live.values(), key=lambda e: e.id)
             self._head = 0
             for name, value in counters_before.items():
                 setattr(self, name, value)
@@ -268,6 +301,12 @@ class TrainingFreeGRPO:
             self._next_id = exp.id + 1
         self._sampler.add(exp)
         self._order.append(exp)
+        self._by_id[exp.id] = exp
+        if exp.timestamp < self._last_timestamp:
+            self._time_sorted = False
+        self._last_timestamp = exp.timestamp
+        if self._by_age is not None:
+            heapq.heappush(self._by_age, (exp.timestamp, exp.id, exp))
         if self._heap is not None:
             heapq.heappush(self._heap, (exp.advantage, exp.id, exp))
         self._stats_cache = None
@@ -276,6 +315,7 @@ class TrainingFreeGRPO:
 
     def _remove(self, exp: Experience) -> None:
         self._sampler.remove(exp)
+        del self._by_id[exp.id]
         self._stats_cache = None
         if self._retriever is not None:
             self._retriever.remove(exp)
@@ -286,20 +326,16 @@ class TrainingFreeGRPO:
             self._head = 0
         if self._heap is not None and len(self._heap) > 2 * live + 64:
             self._heap = None  # rebuilt from the live experiences at the next eviction
+        if self._by_age is not None and len(self._by_age) > 2 * live + 64:
+            self._by_age = None  # rebuilt when next needed
 
     def _prune_incremental(self, now: int) -> list[Experience]:
-        """Stale experiences from the head of the time order, then the surplus over capacity."""
+        """Stale experiences, oldest first, then the surplus over capacity."""
         removed = []
         max_age = self.config.max_experience_age
-        while self._head < len(self._order):
-            exp = self._order[self._head]
-            if exp._pos < 0:
-                self._head += 1
-            elif now - exp.timestamp > max_age:
-                self._remove(exp)
-                removed.append(exp)
-            else:
-                break
+        while (exp := self._oldest()) is not None and now - exp.timestamp > max_age:
+            self._remove(exp)
+            removed.append(exp)
         while len(self._sampler) > self.config.max_library_size:
             exp = self._next_to_evict()
             self._remove(exp)
@@ -315,15 +351,28 @@ class TrainingFreeGRPO:
 
     def _next_to_evict(self) -> Experience:
         if self.config.eviction_policy == "oldest":
-            while self._order[self._head]._pos < 0:
-                self._head += 1
-            return self._order[self._head]
+            return self._oldest()
         if self._heap is None:
             self._heap = [(e.advantage, e.id, e) for e in self.experience_library]
             heapq.heapify(self._heap)
         while self._heap[0][2]._pos < 0:
             heapq.heappop(self._heap)
         return heapq.heappop(self._heap)[2]
+
+    def _oldest(self) -> Experience | None:
+        """The live experience with the earliest timestamp (ties: the lowest id), or None."""
+        if self._time_sorted:
+            order = self._order
+            while self._head < len(order) and order[self._head]._pos < 0:
+                self._head += 1
+            return order[self._head] if self._head < len(order) else None
+        if self._by_age is None:
+            self._by_age = [(e.timestamp, e.id, e) for e in self.experience_library]
+            heapq.heapify(self._by_age)
+        heap = self._by_age
+        while heap and heap[0][2]._pos < 0:
+            heapq.heappop(heap)
+        return heap[0][2] if heap else None
 
     def prune(self) -> int:
         """Remove every stale experience (a full scan, exact even if the clock went backwards) and the
@@ -379,6 +428,12 @@ class TrainingFreeGRPO:
         (min_similarity, mmr, mmr_lambda, advantage_weight, token_budget, ...) are those of
         `tfgrpo.retrieval.Retriever.search`.
         """
+        if not isinstance(prompt, str):
+            raise TFGRPOError(f"prompt must be a string, got {type(prompt).__name__} {prompt!r:.80}")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+            raise TFGRPOError(f"k must be a whole number >= 0 (or None for all), got {k!r}")
+        if where is not None:
+            check_metadata(where, TFGRPOError, "where")
         if mode != "prefix":
             if mode not in ("lexical", "semantic", "hybrid"):
                 raise TFGRPOError(
@@ -419,7 +474,8 @@ class TrainingFreeGRPO:
         return [e for e in self.experience_library if _matches(e, where)]
 
     def get(self, experience_id: int) -> Experience | None:
-        return next((e for e in self.experience_library if e.id == experience_id), None)
+        """The stored experience with this id, or None; O(1)."""
+        return self._by_id.get(experience_id)
 
     def stats(self) -> GRPOStats:
         if self._stats_cache is None:
@@ -468,21 +524,21 @@ class TrainingFreeGRPO:
 
     def _replace(self, experiences: list[Experience], counters: dict[str, int]) -> None:
         """Swap in a whole new content (pruned like new experiences), written through in one
-        transaction; on failure the old content is restored."""
-        old = (list(self.experience_library), self._counters())
-        self._reset_structures()
-        self._bulk_insert(experiences)
-        for name, value in counters.items():
-            setattr(self, name, value)
-        self.total_pruned += len(self._prune_all(int(self._clock())))
-        if self._store is None:
-            return
+        transaction; on any failure the old content is restored."""
+        old_experiences, old_counters, old_next_id = list(self.experience_library), self._counters(), self._next_id
         try:
-            self._store.replace(list(self.experience_library), self._counters())
+            self._reset_structures()
+            self._bulk_insert(experiences)
+            for name, value in counters.items():
+                setattr(self, name, value)
+            self.total_pruned += len(self._prune_all(int(self._clock())))
+            if self._store is not None:
+                self._store.replace(list(self.experience_library), self._counters())
         except BaseException:
             self._reset_structures()
-            self._bulk_insert(old[0])
-            for name, value in old[1].items():
+            self._next_id = old_next_id
+            self._bulk_insert(old_experiences)
+            for name, value in old_counters.items():
                 setattr(self, name, value)
             raise
 
@@ -498,9 +554,9 @@ class TrainingFreeGRPO:
 
     def _save_sqlite(self, path: str | os.PathLike) -> None:
         target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp")
-        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-            leftover.unlink(missing_ok=True)
+        fd, name = make_temp(target)
+        os.close(fd)  # an empty file: SQLite makes it a database
+        tmp = Path(name)
         try:
             store = SQLiteStore(tmp, durability="normal")
             try:
@@ -519,7 +575,8 @@ class TrainingFreeGRPO:
     def load_from_file(self, path: str | os.PathLike) -> None:
         """Replace the library with a file's experiences (JSON or SQLite, told apart by content).
 
-        The whole file is read and checked first: a bad file raises and leaves the library as it was.
+        The whole file is read and checked first: a bad file raises `LibraryFormatError` and leaves the
+        library (and its store) as it was. The file is only read, never changed. Its order is kept.
         Counters are kept; loaded experiences count as `total_loaded` and are pruned like new ones.
         """
         if not os.path.exists(path):
@@ -529,6 +586,7 @@ class TrainingFreeGRPO:
             counters = self._counters()
             counters["total_loaded"] += len(experiences)
             self._replace(experiences, counters)
+        _freeze_loaded(len(experiences))
 
     def close(self) -> None:
         """Close the store, if any (the library stays usable in memory)."""
@@ -553,27 +611,26 @@ class TrainingFreeGRPO:
         return f"<TrainingFreeGRPO {len(self)}/{self.config.max_library_size} experiences{where}>"
 
 
+def _check_group(i: int, group: object) -> tuple:
+    if not isinstance(group, (tuple, list)) or not 2 <= len(group) <= 3:
+        raise InvalidRolloutsError(f"group {i} must be a (rollouts, rewards, metadata) tuple, got {group!r:.80}")
+    return group
+
+
 def _check_rollout(i: int, rollout: object) -> tuple[str, str]:
-    if type(rollout) is tuple and len(rollout) == 2 and type(rollout[0]) is str and type(rollout[1]) is str:
-        return rollout  # the common case, checked cheaply
-    if (
-        not isinstance(rollout, (tuple, list))
-        or len(rollout) != 2
-        or not isinstance(rollout[0], str)
-        or not isinstance(rollout[1], str)
-    ):
+    if type(rollout) is tuple and len(rollout) == 2:
+        prompt, response = rollout
+        if type(prompt) is str and type(response) is str and prompt.isascii() and response.isascii():
+            return rollout  # the common case, checked cheaply
+    if not isinstance(rollout, (tuple, list)) or len(rollout) != 2:
         raise InvalidRolloutsError(f"rollout {i} must be a (prompt, response) pair of strings, got {rollout!r:.80}")
-    return rollout[0], rollout[1]
+    return check_text(rollout[0], f"rollout {i} prompt"), check_text(rollout[1], f"rollout {i} response")
 
 
 def _read_library_file(path: str | os.PathLike) -> list[Experience]:
     if not is_sqlite_file(path):
         return read_json(path)
-    store = SQLiteStore(path)
-    try:
-        experiences = store.load().experiences
-    finally:
-        store.close()
+    experiences = read_snapshot(path).experiences
     for exp in experiences:
         exp.id = None  # new ids in this library
     return experiences
@@ -590,6 +647,19 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+_FREEZE_AT = 100_000
+
+
+def _freeze_loaded(n: int) -> None:
+    """After a large load, move every object alive into the collector's permanent generation
+    (`gc.freeze()`): the loaded experiences live on and hold no cycles, and otherwise each of the next
+    full collections walks all of them (half a second at 1M, in the middle of an `add_rollout_group`).
+    Garbage already made is collected first, so freezing keeps nothing that would have been freed."""
+    if n >= _FREEZE_AT and gc.isenabled():
+        gc.collect()
+        gc.freeze()
 
 
 def _mean(values: list[float]) -> float:
