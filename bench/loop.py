@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tfgrpo import GRPOConfig, TrainingFreeGRPO
 from tfgrpo.llm.http import OpenAIBackend
-from tfgrpo.loop.train import TrainConfig, train
+from tfgrpo.loop import ExampleUpdate, TrainConfig, train
 from tfgrpo.rewards import FunctionReward
 
 G = 8
@@ -65,7 +65,7 @@ def run(url: str, concurrency: int, latency: float, steps: int, native_n: bool) 
     samples = [{"id": str(i), "prompt": f"What is {i} + {i + 1}?", "answer": 2 * i + 1} for i in range(batch * steps)]
     rng = random.Random(0)
     reward = FunctionReward(lambda prompt, response, sample: float(rng.random() < 0.5), name="coin")
-    config = TrainConfig(batch_size=batch, group_size=G, shots=2, chat=False, max_tokens=16, seed=0)
+    config = TrainConfig(batch_size=batch, group_size=G, shots=2, chat=False, max_tokens=16, seed=0, concurrency=batch)
     backend = OpenAIBackend(
         url,
         model="latency",
@@ -77,7 +77,7 @@ def run(url: str, concurrency: int, latency: float, steps: int, native_n: bool) 
     with tempfile.TemporaryDirectory() as tmp:
         grpo = TrainingFreeGRPO.open(os.path.join(tmp, "lib.db"), GRPOConfig(group_size=G), seed=0)
         cpu, wall = time.process_time(), time.perf_counter()
-        history = train(backend, samples, reward, grpo, config, on_step=lambda m, total: None)
+        history = train(backend, samples, reward, [ExampleUpdate(grpo)], config)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         grpo.close()
     backend.close()

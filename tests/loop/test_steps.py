@@ -16,8 +16,8 @@ class Metrics:
     global_step: int
     ids: list
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def run(path, done, epochs=2):

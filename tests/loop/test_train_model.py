@@ -5,8 +5,8 @@ import json
 import pytest
 
 from tfgrpo import ConfigError, TrainingFreeGRPO
+from tfgrpo.loop import ExampleUpdate, TrainConfig, train
 from tfgrpo.loop.evaluate import EvalConfig, evaluate
-from tfgrpo.loop.train import TrainConfig, train
 from tfgrpo.tasks import get_task
 
 pytestmark = pytest.mark.model
@@ -23,7 +23,8 @@ def test_training_fills_the_library_with_rollouts_that_beat_their_group(local_ba
     samples = task.load("train")[:4]
     grpo = TrainingFreeGRPO.open(tmp_path / "lib.db", seed=0)
     config = TrainConfig(batch_size=2, group_size=4, seed=0, **ROLLOUT)
-    history = train(local_backend, samples, task.reward, grpo, config, tmp_path / "m.jsonl", task_name="arithmetic")
+    updates = [ExampleUpdate(grpo, task_name="arithmetic")]
+    history = train(local_backend, samples, task.reward, updates, config, metrics_path=tmp_path / "m.jsonl")
 
     assert [m.global_step for m in history] == [1, 2]
     assert grpo.total_rollouts == 16 and grpo.progress["global_step"] == 2
@@ -40,7 +41,7 @@ def test_training_fills_the_library_with_rollouts_that_beat_their_group(local_ba
         assert exp.metadata["task"] == "arithmetic"
 
     # Everything is done: running again changes nothing.
-    assert train(local_backend, samples, task.reward, grpo, config) == []
+    assert train(local_backend, samples, task.reward, updates, config) == []
     assert grpo.total_rollouts == 16
     grpo.close()
 

@@ -1,6 +1,6 @@
 """Hostile critic output through the project's own `serve-model` app: a real uvicorn server on
 127.0.0.1 serving a scripted model (the only way to get each malformed answer on demand), queried by
-`OpenAIBackend` from a `LessonTrainer` step. Every case must leave a consistent library and say why."""
+`OpenAIBackend` from a `LessonUpdate` step. Every case must leave a consistent library and say why."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from llm.support import UvicornThread
 from tfgrpo.llm.base import Backend, Generation, Usage
 from tfgrpo.llm.http import OpenAIBackend
+from tfgrpo.loop import LessonUpdate, TrainConfig, train
 from tfgrpo.rewards.base import FunctionReward, Score
-from tfgrpo.semantic import LessonConfig, LessonLibrary, LessonTrainer, Operation
+from tfgrpo.semantic import LessonConfig, LessonLibrary, Operation
 from tfgrpo.server.model_server import create_app
 
 SAMPLES = [{"id": "a", "prompt": "What is 2+2?", "answer": "4"}]
@@ -103,14 +104,15 @@ def exact(prompt, response, sample):
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_step_survives_hostile_critic_output_served_by_serve_model(case, tmp_path, caplog):
     answer, lessons_after, reason = CASES[case]
-    config = LessonConfig(epochs=1, batch_size=1, group_size=2, max_words=12, critic_max_tokens=200, max_tokens=8)
+    config = TrainConfig(epochs=1, batch_size=1, group_size=2, max_tokens=8)
+    lessons = LessonConfig(max_words=12, critic_max_tokens=200)
     with UvicornThread(create_app(ScriptedModel(answer))) as server:
         with (
             OpenAIBackend(base_url=f"{server.url}/v1", model="scripted", max_retries=0, timeout=10) as llm,
             LessonLibrary(tmp_path / "run.db") as lib,
         ):
             lib.apply([Operation("add", "Read the question.")])
-            metrics = LessonTrainer(llm, FunctionReward(exact), lib, config).train(SAMPLES, on_step=lambda *a: None)
+            metrics = train(llm, SAMPLES, FunctionReward(exact), [LessonUpdate(lib, lessons)], config)
             assert lib.lessons == lessons_after and lib.progress["global_step"] == 1
             (step,) = metrics
             assert step.groups_with_signal == 1

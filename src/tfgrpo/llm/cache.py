@@ -47,6 +47,8 @@ class LLMCache:
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = None if path is None else Path(path)
+        self.hits = 0
+        """Prompts answered from the table, by every `CachedBackend` on this cache."""
         self._lock = threading.Lock()
         try:
             self._db = connect(self.path)
@@ -143,6 +145,8 @@ class CachedBackend(Backend):
         with self._lock:
             self.misses += len(missing)  # prompts sent (a prompt repeated in one call is sent once)
             self.hits += len(prompts) - len(missing)
+        with self.cache._lock:
+            self.cache.hits += len(prompts) - len(missing)
         if missing:
             first = [indices[0] for indices in missing.values()]
             fresh = self.backend.generate([prompts[i] for i in first], params, chat=chat)

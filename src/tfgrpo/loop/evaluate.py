@@ -4,18 +4,18 @@ interval for each condition's difference from the first one."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.knobs import knob
 from ..core.library import TrainingFreeGRPO
 from ..errors import ConfigError
 from ..llm.base import Backend
-from ..prompting import with_lessons
 from ..rewards.base import Reward
+from .progress import Progress as ProgressDisplay
 from .rollouts import RolloutConfig, rollout_batch
 
 if TYPE_CHECKING:
@@ -24,15 +24,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EvalConfig(RolloutConfig):
-    k: int = 4
-    """Samples per prompt."""
-    temperature: float = 0.3
-    seed: int = 1234
-    batch_size: int = 8
-    success_threshold: float = 1.0
-    """A sample counts as solved for Pass@k when its reward is at least this."""
-    bootstrap: int = 2000
-    """Bootstrap resamples for the confidence interval."""
+    """The knobs of a held-out evaluation (and, through `RolloutConfig`, of its prompts)."""
+
+    k: int = knob(4, "samples per prompt", minimum=1, flag="-k")
+    temperature: float = knob(0.3, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
+    seed: int = knob(1234, "seed of the examples drawn and the sampling (the same for every condition)")
+    batch_size: int = knob(8, "prompts per generation call", minimum=1)
+    success_threshold: float = knob(1.0, "a sample counts as solved for Pass@k when its reward is at least this")
+    bootstrap: int = knob(2000, "bootstrap resamples for the confidence intervals", minimum=100)
 
 
 @dataclass(frozen=True)
@@ -51,17 +50,28 @@ class LessonCondition:
         if self.placement not in ("system", "user"):
             raise ConfigError(f"lesson placement must be 'system' or 'user', got {self.placement!r}")
 
-    def apply(self, config: RolloutConfig) -> RolloutConfig:
-        """`config` with the lessons put into its prompt template."""
-        return replace(config, template=with_lessons(config.template, self.library.render(), self.placement))
+    def prompt_condition(self) -> dict:
+        """The `rollout_batch` keywords that put this condition into the prompt."""
+        return {"examples": self.examples, "lessons": self.library.render(), "placement": self.placement}
 
 
 Condition = TrainingFreeGRPO | LessonCondition | None
 
 
-def print_progress(condition: str, done: int, total: int) -> None:
-    """Plain progress lines on stderr (one per batch), for `evaluate(progress=...)`."""
-    print(f"eval {condition}: {done}/{total} prompts", file=sys.stderr, flush=True)
+def show_progress() -> Callable[[str, int, int], None]:
+    """A `progress` callback for `evaluate` and `attribute_lessons`: the package's progress display
+    (a bar on a terminal, lines otherwise), one per condition."""
+    displays: dict[str, ProgressDisplay] = {}
+
+    def report(condition: str, done: int, total: int) -> None:
+        display = displays.get(condition)
+        if display is None:
+            display = displays[condition] = ProgressDisplay(total, "prompt", label=f"eval {condition}")
+        display.update(done)
+        if done >= total:
+            display.close()
+
+    return report
 
 
 @dataclass
@@ -145,12 +155,11 @@ def score_condition(
 ) -> np.ndarray:
     """Rewards (prompts x k) for one condition; seeded per batch, so every condition meets the same
     randomness."""
-    if isinstance(grpo, LessonCondition):
-        config, grpo = grpo.apply(config), grpo.examples
+    condition = grpo.prompt_condition() if isinstance(grpo, LessonCondition) else {"examples": grpo}
     rows = []
     for start in range(0, len(samples), config.batch_size):
         batch = samples[start : start + config.batch_size]
-        _, scores = rollout_batch(backend, batch, reward, grpo, config.k, config, seed=config.seed + start)
+        _, scores = rollout_batch(backend, batch, reward, config.k, config, config.seed + start, **condition)
         rows.extend([[s.value for s in group] for group in scores])
         if progress is not None:
             progress(name, len(rows), len(samples))

@@ -1,69 +1,96 @@
 """One batch of rollouts, shared by training and evaluation: build each prompt with examples from the
-library, generate a group per prompt, score every rollout."""
+library and the lessons, generate a group per prompt, score every rollout."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ..core.knobs import check_knobs, knob
 from ..core.library import TrainingFreeGRPO
 from ..llm.base import Backend, Generation, GenerationParams
-from ..prompting import PromptTemplate, build_prompt, select_examples
+from ..prompting import PromptTemplate, build_prompt, select_examples, with_lessons
 from ..rewards.base import Reward, Score
+
+SELECT_MODES = ("sample", "retrieve")
+RETRIEVAL_MODES = ("lexical", "semantic", "hybrid")
 
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    shots: int = 2
-    """Few-shot examples from the library in each prompt."""
-    select: str = "sample"
-    """How examples are chosen: "sample" (by advantage) or "retrieve" (most relevant to the prompt)."""
-    retrieval_mode: str = "semantic"
-    """With select="retrieve": "lexical" (BM25), "semantic" (embeddings) or "hybrid"."""
-    token_budget: int = 512
-    """Most tokens the examples may take in one prompt."""
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_tokens: int = 128
-    stop: tuple[str, ...] = ()
-    template: PromptTemplate = field(default_factory=PromptTemplate)
-    chat: bool | None = None
-    """Send chat messages (True), plain text for completion (False), or the backend's default (None)."""
+    """How the policy is prompted and sampled; training, evaluation and serving share it."""
+
+    shots: int = knob(3, "few-shot examples from the library in each prompt", minimum=0)
+    select: str = knob(
+        "sample", "how examples are chosen: by advantage (sample) or by relevance (retrieve)", choices=SELECT_MODES
+    )
+    retrieval_mode: str = knob(
+        "semantic", "with select=retrieve: lexical (BM25), semantic (embeddings) or hybrid", choices=RETRIEVAL_MODES
+    )
+    token_budget: int = knob(512, "most tokens the examples may take in one prompt", minimum=0)
+    temperature: float = knob(0.7, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
+    top_p: float = knob(1.0, "nucleus sampling of the policy", minimum=0.0, maximum=1.0)
+    max_tokens: int = knob(128, "longest rollout, in tokens (the CLI's default: the task's hint)", minimum=1)
+    stop: tuple[str, ...] = knob((), "stop strings (the CLI's default: the task's)")
+    template: PromptTemplate = knob(
+        default_factory=PromptTemplate, help="how examples and the query are written", cli=False
+    )
+    chat: bool | None = knob(None, "send chat messages (true), plain text (false), or the backend's default")
+    concurrency: int = knob(
+        16, "prompts sent to a backend in one call (the backend bounds requests in flight)", minimum=1
+    )
+
+    def __post_init__(self) -> None:
+        check_knobs(self)
+        object.__setattr__(self, "stop", tuple(self.stop))
 
 
 def rollout_batch(
     backend: Backend,
     batch: Sequence[dict],
     reward: Reward,
-    grpo: TrainingFreeGRPO | None,
     n: int,
     config: RolloutConfig,
     seed: int,
+    *,
+    examples: TrainingFreeGRPO | None = None,
+    lessons: str = "",
+    placement: str = "system",
 ) -> tuple[list[list[Generation]], list[list[Score]]]:
-    """n generations per sample and their scores. `seed` fixes both the examples drawn from the
-    library and the sampling, so two conditions given the same seed meet the same randomness."""
-    if grpo is not None:
-        grpo.seed(seed)
-    prompts = [
-        build_prompt(
-            sample["prompt"],
-            select_examples(
-                grpo, sample["prompt"], config.shots, select=config.select, retrieval_mode=config.retrieval_mode
-            ),
-            config.template,
-            config.token_budget,
-            chat=config.chat is not False,
+    """n generations per sample and their scores, `config.concurrency` samples per backend call.
+    `examples` gives the few-shot examples, `lessons` (a rendered lesson block) goes into the prompt
+    by `with_lessons`. `seed` fixes both the examples drawn and the sampling, so two conditions given
+    the same seed meet the same randomness."""
+    template = with_lessons(config.template, lessons, placement)
+    groups: list[list[Generation]] = []
+    scores: list[list[Score]] = []
+    for start in range(0, len(batch), config.concurrency):
+        chunk = batch[start : start + config.concurrency]
+        chunk_seed = seed + start
+        if examples is not None:
+            examples.seed(chunk_seed)
+        prompts = [
+            build_prompt(
+                sample["prompt"],
+                select_examples(
+                    examples, sample["prompt"], config.shots, select=config.select, retrieval_mode=config.retrieval_mode
+                ),
+                template,
+                config.token_budget,
+                chat=config.chat is not False,
+            )
+            for sample in chunk
+        ]
+        params = GenerationParams(
+            n=n,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_tokens=config.max_tokens,
+            stop=list(config.stop) or None,
+            seed=chunk_seed,
         )
-        for sample in batch
-    ]
-    params = GenerationParams(
-        n=n,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        max_tokens=config.max_tokens,
-        stop=list(config.stop) or None,
-        seed=seed,
-    )
-    groups = backend.generate(prompts, params, chat=config.chat)
-    scores = reward.score_batch([(s["prompt"], g.text, s) for s, group in zip(batch, groups) for g in group])
-    return groups, [scores[i * n : (i + 1) * n] for i in range(len(batch))]
+        chunk_groups = backend.generate(prompts, params, chat=config.chat)
+        flat = reward.score_batch([(s["prompt"], g.text, s) for s, group in zip(chunk, chunk_groups) for g in group])
+        groups += chunk_groups
+        scores += [flat[i * n : (i + 1) * n] for i in range(len(chunk))]
+    return groups, scores

@@ -1,34 +1,15 @@
-"""The resumable step driver shared by both training loops (examples and lessons)."""
+"""The resumable step driver: epochs, batches in a seeded order, skipping what a previous run committed,
+one metrics line per step."""
 
 from __future__ import annotations
 
 import json
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-
-
-@dataclass
-class StepRecord:
-    """What both loops report for every step (their metrics classes add their own fields)."""
-
-    epoch: int
-    step: int
-    global_step: int
-    groups: int
-    groups_with_signal: int
-    reward_mean: float
-
-    @property
-    def signal_share(self) -> float:
-        return self.groups_with_signal / self.groups if self.groups else 0.0
-
-    def to_json(self) -> str:
-        return json.dumps({**asdict(self), "signal_share": self.signal_share}, ensure_ascii=False)
 
 
 def epoch_batches(samples: Sequence[dict], batch_size: int, seed: int, epoch: int) -> list[list[dict]]:
@@ -51,7 +32,7 @@ def run_steps(
 ) -> list:
     """Call `step(batch, epoch, step_in_epoch, global_step)` for every batch of every epoch, skipping the
     first `done` global steps (committed before a restart). Each step's metrics (an object with
-    `to_json()`) is appended to `metrics_path` as a JSON line and passed to `report(metrics, total)`."""
+    `to_dict()`) is appended to `metrics_path` as a JSON line and passed to `report(metrics, total)`."""
     if not samples:
         raise ConfigError("no training samples")
     total = -(-len(samples) // batch_size) * epochs
@@ -69,7 +50,7 @@ def run_steps(
                 metrics = step(batch, epoch, index, global_step)
                 history.append(metrics)
                 if log:
-                    log.write(metrics.to_json() + "\n")
+                    log.write(json.dumps(metrics.to_dict(), ensure_ascii=False) + "\n")
                     log.flush()
                 report(metrics, total)
     finally:

@@ -1,35 +1,27 @@
-"""Paper mode (arXiv 2510.08191): natural-language lessons with stable ids, edited by the LLM from the
-semantic advantage of each group. See `trainer.py` for the step, `lessons.py` for the library."""
+"""Paper mode (arXiv 2510.08191): natural-language lessons with stable ids, edited by an LLM critic from
+the semantic advantage of each group. `lessons.py` is the library, `critic.py` the three critic calls,
+`operations.py` the hostile-output parsing; the training strategy is `tfgrpo.loop.updates.LessonUpdate`."""
 
-from ..llm.cache import CachedBackend, LLMCache, cache_key
-from .attribution import AttributionReport, LessonAttribution, attribute_lessons
+from .critic import PRESETS, Critic, Critique, LessonConfig
 from .lessons import DEFAULT_INSTRUCTION, ApplyResult, LessonDiff, LessonLibrary, Skipped, Version
 from .operations import Operation, ParseResult, extract_json, normalize_id, parse_operations
 from .prompts import SemanticPrompts
-from .trainer import PRESETS, LessonConfig, LessonStepMetrics, LessonTrainer, rollout_with_lessons
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
     "PRESETS",
     "ApplyResult",
-    "AttributionReport",
-    "CachedBackend",
-    "LLMCache",
-    "LessonAttribution",
+    "Critic",
+    "Critique",
     "LessonConfig",
     "LessonDiff",
     "LessonLibrary",
-    "LessonStepMetrics",
-    "LessonTrainer",
     "Operation",
     "ParseResult",
     "SemanticPrompts",
     "Skipped",
     "Version",
-    "attribute_lessons",
-    "cache_key",
     "extract_json",
     "normalize_id",
     "parse_operations",
-    "rollout_with_lessons",
 ]

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..llm.base import Backend
-from ..loop.evaluate import EvalConfig, LessonCondition, Progress, paired_bootstrap_ci, score_condition
 from ..rewards.base import Reward
-from .lessons import LessonLibrary
+from ..semantic.lessons import LessonLibrary
+from .evaluate import EvalConfig, LessonCondition, Progress, paired_bootstrap_ci, score_condition
 
 
 @dataclass

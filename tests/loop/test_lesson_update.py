@@ -10,9 +10,11 @@ import pytest
 from llm.support import StandIn, chat_reply, error_reply
 from tfgrpo.errors import BackendError, ConfigError
 from tfgrpo.llm.base import GenerationParams
+from tfgrpo.llm.cache import CachedBackend, LLMCache
 from tfgrpo.llm.http import OpenAIBackend
+from tfgrpo.loop import LessonUpdate, TrainConfig, run_step, train
 from tfgrpo.rewards.base import FunctionReward, Score
-from tfgrpo.semantic import CachedBackend, LessonConfig, LessonLibrary, LessonTrainer, LLMCache, Operation
+from tfgrpo.semantic import LessonConfig, LessonLibrary, Operation
 
 SAMPLES = [
     {"id": "a", "prompt": "What is 2+2?", "answer": "4"},
@@ -88,15 +90,20 @@ def backend(stand_in):
     return OpenAIBackend(base_url=stand_in.url, model="scripted", max_retries=0, timeout=10)
 
 
-CONFIG = LessonConfig(epochs=1, batch_size=3, group_size=4, max_words=12, critic_max_tokens=200, max_tokens=16)
+CONFIG = TrainConfig(epochs=1, batch_size=3, group_size=4, max_tokens=16)
+LESSONS = LessonConfig(max_words=12, critic_max_tokens=200)
+
+
+def step(llm, samples, lib, config=CONFIG, lessons=LESSONS, global_step=1, **kwargs):
+    return run_step(
+        llm, samples, FunctionReward(exact), [LessonUpdate(lib, lessons, **kwargs)], config, global_step=global_step
+    )
 
 
 def test_one_step_turns_the_groups_difference_into_lessons(server, tmp_path, caplog):
-    reward = FunctionReward(exact)
     with backend(server) as llm, LessonLibrary(tmp_path / "run.db") as lib:
-        trainer = LessonTrainer(llm, reward, lib, CONFIG)
         with caplog.at_level(logging.WARNING, logger="tfgrpo.semantic"):
-            metrics = trainer.step(SAMPLES, global_step=1)
+            metrics = step(llm, SAMPLES, lib)
 
         # Rollouts: one request per sample (n=4 natively); summaries only for the 2 groups with signal.
         assert server.script.kinds.count("policy") == 3
@@ -148,7 +155,7 @@ def test_one_step_turns_the_groups_difference_into_lessons(server, tmp_path, cap
 
         # The next step's rollouts carry the lessons in the system message, with the instruction.
         server.requests.clear()
-        trainer.step(SAMPLES[:1], global_step=2)
+        step(llm, SAMPLES[:1], lib, global_step=2)
         system = server.bodies[0]["messages"][0]
         assert system["role"] == "system"
         assert "MUST" in system["content"] and "[G1]. Double-check the final sum." in system["content"]
@@ -157,7 +164,7 @@ def test_one_step_turns_the_groups_difference_into_lessons(server, tmp_path, cap
 def test_junk_everywhere_leaves_the_library_alone_and_says_why(tmp_path):
     script = Script(group_replies={"2+2": "As an AI, I think lessons are good.", "3+3": "[1, 2, {]"}, batch_reply="?")
     with StandIn(script) as stand_in, backend(stand_in) as llm, LessonLibrary(tmp_path / "run.db") as lib:
-        metrics = LessonTrainer(llm, FunctionReward(exact), lib, CONFIG).step(SAMPLES)
+        metrics = step(llm, SAMPLES, lib)
         assert lib.lessons == {} and lib.version == 1 and lib.progress["global_step"] == 1
         assert "batch" not in script.kinds  # nothing proposed: no consolidation call
         assert sum("no JSON found" in p for p in metrics.problems) == 2
@@ -167,7 +174,7 @@ def test_junk_everywhere_leaves_the_library_alone_and_says_why(tmp_path):
 def test_a_junk_consolidation_falls_back_to_the_groups_proposals(tmp_path):
     script = Script(batch_reply="I merged them all in my head.")
     with StandIn(script) as stand_in, backend(stand_in) as llm, LessonLibrary() as lib:
-        metrics = LessonTrainer(llm, FunctionReward(exact), lib, CONFIG).step(SAMPLES)
+        metrics = step(llm, SAMPLES, lib)
         assert lib.lessons == {"G0": "Add the numbers carefully.", "G1": "Double-check the final sum."}
         assert any("applying the groups' proposals directly" in p for p in metrics.problems)
         assert any("delete of G99, which does not exist" in p for p in metrics.problems)
@@ -175,13 +182,16 @@ def test_a_junk_consolidation_falls_back_to_the_groups_proposals(tmp_path):
 
 def test_a_resumed_run_makes_no_llm_call_twice(server, tmp_path):
     reward = FunctionReward(exact)
-    config = LessonConfig(epochs=2, batch_size=2, group_size=2, max_words=12, critic_max_tokens=200, max_tokens=16)
+    config = TrainConfig(epochs=2, batch_size=2, group_size=2, max_tokens=16)
+
+    def run(path, cache, on_step=lambda *a: 0):
+        with LessonLibrary(path) as lib, backend(server) as llm:
+            history = train(llm, SAMPLES, reward, [LessonUpdate(lib, LESSONS)], config, cache=cache, on_step=on_step)
+            return history, lib.lessons, lib.version, lib.progress
+
     # The reference: an uninterrupted run.
-    with backend(server) as llm, LessonLibrary(tmp_path / "ref.db") as lib:
-        LessonTrainer(llm, reward, lib, config, cache=LLMCache(tmp_path / "ref.db")).train(
-            SAMPLES, on_step=lambda *a: 0
-        )
-        reference_lessons, reference_calls = lib.lessons, len(server.requests)
+    _, reference_lessons, _, _ = run(tmp_path / "ref.db", LLMCache(tmp_path / "ref.db"))
+    reference_calls = len(server.requests)
     assert reference_calls > 10
 
     # A run killed in the middle of step 3: its consolidation request fails.
@@ -189,51 +199,48 @@ def test_a_resumed_run_makes_no_llm_call_twice(server, tmp_path):
     server.script.kinds.clear()
     path = tmp_path / "run.db"
     steps = []
-    with backend(server) as llm, LessonLibrary(path) as lib:
-        trainer = LessonTrainer(llm, reward, lib, config, cache=LLMCache(path))
-        original = trainer.step
 
-        def step(*args, **kwargs):
-            server.script.fail_batch = kwargs["global_step"] == 3
-            steps.append(kwargs["global_step"])
-            return original(*args, **kwargs)
+    def fail_after_step_2(metrics, total):
+        steps.append(metrics.global_step)
+        server.script.fail_batch = metrics.global_step == 2
 
-        trainer.step = step
-        with pytest.raises(BackendError, match="scripted failure"):
-            trainer.train(SAMPLES, on_step=lambda *a: 0)
-        assert lib.progress["global_step"] == 2 and steps == [1, 2, 3]
+    with pytest.raises(BackendError, match="scripted failure"):
+        run(path, LLMCache(path), on_step=fail_after_step_2)
+    with LessonLibrary(path) as lib:
+        assert lib.progress["global_step"] == 2 and steps == [1, 2]
         version_before = lib.version
     server.script.fail_batch = False
     calls_before_resume = len(server.requests)
 
     # Resume in a new process (new objects on the same file): only the failed request is sent again.
-    with backend(server) as llm, LessonLibrary(path) as lib, LLMCache(path) as cache:
-        assert lib.version == version_before
-        history = LessonTrainer(llm, reward, lib, config, cache=cache).train(SAMPLES, on_step=lambda *a: 0)
-        assert [m.global_step for m in history] == [3, 4]
-        # Every request of the reference run was made once, plus the one that failed.
-        assert len(server.requests) == reference_calls + 1
-        assert server.script.kinds[calls_before_resume] == "batch"  # step 3 resumed at its failed call
-        assert history[0].cache_hits > 0
-        assert lib.lessons == reference_lessons
+    with LLMCache(path) as cache:
+        history, lessons, version, _ = run(path, cache)
+    assert version > version_before
+    assert [m.global_step for m in history] == [3, 4]
+    # Every request of the reference run was made once, plus the one that failed.
+    assert len(server.requests) == reference_calls + 1
+    assert server.script.kinds[calls_before_resume] == "batch"  # step 3 resumed at its failed call
+    assert history[0].cache_hits > 0
+    assert lessons == reference_lessons
 
     # From a fresh library but the same cache: the whole run again with zero requests.
     server.requests.clear()
-    with backend(server) as llm, LessonLibrary(tmp_path / "again.db") as lib, LLMCache(path) as cache:
-        history = LessonTrainer(llm, reward, lib, config, cache=cache).train(SAMPLES, on_step=lambda *a: 0)
-        assert len(history) == 4 and sum(m.llm_requests for m in history) == 0
-        assert llm.usage.requests == 0 and len(server.requests) == 0
-        assert lib.lessons == reference_lessons
+    with LLMCache(path) as cache:
+        history, lessons, _, _ = run(tmp_path / "again.db", cache)
+    assert len(history) == 4 and sum(m.llm_requests for m in history) == 0
+    assert len(server.requests) == 0
+    assert lessons == reference_lessons
 
 
 def test_without_ground_truth_every_group_goes_on_and_the_critic_sees_no_answers(tmp_path):
     policy_script, critic_script = Script(), Script()
     with StandIn(policy_script) as policy_server, StandIn(critic_script) as critic_server:
         with backend(policy_server) as policy, backend(critic_server) as critic:
-            config = LessonConfig(epochs=1, batch_size=3, group_size=2, use_ground_truth=False, placement="user")
+            config = TrainConfig(epochs=1, batch_size=3, group_size=2)
+            lessons = LessonConfig(use_ground_truth=False, placement="user")
             lib = LessonLibrary()
             lib.apply([Operation("add", "Be brief.")])
-            metrics = LessonTrainer(policy, FunctionReward(exact), lib, config, critic=critic).step(SAMPLES)
+            metrics = step(policy, SAMPLES, lib, config, lessons, critic=critic)
     assert set(policy_script.kinds) == {"policy"} and "policy" not in critic_script.kinds
     assert critic_script.kinds.count("summary") == 6 and critic_script.kinds.count("group") == 3
     assert metrics.groups_with_signal == 2
@@ -247,9 +254,9 @@ def test_without_ground_truth_every_group_goes_on_and_the_critic_sees_no_answers
 def test_with_one_rollout_per_group_every_group_goes_to_the_critic_alone(server, tmp_path):
     """G=1, the paper's ablation without group comparison: no group can show signal, so every rollout
     is summarised and compared with nothing but its own reward and the reference."""
-    config = LessonConfig(epochs=1, batch_size=3, group_size=1, max_words=12, critic_max_tokens=200, max_tokens=16)
+    config = TrainConfig(epochs=1, batch_size=3, group_size=1, max_tokens=16)
     with backend(server) as llm, LessonLibrary(tmp_path / "g1.db") as lib:
-        metrics = LessonTrainer(llm, FunctionReward(exact), lib, config).step(SAMPLES, global_step=1)
+        metrics = step(llm, SAMPLES, lib, config)
     kinds = server.script.kinds
     assert kinds.count("policy") == 3 and kinds.count("summary") == 3 and kinds.count("group") == 3
     assert metrics.groups_with_signal == 0 and metrics.applied > 0 and len(lib) > 0
@@ -263,7 +270,7 @@ def test_training_prompts_the_policy_exactly_as_evaluation_does(tmp_path):
     """The lesson rollouts use the evaluation's template, stop strings and few-shot examples, with the
     lessons put in the same place, so what is learned is what is measured."""
     from tfgrpo import GRPOConfig, TrainingFreeGRPO
-    from tfgrpo.loop.evaluate import EvalConfig, LessonCondition, evaluate
+    from tfgrpo.loop import EvalConfig, ExampleUpdate, LessonCondition, evaluate
     from tfgrpo.prompting import PromptTemplate
 
     template = PromptTemplate(instruction="Reply with one number.")
@@ -274,9 +281,11 @@ def test_training_prompts_the_policy_exactly_as_evaluation_does(tmp_path):
     with StandIn(script) as stand_in, backend(stand_in) as llm:
         lib = LessonLibrary()
         lib.apply([Operation("add", "Be brief.")])
-        config = LessonConfig(epochs=1, batch_size=1, group_size=2, critic_max_tokens=200, **shared)
-        # 1+1 is always answered right: no signal, so the lessons stay as they are for the evaluation.
-        LessonTrainer(llm, FunctionReward(exact), lib, config, examples=examples).step(SAMPLES[2:])
+        config = TrainConfig(epochs=1, batch_size=1, group_size=2, **shared)
+        # 1+1 is always answered right: no signal, so both libraries stay as they are for the evaluation.
+        updates = [ExampleUpdate(examples), LessonUpdate(lib, LESSONS)]
+        run_step(llm, SAMPLES[2:], FunctionReward(exact), updates, config)
+        assert examples.library_size() == 1 and len(lib) == 1
         trained = stand_in.bodies[0]
         stand_in.bodies.clear()
         evaluate(
@@ -309,19 +318,19 @@ def test_the_cache_is_keyed_by_model_prompt_and_params(server, tmp_path):
 
 
 def test_paper_preset_and_config_checks():
-    paper = LessonConfig.preset("paper")
+    paper, critic = TrainConfig.preset("paper"), LessonConfig.preset("paper")
     assert (paper.epochs, paper.group_size, paper.batch_size) == (3, 5, 100)
-    assert (paper.temperature, paper.eval_temperature) == (0.7, 0.3)
-    assert LessonConfig.preset("paper", batch_size=10).batch_size == 10
+    assert (paper.temperature, critic.eval_temperature) == (0.7, 0.3)
+    assert TrainConfig.preset("paper", batch_size=10).batch_size == 10
     with pytest.raises(ConfigError, match="unknown preset"):
         LessonConfig.preset("nope")
     with pytest.raises(ConfigError, match="no field"):
-        LessonConfig.preset("paper", epoch=3)
-    assert LessonConfig(group_size=1).group_size == 1  # the paper's G=1 ablation
+        TrainConfig.preset("paper", epoch=3)
+    assert TrainConfig(group_size=1).group_size == 1  # the paper's G=1 ablation
     with pytest.raises(ConfigError, match="group_size"):
-        LessonConfig(group_size=0)
+        TrainConfig(group_size=0)
     with pytest.raises(ConfigError, match="shots"):
-        LessonConfig(shots=-1)
+        TrainConfig(shots=-1)
     with pytest.raises(ConfigError, match="placement"):
         LessonConfig(placement="assistant")
 
@@ -340,21 +349,14 @@ class Sabotage(Script):
 @pytest.mark.parametrize(("lesson", "accepted"), [("Always answer 5.", False), ("Add the numbers carefully.", True)])
 def test_validated_updates_keep_only_candidates_that_do_not_lower_the_reward(tmp_path, lesson, accepted):
     batch_reply = json.dumps([{"operation": "add", "text": lesson}])
-    config = LessonConfig(
-        epochs=1,
-        batch_size=3,
-        group_size=4,
-        max_tokens=16,
-        critic_max_tokens=200,
-        validate_margin=0.1,
-        validation_size=2,
-    )
+    lessons = LessonConfig(critic_max_tokens=200, validate_margin=0.1, validation_size=2)
     validation = [SAMPLES[0], SAMPLES[2]]
     with StandIn(Sabotage(batch_reply=batch_reply)) as stand_in:
         with backend(stand_in) as llm, LessonLibrary(tmp_path / "run.db") as lib:
             lib.apply([Operation("add", "Read the question.")])
             before = lib.version
-            metrics = LessonTrainer(llm, FunctionReward(exact), lib, config).train(SAMPLES, validation=validation)
+            updates = [LessonUpdate(lib, lessons)]
+            metrics = train(llm, SAMPLES, FunctionReward(exact), updates, CONFIG, validation=validation)
             (m,) = metrics
             assert m.validation_current == pytest.approx(0.75)  # a: 2/4 right, c: 4/4 right
             assert m.accepted is accepted and lib.progress["global_step"] == 1
@@ -364,7 +366,7 @@ def test_validated_updates_keep_only_candidates_that_do_not_lower_the_reward(tmp
                 assert lib.history()[-1].context["validation"]["accepted"] is True
             else:
                 assert m.validation_candidate == 0.0
-                assert lib.lessons == {"G0": "Read the question."} and m.version == lib.version == before + 2
+                assert lib.lessons == {"G0": "Read the question."} and m.lesson_version == lib.version == before + 2
                 rejected = lib.get_version(m.rejected_version)
                 assert rejected.kind == "rejected" and rejected.lessons == {"G0": "Read the question.", "G1": lesson}
                 assert rejected.context["validation"] == {

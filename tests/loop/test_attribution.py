@@ -7,9 +7,9 @@ import pytest
 
 from llm.support import StandIn, chat_reply
 from tfgrpo.llm.http import OpenAIBackend
-from tfgrpo.loop.evaluate import EvalConfig
+from tfgrpo.loop import EvalConfig, attribute_lessons
 from tfgrpo.rewards.base import FunctionReward, Score
-from tfgrpo.semantic import LessonLibrary, Operation, attribute_lessons
+from tfgrpo.semantic import LessonLibrary, Operation
 
 QUESTION = re.compile(r"What is (\d+)\+(\d+)\?")
 KEY = "Add the two numbers exactly."

@@ -4,7 +4,9 @@ consistent."""
 
 import pytest
 
-from tfgrpo.semantic import LessonConfig, LessonLibrary, LessonTrainer, LLMCache, Operation
+from tfgrpo.llm.cache import LLMCache
+from tfgrpo.loop import LessonUpdate, TrainConfig, train
+from tfgrpo.semantic import LessonConfig, LessonLibrary, Operation
 from tfgrpo.tasks import get_task
 
 pytestmark = pytest.mark.model
@@ -13,22 +15,17 @@ pytestmark = pytest.mark.model
 def test_a_step_on_the_bundled_model_survives_its_output(local_backend, tmp_path):
     task = get_task("arithmetic", n=10, seed=5)
     samples = task.load("train")[:1]
-    config = LessonConfig(
-        epochs=1,
-        batch_size=1,
-        group_size=2,
-        max_tokens=8,
+    config = TrainConfig(epochs=1, batch_size=1, group_size=2, max_tokens=8, seed=0)
+    lessons = LessonConfig(
         critic_max_tokens=40,
         use_ground_truth=False,  # every group goes on, so all three critic prompts are exercised
         task_objective="answer arithmetic questions with a single number",
-        seed=0,
     )
     path = tmp_path / "run.db"
     with LessonLibrary(path) as lib, LLMCache(path) as cache:
         lib.apply([Operation("add", "Compute step by step, then give only the number.")])
         before = local_backend.usage.snapshot()
-        trainer = LessonTrainer(local_backend, task.reward, lib, config, cache=cache)
-        [metrics] = trainer.train(samples, on_step=lambda *a: None)
+        [metrics] = train(local_backend, samples, task.reward, [LessonUpdate(lib, lessons)], config, cache=cache)
 
         spent = local_backend.usage.snapshot() - before
         # 1 rollout request (n=2), a summary per distinct rollout (the cache asks a repeated prompt once),
@@ -49,14 +46,12 @@ def test_a_step_on_the_bundled_model_survives_its_output(local_backend, tmp_path
             assert version.context["critiques"][0]["problems"]  # junk, and it says so
         assert lib.lessons  # the seeded lesson is still there unless an operation validly removed it
         for lesson_id, text in lib.lessons.items():
-            assert lesson_id.startswith("G") and text and len(text.split()) <= config.max_words
+            assert lesson_id.startswith("G") and text and len(text.split()) <= lessons.max_words
 
         # Run again on the same file from scratch: every call comes from the cache.
         with LessonLibrary(tmp_path / "again.db") as again:
             again.apply([Operation("add", "Compute step by step, then give only the number.")])
             before = local_backend.usage.snapshot()
-            LessonTrainer(local_backend, task.reward, again, config, cache=cache).train(
-                samples, on_step=lambda *a: None
-            )
+            train(local_backend, samples, task.reward, [LessonUpdate(again, lessons)], config, cache=cache)
             assert (local_backend.usage.snapshot() - before).requests == 0
             assert again.lessons == lib.lessons

@@ -1,0 +1,186 @@
+"""One Training-Free GRPO step, as the paper writes it: for each prompt of the batch, generate a group
+conditioned on what the libraries hold, score it, find the groups with signal, and let each update
+strategy turn the groups into library changes (examples by advantage, lessons by the critic), each
+committed together with the step's position so a killed run resumes without double counting."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..llm.base import Backend, Generation
+from ..llm.cache import CachedBackend, LLMCache
+from ..rewards.base import Reward, Score
+from .rollouts import rollout_batch
+
+if TYPE_CHECKING:
+    from ..core.library import TrainingFreeGRPO
+    from .training import TrainConfig
+    from .updates import Update
+
+
+@dataclass
+class Group:
+    """One prompt's rollouts and their scores."""
+
+    sample: dict
+    responses: list[str]
+    scores: list[Score]
+
+    @property
+    def rewards(self) -> list[float]:
+        return [s.value for s in self.scores]
+
+    @property
+    def has_signal(self) -> bool:
+        """Better and worse rollouts to compare: the only groups with a non-zero advantage."""
+        return len(self.scores) > 1 and statistics.pstdev(self.rewards) > 0
+
+    @property
+    def sample_id(self) -> str:
+        return str(self.sample.get("id", ""))
+
+
+@dataclass
+class StepContext:
+    """What an update strategy may use while it commits a step."""
+
+    policy: Backend
+    """The model being improved (behind the run's LLM cache, when there is one)."""
+    reward: Reward
+    config: TrainConfig
+    seed: int
+    global_step: int
+    progress: dict | None
+    """Saved with the update, so a resumed run knows where it stopped (None: not a training run)."""
+    cache: LLMCache | None = None
+    examples: TrainingFreeGRPO | None = None
+    """The examples library whose few-shot examples went into the rollouts' prompts."""
+    validation: list[dict] | None = None
+    """Samples for validated updates (None: the step's batch)."""
+
+
+@dataclass
+class StepMetrics:
+    """One line of the metrics log: the step's own figures, then each update strategy's."""
+
+    epoch: int
+    step: int
+    global_step: int
+    groups: int
+    groups_with_signal: int
+    reward_mean: float
+    llm_requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    cache_hits: int
+    seconds: float
+    updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per strategy name ("examples", "lessons"), the figures its commit returned."""
+
+    @property
+    def signal_share(self) -> float:
+        return self.groups_with_signal / self.groups if self.groups else 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        # An update's figure read as an attribute: `metrics.stored`, `metrics.lesson_version`.
+        if name != "updates":
+            for figures in self.__dict__.get("updates", {}).values():
+                if name in figures:
+                    return figures[name]
+        raise AttributeError(f"StepMetrics has no field {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        common = {k: v for k, v in asdict(self).items() if k != "updates"}
+        flat = {**common, "signal_share": self.signal_share, "strategies": list(self.updates)}
+        for figures in self.updates.values():
+            flat.update(figures)
+        return flat
+
+
+def step_seed(seed: int, global_step: int) -> int:
+    """The one seed rule: every step of every strategy draws from (run seed, step)."""
+    return seed * 1_000_003 + global_step
+
+
+def run_step(
+    policy: Backend,
+    batch: Sequence[dict],
+    reward: Reward,
+    updates: Sequence[Update],
+    config: TrainConfig,
+    *,
+    epoch: int = 0,
+    step: int = 0,
+    global_step: int = 1,
+    cache: LLMCache | None = None,
+    validation: list[dict] | None = None,
+    progress_extra: dict | None = None,
+) -> StepMetrics:
+    started = time.perf_counter()
+    raw = _raw_backends(policy, updates)
+    usage_before = [b.usage.snapshot() for b in raw]
+    hits_before = cache.hits if cache is not None else 0
+    seed = step_seed(config.seed, global_step)
+    cached_policy = CachedBackend(policy, cache, namespace="policy") if cache is not None else policy
+    condition: dict[str, Any] = {}
+    for update in updates:
+        condition.update(update.prompt_condition())
+    ctx = StepContext(
+        policy=cached_policy,
+        reward=reward,
+        config=config,
+        seed=seed,
+        global_step=global_step,
+        progress={"epoch": epoch, "step": step, "global_step": global_step, **(progress_extra or {})},
+        cache=cache,
+        examples=condition.get("examples"),
+        validation=validation,
+    )
+
+    # 1-2. A group of G rollouts per prompt, prompted with what the libraries hold; a reward for each.
+    generations, scores = rollout_batch(cached_policy, batch, reward, config.group_size, config, seed, **condition)
+    groups = [
+        Group(sample, _texts(gens), group_scores) for sample, gens, group_scores in zip(batch, generations, scores)
+    ]
+
+    # 3-4. Advantages within each group, and the library updates: each strategy commits the step with
+    #      its position (a strategy that had committed this step before a restart is not asked again).
+    figures = {u.name: u.commit(groups, ctx) for u in updates if u.done() < global_step}
+
+    spent = [b.usage.snapshot() - before for b, before in zip(raw, usage_before)]
+    rewards = [r for g in groups for r in g.rewards]
+    return StepMetrics(
+        epoch=epoch,
+        step=step,
+        global_step=global_step,
+        groups=len(groups),
+        groups_with_signal=sum(g.has_signal for g in groups),
+        reward_mean=sum(rewards) / len(rewards) if rewards else 0.0,
+        llm_requests=sum(u.requests for u in spent),
+        prompt_tokens=sum(u.prompt_tokens for u in spent),
+        completion_tokens=sum(u.completion_tokens for u in spent),
+        cost=sum(u.cost for u in spent),
+        cache_hits=(cache.hits - hits_before) if cache is not None else 0,
+        seconds=time.perf_counter() - started,
+        updates=figures,
+    )
+
+
+def _texts(generations: list[Generation]) -> list[str]:
+    # Model output is untrusted text: a lone surrogate (which no UTF-8 file can hold) becomes U+FFFD here,
+    # before it reaches a library whose every later save it would break.
+    return [g.text.encode("utf-16", "surrogatepass").decode("utf-16", "replace") for g in generations]
+
+
+def _raw_backends(policy: Backend, updates: Sequence[Update]) -> list[Backend]:
+    """Every model the step may call, once each, for its usage."""
+    backends: dict[int, Backend] = {id(policy): policy}
+    for update in updates:
+        for backend in update.backends():
+            backends.setdefault(id(backend), backend)
+    return list(backends.values())

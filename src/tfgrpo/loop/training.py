@@ -1,0 +1,158 @@
+"""Training: the step (`step.run_step`) over every batch of every epoch, with one or more update
+strategies (`ExampleUpdate`, `LessonUpdate`, or both in the same step), resumable.
+
+Each strategy commits a step together with its position and the run's identity, so a killed run that is
+started again continues at the next step without redoing or double-counting a group, and a rerun whose
+data, seed, batch size or group size differ is refused instead of silently misaligning the batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.knobs import knob, replace_known
+from ..errors import ConfigError
+from ..llm.base import Backend
+from ..llm.cache import LLMCache
+from ..rewards.base import Reward
+from .progress import Progress
+from .rollouts import RolloutConfig
+from .step import StepMetrics, run_step
+from .steps import run_steps
+from .updates import Update
+
+
+@dataclass(frozen=True)
+class TrainConfig(RolloutConfig):
+    """The knobs of a training run (and, through `RolloutConfig`, of its rollouts' prompts)."""
+
+    epochs: int = knob(1, "passes over the training samples", minimum=1)
+    batch_size: int = knob(4, "prompts per step (each strategy commits once per step)", minimum=1)
+    group_size: int = knob(8, "rollouts per prompt (G)", minimum=1, flag="--group-size")
+    seed: int = knob(0, "seed of the batch order, the examples drawn and the sampling")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """A named preset with some fields changed: "paper" (3 epochs, G=5, one batch of the whole
+        100-sample training set, temperature 0.7)."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+        return replace_known(PRESETS[name], overrides)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(epochs=3, batch_size=100, group_size=5, temperature=0.7),
+}
+
+RUN_FIELDS = ("seed", "batch_size", "group_size")
+"""The settings that fix which samples each step sees (besides the data itself)."""
+
+
+def train(
+    policy: Backend,
+    samples: Sequence[dict],
+    reward: Reward,
+    updates: Sequence[Update],
+    config: TrainConfig = TrainConfig(),
+    *,
+    cache: LLMCache | None = None,
+    metrics_path: str | Path | None = None,
+    on_step: Callable[[StepMetrics, int], None] | None = None,
+    validation: Sequence[dict] | None = None,
+    run: dict[str, Any] | None = None,
+) -> list[StepMetrics]:
+    """Run (or resume) training; returns the metrics of the steps run now.
+
+    `updates`: the strategies, each committing every step. `cache`: every call of the policy and the
+    critic goes through it, so a resumed run pays once. `validation`: the samples validated lesson
+    updates draw from (default: each step's batch). `run`: what else identifies the run (e.g. the data
+    file's name), stored and checked on resume with the data fingerprint and `RUN_FIELDS`.
+    """
+    if not updates:
+        raise ConfigError("train needs at least one update strategy (ExampleUpdate, LessonUpdate)")
+    for update in updates:
+        update.check(config.group_size)
+    identity = run_identity(samples, config, run)
+    check_resume(updates, identity)
+    done = min(u.done() for u in updates)
+    total = -(-len(samples) // config.batch_size) * config.epochs
+    display = Progress(total, "step", label="train")
+
+    def report(metrics: StepMetrics, total: int) -> None:
+        display.update(metrics.global_step, _summary(metrics))
+        if on_step is not None:
+            on_step(metrics, total)
+
+    with display:
+        return run_steps(
+            samples,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            done=done,
+            step=lambda batch, epoch, step, global_step: run_step(
+                policy,
+                batch,
+                reward,
+                updates,
+                config,
+                epoch=epoch,
+                step=step,
+                global_step=global_step,
+                cache=cache,
+                validation=list(validation) if validation else None,
+                progress_extra={"run": identity},
+            ),
+            report=report,
+            metrics_path=metrics_path,
+        )
+
+
+def run_identity(samples: Sequence[dict], config: TrainConfig, run: dict[str, Any] | None) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    for sample in samples:
+        digest.update(json.dumps([str(sample.get("id", "")), sample["prompt"]], ensure_ascii=False).encode())
+    return {
+        **(run or {}),
+        "samples": len(samples),
+        "data_fingerprint": digest.hexdigest()[:16],
+        **{name: getattr(config, name) for name in RUN_FIELDS},
+    }
+
+
+def check_resume(updates: Sequence[Update], identity: dict[str, Any]) -> None:
+    """Refuse to continue a library trained with other data or settings: its stored position would
+    point into different batches."""
+    for update in updates:
+        stored = update.stored_run()
+        if update.done() == 0 or stored is None:
+            continue
+        differences = [
+            f"{key}: {stored.get(key)!r} in the library, {identity.get(key)!r} now"
+            for key in sorted(set(stored) | set(identity))
+            if stored.get(key) != identity.get(key)
+        ]
+        if differences:
+            raise ConfigError(
+                f"this library's {update.name} were trained (up to step {update.done()}) by a different run: "
+                + "; ".join(differences)
+                + ". Rerun with the same settings to resume, or train into a new library file "
+                "(another --library path) to start over."
+            )
+
+
+def _summary(m: StepMetrics) -> str:
+    parts = [f"reward {m.reward_mean:.3f}", f"signal {m.groups_with_signal}/{m.groups}"]
+    if "examples" in m.updates:
+        parts.append(f"+{m.stored} -{m.pruned} | library {m.library_size}")
+    if "lessons" in m.updates:
+        parts.append(f"ops {m.applied} applied, {m.skipped} skipped | lessons {m.lessons} (v{m.lesson_version})")
+        if m.accepted is not None:
+            verdict = "accepted" if m.accepted else "rejected"
+            parts.append(f"validation {m.validation_current:.3f} -> {m.validation_candidate:.3f} {verdict}")
+    return " | ".join(parts) + f" | {m.seconds:.1f}s"
