@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from .. import __version__
 from ..errors import TFGRPOError
+from .options import FILE_VALUES, apply_config_file
 
 COMMAND_MODULES = ("demo", "train", "eval", "serve_model", "library", "lessons")
 
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "config", None):
+            # The file's values become the command's defaults, so the flags given win on a second parse.
+            values = apply_config_file(args._config_parser, args.config)
+            args = parser.parse_args(argv)
+            setattr(args, FILE_VALUES, values)
         return args.func(args) or 0
     except TFGRPOError as exc:
         print(f"tfgrpo: error: {exc}", file=sys.stderr)

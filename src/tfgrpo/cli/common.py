@@ -53,69 +53,52 @@ def require_lesson_library(path: str) -> None:
 
 def task_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("task")
-    g.add_argument("--task", default="arithmetic", help="bundled task: arithmetic, humaneval, math")
+    g.add_argument(
+        "--task",
+        default="arithmetic",
+        help="bundled task (arithmetic, humaneval, math) or your own factory returning a tfgrpo.tasks.Task: "
+        "module:function or path/to/file.py:function (called with the --task-option values)",
+    )
     g.add_argument(
         "--task-option", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. difficulty=medium"
     )
-    g.add_argument("--data", default=None, help="your dataset (.jsonl, .csv, .parquet) instead of a bundled task")
+    g.add_argument("--data", default=None, help="your dataset (.jsonl, .csv, .parquet) instead of a task")
     g.add_argument("--prompt-field", default="prompt", help="dataset field holding the prompt")
     g.add_argument("--answer-field", default="answer", help="dataset field holding the reference answer")
     g.add_argument(
         "--reward",
         default="numeric",
-        help="reward for --data: numeric, exact, math, regex:PATTERN, unittest, compiler",
+        help="reward for --data: numeric, exact, math, regex:PATTERN, unittest, compiler, or your own: "
+        "module:name or path/to/file.py:name naming a Reward (instance or class) or a function "
+        "(prompt, response, sample) -> float",
     )
-    g.add_argument("--test-fraction", type=float, default=0.2, help="held-out share for --data")
-    g.add_argument("--limit", type=int, default=None, help="use at most this many prompts of the split")
-
-
-def model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
+    g.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of --data (without --eval-data)")
     g.add_argument(
+        "--eval-data",
+        default=None,
+        metavar="FILE",
+        help="your held-out file (same fields as --data): eval and attribute use it instead of the split, and "
+        "train then uses all of --data",
+    )
+    g.add_argument("--limit", type=int, default=None, help="use at most this many prompts of each side")
+    g.add_argument(
+        "--instruction", default=None, help="instruction before the examples and the query (default: the task's)"
+    )
+
+
+def model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
         "--model",
         default="local",
         help="'local' (bundled SmolLM2-135M-Instruct), 'local:PATH' (model dir or .gguf), "
         "'openai:MODEL@http://host:port/v1' or 'openai' (from OPENAI_BASE_URL, OPENAI_API_KEY, TFGRPO_MODEL)",
     )
-    g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=False, help="send chat messages")
-    g.add_argument("--concurrency", type=int, default=16, help="parallel requests (HTTP backends)")
-
-
-class Given(argparse.Action):
-    """Stores the value and notes that the flag was given, so a --preset fills only the others."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
-        given = set(getattr(namespace, "given", None) or ())
-        namespace.given = given | {self.dest}
-
-
-def rollout_args(p: argparse.ArgumentParser, temperature: float, given: bool = False) -> None:
-    g = p.add_argument_group("generation")
-    g.add_argument("--shots", type=int, default=3, help="few-shot examples from the library per prompt")
-    g.add_argument(
-        "--select", choices=["sample", "retrieve"], default="sample", help="examples drawn by advantage or retrieved"
-    )
-    g.add_argument(
-        "--retrieval-mode", choices=["lexical", "semantic", "hybrid"], default="semantic", help="with --select retrieve"
-    )
-    g.add_argument("--token-budget", type=int, default=512, help="most tokens the examples may take")
-    g.add_argument("--temperature", type=float, default=temperature, **({"action": Given} if given else {}))
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--max-tokens", type=int, default=None, help="default: the task's hint")
-    g.add_argument(
-        "--stop",
-        action="append",
-        default=None,
-        help="stop string (repeatable; default: the task's: a newline for arithmetic and --data, a new 'Q:' line "
-        "for humaneval and math)",
-    )
-    g.add_argument("--instruction", default=None, help="instruction before the examples (default: the task's)")
 
 
 class LoadedTask(NamedTuple):
-    """A task's samples and reward, and its generation hints (instruction, max_tokens, stop), which
-    apply where the flags do not say otherwise."""
+    """A task's samples and reward, its generation hints (instruction, max_tokens, stop), which apply
+    where neither a flag nor the config file says otherwise, and `run`: what names the data, for the
+    resume check (data, split, eval_data)."""
 
     name: str
     train: list[dict]
@@ -124,49 +107,41 @@ class LoadedTask(NamedTuple):
     instruction: str
     max_tokens: int
     stop: tuple[str, ...]
+    run: dict
 
 
 def load_task(args) -> LoadedTask:
-    """The bundled task or --data file named by the flags, split and limited."""
-    from ..tasks import get_task, load_samples, split
+    """The task or --data file named by the flags, split (or with --eval-data as its held-out side)
+    and limited."""
+    from ..tasks import load_samples, split
+    from .specs import load_task_spec, make_reward
 
+    def read(path: str) -> list[dict]:
+        return load_samples(path, prompt_field=args.prompt_field, answer_field=args.answer_field)
+
+    eval_data = str(Path(args.eval_data).resolve()) if args.eval_data else None
     if args.data:
-        samples = load_samples(args.data, prompt_field=args.prompt_field, answer_field=args.answer_field)
-        train, test = split(samples, args.test_fraction, seed=0)
-        loaded = LoadedTask(Path(args.data).stem, train, test, make_reward(args.reward), "", 256, ("\n",))
+        samples = read(args.data)
+        if eval_data:
+            train, test, fraction = samples, read(args.eval_data), None
+        else:
+            train, test = split(samples, args.test_fraction, seed=0)
+            fraction = args.test_fraction
+        run = {"data": str(Path(args.data).resolve()), "split": fraction, "eval_data": eval_data}
+        loaded = LoadedTask(Path(args.data).stem, train, test, make_reward(args.reward), "", 256, ("\n",), run)
     else:
         options = dict(_parse_option(item) for item in args.task_option)
-        task = get_task(args.task, **options)
-        loaded = LoadedTask(
-            task.name,
-            task.load("train"),
-            task.load("test"),
-            task.reward,
-            task.instruction,
-            task.max_tokens,
-            task.stop,
-        )
+        task = load_task_spec(args.task, options)
+        train, test = (task.load("all"), read(args.eval_data)) if eval_data else (task.load("train"), task.load("test"))
+        run = {
+            "data": args.task if not options else f"{args.task} {json.dumps(options, sort_keys=True)}",
+            "split": None if eval_data else task.test_fraction,
+            "eval_data": eval_data,
+        }
+        loaded = LoadedTask(task.name, train, test, task.reward, task.instruction, task.max_tokens, task.stop, run)
     if args.limit:
         loaded = loaded._replace(train=loaded.train[: args.limit], test=loaded.test[: args.limit])
     return loaded
-
-
-def make_reward(spec: str):
-    from .. import rewards
-
-    kind, _, arg = spec.partition(":")
-    simple = {
-        "numeric": rewards.NumericMatchReward,
-        "exact": rewards.ExactMatchReward,
-        "math": rewards.MathReward,
-        "unittest": rewards.UnitTestReward,
-        "compiler": rewards.CompilerReward,
-    }
-    if kind == "regex" and arg:
-        return rewards.RegexReward(arg)
-    if kind in simple and not arg:
-        return simple[kind]()
-    raise ConfigError(f"unknown reward {spec!r}; use numeric, exact, math, regex:PATTERN, unittest or compiler")
 
 
 def _parse_option(item: str) -> tuple[str, object]:
@@ -187,20 +162,13 @@ def make_backend(spec: str, concurrency: int):
     return get_backend(spec, **kwargs)
 
 
-def rollout_settings(args, task: LoadedTask) -> dict:
+def task_hints(task: LoadedTask) -> dict:
+    """The task's generation hints, for the fields that neither a flag nor the config file set."""
+    return {"max_tokens": task.max_tokens, "stop": task.stop}
+
+
+def template(args, task: LoadedTask):
+    """The prompt template: --instruction (flag or config file), else the task's instruction."""
     from ..prompting import PromptTemplate
 
-    return {
-        "shots": args.shots,
-        "select": args.select,
-        "retrieval_mode": args.retrieval_mode,
-        "token_budget": args.token_budget,
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "max_tokens": args.max_tokens or task.max_tokens,
-        "stop": tuple(args.stop) if args.stop is not None else task.stop,
-        "template": PromptTemplate(
-            instruction=args.instruction if args.instruction is not None else task.instruction or None
-        ),
-        "chat": args.chat,
-    }
+    return PromptTemplate(instruction=args.instruction if args.instruction is not None else task.instruction or None)

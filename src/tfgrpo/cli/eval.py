@@ -10,16 +10,28 @@ from ..errors import ConfigError
 from .common import (
     load_task,
     make_backend,
-    model_args,
+    model_arg,
     open_library,
     require_lesson_library,
-    rollout_args,
-    rollout_settings,
     task_args,
+    task_hints,
+    template,
 )
+from .options import add_config_args, add_config_file_args, config_from_args, print_config, resolved_options
 
 
 def add_commands(command) -> None:
+    from ..loop.evaluate import EvalConfig
+    from ..semantic import LessonConfig
+
+    def common(p) -> None:
+        task_args(p)
+        model_arg(p.add_argument_group("model"))
+        add_config_args(p.add_argument_group("evaluation (EvalConfig)"), EvalConfig)
+        add_config_args(p, LessonConfig, only=["placement"])
+        p.add_argument("--json", action="store_true", help="print the report as JSON")
+        add_config_file_args(p)
+
     p = command(
         "eval",
         cmd_eval,
@@ -33,16 +45,8 @@ def add_commands(command) -> None:
         help="conditions: examples: baseline, library; lessons: baseline, lessons; both: baseline, both "
         "(lessons plus examples); all: baseline, examples, lessons, both",
     )
-    task_args(p)
-    model_args(p)
-    rollout_args(p, temperature=0.3)
     p.add_argument("--library", "-l", default="library.db", help="library to evaluate")
-    p.add_argument(
-        "--placement", choices=["system", "user"], default="system", help="where the lessons go (lessons, both)"
-    )
-    p.add_argument("-k", type=int, default=4, help="samples per prompt (Mean@k, Pass@k)")
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    common(p)
 
     p = command(
         "attribute",
@@ -51,22 +55,26 @@ def add_commands(command) -> None:
         "minus reward without lesson i (same prompts and seeds), with a paired bootstrap 95 percent CI, "
         "most helpful first.",
     )
-    task_args(p)
-    model_args(p)
-    rollout_args(p, temperature=0.3)
     p.add_argument("--library", "-l", default="library.db", help="lesson library to attribute")
-    p.add_argument("--placement", choices=["system", "user"], default="system", help="where the lessons go")
-    p.add_argument("-k", type=int, default=4, help="samples per prompt")
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    common(p)
 
 
-def cmd_eval(args) -> None:
-    from ..loop.evaluate import EvalConfig, LessonCondition, evaluate, print_progress
+def eval_config(args, task):
+    """The `EvalConfig` of the flags and config file, with the task's hints where neither set a field."""
+    from ..loop.evaluate import EvalConfig
+
+    return config_from_args(EvalConfig, args, hints=task_hints(task), template=template(args, task))
+
+
+def cmd_eval(args) -> int | None:
+    from ..loop.evaluate import LessonCondition, evaluate, show_progress
     from ..semantic import LessonLibrary
 
     task = load_task(args)
-    config = EvalConfig(k=args.k, seed=args.seed, **rollout_settings(args, task))
+    config = eval_config(args, task)
+    if args.print_config:
+        print(print_config(resolved_options(args, config), args.print_config))
+        return 0
     strategy = args.strategy
     examples = strategy in ("examples", "both", "all")
     lessons = strategy in ("lessons", "both", "all")
@@ -77,7 +85,7 @@ def cmd_eval(args) -> None:
         library = stack.enter_context(LessonLibrary(args.library)) if lessons else None
         if library is not None and not len(library):
             print(f"warning: {args.library} holds no lessons (version {library.version})", file=sys.stderr)
-        backend = stack.enter_context(make_backend(args.model, args.concurrency))
+        backend = stack.enter_context(make_backend(args.model, config.concurrency))
         conditions: dict = {"baseline": None}
         if strategy == "examples":
             conditions["library"] = grpo
@@ -89,22 +97,28 @@ def cmd_eval(args) -> None:
             conditions["both"] = LessonCondition(library, examples=grpo, placement=args.placement)
         train_prompts = {s["prompt"] for s in task.train}
         report = evaluate(
-            backend, task.test, task.reward, conditions, config, train_prompts=train_prompts, progress=print_progress
+            backend, task.test, task.reward, conditions, config, train_prompts=train_prompts, progress=show_progress()
         )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    return None
 
 
-def cmd_attribute(args) -> None:
-    from ..loop.evaluate import EvalConfig, print_progress
-    from ..semantic import LessonLibrary, attribute_lessons
+def cmd_attribute(args) -> int | None:
+    from ..loop.attribution import attribute_lessons
+    from ..loop.evaluate import show_progress
+    from ..semantic import LessonLibrary
 
-    require_lesson_library(args.library)
     task = load_task(args)
-    config = EvalConfig(k=args.k, seed=args.seed, **rollout_settings(args, task))
-    with LessonLibrary(args.library) as library, make_backend(args.model, args.concurrency) as backend:
+    config = eval_config(args, task)
+    if args.print_config:
+        print(print_config(resolved_options(args, config), args.print_config))
+        return 0
+    require_lesson_library(args.library)
+    with LessonLibrary(args.library) as library, make_backend(args.model, config.concurrency) as backend:
         if not len(library):
             raise ConfigError(f"{args.library} holds no lessons (version {library.version}); nothing to attribute")
         report = attribute_lessons(
-            backend, task.test, task.reward, library, config, placement=args.placement, progress=print_progress
+            backend, task.test, task.reward, library, config, placement=args.placement, progress=show_progress()
         )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    return None

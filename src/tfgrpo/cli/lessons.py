@@ -37,10 +37,19 @@ def add_commands(command) -> None:
     a.add_argument("b", type=int, nargs="?", default=None, help="newer version")
     a = action("rollback", "Make the lessons what they were at version V (as a new version; history is kept).")
     a.add_argument("version", type=int)
-    a = action("export", 'Write the lessons to a file: JSON {"G0": ...} (the official format) or --text.')
+    a = action(
+        "export",
+        'Write the lessons to a file: JSON {"G0": ...} (the official format), .yaml/.yml: a youtu-agent agent '
+        "config (an existing one keeps its config, only its experiences change), or --text.",
+    )
     a.add_argument("path", help="file to write")
     a.add_argument("--text", action="store_true", help="a plain system-prompt text file instead of JSON")
-    a = action("import", 'Replace the lessons with a file\'s (.json: {"G0": ...}; otherwise `[G0]. text` lines).')
+    a.add_argument("--base", metavar="AGENT.yaml", help="for .yaml: take the rest of the agent config from this file")
+    a = action(
+        "import",
+        "Replace the lessons with a file's (.json: {\"G0\": ...}; .yaml/.yml: a youtu-agent agent config's "
+        "experiences; otherwise `[G0]. text` lines).",
+    )
     a.add_argument("path", help="file to read")
 
 
@@ -86,12 +95,16 @@ def cmd_lessons(args) -> None:
         elif args.action == "export":
             if args.text:
                 lib.export_text(args.path)
+            elif args.path.lower().endswith((".yaml", ".yml")):
+                lib.export_agent_yaml(args.path, base=args.base)
             else:
                 lib.export_json(args.path)
             print(f"wrote {len(lib)} lessons (version {lib.version}) to {args.path}")
         elif args.action == "import":
             if args.path.lower().endswith(".json"):
                 result = lib.import_json(args.path)
+            elif args.path.lower().endswith((".yaml", ".yml")):
+                result = lib.import_agent_yaml(args.path)
             else:
                 result = lib.import_text(args.path)
             for skipped in result.skipped:
