@@ -1,15 +1,18 @@
 """`serve-model`: a real uvicorn server on 127.0.0.1 over the bundled model, queried by the official
-openai client, by raw HTTP and by our own OpenAIBackend."""
+openai client (also streaming), by raw HTTP and by our own OpenAIBackend; a client that hangs up stops
+the model (see test_server_limits.py and test_server_stream.py for the rest, on a scripted backend)."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import socket
 import time
 
 import httpx
 import pytest
 
-from llm.support import UvicornThread
+from llm.support import UvicornThread, wait_until
 from tfgrpo.llm import GenerationParams
 from tfgrpo.llm.http import OpenAIBackend
 from tfgrpo.server.model_server import create_app
@@ -69,7 +72,11 @@ def test_models_and_health(server):
         ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, "n"),
         ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "temperature"),
         ({"messages": [{"role": "user", "content": "hi"}], "top_p": 2}, "top_p"),
-        ({"messages": [{"role": "user", "content": "hi"}], "stream": True}, "stream"),
+        ({"messages": [{"role": "user", "content": "hi"}], "seed": 10**30}, "seed"),
+        ({"messages": [{"role": "user", "content": "hi"}], "n": 10_000}, "n"),
+        ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e12}, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}, "tools"),
+        ({"messages": [{"role": "user", "content": "hi"}], "logprobs": True}, "logprobs"),
         ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
         ({"messages": [{"role": "user", "content": "hi"}], "stop": ["ok", ""]}, "stop"),
         ({"messages": []}, "messages"),
@@ -138,3 +145,60 @@ def test_logit_bias_reaches_the_local_model(client, local_backend):
     )
     assert "banana" not in plain.choices[0].text
     assert biased.choices[0].text == " banana" * 3
+
+
+def test_lone_surrogate_is_a_400_not_a_500(server):
+    body = json.dumps({"messages": [{"role": "user", "content": "\ud800"}], "max_tokens": 2})
+    response = httpx.post(f"{server.url}/v1/chat/completions", content=body, timeout=60)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "messages.0.content"
+
+
+def test_openai_client_streams_the_bundled_model(client):
+    args = {"model": "smol", "messages": [{"role": "user", "content": "Name three fruits."}], "max_tokens": 12}
+    args.update(seed=3, temperature=0.8)
+    whole = client.chat.completions.create(**args)
+    stream = client.chat.completions.create(**args, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) >= 2 and "".join(pieces) == whole.choices[0].message.content  # same seed, same text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    text = client.completions.create(model="smol", prompt="1, 2, 3,", max_tokens=6, temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in text).startswith(" 4")
+
+
+def endless(local_backend) -> dict:
+    """A request the model would answer with all 4,000 tokens: its end tokens are banned."""
+    return {
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": 4000,
+        "logit_bias": {str(t): -100 for t in local_backend._end_ids},
+    }
+
+
+def test_hanging_up_a_stream_stops_the_bundled_model(server, local_backend):
+    before = local_backend.usage.snapshot()
+    with httpx.stream(
+        "POST", f"{server.url}/v1/chat/completions", json={**endless(local_backend), "stream": True}, timeout=120
+    ) as response:
+        for line in response.iter_lines():  # the first content piece: generation is under way
+            if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                break
+    quick = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    assert httpx.post(f"{server.url}/v1/chat/completions", json=quick, timeout=120).status_code == 200
+    # The backend serves one request at a time: the quick one ran after the cancelled one had stopped.
+    spent = local_backend.usage.snapshot() - before
+    assert spent.requests == 2 and spent.completion_tokens < 4000
+
+
+def test_hanging_up_a_plain_request_stops_the_bundled_model(server, local_backend):
+    before = local_backend.usage.snapshot()
+    payload = json.dumps(endless(local_backend)).encode()
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {len(payload)}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(head.encode() + payload)
+        wait_until(local_backend._lock.locked, timeout=120, what="the model to start generating")
+    quick = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    assert httpx.post(f"{server.url}/v1/chat/completions", json=quick, timeout=120).status_code == 200
+    spent = local_backend.usage.snapshot() - before
+    assert spent.requests == 2 and spent.completion_tokens < 4000

@@ -1,5 +1,6 @@
 """Request limits for tfgrpo's HTTP services: one dataclass of knobs (defaults, help, CLI flags derived
-from it) and one check of a parsed request body that answers a 400 naming the limit it broke."""
+from it) and one check of a parsed request body that answers a 400 naming the limit it broke. Importing
+this module needs no web framework (the CLI builds its flags from it)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import argparse
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .openai_api import OpenAIError, bad_request
+
+if TYPE_CHECKING:
+    from .openai_api import OpenAIError
 
 MAX_SEED = 2**63 - 1
 """Seeds are 64-bit signed integers, as OpenAI documents them; larger ones are a 400, not a 500."""
@@ -58,6 +61,8 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
 
 
 def _over(param: str, got: Any, limit: int, knob: str, what: str = "") -> OpenAIError:
+    from .openai_api import bad_request
+
     return bad_request(
         f"{param}: {what or got} is over this server's limit of {limit} (ServerLimits.{knob}, {flag(knob)})",
         param=param,
@@ -89,6 +94,8 @@ def check_limits(body: Mapping[str, Any], limits: ServerLimits) -> None:
             raise _over(param, value, limits.max_tokens, "max_tokens")
     seed = body.get("seed")
     if _number(seed) and not 0 <= seed <= MAX_SEED:
+        from .openai_api import bad_request
+
         raise bad_request(f"seed: {seed} is outside [0, {MAX_SEED}] (a 64-bit integer)", param="seed")
 
     stop = body.get("stop")
