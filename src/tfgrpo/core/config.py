@@ -6,7 +6,7 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import ConfigError, TFGRPOWarning
 
@@ -69,8 +69,10 @@ class GRPOConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> GRPOConfig:
+    def from_dict(cls, data: Any) -> GRPOConfig:
         """Build from a dict, ignoring keys this version does not know (files from newer versions)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"GRPOConfig.from_dict needs a dict of field values, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

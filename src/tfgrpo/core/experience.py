@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any
 
-from ..errors import InvalidRolloutsError, LibraryFormatError
+from ..errors import InvalidRolloutsError, LibraryFormatError, TFGRPOError
+
+MAX_TIMESTAMP = 2**63 - 1
+"""The latest timestamp both formats hold: the spec's JSON (u64 seconds) and SQLite (signed 64-bit)."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Experience:
@@ -72,43 +78,55 @@ class Experience:
     @classmethod
     def from_dict(cls, data: Any, where: str = "experience") -> Experience:
         """Parse one serialised experience, checking every field; unknown fields are ignored."""
-        if type(data) is dict:  # the common, well-formed case, checked cheaply
-            prompt, response = data.get("prompt"), data.get("response")
-            advantage, timestamp = data.get("advantage"), data.get("timestamp")
-            if (
-                type(prompt) is str
-                and type(response) is str
-                and type(advantage) is float
-                and -math.inf < advantage < math.inf
-                and type(timestamp) is int
-                and timestamp >= 0
-                and not data.get("metadata")
-            ):
-                return cls(prompt, response, advantage, timestamp)
         if not isinstance(data, dict):
             raise LibraryFormatError(f"{where}: expected an object, got {type(data).__name__}")
-        for field in ("prompt", "response"):
-            if not isinstance(data.get(field), str):
-                raise LibraryFormatError(f"{where}: field {field!r} must be a string, got {data.get(field)!r:.80}")
-        advantage = data.get("advantage")
+        metadata = data.get("metadata")
+        if type(metadata) is dict and not metadata:
+            metadata = None  # the spec's files write {} for every experience
+        return cls.checked(
+            data.get("prompt"), data.get("response"), data.get("advantage"), data.get("timestamp"), metadata, where
+        )
+
+    @classmethod
+    def checked(
+        cls,
+        prompt: Any,
+        response: Any,
+        advantage: Any,
+        timestamp: Any,
+        metadata: Any = None,
+        where: str = "experience",
+        error: type[TFGRPOError] = LibraryFormatError,
+    ) -> Experience:
+        """An experience from values that come from outside (a JSON or SQLite file), each checked by the
+        one set of rules every way in shares: prompt and response are text UTF-8 can encode (see
+        `check_text`), the advantage a finite number, the timestamp whole seconds in
+        [0, MAX_TIMESTAMP], metadata None or a map of such text to such text. Anything else raises
+        `error` naming `where` and the field."""
+        if (
+            type(prompt) is str
+            and type(response) is str
+            and (prompt.isascii() or _SURROGATE.search(prompt) is None)
+            and (response.isascii() or _SURROGATE.search(response) is None)
+            and type(advantage) is float
+            and -math.inf < advantage < math.inf
+            and type(timestamp) is int
+            and 0 <= timestamp <= MAX_TIMESTAMP
+            and metadata is None
+        ):
+            return cls(prompt, response, advantage, timestamp)  # the common, well-formed case, checked cheaply
+        prompt = check_text(prompt, f"{where}: field 'prompt'", error)
+        response = check_text(response, f"{where}: field 'response'", error)
         try:
             finite = isinstance(advantage, (int, float)) and math.isfinite(advantage)
         except OverflowError:  # an integer too large for a float
             finite = False
         if isinstance(advantage, bool) or not finite:
-            raise LibraryFormatError(f"{where}: field 'advantage' must be a finite number, got {advantage!r}")
-        timestamp = data.get("timestamp")
-        if isinstance(timestamp, float) and timestamp.is_integer():
-            timestamp = int(timestamp)
-        if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
-            raise LibraryFormatError(f"{where}: field 'timestamp' must be whole Unix seconds >= 0, got {timestamp!r}")
-        metadata = data.get("metadata") or None
+            raise error(f"{where}: field 'advantage' must be a finite number, got {advantage!r:.80}")
+        timestamp = check_timestamp(timestamp, f"{where}: field 'timestamp'", error)
         if metadata is not None:
-            try:
-                check_metadata(metadata)
-            except InvalidRolloutsError as exc:
-                raise LibraryFormatError(f"{where}: {exc}") from None
-        return cls(data["prompt"], data["response"], float(advantage), timestamp, metadata)
+            check_metadata(metadata, error, f"{where}: field 'metadata'")
+        return cls(prompt, response, float(advantage), timestamp, metadata)
 
     def _key(self) -> tuple:
         return (self.prompt, self.response, self.advantage, self.timestamp, self._metadata or {})
@@ -127,13 +145,56 @@ class Experience:
         )
 
 
-def check_metadata(metadata: Any) -> dict[str, str]:
-    """Metadata is a map of strings to strings, as in the spec (so files stay readable by its Rust code)."""
+def check_metadata(
+    metadata: Any, error: type[TFGRPOError] = InvalidRolloutsError, what: str = "metadata"
+) -> dict[str, str]:
+    """Metadata is a map of strings to strings, as in the spec (so files stay readable by its Rust code),
+    each checked by `check_text`."""
     if not isinstance(metadata, dict):
-        raise InvalidRolloutsError(f"metadata must be a dict of str to str, got {type(metadata).__name__}")
+        raise error(f"{what} must be a dict of str to str, got {type(metadata).__name__}")
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise InvalidRolloutsError(
-                f"metadata must map str to str; got {key!r}: {value!r} (convert values with str())"
-            )
+            raise error(f"{what} must map str to str; got {key!r:.80}: {value!r:.80} (convert values with str())")
+        check_text(key, f"{what} key {key!r:.40}", error)
+        check_text(value, f"{what}[{key!r:.40}]", error)
     return metadata
+
+
+def check_timestamp(value: Any, what: str = "timestamp", error: type[TFGRPOError] = InvalidRolloutsError) -> int:
+    """Whole Unix seconds both file formats can hold: >= 0 (the spec's `u64`) and <= 2**63 - 1 (an SQLite
+    INTEGER). A float with no fractional part is taken as the whole number it is."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TIMESTAMP:
+        raise error(f"{what} must be whole Unix seconds in [0, 2**63 - 1], got {value!r:.80}")
+    return int(value)
+
+
+def check_text(value: Any, what: str, error: type[TFGRPOError] = InvalidRolloutsError) -> str:
+    """`value` if it is a string UTF-8 can encode; otherwise `error` naming `what`.
+
+    The one rule for text (prompts, responses, metadata): a lone surrogate (U+D800..U+DFFF, e.g. from a
+    JSON escape "\\ud800" or a model's broken decoding) is refused where it would enter the library,
+    with `InvalidRolloutsError` from the API and `LibraryFormatError` from a file: accepted, it would make
+    every later save fail. Model output is not refused but cleaned by the loop with `clean_text` before
+    it reaches the library, so one bad generation cannot stop a training run.
+    """
+    if type(value) is str and (value.isascii() or _SURROGATE.search(value) is None):
+        return value
+    if not isinstance(value, str):
+        raise error(f"{what} must be a string, got {type(value).__name__} {value!r:.80}")
+    found = _SURROGATE.search(value)
+    if found is None:
+        return value
+    raise error(
+        f"{what} contains a lone surrogate U+{ord(found.group()):04X} at index {found.start()}, which UTF-8 "
+        "cannot encode (so it could never be saved); replace it, e.g. with tfgrpo.core.experience.clean_text"
+    )
+
+
+def clean_text(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD (a surrogate pair becomes the character it
+    encodes): what the loop applies to model output before it is scored and stored."""
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")

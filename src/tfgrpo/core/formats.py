@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,15 +23,20 @@ def is_sqlite_path(path: str | os.PathLike) -> bool:
 
 
 def is_sqlite_file(path: str | os.PathLike) -> bool:
-    with open(path, "rb") as f:
-        return f.read(16) == _SQLITE_MAGIC
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == _SQLITE_MAGIC
+    except FileNotFoundError:
+        raise LibraryNotFoundError(f"no library file at {path}") from None
+    except IsADirectoryError:
+        raise LibraryFormatError(f"{path} is a folder, not a library file") from None
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[str]], None]) -> None:
     """Write a file so that readers see the old or the new content, never a mix: a temp file in the
     same folder, fsync, rename over the target, fsync the folder."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = make_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             write(f)
@@ -41,6 +47,41 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[str]], None]) -> N
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def make_temp(path: Path) -> tuple[int, str]:
+    """A new temp file beside `path` (fd, name), named `.NAME.PID.RANDOM.tmp`. A save whose process is
+    killed cannot remove its temp file, so each save first removes those of `path` left by processes
+    that no longer exist (never one of a save still running, in this process or another)."""
+    remove_orphaned_temps(path)
+    return tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+
+
+def remove_orphaned_temps(path: Path) -> None:
+    prefix = f".{path.name}."
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix)]
+    except OSError:
+        return  # the save itself will report an unusable folder
+    for name in names:
+        found = _TEMP_NAME.fullmatch(name, len(prefix))
+        if found and not _process_exists(int(found.group(1))):
+            (path.parent / name).unlink(missing_ok=True)
+
+
+_TEMP_NAME = re.compile(r"(\d+)\.[a-z0-9_]+\.tmp(-wal|-shm|-journal)?")
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process (or no way to tell): leave its file alone
+    return True
 
 
 def fsync_dir(folder: Path) -> None:
@@ -83,6 +124,10 @@ def read_json(path: str | os.PathLike) -> list[Experience]:
         raise LibraryFormatError(
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
+    except RecursionError:
+        raise LibraryFormatError(f"{path} is not a library: its JSON is nested too deeply to read") from None
+    except ValueError as exc:  # e.g. a number with more digits than Python converts
+        raise LibraryFormatError(f"{path} is not a readable JSON library: {exc}") from None
     if not isinstance(data, list):
         raise LibraryFormatError(f"{path}: a JSON library is an array of experiences, found a {type(data).__name__}")
     try:

@@ -56,6 +56,9 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             self._close_quietly()
             raise StoreError(f"cannot open {self.path}: {exc}") from None
+        except BaseException:
+            self._close_quietly()
+            raise
 
     def _close_quietly(self) -> None:
         db = getattr(self, "_db", None)
@@ -63,10 +66,7 @@ class SQLiteStore:
             db.close()
 
     def _check_or_create(self) -> None:
-        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        # A file holding only a lesson library (paper mode), embeddings or SQLite's own tables has no
-        # experience library yet: it gets one beside them.
-        if all(t.startswith(("lesson_", "sqlite_")) or t == "embeddings" for t in tables):
+        if not _check_library(self._db, self.path):
             with self._transaction():
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -75,37 +75,12 @@ class SQLiteStore:
                     "INSERT INTO meta(key, value) VALUES (?, ?)",
                     [("format", FORMAT), ("schema_version", str(SCHEMA_VERSION))],
                 )
-            return
-        meta = dict(self._db.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
-        if meta.get("format") != FORMAT or "experiences" not in tables:
-            raise LibraryFormatError(
-                f"{self.path} is an SQLite database but not a tfgrpo library (tables: {sorted(tables)})"
-            )
-        if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
-            raise LibraryFormatError(
-                f"{self.path} was written by a newer tfgrpo (schema {meta['schema_version']}); upgrade tfgrpo"
-            )
 
     def _transaction(self) -> AbstractContextManager[None]:
         return transaction(self._db, f"{self.path}")
 
     def load(self) -> LibraryState:
-        meta = dict(self._db.execute("SELECT key, value FROM meta"))
-        try:
-            config = json.loads(meta["config"]) if "config" in meta else None
-            counters = json.loads(meta.get("counters", "{}"))
-            progress = json.loads(meta["progress"]) if "progress" in meta else None
-            rows = self._db.execute(
-                "SELECT id, prompt, response, advantage, timestamp, metadata FROM experiences ORDER BY timestamp, id"
-            )
-            experiences = []
-            for id_, prompt, response, advantage, timestamp, metadata in rows:
-                exp = Experience(prompt, response, advantage, timestamp, json.loads(metadata) if metadata else None)
-                exp.id = id_
-                experiences.append(exp)
-        except (ValueError, TypeError, sqlite3.DatabaseError) as exc:
-            raise LibraryFormatError(f"{self.path}: stored library is damaged: {exc}") from None
-        return LibraryState(config, counters, experiences, progress)
+        return _load(self._db, self.path)
 
     def commit(
         self,
@@ -194,6 +169,91 @@ class SQLiteStore:
 
     def _put(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+
+def read_snapshot(path: str | os.PathLike) -> LibraryState:
+    """What an SQLite library file holds, read without changing the file (read-only, no WAL switch);
+    every value is checked as a JSON file's are. Raises `LibraryFormatError` for anything else."""
+    path = Path(path)
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from None
+    try:
+        if not _check_library(db, path):
+            return LibraryState()  # only lessons or embeddings: no experiences yet
+        return _load(db, path)
+    except sqlite3.DatabaseError as exc:
+        raise LibraryFormatError(f"{path} is not a usable SQLite library: {exc}") from None
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
+    finally:
+        db.close()
+
+
+def _check_library(db: sqlite3.Connection, path: Path) -> bool:
+    """Whether the database holds an experience library (False: none yet, one may be made beside what is
+    there); `LibraryFormatError` for a foreign database or one from a newer tfgrpo."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    # A file holding only a lesson library (paper mode), embeddings or SQLite's own tables has no
+    # experience library yet.
+    if all(t.startswith(("lesson_", "sqlite_")) or t == "embeddings" for t in tables):
+        return False
+    meta = dict(db.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+    if meta.get("format") != FORMAT or "experiences" not in tables:
+        raise LibraryFormatError(f"{path} is an SQLite database but not a tfgrpo library (tables: {sorted(tables)})")
+    version = meta.get("schema_version", "0")
+    if not (isinstance(version, str) and version.isdigit()):
+        raise LibraryFormatError(f"{path}: stored library is damaged: schema version {version!r:.40} is not a number")
+    if int(version) > SCHEMA_VERSION:
+        raise LibraryFormatError(f"{path} was written by a newer tfgrpo (schema {version}); upgrade tfgrpo")
+    return True
+
+
+def _load(db: sqlite3.Connection, path: Path) -> LibraryState:
+    """Read and check everything stored, in the library's order (by id); nothing half-read is returned."""
+    damaged = f"{path}: stored library is damaged:"
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta"))
+        config = _json_field(meta, "config", damaged)
+        counters = _json_field(meta, "counters", damaged) or {}
+        progress = _json_field(meta, "progress", damaged)
+        for name, value in counters.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise LibraryFormatError(f"{damaged} counter {name!r:.40} is {value!r:.40}, not a whole number >= 0")
+        rows = db.execute("SELECT id, prompt, response, advantage, timestamp, metadata FROM experiences ORDER BY id")
+        experiences = []
+        checked = Experience.checked
+        for id_, prompt, response, advantage, timestamp, metadata in rows:
+            where = f"{damaged} experience id {id_}"
+            if metadata is not None:
+                if not isinstance(metadata, str):
+                    raise LibraryFormatError(f"{where}: field 'metadata' is {type(metadata).__name__}, not JSON text")
+                metadata = json.loads(metadata) if metadata else None
+            if type(advantage) is int:  # SQLite keeps a whole REAL as an integer in some files
+                advantage = float(advantage)
+            exp = checked(prompt, response, advantage, timestamp, metadata or None, where)
+            exp.id = id_
+            experiences.append(exp)
+    except (ValueError, RecursionError) as exc:  # JSON that does not parse
+        raise LibraryFormatError(f"{damaged} {exc}") from None
+    except sqlite3.DatabaseError as exc:  # e.g. a page that cannot be read, text that is not UTF-8
+        raise LibraryFormatError(f"{damaged} {exc}") from None
+    return LibraryState(config, counters, experiences, progress)
+
+
+def _json_field(meta: dict, key: str, damaged: str) -> dict | None:
+    """A meta value that must be a JSON object (None when absent)."""
+    if key not in meta:
+        return None
+    text = meta[key]
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except (ValueError, RecursionError):
+        raise LibraryFormatError(f"{damaged} the stored {key} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise LibraryFormatError(f"{damaged} the stored {key} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _metadata_json(exp: Experience) -> str | None:
