@@ -110,6 +110,51 @@ class BM25Index:
     def clear(self) -> None:
         self.__init__(self.k1, self.b)
 
+    def export(self, n_rows: int) -> dict:
+        """The index over rows [0, n_rows) as flat arrays (live postings only), for `snapshot.save`."""
+        terms = list(self._postings)
+        postings = list(self._postings.values())
+        counts = np.fromiter((len(p.rows) for p in postings), dtype=np.int64, count=len(postings))
+        rows = np.frombuffer(b"".join(p.rows.tobytes() for p in postings), dtype=np.int64)
+        tfs = np.frombuffer(b"".join(p.tfs.tobytes() for p in postings), dtype=np.float32)
+        keep = self._alive[rows]
+        if not keep.all():
+            starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+            counts = np.add.reduceat(keep.astype(np.int64), starts) if len(counts) else counts
+            rows, tfs = rows[keep], tfs[keep]
+            terms = [t for t, c in zip(terms, counts.tolist()) if c]
+            counts = counts[counts > 0]
+        return {
+            "k1": self.k1,
+            "b": self.b,
+            "n_docs": self._n_docs,
+            "total_length": self._total_length,
+            "terms": terms,
+            "counts": counts,
+            "rows": rows,
+            "tfs": tfs,
+            "lengths": self._lengths[:n_rows].copy(),
+            "alive": self._alive[:n_rows].copy(),
+        }
+
+    def restore(self, data: dict) -> None:
+        """Replace the index with one `export` produced."""
+        self.__init__(float(data["k1"]), float(data["b"]))
+        n = len(data["lengths"])
+        self._grow(max(n - 1, 0))
+        self._lengths[:n] = data["lengths"]
+        self._alive[:n] = data["alive"]
+        self._n_docs = int(data["n_docs"])
+        self._total_length = float(data["total_length"])
+        rows, tfs = data["rows"].astype(np.int64).tobytes(), data["tfs"].astype(np.float32).tobytes()
+        start = 0
+        for term, count in zip(data["terms"], data["counts"].tolist()):
+            postings = _Postings()
+            postings.rows.frombytes(rows[start * 8 : (start + count) * 8])
+            postings.tfs.frombytes(tfs[start * 4 : (start + count) * 4])
+            self._postings[term] = postings
+            start += count
+
     def _arrays(self, postings: _Postings) -> tuple[np.ndarray, np.ndarray]:
         """The postings as numpy arrays sorted by row (rows are usually appended in order already)."""
         if postings.cache is None:

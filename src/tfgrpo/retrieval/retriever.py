@@ -9,20 +9,28 @@ Indexes are built lazily: nothing is tokenised before the first lexical query an
 before the first semantic one; afterwards new texts are indexed as they arrive (BM25) or embedded in one
 batch at the next semantic query. Embeddings are written to the library's SQLite store (table
 `embeddings`, keyed by model and text), so reopening a library does not embed it again, and the rows of
-texts that left the library are deleted there.
+texts that left the library are deleted there. The indexes themselves (BM25 postings, the HNSW graph)
+are saved beside the library file (`<library>.index`, see `snapshot.py`) after a build from scratch and
+by `save_indexes()`, and taken over by the next retriever attached to that library, so a new process
+neither re-tokenises the library nor rebuilds the graph; what changed since the save is brought up to
+date text by text.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..core.experience import Experience
 from ..errors import TFGRPOError
+from . import snapshot
 from .embedders import Embedder, make_embedder
 from .lexical import BM25Index, tokenize
 from .vectors import VectorIndex
@@ -31,6 +39,7 @@ if TYPE_CHECKING:
     from ..core.library import TrainingFreeGRPO
 
 MODES = ("lexical", "semantic", "hybrid")
+SAVE_LEXICAL_AT = 20_000  # a BM25 build over at least this many texts is saved (smaller ones are quick to redo)
 
 
 def approx_tokens(text: str) -> int:
@@ -53,6 +62,9 @@ class Retriever:
         instead of exact numpy search; None: always exact.
     rrf_k: the constant of reciprocal rank fusion in hybrid mode (score = sum of 1 / (rrf_k + rank)).
     persist_embeddings: write embeddings to the library's store (when it supports it).
+    persist_indexes: save the BM25 and HNSW indexes to `index_path` after a build from scratch, and take
+        over the ones saved there when attached.
+    index_path: where (default: `<library file>.index` for a library with a file store, else nowhere).
     """
 
     def __init__(
@@ -65,6 +77,8 @@ class Retriever:
         persist_embeddings: bool = True,
         embed_batch_size: int = 256,
         vector_index: VectorIndex | None = None,
+        persist_indexes: bool = True,
+        index_path: str | os.PathLike | None = None,
     ) -> None:
         self._embedder_spec = embedder
         self._embedder: Embedder | None = None
@@ -72,6 +86,10 @@ class Retriever:
         self.rrf_k = rrf_k
         self.persist_embeddings = persist_embeddings
         self.embed_batch_size = embed_batch_size
+        self.persist_indexes = persist_indexes
+        self._index_path = Path(index_path) if index_path is not None else None
+        self.restored_rows = 0  # rows taken over from a saved index when attached
+        self._saved_builds = 0
         self._library: TrainingFreeGRPO | None = None
         self._bm25 = BM25Index()
         self._vectors = vector_index or VectorIndex(approximate_threshold)
@@ -100,7 +118,72 @@ class Retriever:
             raise TFGRPOError("this retriever is already attached to another library; create one per library")
         self._library = library
         self._reset()
+        path = self.index_path
+        saved = snapshot.load(path) if path is not None else None
+        if saved is not None:
+            self._restore(saved)
         self.add_many(list(library.experience_library))
+        if saved is not None:  # saved texts that left the library since: dropped like removed ones
+            for text in [t for t, row in self._row_of.items() if not self._members[row]]:
+                self._drop(text, self._row_of[text])
+
+    @property
+    def index_path(self) -> Path | None:
+        """Where the indexes are saved (None: nowhere)."""
+        if not self.persist_indexes:
+            return None
+        if self._index_path is not None:
+            return self._index_path
+        library_file = getattr(getattr(self._library, "_store", None), "path", None)
+        return snapshot.index_path(library_file) if library_file is not None else None
+
+    def _restore(self, saved: snapshot.Snapshot) -> None:
+        """Take over the row layout and the indexes of a saved snapshot (members are filled in after)."""
+        texts = saved.texts
+        self._texts = list(texts)
+        self._members = [None if t is None else {} for t in texts]
+        self._row_of = {t: row for row, t in enumerate(texts) if t is not None}
+        self._n_dead = len(texts) - len(self._row_of)
+        self.restored_rows = len(self._row_of)
+        if saved.bm25 is not None:
+            self._bm25.restore(saved.bm25)
+            self._lexical_on = True
+        ann = saved.ann
+        if ann is not None and saved.embedder == self.embedder.name:
+            settings = {**self._vectors.hnsw_settings(), "dim": ann.d}
+            if saved.hnsw == settings:
+                self._vectors.restore(ann, np.array([t is not None for t in texts[: ann.ntotal]], dtype=bool))
+                self._semantic_on = True
+                self._pending = [row for row in range(ann.ntotal, len(texts)) if texts[row] is not None]
+        self._saved_builds = self._vectors.builds
+
+    def save_indexes(self, path: str | os.PathLike | None = None) -> Path:
+        """Save the indexes built so far (to `path`, default `index_path`), so that the next retriever
+        attached to this library takes them over instead of rebuilding them. Returns the path."""
+        target = Path(path) if path is not None else self.index_path
+        if target is None:
+            raise TFGRPOError(
+                "this library has no file to save the retrieval index beside; pass a path "
+                "(or Retriever(index_path=...)), or open the library from an SQLite file"
+            )
+        saved = snapshot.Snapshot(list(self._texts))
+        if self._lexical_on:
+            saved.bm25 = self._bm25.export(len(self._texts))
+        ann = self._vectors.export()
+        if ann is not None:
+            saved.embedder, saved.ann, saved.hnsw = self.embedder.name, ann, self._vectors.hnsw_settings()
+        snapshot.save(target, saved)
+        self._saved_builds = self._vectors.builds
+        return target
+
+    def _autosave(self) -> None:
+        """Save after a build from scratch (never fails a query: a failed save is a warning)."""
+        if self.index_path is None:
+            return
+        try:
+            self.save_indexes()
+        except (OSError, TFGRPOError) as exc:
+            warnings.warn(f"could not save the retrieval index to {self.index_path}: {exc}", RuntimeWarning, 3)
 
     @property
     def embedder(self) -> Embedder:
@@ -145,8 +228,11 @@ class Retriever:
             return
         members = self._members[row]
         members.pop(id(exp), None)
-        if members:
-            return
+        if not members:
+            self._drop(text, row)
+
+    def _drop(self, text: str, row: int) -> None:
+        """A text left the library: its row becomes a tombstone in both indexes."""
         del self._row_of[text]
         self._texts[row] = None
         self._members[row] = None
@@ -204,6 +290,8 @@ class Retriever:
             self._lexical_on = True
             for text, row in self._row_of.items():
                 self._bm25.add(row, text)
+            if len(self._row_of) >= SAVE_LEXICAL_AT:
+                self._autosave()
 
     def _enable_semantic(self) -> None:
         if not self._semantic_on:
@@ -346,6 +434,9 @@ class Retriever:
         fetch = None if want is None else want
         while True:
             rows, relevance, cosine, exhausted = self._rank_rows(prompt, mode, fetch, query)
+            if self._vectors.builds != self._saved_builds:  # the HNSW graph was (re)built: minutes at 1M
+                self._autosave()
+                self._saved_builds = self._vectors.builds
             exhausted = exhausted or fetch >= len(self._row_of)
             found = self._expand(rows, relevance, cosine, where, min_similarity, mode)
             if exhausted or len(found) >= want or self._cut_by_similarity(relevance, min_similarity, mode):

@@ -38,6 +38,7 @@ class VectorIndex:
         self._ann_end = 0
         self._ann_dead = 0
         self._warned = False
+        self.builds = 0  # how many times the HNSW graph was built from scratch
 
     def __len__(self) -> int:
         return self._n_alive
@@ -51,7 +52,31 @@ class VectorIndex:
         return int(size)
 
     def clear(self) -> None:
+        builds = self.builds
         self.__init__(self.approximate_threshold, self.hnsw_m, self.ef_construction, self.ef_search, self.threads)
+        self.builds = builds
+
+    def hnsw_settings(self) -> dict:
+        """What a saved graph must have been built with to be taken over (`restore`)."""
+        return {"m": self.hnsw_m, "ef_construction": self.ef_construction, "dim": self.dim}
+
+    def export(self):
+        """The HNSW graph (over rows [0, its ntotal)), or None when none was built."""
+        return self._ann
+
+    def restore(self, ann, alive: np.ndarray) -> None:
+        """Take over a saved HNSW graph and the vectors it holds; `alive`: which of its rows are live."""
+        import faiss
+
+        n, d = ann.ntotal, ann.d
+        vectors = faiss.vector_to_array(faiss.downcast_index(ann.storage).codes).view(np.float32).reshape(n, d)
+        self.clear()
+        self.dim = d
+        self._vectors = vectors
+        self._alive = np.asarray(alive[:n], dtype=bool).copy()
+        self._end = n
+        self._n_alive = int(self._alive.sum())
+        self._ann, self._ann_end, self._ann_dead = ann, n, n - self._n_alive
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         return self._vectors[rows]
@@ -145,6 +170,7 @@ class VectorIndex:
             self._ann = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             self._ann.hnsw.efConstruction = self.ef_construction
             self._ann_end = self._ann_dead = 0
+            self.builds += 1
             if self._n_alive < self._end:
                 # Rebuilding: dead rows still take graph slots (internal ids must equal rows), as zeros.
                 self._vectors[: self._end][~self._alive[: self._end]] = 0.0
