@@ -15,11 +15,14 @@ from typing import Any
 Scope = dict[str, Any]
 
 
-def create_latency_app(delay_s: float = 0.05, text: str = "ok"):
+def create_latency_app(delay_s: float = 0.05, text: str = "ok", gather: int = 0, gather_timeout_s: float = 60.0):
     """A bare ASGI app (no framework, so the server is never the bottleneck). It answers
     /v1/chat/completions and /v1/completions with `n` copies of `text` after `delay_s` seconds, and
-    /v1/models and /health at once. `app.state["requests"]` and `app.state["max_in_flight"]` count."""
+    /v1/models and /health at once. `app.state["requests"]` and `app.state["max_in_flight"]` count.
+    `gather`: the first completions wait until that many are in flight at once (a barrier for tests,
+    released after `gather_timeout_s` if they never are)."""
     state = {"requests": 0, "in_flight": 0, "max_in_flight": 0}
+    gathered: list[asyncio.Event] = []
     words = max(1, len(text.split()))
 
     async def send_json(send, status: int, payload: dict) -> None:
@@ -34,6 +37,15 @@ def create_latency_app(delay_s: float = 0.05, text: str = "ok"):
         state["in_flight"] += 1
         state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
         try:
+            if gather:
+                if not gathered:
+                    gathered.append(asyncio.Event())
+                if state["in_flight"] >= gather:
+                    gathered[0].set()
+                try:
+                    await asyncio.wait_for(gathered[0].wait(), gather_timeout_s)
+                except asyncio.TimeoutError:
+                    pass
             await asyncio.sleep(delay_s)
         finally:
             state["in_flight"] -= 1

@@ -1,6 +1,10 @@
 import pytest
-
+from hypothesis import settings
 from llm.support import bundled_backend
+
+# No property test may fail because the machine is slow or busy.
+settings.register_profile("tfgrpo", deadline=None)
+settings.load_profile("tfgrpo")
 
 
 @pytest.fixture(scope="session")

@@ -305,9 +305,10 @@ def test_failed_metadata_write_is_undone():
 WRITER = textwrap.dedent(
     """
     import sys
-    from tfgrpo import TrainingFreeGRPO
+    from tfgrpo import GRPOConfig, TrainingFreeGRPO
 
-    lib = TrainingFreeGRPO.open(sys.argv[1])
+    # Room for every group a fast machine writes before the kill: nothing may be pruned.
+    lib = TrainingFreeGRPO.open(sys.argv[1], GRPOConfig(max_library_size=1_000_000))
     start = lib.library_size()
     for i in range(start, start + 100_000):
         lib.add_rollout_group([(f"group {i}", "good"), (f"group {i}", "bad")], [1.0, 0.0])

@@ -123,6 +123,27 @@ Behaviour = Callable[[int, str, dict], Awaitable[Reply]]
 """async (request index, path, JSON body) -> Reply; it may sleep to be slow or hang."""
 
 
+def gathering(n: int, answer: Callable[[dict], Reply], timeout: float = 60.0) -> Behaviour:
+    """A behaviour that holds the first requests until `n` of them are in flight at once (a barrier),
+    then answers every request with `answer(body)`. A client that never has `n` in flight is answered
+    after `timeout`, so a test fails on its count instead of hanging; no test waits on the clock."""
+    state: dict = {"arrived": 0, "full": None}
+
+    async def behaviour(index: int, path: str, body: dict) -> Reply:
+        if state["full"] is None:
+            state["full"] = asyncio.Event()
+        state["arrived"] += 1
+        if state["arrived"] >= n:
+            state["full"].set()
+        try:
+            await asyncio.wait_for(state["full"].wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return answer(body)
+
+    return behaviour
+
+
 class StandIn:
     """A real HTTP/1.1 server on 127.0.0.1 (asyncio, in a thread) that answers as a test scripts it.
 

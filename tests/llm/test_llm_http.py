@@ -12,7 +12,7 @@ from tfgrpo.errors import BackendError, ConfigError
 from tfgrpo.llm import GenerationParams
 from tfgrpo.llm.http import OpenAIBackend
 
-from .support import Reply, StandIn, chat_reply, error_reply
+from .support import Reply, StandIn, chat_reply, error_reply, gathering
 
 FAST = {"max_retries": 3, "timeout": 5.0}
 
@@ -37,14 +37,12 @@ def script(*replies: Reply, then: Reply | None = None):
 def test_429_retry_after_is_honoured():
     limited = error_reply(429, "slow down", {"Retry-After": "1"})
     with StandIn(script(limited, limited)) as server, backend_for(server) as backend:
-        started = time.monotonic()
         groups = backend.generate(["hi"], GenerationParams(max_tokens=4))
-        elapsed = time.monotonic() - started
     assert groups[0][0].text == "ok"
     assert len(server.requests) == 3 and backend.usage.retries == 2 and backend.usage.requests == 1
     gaps = [b - a for a, b in zip(server.arrivals, server.arrivals[1:])]
-    assert all(gap >= 0.8 for gap in gaps), gaps  # waited ~1 s each time, not the 0.01 s backoff
-    assert elapsed >= 1.6
+    # A lower bound only (a slow machine waits longer, never shorter): ~1 s each time, not the 0.01 s backoff.
+    assert all(gap >= 0.8 for gap in gaps), gaps
 
 
 def test_500_then_success():
@@ -99,10 +97,8 @@ def test_dropped_connection_is_retried():
 
 
 def test_concurrency_never_exceeds_the_bound():
-    async def behaviour(index, path, body):
-        await asyncio.sleep(0.05)
-        return chat_reply([body["messages"][0]["content"]])
-
+    # Requests are held until 5 are in flight at once: the bound is reached whatever the machine's speed.
+    behaviour = gathering(5, lambda body: chat_reply([body["messages"][0]["content"]]))
     prompts = [f"p{i}" for i in range(40)]
     with StandIn(behaviour) as server, backend_for(server, concurrency=5) as backend:
         # Two threads calling the sync API at once share one bound.
@@ -121,9 +117,7 @@ def test_concurrency_never_exceeds_the_bound():
 
 
 def test_async_callers_share_the_bound():
-    async def behaviour(index, path, body):
-        await asyncio.sleep(0.05)
-        return chat_reply(["ok"])
+    behaviour = gathering(4, lambda body: chat_reply(["ok"]))
 
     async def main(backend):
         return await asyncio.gather(*(backend.agenerate(f"p{i}") for i in range(30)))
