@@ -99,18 +99,64 @@ def build_prompt(
     """The few-shot prompt for `prompt`: examples in order while they fit `token_budget` (counted for
     the examples only), then the query. The template's instruction becomes a system message for chat
     models (a message list), or the first paragraph of a plain-text prompt."""
-    parts = []
-    used = 0
-    for exp in examples:
-        text = template.example.format(prompt=exp.prompt, response=exp.response)
-        cost = count_tokens(text)
-        if token_budget is not None and used + cost > token_budget:
-            continue  # a shorter example further on may still fit
-        parts.append(text)
-        used += cost
+    parts = [template.example.format(prompt=e.prompt, response=e.response) for e in examples]
+    if token_budget is not None:
+        parts = [parts[i] for i in _fitting(parts, token_budget, count_tokens)]
     user = "".join(parts) + template.query.format(prompt=prompt)
     if not template.instruction:
         return user
     if chat:
         return [{"role": "system", "content": template.instruction}, {"role": "user", "content": user}]
     return f"{template.instruction}\n\n{user}"
+
+
+def _fitting(texts: Sequence[str], token_budget: int, count_tokens: Callable[[str], int]) -> list[int]:
+    """Indices of the texts taken in order while they fit the budget (a shorter one further on may still fit)."""
+    chosen, used = [], 0
+    for i, text in enumerate(texts):
+        cost = count_tokens(text)
+        if used + cost <= token_budget:
+            chosen.append(i)
+            used += cost
+    return chosen
+
+
+def fit_examples(
+    examples: Sequence[Experience],
+    template: PromptTemplate = PromptTemplate(),
+    token_budget: int | None = None,
+    count_tokens: Callable[[str], int] = approx_tokens,
+) -> list[Experience]:
+    """The examples `build_prompt` would put into a prompt under `token_budget` (to say which ones went in)."""
+    if token_budget is None:
+        return list(examples)
+    texts = [template.example.format(prompt=e.prompt, response=e.response) for e in examples]
+    return [examples[i] for i in _fitting(texts, token_budget, count_tokens)]
+
+
+def inject_messages(
+    messages: Sequence[dict],
+    examples: Sequence[Experience] = (),
+    template: PromptTemplate = PromptTemplate(),
+    token_budget: int | None = None,
+    count_tokens: Callable[[str], int] = approx_tokens,
+) -> list[dict]:
+    """A caller's chat `messages` with experiences and lessons put in exactly as `build_prompt` puts them
+    into a training prompt: the last user message (its content must be a string) becomes the few-shot
+    prompt for its text, and the template's instruction (`with_lessons`) is added to the first message
+    when it is a system message, or goes before everything as one. Every other message, and every other
+    field of the edited ones, is left as it was."""
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
+    if last is None or not isinstance(messages[last].get("content"), str):
+        raise ConfigError("inject_messages needs a user message whose content is a string")
+    built = build_prompt(messages[last]["content"], examples, template, token_budget, count_tokens, chat=True)
+    system, user = (built[0]["content"], built[1]["content"]) if isinstance(built, list) else (None, built)
+    out = [dict(m) for m in messages]
+    out[last]["content"] = user
+    if system:
+        first = out[0]
+        if first.get("role") == "system" and isinstance(first.get("content"), str):
+            first["content"] = f"{first['content']}\n\n{system}" if first["content"] else system
+        else:
+            out.insert(0, {"role": "system", "content": system})
+    return out

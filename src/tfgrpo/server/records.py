@@ -1,0 +1,393 @@
+"""Durable completion records and feedback for `tfgrpo serve`, in tables prefixed `proxy_` inside the
+library's own SQLite file.
+
+Every served completion is recorded (its prompt, the text of every choice, whether it was a holdout,
+what was injected) before its answer leaves the proxy, so feedback may come hours later and after a
+restart. Feedback is committed before it is acknowledged; the same reward twice is counted once, a
+different reward for a choice that already has one is a conflict and changes nothing.
+
+Groups (what the library learns from), formed in the same transaction as the feedback that completes
+them and numbered in the order they were formed (`seq`):
+- the choices of one request with n >= 2, once every choice has its reward;
+- requests with n = 1 and the same prompt (the caller's text, before injection): each one that gets
+  feedback joins the open group of its prompt; once `group_size` of them have feedback, the oldest
+  `group_size` form a group. A member whose completion is older than `window_s` seconds when the next
+  feedback for its prompt arrives is left out (it never joins a group).
+- best-of-G requests scored by the proxy's own reward form their group at once.
+Holdout completions never join a group: they measure the model without the library.
+
+All writes go through one writer thread that commits whatever is queued in one transaction (group
+commit), so many concurrent feedback posts cost one commit, not one each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.store.sqlite import connect, transaction
+from ..errors import StoreError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS proxy_completions (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    prompt TEXT NOT NULL,
+    prompt_key TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    choices TEXT NOT NULL,
+    holdout INTEGER NOT NULL,
+    learnable INTEGER NOT NULL,
+    info TEXT NOT NULL,
+    group_seq INTEGER
+);
+CREATE INDEX IF NOT EXISTS proxy_open ON proxy_completions(prompt_key, created) WHERE group_seq IS NULL AND n = 1;
+CREATE TABLE IF NOT EXISTS proxy_feedback (
+    completion_id TEXT NOT NULL,
+    choice INTEGER NOT NULL,
+    reward REAL NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (completion_id, choice)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS proxy_groups (
+    seq INTEGER PRIMARY KEY,
+    created REAL NOT NULL,
+    prompt TEXT NOT NULL,
+    responses TEXT NOT NULL,
+    rewards TEXT NOT NULL,
+    members TEXT NOT NULL
+);
+"""
+
+
+def prompt_key(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What is recorded about one served completion."""
+
+    id: str
+    prompt: str
+    """The caller's prompt text (before injection): the experience's prompt when it is learned."""
+    choices: list[str]
+    """The text of every choice returned (client feedback names them by index)."""
+    key: str | None = None
+    """What makes two n = 1 requests "the same prompt" (default: the prompt text)."""
+    holdout: bool = False
+    learnable: bool = True
+    """Whether client feedback may form groups (False for holdout and best-of-G completions, and for
+    prompts with no text to learn from); feedback is recorded either way, for stats and lift."""
+    info: dict[str, Any] | None = None
+    scored: tuple[list[str], list[float]] | None = None
+    """Best-of-G: every sampled response and the proxy's reward of each, learned as a group at once."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group ready for the library: one prompt, its responses and their rewards."""
+
+    seq: int
+    prompt: str
+    responses: list[str]
+    rewards: list[float]
+    members: list[str]
+    """Completion ids (one for an n >= 2 request, `group_size` for accumulated n = 1 feedback)."""
+
+    @property
+    def has_signal(self) -> bool:
+        return min(self.rewards) != max(self.rewards)
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    status: int
+    """200, or 404 (unknown id), 409 (a different reward for a choice that has one), 400 (bad choice)."""
+    message: str = ""
+    recorded: int = 0
+    duplicates: int = 0
+    groups: tuple[int, ...] = ()
+
+
+class CompletionRecords:
+    """The proxy's records for one library file. `on_group(group)` is called from the writer thread,
+    in `seq` order, after the transaction that formed the group committed."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        group_size: int = 4,
+        window_s: float = 86400.0,
+        on_group: Callable[[Group], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.group_size = group_size
+        self.window_s = window_s
+        self.on_group = on_group
+        self._clock = clock
+        self._db = connect(self.path)
+        with transaction(self._db, "creating the proxy's tables"):
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+        self._read = connect(self.path)  # reads from request handlers, never blocked by the writer
+        self._read_lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="tfgrpo-records", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    # ----------------------------------------------------------------- writing (through the writer thread)
+
+    def add(self, completion: Completion) -> Future:
+        """Record a completion; the future resolves once it is committed (to its groups, for `scored`)."""
+        return self._submit(("add", completion))
+
+    def feedback(self, completion_id: str, rewards: dict[int, float]) -> Future:
+        """Record rewards (choice -> reward) for a completion; resolves to a `FeedbackResult` once committed."""
+        return self._submit(("feedback", completion_id, rewards))
+
+    def _submit(self, item: tuple) -> Future:
+        future: Future = Future()
+        if self._closed:
+            future.set_exception(StoreError("the proxy's records are closed (the server is shutting down)"))
+            return future
+        self._queue.put((item, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < 512:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[tuple[tuple, Future]]) -> None:
+        results: list[Any] = []
+        groups: list[Group] = []
+        try:
+            with transaction(self._db, "recording completions and feedback"):
+                for item, _ in batch:
+                    if item[0] == "add":
+                        results.append(self._add(item[1], groups))
+                    else:
+                        results.append(self._feedback(item[1], item[2], groups))
+        except BaseException as exc:  # nothing of the batch was committed: every caller hears so
+            for _, future in batch:
+                future.set_exception(exc if isinstance(exc, StoreError) else StoreError(f"recording failed: {exc}"))
+            return
+        for group in groups:
+            if self.on_group is not None:
+                self.on_group(group)
+        for (_, future), result in zip(batch, results):
+            future.set_result(result)
+
+    def _next_seq(self) -> int:
+        return (self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM proxy_groups").fetchone()[0] or 0) + 1
+
+    def _new_group(self, prompt: str, responses: list[str], rewards: list[float], members: list[str]) -> Group:
+        group = Group(self._next_seq(), prompt, responses, rewards, members)
+        self._db.execute(
+            "INSERT INTO proxy_groups(seq, created, prompt, responses, rewards, members) VALUES (?, ?, ?, ?, ?, ?)",
+            (group.seq, self._clock(), prompt, _dumps(responses), json.dumps(rewards), json.dumps(members)),
+        )
+        self._db.executemany(
+            "UPDATE proxy_completions SET group_seq = ? WHERE id = ?", [(group.seq, m) for m in members]
+        )
+        return group
+
+    def _add(self, c: Completion, groups: list[Group]) -> None:
+        self._db.execute(
+            "INSERT INTO proxy_completions(id, created, prompt, prompt_key, n, choices, holdout, learnable, info)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                c.id,
+                self._clock(),
+                c.prompt,
+                prompt_key(c.key if c.key is not None else c.prompt),
+                len(c.choices),
+                _dumps(c.choices),
+                int(c.holdout),
+                int(c.learnable and not c.holdout and c.scored is None),
+                _dumps(c.info or {}),
+            ),
+        )
+        if c.scored is not None and not c.holdout:
+            groups.append(self._new_group(c.prompt, list(c.scored[0]), list(c.scored[1]), [c.id]))
+
+    def _feedback(self, completion_id: str, rewards: dict[int, float], groups: list[Group]) -> FeedbackResult:
+        row = self._db.execute(
+            "SELECT prompt, prompt_key, n, choices, learnable, group_seq FROM proxy_completions WHERE id = ?",
+            (completion_id,),
+        ).fetchone()
+        if row is None:
+            return FeedbackResult(404, f"no completion {completion_id!r} (ids are the `id` of a proxy response)")
+        prompt, key, n, choices, learnable, group_seq = row
+        bad = [c for c in rewards if not 0 <= c < n]
+        if bad:
+            return FeedbackResult(400, f"choice {bad[0]} does not exist: that completion has {n} choice(s), 0..{n - 1}")
+        existing = dict(
+            self._db.execute("SELECT choice, reward FROM proxy_feedback WHERE completion_id = ?", (completion_id,))
+        )
+        for choice, reward in rewards.items():
+            if choice in existing and existing[choice] != reward:
+                return FeedbackResult(
+                    409,
+                    f"choice {choice} of {completion_id} already has reward {existing[choice]!r}; "
+                    f"a different reward ({reward!r}) is refused (nothing was changed)",
+                )
+        new = {c: r for c, r in rewards.items() if c not in existing}
+        now = self._clock()
+        self._db.executemany(
+            "INSERT INTO proxy_feedback(completion_id, choice, reward, created) VALUES (?, ?, ?, ?)",
+            [(completion_id, c, r, now) for c, r in new.items()],
+        )
+        formed: list[int] = []
+        if new and learnable and group_seq is None:
+            existing.update(new)
+            if n >= 2 and len(existing) == n:
+                group = self._new_group(prompt, json.loads(choices), [existing[i] for i in range(n)], [completion_id])
+                groups.append(group)
+                formed.append(group.seq)
+            elif n == 1:
+                members = self._db.execute(
+                    "SELECT c.id, c.choices, f.reward FROM proxy_completions c"
+                    " JOIN proxy_feedback f ON f.completion_id = c.id"
+                    " WHERE c.prompt_key = ? AND c.group_seq IS NULL AND c.n = 1 AND c.learnable = 1"
+                    " AND c.created >= ? ORDER BY c.created LIMIT ?",
+                    (key, now - self.window_s, self.group_size),
+                ).fetchall()
+                if len(members) >= self.group_size:
+                    group = self._new_group(
+                        prompt, [json.loads(m[1])[0] for m in members], [m[2] for m in members], [m[0] for m in members]
+                    )
+                    groups.append(group)
+                    formed.append(group.seq)
+        return FeedbackResult(200, recorded=len(new), duplicates=len(rewards) - len(new), groups=tuple(formed))
+
+    # ----------------------------------------------------------------- reading
+
+    def groups_after(self, seq: int) -> list[Group]:
+        """Groups formed after `seq`, in order (those a restarted proxy has still to learn)."""
+        with self._read_lock:
+            rows = self._read.execute(
+                "SELECT seq, prompt, responses, rewards, members FROM proxy_groups WHERE seq > ? ORDER BY seq", (seq,)
+            ).fetchall()
+        return [Group(r[0], r[1], json.loads(r[2]), json.loads(r[3]), json.loads(r[4])) for r in rows]
+
+    def get(self, completion_id: str) -> dict[str, Any] | None:
+        with self._read_lock:
+            row = self._read.execute(
+                "SELECT prompt, n, choices, holdout, learnable, info, group_seq FROM proxy_completions WHERE id = ?",
+                (completion_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            rewards = dict(
+                self._read.execute(
+                    "SELECT choice, reward FROM proxy_feedback WHERE completion_id = ?", (completion_id,)
+                )
+            )
+        prompt, n, choices, holdout, learnable, info, group_seq = row
+        return {
+            "id": completion_id,
+            "prompt": prompt,
+            "choices": json.loads(choices),
+            "holdout": bool(holdout),
+            "learnable": bool(learnable),
+            "info": json.loads(info),
+            "group": group_seq,
+            "rewards": {str(k): v for k, v in sorted(rewards.items())},
+        }
+
+    def counts(self) -> dict[str, int]:
+        with self._read_lock:
+            db = self._read
+            return {
+                "completions": db.execute("SELECT COUNT(*) FROM proxy_completions").fetchone()[0],
+                "feedback": db.execute("SELECT COUNT(*) FROM proxy_feedback").fetchone()[0],
+                "groups": db.execute("SELECT COUNT(*) FROM proxy_groups").fetchone()[0],
+            }
+
+    def reward_moments(self) -> dict[bool, tuple[int, float, float]]:
+        """Per arm (holdout True/False): (completions with feedback, sum, sum of squares) of each
+        completion's mean reward over its rewarded choices, for the lift and its confidence interval."""
+        with self._read_lock:
+            rows = self._read.execute(
+                "SELECT c.holdout, COUNT(*), SUM(m), SUM(m * m) FROM ("
+                " SELECT completion_id, AVG(reward) AS m FROM proxy_feedback GROUP BY completion_id) f"
+                " JOIN proxy_completions c ON c.id = f.completion_id GROUP BY c.holdout"
+            ).fetchall()
+        out = {False: (0, 0.0, 0.0), True: (0, 0.0, 0.0)}
+        for holdout, count, total, squares in rows:
+            out[bool(holdout)] = (count, total or 0.0, squares or 0.0)
+        return out
+
+    # ----------------------------------------------------------------- closing
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer and close the connections. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+        for db in (self._db, self._read):
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def lift(moments: dict[bool, tuple[int, float, float]]) -> dict[str, Any]:
+    """Mean reward with and without the library, their difference and its 95% confidence interval
+    (normal approximation with each arm's own variance, Welch), from `reward_moments()`."""
+
+    def arm(count: int, total: float, squares: float) -> tuple[float | None, float | None]:
+        if count == 0:
+            return None, None
+        mean = total / count
+        var = max(0.0, (squares - count * mean * mean) / (count - 1)) if count > 1 else None
+        return mean, var
+
+    (n_lib, *lib), (n_hold, *hold) = moments[False], moments[True]
+    mean_lib, var_lib = arm(n_lib, *lib)
+    mean_hold, var_hold = arm(n_hold, *hold)
+    out: dict[str, Any] = {
+        "with_library": {"n": n_lib, "mean_reward": mean_lib},
+        "without_library": {"n": n_hold, "mean_reward": mean_hold},
+        "lift": None,
+        "ci95": None,
+    }
+    if mean_lib is not None and mean_hold is not None:
+        out["lift"] = mean_lib - mean_hold
+        if var_lib is not None and var_hold is not None:
+            half = 1.96 * (var_lib / n_lib + var_hold / n_hold) ** 0.5
+            out["ci95"] = [out["lift"] - half, out["lift"] + half]
+    return out

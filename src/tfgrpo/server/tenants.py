@@ -1,0 +1,94 @@
+"""Tenants of `tfgrpo serve`: API keys, stored only as SHA-256 hashes, each mapped to one library and a
+role ("user": injection, feedback, lift; "admin": also stats, lessons, rollback, export).
+
+keys.toml:
+
+    [libraries]                      # name = library file (relative paths: from this file's folder)
+    support = "support.db"
+    billing = "billing.db"
+
+    [[keys]]
+    sha256 = "9f86d08..."            # `tfgrpo serve --hash-key KEY` prints it
+    library = "support"
+    role = "admin"                   # or "user" (the default)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+
+ROLES = ("user", "admin")
+
+
+def hash_key(key: str) -> str:
+    """The hex SHA-256 of an API key, as keys.toml stores it."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Tenant:
+    library: str
+    role: str = "user"
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
+
+
+class Keys:
+    """Hashed API keys -> tenants, and library names -> files."""
+
+    def __init__(self, libraries: dict[str, Path], keys: dict[str, Tenant]) -> None:
+        self.libraries = libraries
+        self._keys = keys
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Keys:
+        import tomllib
+
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"no keys file at {path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        libraries = data.get("libraries")
+        if not isinstance(libraries, dict) or not libraries:
+            raise ConfigError(f'{path}: needs a [libraries] table of name = "file.db"')
+        files = {}
+        for name, file in libraries.items():
+            if not isinstance(file, str) or not file:
+                raise ConfigError(f"{path}: libraries.{name} must be a file path (a string)")
+            files[name] = (path.parent / file) if not os.path.isabs(file) else Path(file)
+        keys: dict[str, Tenant] = {}
+        entries = data.get("keys")
+        if not isinstance(entries, list) or not entries:
+            raise ConfigError(f"{path}: needs at least one [[keys]] entry with sha256, library and role")
+        for i, entry in enumerate(entries):
+            digest = entry.get("sha256") if isinstance(entry, dict) else None
+            if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ConfigError(f"{path}: keys[{i}].sha256 must be 64 lowercase hex digits (tfgrpo serve --hash-key)")
+            library, role = entry.get("library"), entry.get("role", "user")
+            if library not in files:
+                raise ConfigError(f"{path}: keys[{i}].library {library!r} is not in [libraries] ({', '.join(files)})")
+            if role not in ROLES:
+                raise ConfigError(f"{path}: keys[{i}].role must be 'user' or 'admin', got {role!r}")
+            if digest in keys:
+                raise ConfigError(f"{path}: keys[{i}] repeats a key already listed")
+            keys[digest] = Tenant(library, role)
+        return cls(files, keys)
+
+    def lookup(self, token: bytes | str | None) -> Tenant | None:
+        """The tenant of a presented key, None for an unknown one. The dictionary lookup is by hash,
+        so nothing about a stored key leaks through timing (the hash of a guess reveals nothing)."""
+        if token is None:
+            return None
+        if isinstance(token, bytes):
+            token = token.decode("utf-8", "surrogateescape")
+        return self._keys.get(hash_key(token))
