@@ -195,6 +195,8 @@ def test_tool_messages_are_refused(server):
     call = {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function"}]}
     assert_error(post(server, {"messages": [*HI, call]}), 400, "messages.1.tool_calls")
     assert_error(post(server, {"messages": [{"role": "tool", "content": "4"}]}), 400, "messages.0.role")
+    image = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "x"}}]
+    assert_error(post(server, {"messages": [{"role": "user", "content": image}]}), 400, "messages.0.content.1.type")
 
 
 def test_values_that_ask_for_nothing_are_accepted(server):

@@ -182,7 +182,8 @@ with a test for values that ask for nothing (null, false, empty, the documented 
 
 def refuse_unsupported(body: Mapping[str, Any], unsupported: Mapping[str, Callable[[Any], bool]] = UNSUPPORTED) -> None:
     """A 400 naming the first field that asks for something this server does not do, rather than a 200
-    that silently ignores it. Chat messages carrying tool calls, and tool / function roles, count too."""
+    that silently ignores it. Chat messages carrying tool calls, tool / function roles and content parts
+    other than text (images, audio, files) count too."""
     for name, harmless in unsupported.items():
         if name in body and not harmless(body[name]):
             raise bad_request(
@@ -199,6 +200,15 @@ def refuse_unsupported(body: Mapping[str, Any], unsupported: Mapping[str, Callab
                 raise bad_request(
                     f"messages.{i}.{name}: tool calls are not supported by this server",
                     param=f"messages.{i}.{name}",
+                    code="unsupported_parameter",
+                )
+        parts = message.get("content")
+        for k, part in enumerate(parts if isinstance(parts, list) else []):
+            if isinstance(part, dict) and part.get("type") != "text":
+                raise bad_request(
+                    f"messages.{i}.content.{k}.type: {part.get('type')!r} parts are not supported by this server; "
+                    "send text",
+                    param=f"messages.{i}.content.{k}.type",
                     code="unsupported_parameter",
                 )
         if message.get("role") in ("tool", "function"):
