@@ -56,7 +56,7 @@ def add_commands(command) -> None:
 def cmd_lessons(args) -> None:
     import time
 
-    from ..errors import LibraryNotFoundError
+    from ..errors import ConfigError, LibraryNotFoundError
     from ..semantic import LessonLibrary
 
     check_lesson_path(args.library)
@@ -97,6 +97,8 @@ def cmd_lessons(args) -> None:
                 lib.export_text(args.path)
             elif args.path.lower().endswith((".yaml", ".yml")):
                 lib.export_agent_yaml(args.path, base=args.base)
+            elif args.base:
+                raise ConfigError(f"--base is for .yaml exports; {args.path} is not one")
             else:
                 lib.export_json(args.path)
             print(f"wrote {len(lib)} lessons (version {lib.version}) to {args.path}")

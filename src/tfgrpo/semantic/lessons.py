@@ -24,12 +24,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..core.formats import atomic_write
 from ..core.store.sqlite import connect, transaction
 from ..errors import ConfigError, LibraryFormatError, LibraryNotFoundError
-from .operations import Operation, clean_text, normalize_id
+from .formats import agent_yaml_text, read_agent_yaml
+from .operations import Operation, normalize_id
 
 log = logging.getLogger("tfgrpo.semantic")
 
@@ -165,12 +166,47 @@ def _id_number(lesson_id: str) -> int:
     return int(lesson_id[1:])
 
 
+class _Draft:
+    """Lessons being edited by a plan, indexed by fingerprint: the duplicate check of each operation is
+    then a lookup, not a scan of every lesson (which made applying n operations O(n^2))."""
+
+    def __init__(self, lessons: Mapping[str, str], next_id: int) -> None:
+        self.lessons = dict(lessons)
+        self.next_id = next_id
+        self._by_fingerprint: dict[str, dict[str, None]] = {}  # an ordered set of ids per fingerprint
+        for lesson_id, text in self.lessons.items():
+            self._by_fingerprint.setdefault(_fingerprint(text), {})[lesson_id] = None
+
+    def set(self, lesson_id: str, text: str) -> None:
+        if lesson_id in self.lessons:
+            self._unindex(lesson_id)
+        self.lessons[lesson_id] = text
+        self._by_fingerprint.setdefault(_fingerprint(text), {})[lesson_id] = None
+
+    def remove(self, lesson_id: str) -> None:
+        self._unindex(lesson_id)
+        del self.lessons[lesson_id]
+
+    def duplicate_of(self, text: str, ignore: Iterable[str] = ()) -> str | None:
+        """A lesson (other than those in `ignore`) with the same words as `text`."""
+        skip = set(ignore)
+        return next((i for i in self._by_fingerprint.get(_fingerprint(text), ()) if i not in skip), None)
+
+    def _unindex(self, lesson_id: str) -> None:
+        fingerprint = _fingerprint(self.lessons[lesson_id])
+        ids = self._by_fingerprint[fingerprint]
+        del ids[lesson_id]
+        if not ids:
+            del self._by_fingerprint[fingerprint]
+
+
 class LessonLibrary:
     """Lessons with stable ids, persisted with their full history.
 
     Args:
         path: an SQLite file (created if missing; may also hold an experience library), or None for memory.
-        max_words: the longest lesson; longer ones are shortened (with a logged reason).
+        max_words: the longest lesson an operation may write; longer ones are shortened (with a logged
+            reason). Imported lessons are kept whole.
         instruction: the sentence put before the lessons when they are rendered into a prompt.
     """
 
@@ -199,17 +235,17 @@ class LessonLibrary:
         self.max_words = max_words
         self.instruction = instruction
         self._lock = threading.RLock()
+        db = None
         try:
-            self._db = None
-            self._db = connect(self.path)
+            db = self._db = connect(self.path)
             with self._transaction():
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
             self._load()
         except sqlite3.DatabaseError as exc:
-            if self._db is not None:
-                self._db.close()
+            if db is not None:
+                db.close()
             raise LibraryFormatError(f"{self.path} cannot hold a lesson library: {exc}") from None
 
     # ----------------------------------------------------------------- reading
@@ -333,8 +369,7 @@ class LessonLibrary:
         self, operations: Iterable[Operation], extra_skipped: Sequence[Skipped]
     ) -> tuple[dict[str, str], int, list[Operation], list[Skipped]]:
         with self._lock:
-            lessons = dict(self._lessons)
-            next_id = self._next_id
+            draft = _Draft(self._lessons, self._next_id)
             applied: list[Operation] = []
             skipped: list[Skipped] = list(extra_skipped)
             for op in operations:
@@ -342,12 +377,12 @@ class LessonLibrary:
                     shown = Operation("none", reason=f"{op!r:.200}")
                     skipped.append(Skipped(shown, f"not an Operation ({type(op).__name__})"))
                     continue
-                outcome, next_id = self._apply_one(op, lessons, next_id)
+                outcome = self._apply_one(op, draft)
                 if outcome.applied is not None:
                     applied.append(outcome.applied)
                 if outcome.skip_reason:
                     skipped.append(Skipped(op, outcome.skip_reason, outcome.applied))
-            return lessons, next_id, applied, skipped
+            return draft.lessons, draft.next_id, applied, skipped
 
     def rollback(self, version: int, *, context: Any = None) -> ApplyResult:
         """Make the lessons what they were at `version`, as a new version (history is kept)."""
@@ -363,33 +398,27 @@ class LessonLibrary:
             new = self._commit(target, self._next_id, None, "rollback", applied, [], context, None)
             return ApplyResult(new, applied, [])
 
-    def replace_all(
-        self, lessons: Mapping[object, object], *, kind: str = "import", context: Any = None
-    ) -> ApplyResult:
+    def replace_all(self, lessons: Mapping[Any, object], *, kind: str = "import", context: Any = None) -> ApplyResult:
         """Make the library exactly `lessons` ({id: text}), keeping valid ids ("G3") and giving the
-        others new ones; bad entries are skipped with reasons. One new version."""
+        others new ones. Texts are kept as given, whitespace aside (a lesson is one line): the word
+        limit is for what the critic writes, not for what is imported. Entries that are empty, not text
+        or a duplicate of an earlier one are skipped with reasons. One new version."""
         with self._lock:
             result: dict[str, str] = {}
             skipped: list[Skipped] = []
             pending: list[tuple[object, str]] = []
             seen: dict[str, str] = {}
             for key, value in lessons.items():
-                text = clean_text(value)
+                text = " ".join(value.split()) if isinstance(value, str) else ""
                 op = Operation("add", text=text if text else str(value)[:200], id=normalize_id(key))
                 if not text:
                     skipped.append(Skipped(op, f"entry {key!r:.40}: empty or not text"))
-                    continue
-                text, note = self._fit(text)
-                if text is None:
-                    skipped.append(Skipped(op, f"entry {key!r:.40}: {note}"))
                     continue
                 fp = _fingerprint(text)
                 if fp in seen:
                     skipped.append(Skipped(op, f"entry {key!r:.40}: duplicate of {seen[fp]}"))
                     continue
                 norm = normalize_id(key)
-                if note:
-                    skipped.append(Skipped(op, f"entry {key!r:.40}: {note}", Operation("add", text, norm)))
                 if norm is not None and norm not in result:
                     result[norm] = text
                     seen[fp] = norm
@@ -424,7 +453,7 @@ class LessonLibrary:
     def export_text(self, path: str | os.PathLike, instruction: str | None = None) -> None:
         """Write the lessons as a plain system-prompt text file (the instruction, then `[G3]. text` lines)."""
         text = self.render(instruction)
-        atomic_write(path, lambda f: f.write(text + ("\n" if text else "")))
+        _write_text(path, text + ("\n" if text else ""))
 
     def import_json(self, path: str | os.PathLike) -> ApplyResult:
         """Replace the lessons with those of a {"G0": "text", ...} file (a list of strings works too)."""
@@ -445,11 +474,33 @@ class LessonLibrary:
         entries: dict[object, object] = {}
         for n, line in enumerate(_read(path).splitlines()):
             match = re.match(r"^\s*\[?(G\d{1,9})\]?\s*[.:)\-]\s*(.+)$", line, flags=re.IGNORECASE)
+            bullet = re.match(r"^\s*[-*•]\s+(\S.*)$", line)
             if match:
                 entries[match.group(1)] = match.group(2)
-            elif re.match(r"^\s*[-*•]\s+\S", line):
-                entries[f"line {n + 1}"] = line
+            elif bullet:
+                entries[f"line {n + 1}"] = bullet.group(1)
         return self.replace_all(entries, context={"imported_from": str(path)})
+
+    def import_agent_yaml(self, path: str | os.PathLike) -> ApplyResult:
+        """Replace the lessons with the experiences of a youtu-agent agent YAML (the paper's code; see
+        `formats`): every `[Gn]. text` line, ids and texts as in the file. A file that is not such a
+        config (malformed, another YAML, wrong types, binary) raises `LibraryFormatError` first."""
+        agent = read_agent_yaml(path)
+        entries: dict[str, str] = {}
+        for lesson_id, text in agent.lessons:
+            # A repeated id keeps its lesson, under a new id (stored with a reason).
+            entries[lesson_id if lesson_id not in entries else f"{lesson_id} (repeated)"] = text
+        return self.replace_all(entries, context={"imported_from": str(path), "format": "youtu-agent yaml"})
+
+    def export_agent_yaml(self, path: str | os.PathLike, base: str | os.PathLike | None = None) -> None:
+        """Write the lessons as the experiences of a youtu-agent agent YAML (atomically).
+
+        The rest of the config comes from `base` when given, else from the agent YAML already at `path`
+        (so exporting into an agent config replaces its experiences and keeps everything else), else it
+        is a minimal simple-agent config. A `base` (or existing file) that is not an agent config raises
+        `LibraryFormatError` and nothing is written."""
+        source = base if base is not None else (path if Path(path).exists() else None)
+        _write_text(path, agent_yaml_text(self.lessons, None if source is None else read_agent_yaml(source)))
 
     def close(self) -> None:
         self._db.close()
@@ -467,7 +518,7 @@ class LessonLibrary:
         applied: Operation | None
         skip_reason: str = ""
 
-    def _fit(self, text: str) -> tuple[str | None, str]:
+    def _fit(self, text: str) -> tuple[str, str]:
         """A lesson text within the word limit, with a note when it was shortened."""
         count = word_count(text)
         if count <= self.max_words:
@@ -475,46 +526,40 @@ class LessonLibrary:
         short = shorten(text, self.max_words)
         return short, f"lesson had {count} words (limit {self.max_words}); shortened"
 
-    def _duplicate_of(self, text: str, lessons: Mapping[str, str], ignore: Iterable[str] = ()) -> str | None:
-        fp = _fingerprint(text)
-        skip = set(ignore)
-        for lesson_id, existing in lessons.items():
-            if lesson_id not in skip and _fingerprint(existing) == fp:
-                return lesson_id
-        return None
-
-    def _apply_one(self, op: Operation, lessons: dict[str, str], next_id: int) -> tuple[_Outcome, int]:
+    def _apply_one(self, op: Operation, draft: _Draft) -> _Outcome:
         Outcome = LessonLibrary._Outcome
+        lessons = draft.lessons  # read here; every change goes through draft
+        removed: list[str]
         if op.kind == "none":
-            return Outcome(op), next_id
+            return Outcome(op)
         if op.kind not in ("add", "update", "delete", "merge"):
-            return Outcome(None, f"unknown operation {op.kind!r}"), next_id
+            return Outcome(None, f"unknown operation {op.kind!r}")
 
         if op.kind == "delete":
             if op.id is None:
-                return Outcome(None, "delete without a lesson id"), next_id
+                return Outcome(None, "delete without a lesson id")
             if op.id not in lessons:
-                return Outcome(None, f"delete of {op.id}, which does not exist"), next_id
-            del lessons[op.id]
-            return Outcome(Operation("delete", id=op.id, reason=op.reason)), next_id
+                return Outcome(None, f"delete of {op.id}, which does not exist")
+            draft.remove(op.id)
+            return Outcome(Operation("delete", id=op.id, reason=op.reason))
 
         # add, update and merge carry a text
         if not op.text:
-            return Outcome(None, f"{op.kind} with an empty lesson"), next_id
+            return Outcome(None, f"{op.kind} with an empty lesson")
         if not _WORD.search(op.text):
             # What a small critic writes when it copies the prompt's placeholder "...".
-            return Outcome(None, f"{op.kind} with a lesson that has no words ({op.text!r:.60})"), next_id
+            return Outcome(None, f"{op.kind} with a lesson that has no words ({op.text!r:.60})")
         text, note = self._fit(op.text)
         notes = [note] if note else []
 
         if op.kind == "merge":
-            existing = [i for i in op.ids if i in lessons]
+            existing = list(dict.fromkeys(i for i in op.ids if i in lessons))  # a repeated id merges once
             invented = [i for i in op.ids if i not in lessons]
             if invented:
                 notes.append(f"merge named lessons that do not exist ({', '.join(invented)}); dropped them")
             if not existing:
                 notes.append("no lesson left to merge; added as a new lesson")
-                op_kind, target, removed = "add", None, []
+                op_kind, target, removed = "add", "", []
             elif len(existing) == 1:
                 notes.append(f"only {existing[0]} left to merge; updated it instead")
                 op_kind, target, removed = "update", existing[0], []
@@ -524,42 +569,42 @@ class LessonLibrary:
             if op.id is None or op.id not in lessons:
                 what = "update without a lesson id" if op.id is None else f"update of {op.id}, which does not exist"
                 notes.append(f"{what}; added as a new lesson")
-                op_kind, target, removed = "add", None, []
+                op_kind, target, removed = "add", "", []
             else:
                 op_kind, target, removed = "update", op.id, []
         else:
-            op_kind, target, removed = "add", None, []
+            op_kind, target, removed = "add", "", []  # an add's target is its new id, chosen below
 
         ignore = ([target] if target else []) + removed
-        duplicate = self._duplicate_of(text, lessons, ignore)
+        duplicate = draft.duplicate_of(text, ignore)
         if duplicate is not None:
             if op_kind == "merge":
                 # The merged text already exists elsewhere: the merged lessons are redundant with it.
                 for lesson_id in [target, *removed]:
-                    del lessons[lesson_id]
+                    draft.remove(lesson_id)
                 notes.append(f"merged lesson duplicates {duplicate}; deleted {', '.join([target, *removed])}")
                 done = Operation("merge", text=lessons[duplicate], id=duplicate, ids=(target, *removed))
-                return Outcome(done, "; ".join(notes)), next_id
+                return Outcome(done, "; ".join(notes))
             notes.append(f"duplicate of {duplicate}; skipped")
-            return Outcome(None, "; ".join(notes)), next_id
+            return Outcome(None, "; ".join(notes))
         if op_kind == "update" and lessons[target] == text:
             notes.append(f"update leaves {target} unchanged; skipped")
-            return Outcome(None, "; ".join(notes)), next_id
+            return Outcome(None, "; ".join(notes))
 
         if op_kind == "add":
-            target = f"G{next_id}"
-            next_id += 1
-            lessons[target] = text
+            target = f"G{draft.next_id}"
+            draft.next_id += 1
+            draft.set(target, text)
             done = Operation("add", text=text, id=target, reason=op.reason)
         elif op_kind == "update":
-            lessons[target] = text
+            draft.set(target, text)
             done = Operation("update", text=text, id=target, reason=op.reason)
         else:
-            lessons[target] = text
+            draft.set(target, text)
             for lesson_id in removed:
-                del lessons[lesson_id]
+                draft.remove(lesson_id)
             done = Operation("merge", text=text, id=target, ids=(target, *removed), reason=op.reason)
-        return Outcome(done, "; ".join(notes)), next_id
+        return Outcome(done, "; ".join(notes))
 
     def _transaction(self) -> AbstractContextManager[None]:
         return transaction(self._db, f"{self.path or ':memory:'} (lesson library)")
@@ -639,6 +684,13 @@ class LessonLibrary:
             [Skipped.from_dict(d) for d in json.loads(skipped)],
             None if context is None else json.loads(context),
         )
+
+
+def _write_text(path: str | os.PathLike, text: str) -> None:
+    def write(f: IO[str]) -> None:
+        f.write(text)
+
+    atomic_write(path, write)
 
 
 def _read(path: str | os.PathLike) -> str:
