@@ -134,7 +134,9 @@ def test_train_lessons_writes_versions_and_resumes_without_repeating_a_call(serv
 def test_critic_flags_reach_the_critic_and_the_policy_keeps_the_task_prompt(server, data, tmp_path):
     args = [*task_args(data, server), "-l", tmp_path / "run.db", "-G", "2", "--batch-size", "2", "--limit", "4"]
     objectives = ["--task-objective", "add two numbers", "--learning-objective", "fewer slips"]
-    run("train", "--strategy", "lessons", *args, *objectives, "--critic-temperature", "0.2", "--instruction", "Sum.")
+    # --no-chat: the policy gets plain text (the CLI's default, like Python's, is the backend's mode: chat here).
+    run("train", "--strategy", "lessons", *args, *objectives, "--critic-temperature", "0.2", "--instruction", "Sum.",
+        "--no-chat")  # fmt: skip
     critic = [b for b in server.bodies if "messages" in b]  # the critic speaks chat; the policy, plain text
     policy = [b for b in server.bodies if "prompt" in b]
     assert critic and all(b["temperature"] == 0.2 for b in critic)
@@ -173,7 +175,7 @@ def test_attribute_ranks_the_lessons_by_leave_one_out(server, data, tmp_path):
     assert g0["lesson_id"] == "G0" and g0["mean_diff"] == 0.5 and g0["ci_low"] == g0["ci_high"] == 0.5
     result = run("attribute", *task_args(data, server), "-l", lib)
     table = result.stdout
-    assert "eval all lessons: 4/4 prompts" in result.stderr and "eval without G0: 4/4 prompts" in result.stderr
+    assert "eval all lessons prompt 4/4" in result.stderr and "eval without G0 prompt 4/4" in result.stderr
     assert "Leave-one-out attribution of 1 lessons" in table and "G0" in table
     missing = run("attribute", *task_args(data, server), "-l", tmp_path / "none.db", check=False)
     assert missing.returncode != 0 and "no library at" in missing.stderr
@@ -247,7 +249,7 @@ def test_eval_all_compares_every_condition_on_the_same_prompts(server, data, tmp
 
     result = run("eval", "--strategy", "all", *args, "-l", lib, "-k", "2")
     table = result.stdout
-    assert "eval baseline: 4/4 prompts" in result.stderr and "eval both: 4/4 prompts" in result.stderr
+    assert "eval baseline prompt 4/4" in result.stderr and "eval both prompt 4/4" in result.stderr
     for name in ("baseline", "examples", "lessons", "both"):
         assert re.search(rf"^{name} +\d\.\d{{3}} +\d\.\d{{3}}$", table, flags=re.M), table
     for name in ("examples", "lessons", "both"):

@@ -197,7 +197,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             try:
                 import tomli as tomllib  # type: ignore[no-redef]
             except ImportError:
-                raise ConfigError("reading TOML on Python 3.10 needs tomli: pip install 'tfgrpo[config]'") from None
+                raise ConfigError("reading TOML on Python 3.10 needs tomli: pip install tomli") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -206,7 +206,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         try:
             import yaml
         except ImportError:
-            raise ConfigError("reading YAML needs PyYAML: pip install 'tfgrpo[config]' (or use a .toml file)") from None
+            raise ConfigError("reading YAML needs PyYAML: pip install pyyaml (or use a .toml file)") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -293,9 +293,7 @@ def print_config(values: dict[str, Any], fmt: str = "toml") -> str:
         try:
             import yaml
         except ImportError:
-            raise ConfigError(
-                "printing YAML needs PyYAML: pip install 'tfgrpo[config]' (or --print-config toml)"
-            ) from None
+            raise ConfigError("printing YAML needs PyYAML: pip install pyyaml (or --print-config toml)") from None
         return yaml.safe_dump(plain, sort_keys=False, allow_unicode=True).rstrip("\n")
     lines = []
     for key, value in plain.items():

@@ -74,7 +74,7 @@ def cmd_train(args) -> int | None:
     from ..core.formats import is_sqlite_path
     from ..core.library import TrainingFreeGRPO
     from ..llm.cache import LLMCache
-    from ..loop.training import train
+    from ..loop.training import check_resume, run_identity, train
     from ..loop.updates import ExampleUpdate, LessonUpdate
     from ..semantic import LessonLibrary
 
@@ -101,15 +101,15 @@ def cmd_train(args) -> int | None:
                     changes["max_library_size"] = args.max_library_size
                 grpo_config = GRPOConfig().replace(**changes)
             grpo = stack.enter_context(TrainingFreeGRPO.open(args.library, grpo_config, seed=config.seed))
-            if grpo.progress:
-                print(f"resuming {args.library} after step {grpo.progress['global_step']}", file=sys.stderr)
             updates.append(ExampleUpdate(grpo, task_name=task.name))
         if lessons:
             library = stack.enter_context(LessonLibrary(args.library, max_words=lesson_config.max_words))
-            if library.progress:
-                step = library.progress["global_step"]
-                print(f"resuming lessons in {args.library} after step {step}", file=sys.stderr)
             updates.append(LessonUpdate(library, lesson_config, critic=critic))
+        check_resume(updates, run_identity(task.train, config, task.run))  # before saying "resuming"
+        for update in updates:
+            if update.done():
+                what = "" if update.name == "examples" else f"{update.name} in "
+                print(f"resuming {what}{args.library} after step {update.done()}", file=sys.stderr)
         cache = stack.enter_context(LLMCache(args.library)) if is_sqlite_path(args.library) else None
         steps = train(
             policy, task.train, task.reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run
