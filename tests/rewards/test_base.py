@@ -69,7 +69,7 @@ def test_a_reward_that_raises_does_not_stop_the_batch():
 
 def test_score_batch_keeps_order_with_many_threads():
     items = [("p", "x" * n, {}) for n in range(50)]
-    scores = FunctionReward(length_reward).score_batch(items, max_workers=8)
+    scores = FunctionReward(length_reward, value_range=(0, 5)).score_batch(items, max_workers=8)
     assert [s.value for s in scores] == [n / 10 for n in range(50)]
 
 
@@ -126,3 +126,56 @@ def test_ascore_batch_survives_failures():
 def test_reward_is_abstract():
     with pytest.raises(TypeError):
         Reward()
+
+
+@pytest.mark.parametrize("bad", [501, -0.5, 1.0000001, math.nan, math.inf, "0.5", None, True])
+def test_a_function_reward_outside_its_range_is_an_error_and_scores_the_bottom_in_batches(bad):
+    reward = FunctionReward(lambda p, r, s: bad, name="greedy")
+    with pytest.raises(RewardError, match="range|finite|real number"):
+        reward.score("p", "r", {})
+    with pytest.raises(RewardError):
+        asyncio.run(reward.ascore("p", "r", {}))
+    [score] = reward.score_batch([("p", "r", {})])
+    assert score.value == 0.0 and score.reason.startswith("reward raised RewardError")
+
+
+def test_an_async_function_reward_is_checked_too():
+    async def greedy(prompt, response, sample):
+        return 501.0
+
+    reward = FunctionReward(greedy)
+    with pytest.raises(RewardError, match=r"FunctionReward\(greedy\) gave 501.0, outside its range \[0, 1\]"):
+        asyncio.run(reward.ascore("p", "r", {}))
+    assert asyncio.run(reward.ascore_batch([("p", "r", {})]))[0].value == 0.0
+
+
+def test_a_reward_subclass_is_held_to_its_range_and_fails_at_its_bottom():
+    class Signed(Reward):
+        value_range = (-1.0, 1.0)
+
+        def score(self, prompt, response, sample):
+            return Score(float(response))
+
+    reward = Signed()
+    assert reward("p", "-1", {}) == -1.0 and reward("p", "1", {}) == 1.0
+    with pytest.raises(RewardError, match=r"Signed gave 1.5, outside its range \[-1, 1\]"):
+        reward("p", "1.5", {})
+    assert [s.value for s in reward.score_batch([("p", "0.5", {}), ("p", "501", {})])] == [0.5, -1.0]
+
+
+def test_the_range_can_be_lifted_but_values_must_stay_finite_numbers():
+    reward = FunctionReward(lambda p, r, s: float(r), value_range=None)
+    assert reward("p", "501", {}) == 501.0
+    with pytest.raises(RewardError, match="finite"):
+        reward("p", "nan", {})
+    for bad in [(1, 0), (0, math.inf), (0,), "01"]:
+        with pytest.raises(RewardError, match="value_range"):
+            FunctionReward(length_reward, value_range=bad)
+
+
+def test_every_built_in_reward_documents_the_unit_range():
+    from tfgrpo import rewards
+
+    built_in = [getattr(rewards, name) for name in rewards.__all__]
+    classes = [c for c in built_in if isinstance(c, type) and issubclass(c, Reward) and c is not Reward]
+    assert classes and all(c.value_range == (0.0, 1.0) for c in classes)

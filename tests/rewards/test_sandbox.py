@@ -220,8 +220,8 @@ def test_the_network_can_be_allowed():
 
 @as_root
 def test_destructive_code_cannot_touch_anything_outside_its_directory(tmp_path, monkeypatch):
-    # A fake home (what HOME points at in this process) and a victim directory outside /tmp that the
-    # sandbox can see but, as another uid, must not be able to change.
+    # A fake home (what HOME points at in this process) and a victim directory outside /tmp: neither is
+    # in the sandbox's root. What it can see (the interpreter) it cannot change.
     fake_home = tmp_path / "home"
     fake_home.mkdir()
     (fake_home / "sentinel").write_text("keep me")
@@ -240,7 +240,9 @@ def test_destructive_code_cannot_touch_anything_outside_its_directory(tmp_path, 
             os.system("rm -rf ~ {fake_home} {victim} 2>/dev/null")
             for attempt in (lambda: shutil.rmtree({str(victim)!r}),
                             lambda: os.remove({str(victim / "sentinel")!r}),
-                            lambda: open({str(victim / "new")!r}, "w")):
+                            lambda: open({str(victim / "new")!r}, "w"),
+                            lambda: open(os.__file__, "a"),
+                            lambda: os.remove(os.__file__)):
                 try:
                     attempt()
                     print("done")
@@ -251,8 +253,10 @@ def test_destructive_code_cannot_touch_anything_outside_its_directory(tmp_path, 
             """
         )
         assert result.passed, result.reason
-        # It could see the victim (True) but not change it; the fake home under /tmp was not even visible.
-        assert result.stdout.split() == ["PermissionError"] * 3 + ["True", "False"]
+        # It could not even see the victim or the fake home; the standard library is read-only.
+        seen = result.stdout.split()
+        assert seen[:3] + seen[5:] == ["FileNotFoundError"] * 3 + ["False", "False"]
+        assert set(seen[3:5]) <= {"PermissionError", "OSError"}, seen
         assert (fake_home / "sentinel").read_text() == "keep me"
         assert (victim / "sentinel").read_text() == "keep me too"
         assert sorted(os.listdir(victim)) == ["sentinel"]
@@ -340,18 +344,61 @@ def test_as_an_ordinary_user_the_sandbox_still_contains_the_program():
     assert outcomes[3] == "network"
 
 
-@pytest.mark.skipif(
+without_sys_admin = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("setpriv") or not SYSTEM_PYTHON,
     reason="needs root (to drop CAP_SYS_ADMIN with setpriv) and a system python3",
 )
-def test_without_namespaces_the_uid_and_rlimits_still_contain_the_program():
-    # Root without CAP_SYS_ADMIN (as in many containers): no namespaces, but a uid of its own.
+
+
+def run_without_sys_admin(script: str):
+    """Run `script` as root without CAP_SYS_ADMIN (as in many containers), where the kernel refuses to
+    create namespaces: the real failure, not a stand-in. It prints its findings as JSON."""
+    preamble = f"import json, sys\nsys.path.insert(0, {str(Path(__file__).parents[2] / 'src')!r})\n"
+    done = subprocess.run(
+        ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", SYSTEM_PYTHON, "-I", "-c", preamble + script],
+        timeout=120,
+        **_TEXT,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@without_sys_admin
+def test_without_namespaces_the_sandbox_refuses_to_run_the_program():
+    witness = Path(tempfile.gettempdir(), f"tfgrpo-unsandboxed-{uuid.uuid4().hex}")
     script = textwrap.dedent(
         f"""
-        import json, sys
-        sys.path.insert(0, {str(Path(__file__).parents[2] / "src")!r})
+        from tfgrpo.errors import SandboxError
+        from tfgrpo.rewards import SandboxConfig, UnitTestReward, run_python
+        config = SandboxConfig(timeout_s=5, python={SYSTEM_PYTHON!r})
+        errors = []
+        try:
+            run_python("open({str(witness)!r}, 'w').write('ran')", config)
+        except SandboxError as error:
+            errors.append(str(error))
+        sample = {{"prompt": "def f():\\n", "test": "def check(c):\\n    assert c() == 1\\n", "entry_point": "f"}}
+        try:
+            UnitTestReward(config).score("", "    open({str(witness)!r}, 'w').write('ran')\\n    return 1", sample)
+        except SandboxError as error:
+            errors.append(str(error))
+        print(json.dumps(errors))
+        """
+    )
+    try:
+        errors = run_without_sys_admin(script)
+        assert len(errors) == 2
+        assert all("refused to create the sandbox's namespaces" in e and "allow_unsandboxed=True" in e for e in errors)
+        assert not witness.exists()  # the program was never run
+    finally:
+        witness.unlink(missing_ok=True)
+
+
+@without_sys_admin
+def test_allowed_to_run_unsandboxed_the_uid_and_rlimits_still_contain_the_program():
+    script = textwrap.dedent(
+        f"""
         from tfgrpo.rewards.sandbox import SandboxConfig, run_python
-        config = SandboxConfig(timeout_s=2, max_processes=8, python={SYSTEM_PYTHON!r})
+        config = SandboxConfig(timeout_s=2, max_processes=8, python={SYSTEM_PYTHON!r}, allow_unsandboxed=True)
         programs = ["import os; print(os.getuid())", "while True: pass",
                     "import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    time.sleep(100)",
                     "import os\\nwhile True:\\n    os.fork()"]
@@ -359,13 +406,7 @@ def test_without_namespaces_the_uid_and_rlimits_still_contain_the_program():
         print(json.dumps([[r.outcome, r.stdout.strip(), "network namespace" in r.isolation] for r in results]))
         """
     )
-    done = subprocess.run(
-        ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", SYSTEM_PYTHON, "-I", "-c", script],
-        timeout=60,
-        **_TEXT,
-    )
-    assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout)
+    results = run_without_sys_admin(script)
     assert results[0] == ["ok", str(LIMITS.uid_base), False]
     assert [r[0] for r in results[1:3]] == ["timeout", "ok"]
     assert results[3][0] in ("process_limit", "timeout")

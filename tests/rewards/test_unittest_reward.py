@@ -108,12 +108,12 @@ def test_tests_without_an_entry_point_run_as_they_are():
     assert reward("ignored", "    return x + 2", sample) == 0.0
 
 
-def test_the_built_program_is_prompt_completion_tests_check_and_a_marker():
+def test_the_sandboxed_program_is_the_completed_prompt_and_holds_none_of_the_tests():
     row = humaneval_rows()["HumanEval/53"]
-    program = UnitTestReward().program("    return x + y\n", row, marker="END")
-    assert program.startswith(row["prompt"] + "    return x + y\n")
-    assert row["test"] in program
-    assert program.rstrip().endswith("check(add)\nprint('END', len(__tfgrpo_failed__))")
+    program = UnitTestReward().program("    return x + y\n", row)
+    assert repr(row["prompt"] + "    return x + y\n") in program
+    assert "check" not in program and "assert" not in program and "tfgrpo-" not in program
+    assert program.rstrip().endswith("serve(_module.__dict__, 3, 4)")
 
 
 def test_exiting_early_with_status_zero_does_not_pass(reward):

@@ -3,17 +3,20 @@
 Standard library only, single-threaded, so forking here is safe. Process tree:
 
     launcher (host)           unshares namespaces, waits, writes status.json
-      init (pid 1 of new ns)  mounts a private /tmp and /proc; reports the program's exit status; then
-                              kills and reaps whatever the program left (as pid 1, or as child
-                              subreaper where there is no pid namespace, it inherits every orphan)
+      init (pid 1 of new ns)  builds a new root (a tmpfs holding only the interpreter, read-only, a
+                              private /tmp, /proc and a few devices) and moves into it; reports the
+                              program's exit status; then kills and reaps whatever the program left
+                              (as pid 1, or as child subreaper where there is no pid namespace)
         program               rlimits, unprivileged uid, no_new_privs, then exec of the interpreter
 
 The launcher and init die with SIGKILL as soon as their parent does (PR_SET_PDEATHSIG), so killing
-the launcher's process group takes the whole tree down. Every step that the platform refuses is
-skipped and left out of the reported isolation list; the caller decides what is acceptable.
+the launcher's process group takes the whole tree down. Where the kernel refuses namespaces the
+launcher refuses to run the program ("refused" in the status), unless the config allows running
+unsandboxed; then the program runs with its uid and rlimits only, which the isolation list shows.
 """
 
 import ctypes
+import fcntl
 import json
 import os
 import resource
@@ -22,10 +25,21 @@ import signal
 import sys
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC = 1, 2, 4, 8, 32, 4096, 8192, 16384
+MS_PRIVATE, MNT_DETACH = 1 << 18, 2
+# Flags of a mount that a read-only remount of a bind of it must keep (the kernel refuses to drop them).
+KEPT_FLAGS = {
+    os.ST_NOSUID: MS_NOSUID,
+    os.ST_NODEV: MS_NODEV,
+    os.ST_NOEXEC: MS_NOEXEC,
+    os.ST_NOATIME: 1024,
+    os.ST_NODIRATIME: 2048,
+    os.ST_RELATIME: 1 << 21,
+}
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
-# World-writable places an unprivileged program could litter; they all become the private /tmp.
-SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+DEVICES = ("null", "zero", "full", "random", "urandom")
+FIRST_PASSED_FD = 3
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -50,15 +64,26 @@ def parent_gone(alive_fd):
     return bool(select.select([alive_fd], [], [], 0)[0])
 
 
+def take_passed_fds(fds):
+    """Move the file descriptors the program is given to 3, 4, ... (in order), before anything else
+    here opens a file; they stay open across exec."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in fds]
+    for fd in fds:
+        os.close(fd)
+    for i, fd in enumerate(high):
+        os.dup2(fd, FIRST_PASSED_FD + i, inheritable=True)
+        os.close(fd)
+    return list(range(FIRST_PASSED_FD, FIRST_PASSED_FD + len(fds)))
+
+
 def unshare(cfg, isolation):
-    """Enter new pid and network namespaces (the mount namespace is init's); returns whether it worked."""
+    """Enter new pid and network namespaces (the mount namespace is init's); OSError when refused."""
     flags = CLONE_NEWPID | (0 if cfg["network"] else CLONE_NEWNET)
     as_root = os.geteuid() == 0
     if not as_root:
         flags |= CLONE_NEWUSER
     uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(flags) != 0:
-        return False
+    check(libc.unshare(flags), "unshare")
     if not as_root:  # map ourselves to ourselves, so files and permissions look as outside
         with open("/proc/self/setgroups", "w") as f:
             f.write("deny")
@@ -70,67 +95,97 @@ def unshare(cfg, isolation):
     isolation.append("pid namespace")
     if not cfg["network"]:
         isolation.append("network namespace")
-    return True
 
 
-def make_reachable(paths):
-    """Mount a tmpfs over each directory the sandbox user cannot traverse (e.g. /root when the
-    interpreter lives in /root/.pyenv) and bind back only `paths` at their old places."""
-    blocked = {}
-    for path in paths:
-        parts = path.split("/")
-        for i in range(2, len(parts) + 1):
-            ancestor = "/".join(parts[:i])
-            if not os.stat(ancestor).st_mode & 0o001:
-                if ancestor != path:
-                    blocked.setdefault(ancestor, []).append(path)
+def bind(source, target, readonly=True):
+    """Bind `source` (a file or directory) at `target`, read-only unless told otherwise."""
+    os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+    if os.path.isdir(source):
+        os.makedirs(target, 0o755, exist_ok=True)
+    elif not os.path.exists(target):
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    mount(source, target, None, MS_BIND)
+    if readonly:
+        kept = os.statvfs(target).f_flag
+        flags = sum(ms for st, ms in KEPT_FLAGS.items() if kept & st)
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
+
+
+def expose(path, root, bound):
+    """Make `path` lead, inside `root`, where it leads outside: each symbolic link on the way is copied,
+    and the file or directory it ends at is bound read-only (unless one of `bound` holds it already)."""
+    for _ in range(40):
+        parts = [p for p in path.split("/") if p]
+        for i in range(1, len(parts) + 1):
+            here = "/" + "/".join(parts[:i])
+            if os.path.islink(here):
+                target = os.readlink(here)
+                if not os.path.lexists(root + here):
+                    os.makedirs(os.path.dirname(root + here), 0o755, exist_ok=True)
+                    os.symlink(target, root + here)
+                path = os.path.normpath(os.path.join(os.path.dirname(here), target, *parts[i:]))
                 break
-    fds = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for paths_ in blocked.values() for path in paths_}
-    for ancestor, inner in blocked.items():
-        mount("tmpfs", ancestor, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
-        for path in inner:
-            os.makedirs(path, exist_ok=True)
-            mount(f"/proc/self/fd/{fds[path]}", path, None, MS_BIND | MS_REC)
-    return sorted(blocked)
+        else:
+            if os.path.exists(path) and not any(path == b or path.startswith(b.rstrip("/") + "/") for b in bound):
+                bind(path, root + path)
+                bound.append(path)
+            return
+    raise OSError(f"too many symbolic links in {path}")
 
 
 def setup_filesystem(cfg, owner, isolation):
-    """In a new mount namespace: private /proc and a size-limited tmpfs as /tmp (also over the other
-    shared writable dirs), with the program in it. Returns the directory the program runs in."""
+    """In a new mount namespace, a new root on a small tmpfs holding only: the interpreter's files,
+    read-only (`cfg["expose"]`, minus the `cfg["hide"]` directories, which are emptied), a private
+    size-limited /tmp with the program in it, /proc, and /dev/null and friends. Everything else of
+    the host is gone from the program's view. Returns the directory the program runs in."""
     check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+    with open(os.path.join(cfg["workdir"], "main.py"), "rb") as f:
+        program = f.read()
+    os.umask(0o022)
+    root = cfg["root"]
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    uid, gid = owner if owner is not None else (os.getuid(), os.getgid())
+    os.mkdir(root + "/tmp")
+    mount(
+        "tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['disk_mb']}m,mode=0700,uid={uid},gid={gid}"
+    )
+    with open(root + "/tmp/main.py", "wb") as f:
+        f.write(program)
+    os.chown(root + "/tmp/main.py", uid, gid)
+    bound = []
+    for path in cfg["expose"]:  # after /tmp: an interpreter in the host's /tmp (a venv there) is bound into it
+        expose(path, root, bound)
+    for path in cfg["hide"]:
+        if os.path.isdir(root + path):
+            mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0555,size=4k")
+    for name in DEVICES:
+        bind(f"/dev/{name}", f"{root}/dev/{name}", readonly=False)
+    os.symlink("/tmp", root + "/dev/shm")
+    os.mkdir(root + "/proc", 0o555)
     try:
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         isolation.append("private /proc")
     except OSError:
         pass  # e.g. in an unprivileged user namespace inside a container with masked /proc
-    if owner is not None:
-        hidden = make_reachable(cfg["reachable"])
-        if hidden:
-            isolation.append("hidden: " + ", ".join(hidden))
-    with open(os.path.join(cfg["workdir"], "main.py"), "rb") as f:
-        program = f.read()
-    # An interpreter (e.g. a virtual environment) inside /tmp would vanish under the private /tmp:
-    # hold it now and bind it back afterwards.
-    under_tmp = {
-        path: os.open(path, os.O_PATH | os.O_DIRECTORY)
-        for path in cfg["reachable"]
-        if any(path == d or path.startswith(d + "/") for d in SHARED_WRITABLE)
-    }
-    uid, gid = owner if owner is not None else (os.getuid(), os.getgid())
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['disk_mb']}m,mode=0700,uid={uid},gid={gid}")
-    with open("/tmp/main.py", "wb") as f:
-        f.write(program)
-    os.chown("/tmp/main.py", uid, gid)
-    tmp_fd = os.open("/tmp", os.O_PATH | os.O_DIRECTORY)
-    for path in SHARED_WRITABLE[1:]:
-        if os.path.isdir(path) and not os.path.islink(path) and os.stat(path).st_mode & 0o002:
-            mount(f"/proc/self/fd/{tmp_fd}", path, None, MS_BIND)
-    for path, fd in under_tmp.items():
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+    enter_root(root)
+    isolation.append("private root (the interpreter read-only, /tmp, /proc, /dev/null and the like)")
     isolation.append(f"private /tmp (tmpfs, {cfg['disk_mb']} MB)")
     return "/tmp"
+
+
+def enter_root(root):
+    """Make `root` the file system root, with the old one detached (pivot_root), or, on a machine
+    whose pivot_root number is not known here, moved over by chroot."""
+    os.chdir(root)
+    number = SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is not None:
+        check(libc.syscall(number, b".", b"."), "pivot_root")
+        check(libc.umount2(b".", MNT_DETACH), "umount the old root")
+    else:
+        mount(".", "/", None, MS_MOVE)
+        os.chroot(".")
+    os.chdir("/")
 
 
 def count_processes(uid):
@@ -188,6 +243,8 @@ def init_process(cfg, owner, namespaces, alive_fd, report_fd, isolation):
         except BaseException as error:  # noqa: BLE001 - report any setup failure, then go
             report(report_fd, error=f"{type(error).__name__}: {error}")
         os._exit(127)
+    for fd in cfg["passed_fds"]:  # only the program holds them, so its end is the other side's EOF
+        os.close(fd)
     while True:  # reap orphans until the program itself is done
         try:
             child, status = os.waitpid(-1, 0)
@@ -207,7 +264,13 @@ def kill_children():
     """SIGKILL and reap every child until none is left (orphans keep arriving as their parents die)."""
     me = str(os.getpid())
     while True:
-        for name in os.listdir("/proc"):
+        try:
+            names = os.listdir("/proc")
+        except FileNotFoundError:  # no /proc could be mounted: as pid 1 of the namespace, kill all of it
+            names = []
+            if os.getpid() == 1:
+                os.kill(-1, signal.SIGKILL)
+        for name in names:
             try:
                 with open(f"/proc/{name}/stat") as f:
                     parent = f.read().rsplit(")", 1)[1].split()[1]
@@ -223,12 +286,20 @@ def kill_children():
 
 def main():
     cfg = json.loads(sys.argv[1])
+    cfg["passed_fds"] = take_passed_fds(cfg["pass_fds"])
     check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
     owner = (cfg["uid"], cfg["gid"]) if cfg["uid"] is not None else None
     isolation = []
     # Without a uid of its own, RLIMIT_NPROC counts every process of the user: leave room for those.
     cfg["already_running"] = 0 if owner is not None else count_processes(os.getuid())
-    namespaces = unshare(cfg, isolation)
+    try:
+        unshare(cfg, isolation)
+        namespaces = True
+    except OSError as error:
+        if not cfg["allow_unsandboxed"]:
+            write_status(cfg["status_path"], {"refused": str(error)})
+            return
+        namespaces = False
     alive_r, alive_w = os.pipe()
     report_r, report_w = os.pipe()  # close-on-exec: the exec closes it, the launcher sees EOF
     pid = os.fork()
@@ -242,6 +313,8 @@ def main():
         os._exit(127)
     os.close(report_w)
     os.close(alive_r)
+    for fd in cfg["passed_fds"]:
+        os.close(fd)
     # Save each report as it comes, so a run killed on timeout still tells what isolation it had.
     status, pending = {}, b""
     while chunk := os.read(report_r, 65536):

