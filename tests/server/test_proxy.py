@@ -31,7 +31,8 @@ Q = "What is 17 + 25?"
 class Upstream:
     """A scripted OpenAI-compatible server (bare ASGI). `script` is a list of actions consumed one per
     completion request: "ok" (texts "ok-0".."ok-{n-1}"), ("status", code), "hang" (waits until the
-    client disconnects, then sets `cancelled`), ("tools", calls). Empty script: "ok". Every completion
+    client disconnects, then sets `cancelled`), "wait" (answers once `release` is set), ("tools", calls),
+    ("texts", [...]). Empty script: "ok". Every completion
     request's JSON body is kept in `bodies`."""
 
     def __init__(self) -> None:
@@ -39,6 +40,7 @@ class Upstream:
         self.bodies: list[dict] = []
         self.cancelled = threading.Event()
         self.hanging = threading.Event()
+        self.release = threading.Event()
 
     def choice(self, chat: bool, i: int, text: str, tools=None) -> dict:
         if not chat:
@@ -77,6 +79,11 @@ class Upstream:
         action = self.script.pop(0) if self.script else "ok"
         chat = path.endswith("/chat/completions")
         n = request.get("n") or 1
+        if action == "wait":  # answers "ok" once the test sets `release`
+            self.hanging.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.005)
+            action = "ok"
         if action == "hang":
             self.hanging.set()
             while (await receive())["type"] != "http.disconnect":

@@ -715,6 +715,16 @@ def create_proxy_app(
             rewards = {choice: _finite(body["reward"], "reward")}
         result = await asyncio.wrap_future(lib.records.feedback(cid, rewards))
         metrics.feedback.labels(lib.name, str(result.status)).inc()
+        log.info(
+            "feedback",
+            extra=log_fields(
+                id=cid,
+                library=lib.name,
+                status=result.status,
+                recorded=result.recorded,
+                groups=list(result.groups) or None,
+            ),
+        )
         if result.status != 200:
             code = {404: "completion_not_found", 409: "conflicting_feedback", 400: "invalid_choice"}[result.status]
             raise OpenAIError(
