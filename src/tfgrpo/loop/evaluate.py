@@ -1,12 +1,15 @@
-"""Held-out evaluation: k samples per prompt, Mean@k and Pass@k, per condition (no library, a
-library, ...), all on the same prompts and generation seeds, with a paired bootstrap 95% confidence
-interval for each condition's difference from the first one."""
+"""Held-out evaluation: k samples per prompt, Mean@k and Pass@k, per condition (a library, its lessons,
+and the baselines a library has to beat), all on the same prompts and generation seeds, repeated over
+evaluation seeds. Each library condition is compared with the strongest baseline: a paired bootstrap
+95% confidence interval over prompts, a paired sign-flip p-value, and Holm's correction over all the
+comparisons of one evaluation."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +24,9 @@ from .rollouts import RolloutConfig, rollout_batch
 if TYPE_CHECKING:
     from ..semantic.lessons import LessonLibrary
 
+SEED_STRIDE = 1_000_003
+"""Evaluation seed j draws from `seed + j * SEED_STRIDE`: far from the per-batch offsets of one seed."""
+
 
 @dataclass(frozen=True)
 class EvalConfig(RolloutConfig):
@@ -29,9 +35,17 @@ class EvalConfig(RolloutConfig):
     k: int = knob(4, "samples per prompt", minimum=1, flag="-k")
     temperature: float = knob(0.3, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
     seed: int = knob(1234, "seed of the examples drawn and the sampling (the same for every condition)")
+    seeds: int = knob(1, "evaluation seeds: the whole evaluation is repeated with seeds seed, seed+1, ...", minimum=1)
     batch_size: int = knob(8, "prompts per generation call", minimum=1)
     success_threshold: float = knob(1.0, "a sample counts as solved for Pass@k when its reward is at least this")
-    bootstrap: int = knob(2000, "bootstrap resamples for the confidence intervals", minimum=100)
+    bootstrap: int = knob(2000, "bootstrap resamples for the confidence intervals and p-values", minimum=100)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting, as JSON values (the template as its three texts)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["template"] = dataclasses.asdict(self.template)
+        values["stop"] = list(self.stop)
+        return values
 
 
 @dataclass(frozen=True)
@@ -55,7 +69,59 @@ class LessonCondition:
         return {"examples": self.examples, "lessons": self.library.render(), "placement": self.placement}
 
 
-Condition = TrainingFreeGRPO | LessonCondition | None
+@dataclass(frozen=True)
+class Baseline:
+    """What a user could do instead of training a library: the model zero-shot, or with a fixed set of
+    examples in every prompt (`kind` "labelled": reference answers; "bootstrapped": the first
+    successful rollouts on training prompts). `chat` and `stop_after_content` override the
+    evaluation's prompting (None: as the evaluation's config says), so each zero-shot variant is a
+    condition of its own. Examples enter the prompt through the same functions as a library's."""
+
+    kind: str = "zero-shot"
+    examples: tuple[tuple[str, str], ...] = ()
+    chat: bool | None = None
+    stop_after_content: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("zero-shot", "labelled", "bootstrapped"):
+            raise ConfigError(f"baseline kind must be zero-shot, labelled or bootstrapped, got {self.kind!r}")
+        if (self.kind == "zero-shot") != (not self.examples):
+            raise ConfigError("a zero-shot baseline has no examples; a labelled or bootstrapped one needs some")
+
+    def config(self, config: EvalConfig) -> EvalConfig:
+        changes: dict[str, Any] = {}
+        if self.chat is not None:
+            changes["chat"] = self.chat
+        if self.stop_after_content is not None:
+            changes["stop_after_content"] = self.stop_after_content
+        if self.examples:
+            changes.update(shots=len(self.examples), select="sample")
+        return dataclasses.replace(config, **changes) if changes else config
+
+    def prompt_condition(self) -> dict:
+        if not self.examples:
+            return {"examples": None}
+        fixed = TrainingFreeGRPO(seed=0)
+        for prompt, response in self.examples:
+            # A success beside a failure: the success is kept with a positive advantage.
+            fixed.add_rollout_group([(prompt, response), (prompt, "")], [1.0, 0.0])
+        return {"examples": fixed}
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "chat": self.chat,
+            "stop_after_content": self.stop_after_content,
+            "examples": [list(e) for e in self.examples],
+        }
+
+
+Condition = TrainingFreeGRPO | LessonCondition | Baseline | None
+"""A library's examples, its lessons, a baseline; None is the zero-shot baseline as configured."""
+
+
+def is_baseline(condition: Condition) -> bool:
+    return condition is None or isinstance(condition, Baseline)
 
 
 def show_progress() -> Callable[[str, int, int], None]:
@@ -77,8 +143,15 @@ def show_progress() -> Callable[[str, int, int], None]:
 @dataclass
 class ConditionResult:
     name: str
-    rewards: np.ndarray  # (prompts, k)
+    rewards: np.ndarray
+    """(seeds, prompts, k), or (prompts, k) for a single seed."""
     success_threshold: float
+    baseline: bool = False
+    description: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.rewards.ndim == 2:
+            self.rewards = self.rewards[None]
 
     @property
     def mean_at_k(self) -> float:
@@ -86,7 +159,31 @@ class ConditionResult:
 
     @property
     def pass_at_k(self) -> float:
-        return float((self.rewards >= self.success_threshold).any(axis=1).mean())
+        return float(self.per_seed_pass().mean())
+
+    def per_seed_mean(self) -> np.ndarray:
+        return self.rewards.mean(axis=(1, 2))
+
+    def per_seed_pass(self) -> np.ndarray:
+        return (self.rewards >= self.success_threshold).any(axis=2).mean(axis=1)
+
+    def per_prompt(self) -> np.ndarray:
+        """Each prompt's mean reward over its k samples and every seed."""
+        return self.rewards.mean(axis=(0, 2))
+
+    def to_dict(self) -> dict:
+        seeds = self.per_seed_mean()
+        return {
+            "baseline": self.baseline,
+            "mean_at_k": self.mean_at_k,
+            "pass_at_k": self.pass_at_k,
+            "per_seed_mean_at_k": seeds.tolist(),
+            "per_seed_pass_at_k": self.per_seed_pass().tolist(),
+            "seed_std": float(seeds.std(ddof=1)) if len(seeds) > 1 else 0.0,
+            "per_prompt": self.per_prompt().tolist(),
+            "rewards": self.rewards.tolist(),
+            "description": self.description,
+        }
 
 
 @dataclass
@@ -96,6 +193,10 @@ class Comparison:
     mean_diff: float
     ci_low: float
     ci_high: float
+    p_value: float = 1.0
+    """Two-sided paired sign-flip test over prompts."""
+    p_holm: float = 1.0
+    """`p_value` after Holm's correction over every comparison of the evaluation."""
 
 
 @dataclass
@@ -104,27 +205,53 @@ class EvalReport:
     comparisons: list[Comparison]
     n_prompts: int
     k: int
+    seeds: list[int] = field(default_factory=list)
+    prompt_ids: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    """What the caller adds: the library file and its versions, the task, the model."""
+
+    @property
+    def strongest_baseline(self) -> str | None:
+        baselines = [c for c in self.conditions if c.baseline]
+        return max(baselines, key=lambda c: c.mean_at_k).name if baselines else None
 
     def table(self) -> str:
+        width = max([14, *(len(c.name) for c in self.conditions)])
+        seeds = f" x {len(self.seeds)} evaluation seeds" if len(self.seeds) > 1 else ""
         lines = [
-            f"Held-out evaluation: {self.n_prompts} prompts x k={self.k} samples",
-            f"{'condition':<14} {'Mean@k':>8} {'Pass@k':>8}",
+            f"Held-out evaluation: {self.n_prompts} prompts x k={self.k} samples{seeds}",
+            f"{'condition':<{width}} {'Mean@k':>8} {'Pass@k':>8}" + (f" {'seed sd':>8}" if seeds else ""),
         ]
+        strongest = self.strongest_baseline
         for c in self.conditions:
-            lines.append(f"{c.name:<14} {c.mean_at_k:>8.3f} {c.pass_at_k:>8.3f}")
+            mark = "  (strongest baseline)" if c.name == strongest and len(self.conditions) > 1 else ""
+            sd = f" {c.to_dict()['seed_std']:>8.3f}" if seeds else ""
+            lines.append(f"{c.name:<{width}} {c.mean_at_k:>8.3f} {c.pass_at_k:>8.3f}{sd}{mark}")
         for d in self.comparisons:
             lines.append(
                 f"{d.name} - {d.baseline}: Mean@k {d.mean_diff:+.3f} "
-                f"(paired bootstrap 95% CI {d.ci_low:+.3f} .. {d.ci_high:+.3f})"
+                f"(paired bootstrap 95% CI {d.ci_low:+.3f} .. {d.ci_high:+.3f}; p {d.p_value:.3f}, Holm {d.p_holm:.3f})"
+            )
+        if len(self.comparisons) > 1:
+            lines.append(
+                f"p: paired sign-flip test over prompts; Holm-corrected over {len(self.comparisons)} comparisons"
             )
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {
+            "kind": "evaluation",
             "n_prompts": self.n_prompts,
             "k": self.k,
-            "conditions": {c.name: {"mean_at_k": c.mean_at_k, "pass_at_k": c.pass_at_k} for c in self.conditions},
+            "seeds": self.seeds,
+            "prompt_ids": self.prompt_ids,
+            "strongest_baseline": self.strongest_baseline,
+            "correction": "holm",
+            "conditions": {c.name: c.to_dict() for c in self.conditions},
             "comparisons": [vars(d) for d in self.comparisons],
+            "settings": self.settings,
+            **self.meta,
         }
 
 
@@ -140,8 +267,35 @@ def paired_bootstrap_ci(
     return float(low), float(high)
 
 
+def sign_flip_p_value(diffs: np.ndarray, resamples: int = 2000, seed: int = 0) -> float:
+    """Two-sided p-value of a zero mean difference: each prompt's difference keeps or flips its sign at
+    random (a paired randomization test); (1 + as extreme) / (1 + resamples)."""
+    diffs = np.asarray(diffs, dtype=float)
+    observed = abs(diffs.mean())
+    if observed == 0:
+        return 1.0
+    signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(resamples, len(diffs)))
+    extreme = int((np.abs((signs * diffs).mean(axis=1)) >= observed - 1e-12).sum())
+    return (1 + extreme) / (1 + resamples)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error over all of them), in the given order."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 Progress = Callable[[str, int, int], None]
 """Called as `progress(condition, prompts_done, prompts_total)` after each batch."""
+
+
+def eval_seeds(config: EvalConfig) -> list[int]:
+    return [config.seed + j * SEED_STRIDE for j in range(config.seeds)]
 
 
 def score_condition(
@@ -153,17 +307,43 @@ def score_condition(
     progress: Progress | None = None,
     name: str = "",
 ) -> np.ndarray:
-    """Rewards (prompts x k) for one condition; seeded per batch, so every condition meets the same
-    randomness."""
-    condition = grpo.prompt_condition() if isinstance(grpo, LessonCondition) else {"examples": grpo}
-    rows = []
-    for start in range(0, len(samples), config.batch_size):
-        batch = samples[start : start + config.batch_size]
-        _, scores = rollout_batch(backend, batch, reward, config.k, config, config.seed + start, **condition)
-        rows.extend([[s.value for s in group] for group in scores])
-        if progress is not None:
-            progress(name, len(rows), len(samples))
-    return np.asarray(rows, dtype=float)
+    """Rewards (seeds x prompts x k) for one condition; seeded per seed and batch, so every condition
+    meets the same randomness."""
+    if isinstance(grpo, (LessonCondition, Baseline)):
+        condition = grpo.prompt_condition()
+    else:
+        condition = {"examples": grpo}
+    if isinstance(grpo, Baseline):
+        config = grpo.config(config)
+    seeds = eval_seeds(config)
+    total = len(samples) * len(seeds)
+    out = []
+    for j, seed in enumerate(seeds):
+        rows: list[list[float]] = []
+        for start in range(0, len(samples), config.batch_size):
+            batch = samples[start : start + config.batch_size]
+            _, scores = rollout_batch(backend, batch, reward, config.k, config, seed + start, **condition)
+            rows.extend([[s.value for s in group] for group in scores])
+            if progress is not None:
+                progress(name, j * len(samples) + len(rows), total)
+        out.append(rows)
+    return np.asarray(out, dtype=float)
+
+
+def compare(
+    results: Sequence[ConditionResult], pairs: Sequence[tuple[ConditionResult, ConditionResult]], config: EvalConfig
+) -> list[Comparison]:
+    """Each (condition, reference) pair: the mean per-prompt difference, its paired bootstrap CI, a
+    sign-flip p-value, and the Holm-corrected p over all the pairs."""
+    comparisons = []
+    for other, base in pairs:
+        diffs = other.per_prompt() - base.per_prompt()
+        low, high = paired_bootstrap_ci(diffs, config.bootstrap, config.seed)
+        p = sign_flip_p_value(diffs, config.bootstrap, config.seed)
+        comparisons.append(Comparison(other.name, base.name, float(diffs.mean()), low, high, p))
+    for comparison, adjusted in zip(comparisons, holm([c.p_value for c in comparisons])):
+        comparison.p_holm = adjusted
+    return comparisons
 
 
 def evaluate(
@@ -175,25 +355,108 @@ def evaluate(
     train_prompts: set[str] | None = None,
     progress: Progress | None = None,
 ) -> EvalReport:
-    """Evaluate each condition (name -> library, `LessonCondition`, None for no library) on the same
-    held-out samples.
+    """Evaluate each condition (name -> library, `LessonCondition`, `Baseline`, None for zero-shot) on
+    the same held-out samples, `config.seeds` times. Every condition that is not a baseline is compared
+    with the strongest baseline (the one with the highest Mean@k, chosen on these very prompts, which
+    favours the baseline); with no library conditions, every baseline with the first.
     `train_prompts`, when given, is checked: evaluating on a training prompt is an error."""
     if not samples:
         raise ConfigError("no evaluation samples")
+    if not conditions:
+        raise ConfigError("no conditions to evaluate")
     if train_prompts:
         leaked = [s["prompt"] for s in samples if s["prompt"] in train_prompts]
         if leaked:
             raise ConfigError(f"{len(leaked)} evaluation prompts are also training prompts, e.g. {leaked[0]!r:.80}")
     results = [
         ConditionResult(
-            name, score_condition(backend, samples, reward, grpo, config, progress, name), config.success_threshold
+            name,
+            score_condition(backend, samples, reward, grpo, config, progress, name),
+            config.success_threshold,
+            baseline=is_baseline(grpo),
+            description=grpo.describe() if isinstance(grpo, Baseline) else {"kind": _kind(grpo)},
         )
         for name, grpo in conditions.items()
     ]
-    base = results[0]
-    comparisons = []
-    for other in results[1:]:
-        diffs = other.rewards.mean(axis=1) - base.rewards.mean(axis=1)
-        low, high = paired_bootstrap_ci(diffs, config.bootstrap, config.seed)
-        comparisons.append(Comparison(other.name, base.name, float(diffs.mean()), low, high))
-    return EvalReport(results, comparisons, len(samples), config.k)
+    baselines = [r for r in results if r.baseline]
+    others = [r for r in results if not r.baseline]
+    if baselines and others:
+        strongest = max(baselines, key=lambda r: r.mean_at_k)
+        pairs = [(other, strongest) for other in others]
+    else:
+        pairs = [(other, results[0]) for other in results[1:]]
+    return EvalReport(
+        results,
+        compare(results, pairs, config),
+        len(samples),
+        config.k,
+        seeds=eval_seeds(config),
+        prompt_ids=[str(s.get("id", i)) for i, s in enumerate(samples)],
+        settings=config.to_dict(),
+    )
+
+
+def _kind(condition: Condition) -> str:
+    if condition is None:
+        return "zero-shot"
+    if isinstance(condition, LessonCondition):
+        return "lessons+examples" if condition.examples is not None else "lessons"
+    return "examples"
+
+
+def labelled_examples(samples: Sequence[dict], shots: int, field: str = "answer") -> tuple[tuple[str, str], ...]:
+    """The first `shots` training samples that have a reference answer in `field`, as (prompt, answer)."""
+    return tuple((s["prompt"], str(s[field])) for s in samples if s.get(field) not in (None, ""))[:shots]
+
+
+def bootstrap_examples(
+    backend: Backend,
+    samples: Sequence[dict],
+    reward: Reward,
+    config: EvalConfig,
+    shots: int,
+    max_prompts: int = 32,
+) -> tuple[tuple[str, str], ...]:
+    """The first successful zero-shot rollouts (reward >= the success threshold) on the training
+    prompts, in order, one per prompt, until `shots` are found or `max_prompts` were tried (DSPy's
+    bootstrapped few-shot). Seeded by `config.seed`, so the set is fixed for a run."""
+    found: list[tuple[str, str]] = []
+    pool = list(samples[:max_prompts])
+    for start in range(0, len(pool), config.batch_size):
+        batch = pool[start : start + config.batch_size]
+        groups, scores = rollout_batch(backend, batch, reward, config.k, config, config.seed + start)
+        for sample, generations, group_scores in zip(batch, groups, scores):
+            best = max(range(len(group_scores)), key=lambda i: group_scores[i].value)
+            text = generations[best].text.strip()
+            if group_scores[best].value >= config.success_threshold and text:
+                found.append((sample["prompt"], text))
+                if len(found) == shots:
+                    return tuple(found)
+    return tuple(found)
+
+
+def fair_baselines(
+    backend: Backend,
+    train_samples: Sequence[dict],
+    reward: Reward,
+    config: EvalConfig,
+    shots: int = 3,
+    reference_field: str = "answer",
+) -> dict[str, Baseline]:
+    """The baselines a library should be compared with: zero-shot in chat and in text mode, each with
+    the task's stop strings as they are and with `stop_after_content` (when a stop string is only
+    whitespace, so the rule changes something), labelled few-shot (when the training samples have
+    reference answers) and bootstrapped few-shot (when any zero-shot rollout succeeded)."""
+    conditions: dict[str, Baseline] = {}
+    stop_variants = [False, True] if any(s.isspace() for s in config.stop) else [False]
+    for chat in (True, False):
+        for after in stop_variants:
+            name = f"zero-shot {'chat' if chat else 'text'}" + (", stop after content" if after else "")
+            conditions[name] = Baseline(chat=chat, stop_after_content=after)
+    labelled = labelled_examples(train_samples, shots, reference_field)
+    if labelled:
+        conditions[f"labelled {len(labelled)}-shot"] = Baseline("labelled", labelled)
+    boot = bootstrap_examples(backend, train_samples, reward, config, shots)
+    if boot:
+        conditions[f"bootstrapped {len(boot)}-shot"] = Baseline("bootstrapped", boot)
+    return conditions
