@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import threading
 from pathlib import Path
 
@@ -373,6 +374,15 @@ def test_best_of_g_with_a_server_reward_learns_without_feedback(fresh, tmp_path)
         assert proxy.post("/v1/feedback", {"id": response.id, "reward": 1.0}).json()["groups"] == []
 
 
+def test_best_of_g_streams_the_chosen_answer(fresh, tmp_path):
+    reward = FunctionReward(lambda prompt, response, sample: float(response == "ok-1"))
+    with Proxy(fresh, tmp_path / "lib.db", ProxyConfig(group_size=2), reward=reward) as proxy, proxy.client() as c:
+        chunks = list(chat(c, stream=True))
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == "ok-1"
+        assert chunks[0].id.startswith("chatcmpl-tfgrpo-") and chunks[0].model_extra["tfgrpo"]["rewards"] == [1.0]
+        assert "stream" not in fresh.bodies[-1] and fresh.bodies[-1]["n"] == 2
+
+
 def test_best_of_g_first_returns_the_first_sample(fresh, tmp_path):
     reward = FunctionReward(lambda prompt, response, sample: float(response == "ok-1"))
     config = ProxyConfig(group_size=2, return_choice="first")
@@ -624,7 +634,7 @@ def test_bad_keys_files(tmp_path):
         (f'[libraries]\na = "a.db"\n[[keys]]\nsha256 = "{hash_key("k")}"\nlibrary = "a"\nrole = "root"\n', "role"),
     ]:
         path.write_text(text)
-        with pytest.raises(ConfigError, match=mentions):
+        with pytest.raises(ConfigError, match=re.escape(mentions)):
             Keys.load(path)
 
 
@@ -651,3 +661,42 @@ def test_healthz_and_metrics(fresh, tmp_path):
         assert line in text, line
     assert 'tfgrpo_upstream_seconds_count{endpoint="completions"} 1.0' in text
     assert "tfgrpo_request_seconds_bucket" in text
+
+
+def test_lessons_update_runs_in_the_background_every_n_groups_with_signal(fresh, tmp_path):
+    from llm.support import StandIn, chat_reply
+    from tfgrpo.llm.http import OpenAIBackend
+    from tfgrpo.loop import LessonUpdate, TrainConfig
+    from tfgrpo.semantic import LessonConfig
+
+    proposal = json.dumps([{"operation": "add", "text": "Check the sum twice before answering."}])
+
+    async def critic_script(index, path, body):
+        text = body["messages"][-1]["content"]
+        n = body.get("n", 1)
+        if text.startswith("You are analysing one attempt"):
+            return chat_reply(["Added the numbers."] * n)
+        return chat_reply([proposal] * n)  # the group comparison and the batch update
+
+    with StandIn(critic_script) as critic_server:
+        critic = OpenAIBackend(base_url=critic_server.url, api_key="none", model="critic", max_retries=0)
+        lessons = {
+            "update": lambda library: LessonUpdate(library, LessonConfig(), critic=critic),
+            "policy": critic,
+            "config": TrainConfig(group_size=2),
+        }
+        config = ProxyConfig(lessons_every=2, shots=0)
+        with Proxy(fresh, tmp_path / "lib.db", config, lessons=lessons) as proxy, proxy.client() as client:
+            first = chat(client, "What is 1 + 1?", n=2)
+            proxy.post("/v1/feedback", {"id": first.id, "rewards": [1, 1]})  # no signal: does not count
+            for question in ("What is 2 + 2?", "What is 3 + 3?"):
+                cid = chat(client, question, n=2).id
+                assert proxy.post("/v1/feedback", {"id": cid, "rewards": [1, 0]}).status_code == 200
+            wait_until(lambda: proxy.library.lessons.version == 1, what="the background lessons update")
+            response = chat(client, "What is 4 + 4?")
+            assert response.model_extra["tfgrpo"]["lessons"] == ["G0"]
+            assert response.model_extra["tfgrpo"]["version"] == 1
+            assert "[G0]. Check the sum twice before answering." in fresh.bodies[-1]["messages"][0]["content"]
+            (version,) = [v for v in proxy.library.lessons.history() if v.kind == "step"]
+            assert sorted(version.context["rewards"]) == ["serve-2", "serve-3"]
+        critic.close()

@@ -283,7 +283,11 @@ class ServedLibrary:
 
     def _learn(self, batch: list[records.Group]) -> None:
         groups = [
-            Group({"prompt": g.prompt, "id": f"serve-{g.seq}"}, g.responses, [Score(r) for r in g.rewards])
+            Group(
+                {**(g.sample or {}), "prompt": g.prompt, "id": f"serve-{g.seq}"},
+                g.responses,
+                [Score(r) for r in g.rewards],
+            )
             for g in batch
         ]
         progress = {**(self.grpo.progress or {}), _SERVED_PROGRESS: batch[-1].seq}
@@ -424,6 +428,19 @@ def _choice_text(choice: dict, chat: bool) -> str:
     return json.dumps(calls, ensure_ascii=False) if calls else ""
 
 
+async def _as_chunks(data: dict, chat: bool) -> AsyncIterator[dict]:
+    """A whole completion as the stream chunks that would have carried it."""
+    head = {k: data[k] for k in ("id", "created", "model") if k in data}
+    head["object"] = "chat.completion.chunk" if chat else "text_completion"
+    for i, choice in enumerate(data["choices"]):
+        if chat:
+            delta = {k: v for k, v in (choice.get("message") or {}).items() if v is not None}
+            piece = {"index": i, "delta": delta, "finish_reason": choice.get("finish_reason"), "logprobs": None}
+        else:
+            piece = {**choice, "index": i}
+        yield {**head, "choices": [piece], **({"tfgrpo": data["tfgrpo"]} if i == 0 else {})}
+
+
 def _finite(value: Any, param: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise bad_request(f"{param}: must be a finite number, got {json.dumps(value)[:50]}", param=param)
@@ -545,7 +562,9 @@ def create_proxy_app(
         sample = {**(extra.get("sample") or {}), "prompt": prompt or ""}
 
         def record(texts: list[str], scored: tuple[list[str], list[float]] | None = None) -> records.Completion:
-            return records.Completion(cid, prompt or "", texts, key, holdout, prompt is not None, info, scored)
+            return records.Completion(
+                cid, prompt or "", texts, key, holdout, prompt is not None, info, scored, extra.get("sample")
+            )
 
         if stream and reward is None:
             return await _stream(request, lib, path, upstream_body, chat, cid, info, record, started)
@@ -600,6 +619,8 @@ def create_proxy_app(
                 ms=round(1000 * (time.perf_counter() - started), 2),
             ),
         )
+        if stream:  # best-of-G: the choice is known only once all are scored; it goes out as one chunk
+            return EventStream(_as_chunks(data, chat))
         return JSONResponse(data)
 
     async def _stream(request, lib, path, upstream_body, chat, cid, info, record, started) -> Response:

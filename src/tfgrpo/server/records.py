@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS proxy_completions (
     holdout INTEGER NOT NULL,
     learnable INTEGER NOT NULL,
     info TEXT NOT NULL,
+    sample TEXT,
     group_seq INTEGER
 );
 CREATE INDEX IF NOT EXISTS proxy_open ON proxy_completions(prompt_key, created) WHERE group_seq IS NULL AND n = 1;
@@ -65,7 +66,8 @@ CREATE TABLE IF NOT EXISTS proxy_groups (
     prompt TEXT NOT NULL,
     responses TEXT NOT NULL,
     rewards TEXT NOT NULL,
-    members TEXT NOT NULL
+    members TEXT NOT NULL,
+    sample TEXT
 );
 """
 
@@ -92,6 +94,9 @@ class Completion:
     info: dict[str, Any] | None = None
     scored: tuple[list[str], list[float]] | None = None
     """Best-of-G: every sampled response and the proxy's reward of each, learned as a group at once."""
+    sample: dict[str, Any] | None = None
+    """The request's sample fields (`"tfgrpo": {"sample": {...}}`: a reference answer, tests), given to
+    the rewards and the critic with the group."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class Group:
     rewards: list[float]
     members: list[str]
     """Completion ids (one for an n >= 2 request, `group_size` for accumulated n = 1 feedback)."""
+    sample: dict[str, Any] | None = None
 
     @property
     def has_signal(self) -> bool:
@@ -207,11 +213,14 @@ class CompletionRecords:
     def _next_seq(self) -> int:
         return (self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM proxy_groups").fetchone()[0] or 0) + 1
 
-    def _new_group(self, prompt: str, responses: list[str], rewards: list[float], members: list[str]) -> Group:
-        group = Group(self._next_seq(), prompt, responses, rewards, members)
+    def _new_group(
+        self, prompt: str, responses: list[str], rewards: list[float], members: list[str], sample: str | None
+    ) -> Group:
+        group = Group(self._next_seq(), prompt, responses, rewards, members, json.loads(sample) if sample else None)
         self._db.execute(
-            "INSERT INTO proxy_groups(seq, created, prompt, responses, rewards, members) VALUES (?, ?, ?, ?, ?, ?)",
-            (group.seq, self._clock(), prompt, _dumps(responses), json.dumps(rewards), json.dumps(members)),
+            "INSERT INTO proxy_groups(seq, created, prompt, responses, rewards, members, sample)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (group.seq, self._clock(), prompt, _dumps(responses), json.dumps(rewards), json.dumps(members), sample),
         )
         self._db.executemany(
             "UPDATE proxy_completions SET group_seq = ? WHERE id = ?", [(group.seq, m) for m in members]
@@ -219,9 +228,10 @@ class CompletionRecords:
         return group
 
     def _add(self, c: Completion, groups: list[Group]) -> None:
+        sample = _dumps(c.sample) if c.sample else None
         self._db.execute(
-            "INSERT INTO proxy_completions(id, created, prompt, prompt_key, n, choices, holdout, learnable, info)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO proxy_completions(id, created, prompt, prompt_key, n, choices, holdout, learnable, info,"
+            " sample) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 c.id,
                 self._clock(),
@@ -232,19 +242,20 @@ class CompletionRecords:
                 int(c.holdout),
                 int(c.learnable and not c.holdout and c.scored is None),
                 _dumps(c.info or {}),
+                sample,
             ),
         )
         if c.scored is not None and not c.holdout:
-            groups.append(self._new_group(c.prompt, list(c.scored[0]), list(c.scored[1]), [c.id]))
+            groups.append(self._new_group(c.prompt, list(c.scored[0]), list(c.scored[1]), [c.id], sample))
 
     def _feedback(self, completion_id: str, rewards: dict[int, float], groups: list[Group]) -> FeedbackResult:
         row = self._db.execute(
-            "SELECT prompt, prompt_key, n, choices, learnable, group_seq FROM proxy_completions WHERE id = ?",
+            "SELECT prompt, prompt_key, n, choices, learnable, group_seq, sample FROM proxy_completions WHERE id = ?",
             (completion_id,),
         ).fetchone()
         if row is None:
             return FeedbackResult(404, f"no completion {completion_id!r} (ids are the `id` of a proxy response)")
-        prompt, key, n, choices, learnable, group_seq = row
+        prompt, key, n, choices, learnable, group_seq, sample = row
         bad = [c for c in rewards if not 0 <= c < n]
         if bad:
             return FeedbackResult(400, f"choice {bad[0]} does not exist: that completion has {n} choice(s), 0..{n - 1}")
@@ -268,12 +279,14 @@ class CompletionRecords:
         if new and learnable and group_seq is None:
             existing.update(new)
             if n >= 2 and len(existing) == n:
-                group = self._new_group(prompt, json.loads(choices), [existing[i] for i in range(n)], [completion_id])
+                group = self._new_group(
+                    prompt, json.loads(choices), [existing[i] for i in range(n)], [completion_id], sample
+                )
                 groups.append(group)
                 formed.append(group.seq)
             elif n == 1:
                 members = self._db.execute(
-                    "SELECT c.id, c.choices, f.reward FROM proxy_completions c"
+                    "SELECT c.id, c.choices, f.reward, c.sample FROM proxy_completions c"
                     " JOIN proxy_feedback f ON f.completion_id = c.id"
                     " WHERE c.prompt_key = ? AND c.group_seq IS NULL AND c.n = 1 AND c.learnable = 1"
                     " AND c.created >= ? ORDER BY c.created LIMIT ?",
@@ -281,7 +294,11 @@ class CompletionRecords:
                 ).fetchall()
                 if len(members) >= self.group_size:
                     group = self._new_group(
-                        prompt, [json.loads(m[1])[0] for m in members], [m[2] for m in members], [m[0] for m in members]
+                        prompt,
+                        [json.loads(m[1])[0] for m in members],
+                        [m[2] for m in members],
+                        [m[0] for m in members],
+                        members[0][3],
                     )
                     groups.append(group)
                     formed.append(group.seq)
@@ -293,9 +310,13 @@ class CompletionRecords:
         """Groups formed after `seq`, in order (those a restarted proxy has still to learn)."""
         with self._read_lock:
             rows = self._read.execute(
-                "SELECT seq, prompt, responses, rewards, members FROM proxy_groups WHERE seq > ? ORDER BY seq", (seq,)
+                "SELECT seq, prompt, responses, rewards, members, sample FROM proxy_groups WHERE seq > ? ORDER BY seq",
+                (seq,),
             ).fetchall()
-        return [Group(r[0], r[1], json.loads(r[2]), json.loads(r[3]), json.loads(r[4])) for r in rows]
+        return [
+            Group(r[0], r[1], json.loads(r[2]), json.loads(r[3]), json.loads(r[4]), json.loads(r[5]) if r[5] else None)
+            for r in rows
+        ]
 
     def get(self, completion_id: str) -> dict[str, Any] | None:
         with self._read_lock:
