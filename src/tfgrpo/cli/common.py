@@ -67,10 +67,10 @@ def task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--answer-field", default="answer", help="dataset field holding the reference answer")
     g.add_argument(
         "--reward",
-        default="numeric",
-        help="reward for --data: numeric, exact, math, regex:PATTERN, unittest, compiler, or your own: "
-        "module:name or path/to/file.py:name naming a Reward (instance or class) or a function "
-        "(prompt, response, sample) -> float",
+        default=None,
+        help="numeric, exact, math, regex:PATTERN, unittest, compiler, or your own: module:name or "
+        "path/to/file.py:name naming a Reward (instance or class) or a function (prompt, response, sample) -> "
+        "float (default: numeric for --data, the task's own reward for a task)",
     )
     g.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of --data (without --eval-data)")
     g.add_argument(
@@ -128,7 +128,9 @@ def load_task(args) -> LoadedTask:
             train, test = split(samples, args.test_fraction, seed=0)
             fraction = args.test_fraction
         run = {"data": str(Path(args.data).resolve()), "split": fraction, "eval_data": eval_data}
-        loaded = LoadedTask(Path(args.data).stem, train, test, make_reward(args.reward), "", 256, ("\n",), run)
+        loaded = LoadedTask(
+            Path(args.data).stem, train, test, make_reward(args.reward or "numeric"), "", 256, ("\n",), run
+        )
     else:
         options = dict(_parse_option(item) for item in args.task_option)
         task = load_task_spec(args.task, options)
@@ -138,7 +140,8 @@ def load_task(args) -> LoadedTask:
             "split": None if eval_data else task.test_fraction,
             "eval_data": eval_data,
         }
-        loaded = LoadedTask(task.name, train, test, task.reward, task.instruction, task.max_tokens, task.stop, run)
+        reward = make_reward(args.reward) if args.reward else task.reward
+        loaded = LoadedTask(task.name, train, test, reward, task.instruction, task.max_tokens, task.stop, run)
     if args.limit:
         loaded = loaded._replace(train=loaded.train[: args.limit], test=loaded.test[: args.limit])
     return loaded

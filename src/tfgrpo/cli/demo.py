@@ -27,8 +27,9 @@ def cmd_demo(args) -> None:
     from ..core.config import GRPOConfig
     from ..core.library import TrainingFreeGRPO
     from ..llm import get_backend
-    from ..loop.evaluate import EvalConfig, evaluate, print_progress
-    from ..loop.train import TrainConfig, train
+    from ..loop.evaluate import EvalConfig, evaluate, show_progress
+    from ..loop.training import TrainConfig, train
+    from ..loop.updates import ExampleUpdate
     from ..prompting import PromptTemplate
     from ..tasks import get_task
 
@@ -57,7 +58,8 @@ def cmd_demo(args) -> None:
                 flush=True,
             )
             config = TrainConfig(batch_size=8, group_size=8, temperature=0.7, seed=args.seed, **rollout)
-            train(backend, train_samples, task.reward, grpo, config, out / "metrics.jsonl", task_name=task.name)
+            update = ExampleUpdate(grpo, task_name=task.name)
+            train(backend, train_samples, task.reward, [update], config, metrics_path=out / "metrics.jsonl")
             print("\n" + grpo.stats().summary() + "\n")
             print(f"[demo] evaluating on {len(test_samples)} held-out prompts ...", file=sys.stderr, flush=True)
             report = evaluate(
@@ -67,7 +69,7 @@ def cmd_demo(args) -> None:
                 {"baseline": None, "library": grpo},
                 EvalConfig(k=4, batch_size=8, seed=args.seed + 1, **rollout),
                 train_prompts={s["prompt"] for s in task.load("train")},
-                progress=print_progress,
+                progress=show_progress(),
             )
         print(report.table())
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
