@@ -72,15 +72,16 @@ def stored(tmp_path):
 GOOD_ROW = (1, "p", "r", 0.5, NOW, None)
 
 
-def crafted_db(path: Path, rows=(GOOD_ROW,), meta=None, typed: bool = True) -> Path:
+def crafted_db(path: Path, rows=(GOOD_ROW,), meta=None, typed: bool = True, key: str = "PRIMARY KEY") -> Path:
     """A library file as another program (or a damaged disk) may leave it. `typed=False` declares the
-    columns without types or constraints, so any value (NULL, an integer prompt, a BLOB) stays as it is."""
+    columns without types or constraints, so any value (NULL, an integer prompt, a BLOB) stays as it is;
+    `key=""` lets ids repeat, as a damaged index may show them."""
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value)")
     columns = (
-        "id INTEGER PRIMARY KEY, prompt TEXT, response TEXT, advantage REAL, timestamp INTEGER, metadata TEXT"
+        f"id INTEGER {key}, prompt TEXT, response TEXT, advantage REAL, timestamp INTEGER, metadata TEXT"
         if typed
-        else "id INTEGER PRIMARY KEY, prompt, response, advantage, timestamp, metadata"
+        else f"id INTEGER {key}, prompt, response, advantage, timestamp, metadata"
     )
     db.execute(f"CREATE TABLE experiences ({columns})")
     base = {"format": "tfgrpo-library", "schema_version": "1", "counters": json.dumps({"total_stored": 1})}
@@ -119,6 +120,8 @@ BAD_DBS = {
     "metadata an integer": dict(rows=bad_row(metadata=7), typed=False),
     "metadata with a lone surrogate escape": dict(rows=bad_row(metadata='{"k": "\\ud800"}')),
     "prompt not UTF-8": dict(rows=bad_row(prompt=b"\xed\xa0\x80"), typed=False),  # made text below
+    "an id repeated": dict(rows=[GOOD_ROW, GOOD_ROW], key=""),
+    "an id not a number": dict(rows=[GOOD_ROW, ("two", "p", "r", 0.5, NOW, None)], key=""),
     "config a list": dict(meta={"config": "[1, 2]"}),
     "config not JSON": dict(meta={"config": "{"}),
     "config with a bad value": dict(meta={"config": json.dumps({"group_size": "eight"})}),
@@ -307,14 +310,17 @@ def test_a_surrogate_pair_escape_is_a_character_and_loads(tmp_path):
 @pytest.mark.parametrize("suffix", [".json", ".db"])
 def test_every_bit_flip_loads_cleanly_or_is_a_clear_error(tmp_path, suffix):
     """Flip one bit at a time at seeded positions: the file loads (and what loaded can be saved) or
-    the load raises a TFGRPOError and the library is unchanged; never another exception."""
+    the load raises a TFGRPOError and the library is unchanged; never another exception. A flipped
+    .db is also opened as a library."""
     source = fill(fresh())
     source.add_rollout_group([("Écris ✓", "réponse ü"), ("Écris ✓", "non")], [1.0, 0.0], metadata={"lang": "fr"})
     good = tmp_path / f"good{suffix}"
     source.save_to_file(good)
     content = good.read_bytes()
     rng = random.Random(20240610)
-    positions = sorted(rng.sample(range(len(content)), min(len(content), 80)))
+    # For SQLite, half in the first page (header and schema), where a flip changes the most.
+    first = min(len(content), 4096 if suffix == ".db" else len(content))
+    positions = rng.sample(range(first), 40) + rng.sample(range(len(content)), 40)
     lib = fill(fresh())
     before = snapshot(lib)
     outcomes = {"loaded": 0, "refused": 0}
@@ -328,13 +334,49 @@ def test_every_bit_flip_loads_cleanly_or_is_a_clear_error(tmp_path, suffix):
         except TFGRPOError:
             outcomes["refused"] += 1
             assert snapshot(lib) == before, f"byte {pos}"
-            continue
-        outcomes["loaded"] += 1
-        lib.save_to_file(tmp_path / "resaved.json")  # what was accepted can be written
-        lib.save_to_file(tmp_path / "resaved.db")
-        lib = fill(fresh())
-        before = snapshot(lib)
+        else:
+            outcomes["loaded"] += 1
+            lib.save_to_file(tmp_path / "resaved.json")  # what was accepted can be written
+            lib.save_to_file(tmp_path / "resaved.db")
+            lib = fill(fresh())
+            before = snapshot(lib)
+        if suffix == ".db":
+            try:
+                TrainingFreeGRPO.open(path).close()
+            except TFGRPOError:
+                pass
     assert outcomes["refused"] > 0 and sum(outcomes.values()) == len(positions)
+
+
+def test_a_db_whose_table_name_is_not_text_is_refused(tmp_path):
+    """What one bit flip in the schema record did: `TypeError` before."""
+    path = crafted_db(tmp_path / "flipped.db")
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA writable_schema=ON")
+    db.execute("UPDATE sqlite_master SET name = CAST(name AS BLOB) WHERE name = 'meta'")
+    db.commit()
+    db.close()
+    with pytest.raises(LibraryFormatError, match="table names are not text"):
+        fresh().load_from_file(path)
+    with pytest.raises(LibraryFormatError, match="table names are not text"):
+        TrainingFreeGRPO.open(path)
+
+
+def test_a_db_whose_schema_is_not_utf8_is_refused(tmp_path):
+    """Another bit flip: SQLite's error about the schema quotes bytes that are not UTF-8, which Python's
+    sqlite3 raised as `UnicodeDecodeError`."""
+    path = crafted_db(tmp_path / "flipped.db")
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA writable_schema=ON")
+    db.execute(
+        "UPDATE sqlite_master SET sql = CAST(X'435245415445205441424c45206d65746120a0' AS TEXT) WHERE name='meta'"
+    )
+    db.commit()
+    db.close()
+    with pytest.raises(LibraryFormatError, match="not a usable SQLite library"):
+        fresh().load_from_file(path)
+    with pytest.raises(LibraryFormatError, match="not a usable SQLite library"):
+        TrainingFreeGRPO.open(path)
 
 
 # -- bad values through the API --------------------------------------------------------------------------------------

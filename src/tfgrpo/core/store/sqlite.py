@@ -50,7 +50,7 @@ class SQLiteStore:
             self._check_or_create()  # first: a foreign database is refused before WAL mode would convert it
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={durability.upper()}")
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # (a damaged schema's text is not UTF-8)
             self._close_quietly()
             raise LibraryFormatError(f"{self.path} is not a usable SQLite library: {exc}") from None
         except sqlite3.Error as exc:
@@ -183,7 +183,7 @@ def read_snapshot(path: str | os.PathLike) -> LibraryState:
         if not _check_library(db, path):
             return LibraryState()  # only lessons or embeddings: no experiences yet
         return _load(db, path)
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # (a damaged schema's text is not UTF-8)
         raise LibraryFormatError(f"{path} is not a usable SQLite library: {exc}") from None
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read {path}: {exc}") from None
@@ -195,6 +195,8 @@ def _check_library(db: sqlite3.Connection, path: Path) -> bool:
     """Whether the database holds an experience library (False: none yet, one may be made beside what is
     there); `LibraryFormatError` for a foreign database or one from a newer tfgrpo."""
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not all(isinstance(t, str) for t in tables):
+        raise LibraryFormatError(f"{path}: stored library is damaged: its table names are not text")
     # A file holding only a lesson library (paper mode), embeddings or SQLite's own tables has no
     # experience library yet.
     if all(t.startswith(("lesson_", "sqlite_")) or t == "embeddings" for t in tables):
@@ -224,8 +226,13 @@ def _load(db: sqlite3.Connection, path: Path) -> LibraryState:
         rows = db.execute("SELECT id, prompt, response, advantage, timestamp, metadata FROM experiences ORDER BY id")
         experiences = []
         checked = Experience.checked
+        last_id = None
         for id_, prompt, response, advantage, timestamp, metadata in rows:
             where = f"{damaged} experience id {id_}"
+            # A damaged b-tree can list an id twice or out of order; everything after relies on unique ids.
+            if type(id_) is not int or (last_id is not None and id_ <= last_id):
+                raise LibraryFormatError(f"{where} is out of order or repeated")
+            last_id = id_
             if metadata is not None:
                 if not isinstance(metadata, str):
                     raise LibraryFormatError(f"{where}: field 'metadata' is {type(metadata).__name__}, not JSON text")
