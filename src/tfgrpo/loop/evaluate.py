@@ -460,3 +460,61 @@ def fair_baselines(
     if boot:
         conditions[f"bootstrapped {len(boot)}-shot"] = Baseline("bootstrapped", boot)
     return conditions
+
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (beyond: the normal's 1.96).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
+_T975 += (2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The two-sided 95% quantile of Student's t with `df` degrees of freedom."""
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def across_training_seeds(results: Sequence[dict]) -> dict:
+    """Summary of one evaluation per training seed (each an `EvalReport.to_dict()`, with a "train_seed"):
+    for every compared condition, its lift over that run's reference (the strongest baseline) per seed,
+    the mean lift, a t-based 95% CI across training seeds (the seeds are the unit: no prompt-level
+    pooling hides run-to-run noise), the standard deviation and the range."""
+    if not results:
+        raise ConfigError("no evaluations to summarise")
+    lifts: dict[str, list[float]] = {}
+    references: dict[str, list[str]] = {}
+    for result in results:
+        for comparison in result["comparisons"]:
+            lifts.setdefault(comparison["name"], []).append(comparison["mean_diff"])
+            references.setdefault(comparison["name"], []).append(comparison["baseline"])
+    summary = {}
+    for name, values in lifts.items():
+        arr = np.asarray(values, dtype=float)
+        sd = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+        half = t975(len(arr) - 1) * sd / np.sqrt(len(arr)) if len(arr) > 1 else 0.0
+        summary[name] = {
+            "per_seed": arr.tolist(),
+            "references": references[name],
+            "mean": float(arr.mean()),
+            "ci_low": float(arr.mean() - half),
+            "ci_high": float(arr.mean() + half),
+            "std": sd,
+            "min": float(arr.min()),
+            "max": float(arr.max()),
+        }
+    return {
+        "kind": "repeat",
+        "train_seeds": [r.get("train_seed") for r in results],
+        "lifts": summary,
+        "evaluations": list(results),
+    }
+
+
+def repeat_table(summary: dict) -> str:
+    seeds = summary["train_seeds"]
+    lines = [f"Lift over the strongest baseline across {len(seeds)} training seeds ({', '.join(map(str, seeds))})"]
+    for name, s in summary["lifts"].items():
+        per_seed = ", ".join(f"{v:+.3f}" for v in s["per_seed"])
+        lines.append(
+            f"{name}: mean {s['mean']:+.3f} (t 95% CI across seeds {s['ci_low']:+.3f} .. {s['ci_high']:+.3f}; "
+            f"sd {s['std']:.3f}; per seed {per_seed})"
+        )
+    return "\n".join(lines)

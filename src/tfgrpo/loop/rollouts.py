@@ -4,7 +4,7 @@ library and the lessons, generate a group per prompt, score every rollout."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..core.knobs import check_knobs, knob
 from ..core.library import TrainingFreeGRPO
@@ -36,6 +36,11 @@ class RolloutConfig:
         default_factory=PromptTemplate, help="how examples and the query are written", cli=False
     )
     chat: bool | None = knob(None, "send chat messages (true), plain text (false), or the backend's default")
+    stop_after_content: bool = knob(
+        False,
+        "a stop string made only of whitespace (e.g. a newline) cuts only after the answer's first non-space "
+        "character, so an answer that starts with a newline is not cut to nothing",
+    )
     concurrency: int = knob(
         16, "prompts sent to a backend in one call (the backend bounds requests in flight)", minimum=1
     )
@@ -86,11 +91,25 @@ def rollout_batch(
             temperature=config.temperature,
             top_p=config.top_p,
             max_tokens=config.max_tokens,
-            stop=list(config.stop) or None,
+            stop=[s for s in config.stop if not (config.stop_after_content and s.isspace())] or None,
             seed=chunk_seed,
         )
-        chunk_groups = backend.generate(prompts, params, chat=config.chat)
+        generated = backend.generate(prompts, params, chat=config.chat)
+        chunk_groups = [[cut_after_content(g, config) for g in group] for group in generated]
         flat = reward.score_batch([(s["prompt"], g.text, s) for s, group in zip(chunk, chunk_groups) for g in group])
         groups += chunk_groups
         scores += [flat[i * n : (i + 1) * n] for i in range(len(chunk))]
     return groups, scores
+
+
+def cut_after_content(generation: Generation, config: RolloutConfig) -> Generation:
+    """The rule of `RolloutConfig.stop_after_content`, in one place: leading whitespace is dropped, then
+    the first stop string cuts (whitespace-only stops are not sent to the backend under this rule, so
+    the model is not stopped before its answer begins). Without the rule, the generation as it came."""
+    if not config.stop_after_content:
+        return generation
+    text = generation.text.lstrip()
+    cut = min((i for i in (text.find(s) for s in config.stop) if i >= 0), default=-1)
+    if cut < 0:
+        return replace(generation, text=text)
+    return replace(generation, text=text[:cut], finish_reason="stop")

@@ -1,0 +1,373 @@
+"""`tfgrpo report`: one self-contained HTML file about a library: training curves from its metrics log,
+the library's growth and advantages, evaluation results with their intervals and seeds, lesson
+attribution, the lesson history with diffs, and the top experiences. Every plot is inline SVG drawn by
+matplotlib; no script, style sheet, font or image is fetched, so the file opens with no network. All
+library text is model output and is escaped before it is written."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..core.formats import atomic_write
+from ..errors import ConfigError, LibraryNotFoundError
+from . import plots
+
+TOP_EXPERIENCES = 10
+
+
+def metrics_paths(library: str | os.PathLike) -> list[Path]:
+    """The metrics logs `tfgrpo train` writes next to a library (examples, then lessons)."""
+    return [p for p in (Path(f"{library}.metrics.jsonl"), Path(f"{library}.lessons.metrics.jsonl")) if p.exists()]
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The step records of a metrics log, in order; lines that are not step records are left out."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "global_step" in record:
+            records.append(record)
+    return records
+
+
+def read_result(path: str | os.PathLike) -> dict:
+    """An `eval --out`, `attribute --out` or `repeat` result file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no result file at {path} (write one with `tfgrpo eval --out {path}`)") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not a JSON result file ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") not in ("evaluation", "attribution", "repeat"):
+        raise ConfigError(f"{path} is not an eval, attribute or repeat result (no 'kind' of those)")
+    return data
+
+
+def write_report(
+    library: str | os.PathLike,
+    out: str | os.PathLike,
+    results: Sequence[str | os.PathLike] = (),
+    metrics: Sequence[str | os.PathLike] | None = None,
+) -> Path:
+    """Write the report of `library` (with the result files `results`, and the metrics logs `metrics`,
+    default: those next to the library) to `out`, atomically; returns its path."""
+    if not os.path.exists(library):
+        raise LibraryNotFoundError(f"no library at {library}")
+    loaded = [(str(p), read_result(p)) for p in results]
+    logs = [Path(p) for p in metrics] if metrics is not None else metrics_paths(library)
+    html = render(str(library), loaded, [(str(p), read_metrics(p)) for p in logs])
+    atomic_write(out, lambda f: f.write(html))
+    return Path(out)
+
+
+# ------------------------------------------------------------------------------------------ sections
+
+
+def render(library: str, results: list[tuple[str, dict]], logs: list[tuple[str, list[dict]]]) -> str:
+    experiences, stats, lessons = _read_library(library)
+    sections = [_summary(library, stats, lessons, results, logs)]
+    sections += [_training(name, records) for name, records in logs if records]
+    sections.append(_advantages(experiences))
+    for name, result in results:
+        sections.append(
+            {"evaluation": _evaluation, "attribution": _attribution, "repeat": _repeat}[result["kind"]](name, result)
+        )
+    if lessons is not None:
+        sections.append(_history(lessons))
+    sections.append(_top(experiences))
+    body = "\n".join(s for s in sections if s)
+    return PAGE.format(title=escape(f"tfgrpo report: {Path(library).name}"), body=body)
+
+
+def _read_library(path: str) -> tuple[list, Any, Any]:
+    from ..core.formats import is_sqlite_path
+    from ..core.library import TrainingFreeGRPO
+
+    if is_sqlite_path(path):
+        with TrainingFreeGRPO.open(path) as grpo:
+            experiences, stats = list(grpo.experience_library), grpo.stats()
+        from ..semantic.lessons import LessonLibrary
+
+        lessons = None
+        if LessonLibrary.present_in(path):
+            with LessonLibrary(path) as library:
+                lessons = {"current": library.lessons, "version": library.version, "history": library.history()}
+        return experiences, stats, lessons
+    grpo = TrainingFreeGRPO()
+    grpo.load_from_file(path)
+    return list(grpo.experience_library), grpo.stats(), None
+
+
+def _plot(plot_id: str, title: str, svg: str, note: str = "") -> str:
+    caption = f"<figcaption>{escape(title)}{(' — ' + escape(note)) if note else ''}</figcaption>"
+    return f'<figure class="plot" id="plot-{escape(plot_id)}">{svg}{caption}</figure>'
+
+
+def _section(title: str, content: str) -> str:
+    return f"<section><h2>{escape(title)}</h2>\n{content}\n</section>"
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    th = "".join(f"<th>{escape(str(h))}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
+def _summary(library: str, stats: Any, lessons: Any, results: list, logs: list) -> str:
+    rows = [
+        ("library", library),
+        ("experiences stored now", stats.current_library_size),
+        ("rollouts seen / stored / pruned", f"{stats.total_rollouts} / {stats.total_stored} / {stats.total_pruned}"),
+    ]
+    if lessons is not None:
+        rows.append(("lessons (version)", f"{len(lessons['current'])} (v{lessons['version']})"))
+    rows += [("metrics logs", ", ".join(name for name, _ in logs) or "none found")]
+    rows += [("result files", ", ".join(name for name, _ in results) or "none given")]
+    rows += [("written", datetime.datetime.now().isoformat(timespec="seconds")), ("tfgrpo", __version__)]
+    return _section("Summary", _table(("", ""), rows))
+
+
+def _training(name: str, records: list[dict]) -> str:
+    steps = [r["global_step"] for r in records]
+    parts = [
+        _plot(
+            "reward",
+            "Reward and signal share per step",
+            plots.lines(
+                steps,
+                {"mean reward": [r.get("reward_mean") for r in records]},
+                "step",
+                "mean reward",
+                right={
+                    "label": "signal share",
+                    "series": {"signal share": [r.get("signal_share", 0) for r in records]},
+                },
+            ),
+            "signal share: groups whose rollouts differ in reward (the only ones that teach anything)",
+        )
+    ]
+    if any("library_size" in r for r in records):
+        stored = np.cumsum([r.get("stored", 0) for r in records]).tolist()
+        pruned = np.cumsum([r.get("pruned", 0) for r in records]).tolist()
+        series = {"library size": [r.get("library_size") for r in records], "stored (total)": stored}
+        series["pruned (total)"] = pruned
+        parts.append(
+            _plot(
+                "library",
+                "Library size, stored and pruned over time",
+                plots.lines(steps, series, "step", "experiences"),
+            )
+        )
+    if any("lesson_version" in r for r in records):
+        series = {"lessons": [r.get("lessons") for r in records], "applied ops": [r.get("applied") for r in records]}
+        parts.append(
+            _plot("lessons", "Lessons and applied operations per step", plots.lines(steps, series, "step", "count"))
+        )
+    tokens = [r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in records]
+    parts.append(
+        _plot(
+            "tokens",
+            "Tokens and cost per step",
+            plots.lines(
+                steps,
+                {"tokens": tokens},
+                "step",
+                "tokens",
+                right={"label": "cost (USD)", "series": {"cost": [r.get("cost", 0.0) for r in records]}},
+            ),
+        )
+    )
+    return _section(f"Training ({name}, {len(records)} steps)", "\n".join(parts))
+
+
+def _advantages(experiences: list) -> str:
+    if not experiences:
+        return _section("Advantage distribution", "<p>The library holds no experiences.</p>")
+    values = [e.advantage for e in experiences]
+    return _section(
+        "Advantage distribution",
+        _plot(
+            "advantages", f"Advantages of the {len(values)} stored experiences", plots.histogram(values, "advantage")
+        ),
+    )
+
+
+def _mean_ci(values: np.ndarray, resamples: int = 2000) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _evaluation(name: str, result: dict) -> str:
+    conditions = result["conditions"]
+    names = list(conditions)
+    means = [conditions[c]["mean_at_k"] for c in names]
+    cis = [_mean_ci(np.asarray(conditions[c]["per_prompt"], dtype=float)) for c in names]
+    seeds = result.get("seeds") or []
+    strongest = result.get("strongest_baseline")
+    plot = plots.intervals(
+        names,
+        means,
+        [c[0] for c in cis],
+        [c[1] for c in cis],
+        "Mean@k (95% bootstrap CI over prompts; x: one evaluation seed)",
+        points=[conditions[c]["per_seed_mean_at_k"] for c in names] if len(seeds) > 1 else None,
+        highlight=strongest,
+    )
+    rows = [
+        (
+            c,
+            "baseline" if conditions[c]["baseline"] else "library",
+            conditions[c]["mean_at_k"],
+            conditions[c]["pass_at_k"],
+        )
+        + (conditions[c].get("seed_std", 0.0),)
+        for c in names
+    ]
+    table = _table(("condition", "role", "Mean@k", "Pass@k", "sd across eval seeds"), rows)
+    comparisons = result.get("comparisons", [])
+    cmp_rows = [
+        (
+            f"{d['name']} - {d['baseline']}",
+            d["mean_diff"],
+            f"{d['ci_low']:+.3f} .. {d['ci_high']:+.3f}",
+            d.get("p_value"),
+            d.get("p_holm"),
+        )
+        for d in comparisons
+    ]
+    note = (
+        f"<p>{result['n_prompts']} held-out prompts, k = {result['k']}, {len(seeds)} evaluation seed(s). "
+        f"Strongest baseline (red): {escape(str(strongest))}. p: paired sign-flip test over prompts; "
+        f"Holm-corrected over the {len(comparisons)} comparison(s).</p>"
+    )
+    content = _plot(f"eval-{_slug(name)}", "Evaluation conditions", plot) + note + table
+    if cmp_rows:
+        content += _table(("comparison", "Mean@k difference", "95% CI", "p", "Holm p"), cmp_rows)
+    return _section(f"Evaluation ({name})", content)
+
+
+def _repeat(name: str, result: dict) -> str:
+    lifts = result["lifts"]
+    names = list(lifts)
+    plot = plots.intervals(
+        names,
+        [lifts[n]["mean"] for n in names],
+        [lifts[n]["ci_low"] for n in names],
+        [lifts[n]["ci_high"] for n in names],
+        "lift over the strongest baseline (t 95% CI across training seeds; x: one training seed)",
+        points=[lifts[n]["per_seed"] for n in names],
+        zero_line=True,
+    )
+    rows = [
+        (n, lifts[n]["mean"], f"{lifts[n]['ci_low']:+.3f} .. {lifts[n]['ci_high']:+.3f}", lifts[n]["std"])
+        for n in names
+    ]
+    seeds = ", ".join(str(s) for s in result.get("train_seeds", []))
+    content = _plot(f"repeat-{_slug(name)}", "Lift across training seeds", plot)
+    content += f"<p>Training seeds: {escape(seeds)}.</p>" + _table(("condition", "mean lift", "95% CI", "sd"), rows)
+    return _section(f"Training seeds ({name})", content)
+
+
+def _attribution(name: str, result: dict) -> str:
+    lessons = result["lessons"]
+    if not lessons:
+        return _section(f"Lesson attribution ({name})", "<p>No lessons were attributed.</p>")
+    plot = plots.intervals(
+        [a["lesson_id"] for a in lessons],
+        [a["mean_diff"] for a in lessons],
+        [a["ci_low"] for a in lessons],
+        [a["ci_high"] for a in lessons],
+        "Mean@k with all lessons minus without this one (95% paired bootstrap CI)",
+        zero_line=True,
+    )
+    rows = [
+        (a["lesson_id"], a["mean_diff"], f"{a['ci_low']:+.3f} .. {a['ci_high']:+.3f}", a.get("p_holm"), a["text"])
+        for a in lessons
+    ]
+    note = (
+        f"<p>v{result['version']}, {result['n_prompts']} prompts, k = {result['k']}; Mean@k with every lesson "
+        f"{result['full_mean']:.3f}. Holm p: paired sign-flip test, Holm-corrected over {len(lessons)} lessons.</p>"
+    )
+    content = _plot(f"attribution-{_slug(name)}", "Per-lesson attribution (forest plot)", plot) + note
+    return _section(
+        f"Lesson attribution ({name})", content + _table(("lesson", "effect", "95% CI", "Holm p", "text"), rows)
+    )
+
+
+def _history(lessons: dict) -> str:
+    items = []
+    previous: dict[str, str] = {}
+    for version in lessons["history"]:
+        after = version.lessons
+        diff = [f'<li class="add">+ [{escape(i)}] {escape(t)}</li>' for i, t in after.items() if i not in previous]
+        diff += [f'<li class="del">- [{escape(i)}] {escape(t)}</li>' for i, t in previous.items() if i not in after]
+        diff += [
+            f'<li class="chg">~ [{escape(i)}] <del>{escape(previous[i])}</del> → {escape(t)}</li>'
+            for i, t in after.items()
+            if i in previous and previous[i] != t
+        ]
+        ops = [f"<li>{escape(json.dumps(op.to_dict(), ensure_ascii=False))}</li>" for op in version.applied]
+        skipped = [f"<li>{escape(json.dumps(s.to_dict(), ensure_ascii=False))}</li>" for s in version.skipped]
+        step = "" if version.step is None else f", step {version.step}"
+        items.append(
+            f"<details{' open' if version.version == lessons['version'] else ''}><summary>v{version.version} "
+            f"({escape(version.kind)}{step}): {len(version.applied)} applied, {len(version.skipped)} skipped, "
+            f"{len(after)} lessons</summary>"
+            f'<h4>diff from the previous version</h4><ul class="diff">{"".join(diff) or "<li>(no change)</li>"}</ul>'
+            f"<h4>operations applied</h4><ul>{''.join(ops) or '<li>(none)</li>'}</ul>"
+            f"<h4>skipped</h4><ul>{''.join(skipped) or '<li>(none)</li>'}</ul></details>"
+        )
+        if version.kind != "rejected":
+            previous = after
+    current = _table(("id", "lesson"), list(lessons["current"].items()))
+    return _section("Lessons", f"<h3>Current (v{lessons['version']})</h3>{current}<h3>History</h3>{''.join(items)}")
+
+
+def _top(experiences: list) -> str:
+    top = sorted(experiences, key=lambda e: e.advantage, reverse=True)[:TOP_EXPERIENCES]
+    rows = [(f"{e.advantage:.3f}", e.prompt, e.response) for e in top]
+    return _section(f"Top {len(top)} experiences by advantage", _table(("advantage", "prompt", "response"), rows))
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in Path(name).stem)[:40] or "result"
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<title>{title}</title>
+<style>
+body {{ font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 980px; color: #222; }}
+h1 {{ font-size: 1.5em; }} h2 {{ border-bottom: 1px solid #ccc; margin-top: 2em; }}
+table {{ border-collapse: collapse; margin: 0.8em 0; width: 100%; }}
+td, th {{ border: 1px solid #ddd; padding: 3px 6px; text-align: left; vertical-align: top; white-space: pre-wrap; }}
+figure.plot {{ margin: 1em 0; }} figure.plot svg {{ max-width: 100%; height: auto; }}
+figcaption {{ color: #555; font-size: 0.9em; }}
+.diff .add {{ color: #176f2c; }} .diff .del {{ color: #a3201d; }} .diff .chg {{ color: #7a5b00; }}
+details {{ margin: 0.4em 0; }} summary {{ cursor: pointer; }}
+</style></head>
+<body><h1>{title}</h1>
+{body}
+</body></html>
+"""
