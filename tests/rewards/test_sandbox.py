@@ -19,6 +19,7 @@ import pytest
 
 from tfgrpo.errors import ConfigError
 from tfgrpo.rewards import FunctionReward, SandboxConfig, SandboxError, run_python
+from tfgrpo.rewards.sandbox import interpreter_view
 
 from .support import sandbox_pids
 
@@ -416,3 +417,68 @@ def test_allowed_to_run_unsandboxed_the_uid_and_rlimits_still_contain_the_progra
 def test_sys_executable_is_the_default_interpreter():
     result = run("import sys; print(sys.version_info[:2])")
     assert result.stdout.strip() == str(tuple(sys.version_info[:2]))
+
+
+def test_the_host_files_are_not_there_only_the_interpreter_and_tmp():
+    secrets = ["/etc/passwd", "/etc/shadow", __file__, str(Path(__file__).parents[2] / "pyproject.toml")]
+    secrets += [str(p) for d in ("/root", "/home") if os.path.isdir(d) for p in Path(d).glob("*") if p.is_file()][:20]
+    # Every file it can see must belong to the interpreter: its executable, standard library, libraries.
+    exposed, _ = interpreter_view(os.path.abspath(sys.executable))
+    allowed = sorted({os.path.realpath(p) for p in exposed} | set(exposed))
+    result = run(
+        f"""
+        import json, os
+        tried = {{}}
+        for path in {secrets!r}:
+            try:
+                open(path).close()
+                tried[path] = "read"
+            except OSError as error:
+                tried[path] = type(error).__name__
+        seen, strays = 0, []
+        for top in sorted(set(os.listdir("/")) - {{"proc", "dev", "tmp"}}):
+            for here, dirs, files in os.walk("/" + top):
+                for path in (os.path.join(here, name) for name in files):
+                    seen += 1
+                    if not path.startswith(tuple({allowed!r})) and os.path.realpath(path) not in {allowed!r}:
+                        strays.append(path)
+        home = os.listdir("/home") if os.path.isdir("/home") else []
+        print(json.dumps({{"tried": tried, "seen": seen, "strays": strays[:20], "home": home}}))
+        """
+    )
+    assert result.passed, result.reason
+    found = json.loads(result.stdout)
+    assert found["tried"] == dict.fromkeys(secrets, "FileNotFoundError")
+    assert found["home"] == []
+    assert found["seen"] > 100 and found["strays"] == []
+    assert "private root (the interpreter read-only, /tmp, /proc, /dev/null and the like)" in result.isolation
+
+
+@pytest.fixture(scope="module")
+def venv_in_tmp():
+    """A virtual environment under /tmp (as in CI) with a package of its own in site-packages."""
+    with tempfile.TemporaryDirectory(prefix="tfgrpo-test-venv-") as base:
+        os.chmod(base, 0o755)
+        venv = Path(base, "venv")
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+        site = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            check=True,
+            **_TEXT,
+        ).stdout.strip()
+        Path(site, "tfgrpo_probe.py").write_text("ANSWER = 42\n")
+        yield venv / "bin" / "python"
+
+
+def test_a_venv_under_tmp_runs_and_its_packages_are_hidden_unless_asked_for(venv_in_tmp):
+    program = (
+        "import sys\ntry:\n    import tfgrpo_probe\n    print(sys.prefix, tfgrpo_probe.ANSWER)\nexcept ImportError:\n"
+    )
+    program += "    print(sys.prefix, 'hidden')\n"
+    config = dataclasses.replace(LIMITS, python=str(venv_in_tmp))
+    hidden = run_python(program, config)
+    shown = run_python(program, dataclasses.replace(config, site_packages=True))
+    assert (hidden.outcome, shown.outcome) == ("ok", "ok"), hidden.stderr + shown.stderr
+    prefix = str(venv_in_tmp.parents[1])
+    assert hidden.stdout.split() == [prefix, "hidden"]
+    assert shown.stdout.split() == [prefix, "42"]

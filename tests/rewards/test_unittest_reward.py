@@ -112,7 +112,7 @@ def test_the_sandboxed_program_is_the_completed_prompt_and_holds_none_of_the_tes
     row = humaneval_rows()["HumanEval/53"]
     program = UnitTestReward().program("    return x + y\n", row)
     assert repr(row["prompt"] + "    return x + y\n") in program
-    assert "check" not in program and "assert" not in program and "tfgrpo-" not in program
+    assert "def check" not in program and "candidate(0, 1)" not in program and "tfgrpo-" not in program
     assert program.rstrip().endswith("serve(_module.__dict__, 3, 4)")
 
 
@@ -134,3 +134,62 @@ def test_complete_function_handles_bare_signatures():
 def test_a_sample_without_tests_is_a_reward_error():
     with pytest.raises(RewardError, match="'test'"):
         UnitTestReward().score("p", "pass", {"prompt": "def f():\n"})
+
+
+ONE_FUNCTION = {"prompt": "def f(x):\n    '''Return something.'''\n", "entry_point": "f"}
+
+
+def test_exceptions_reach_the_tests_as_the_built_in_ones():
+    test = (
+        "def check(candidate):\n"
+        "    try:\n        candidate(-1)\n    except ValueError as error:\n        assert str(error) == 'negative'\n"
+        "    else:\n        raise AssertionError('no ValueError')\n"
+        "    assert candidate(2) == [2, (2,), {'two': 2.0}]\n"
+    )
+    sample = dict(ONE_FUNCTION, test=test)
+    good = "    if x < 0:\n        raise ValueError('negative')\n    return [x, (x,), {'two': float(x)}]\n"
+    assert UnitTestReward(CONFIG)("", good, sample) == 1.0
+    wrong_type = "    if x < 0:\n        raise TypeError('negative')\n    return [x, [x], {'two': float(x)}]\n"
+    score = UnitTestReward(CONFIG).score("", wrong_type, sample)
+    assert (score.value, score.reason) == (0.0, "exception: TypeError: negative")
+
+
+def test_a_call_that_hangs_fails_after_the_call_timeout_and_so_do_the_later_ones():
+    test = "def check(candidate):\n" + "".join(f"    assert candidate({i}) == {i}\n" for i in range(4))
+    sample = dict(ONE_FUNCTION, test=test)
+    hangs_on_two = "    while x == 2:\n        pass\n    return x\n"
+    reward = UnitTestReward(SandboxConfig(timeout_s=60), fractional=True, call_timeout_s=1)
+    score = reward.score("", hangs_on_two, sample)
+    assert (score.value, score.reason) == (0.5, "2 of 4 asserts passed")
+    assert score.details["outcome"] == "timeout"
+    assert score.details["first_failure"] == "the candidate's program did not answer f() in time"
+
+
+def test_tests_that_cannot_run_are_a_reward_error_not_a_zero():
+    reward = UnitTestReward(CONFIG)
+    for test, message in [
+        ("def check(candidate)\n", "do not compile"),
+        ("assert True\n", "no check"),
+        ("def check(candidate):\n    assert candidate(print) == 1\n", "cannot be sent"),
+    ]:
+        with pytest.raises(RewardError, match=message):
+            reward.score("", "    return 1\n", dict(ONE_FUNCTION, test=test))
+
+
+def test_without_an_entry_point_the_prompt_must_leave_a_function_unwritten():
+    sample = {"prompt": "def helper(x):\n    return x\n", "test": "assert helper(1) == 1\n"}
+    with pytest.raises(RewardError, match="leaves no function unwritten"):
+        UnitTestReward(CONFIG).score("", "", sample)
+
+
+def test_without_an_entry_point_fractional_counts_the_top_level_asserts():
+    sample = {"prompt": "def double(x):\n", "test": "assert double(2) == 4\nassert double(-1) == -2\nx = 1\n"}
+    score = UnitTestReward(CONFIG, fractional=True).score("", "    return 4", sample)
+    assert (score.value, score.reason) == (0.5, "1 of 2 asserts passed")
+
+
+def test_honest_wrong_answers_still_get_partial_credit():
+    rows = humaneval_rows()
+    row = rows["HumanEval/0"]  # seven asserts, four True and three False
+    score = UnitTestReward(CONFIG, fractional=True).score(row["prompt"], "    return True\n", row)
+    assert (score.value, score.reason) == (4 / 7, "4 of 7 asserts passed")

@@ -60,12 +60,12 @@ class Channel:
         except _wire.WireError as error:
             raise TestError(f"the tests pass {name}() a value that cannot be sent to the sandbox: {error}") from None
         self.calls += 1
-        deadline = min(self.deadline, time.monotonic() + self.call_timeout_s)
         try:
-            if not self.ready:
-                if self._receive(deadline, f"start before {name}() was called") != ["ready"]:
+            if not self.ready:  # its start counts toward the total time only
+                if self._receive(self.deadline, f"start before {name}() was called") != ["ready"]:
                     raise CandidateFailed("junk", "did not start by saying it was ready")
                 self.ready = True
+            deadline = min(self.deadline, time.monotonic() + self.call_timeout_s)
             self._send(request, deadline, name)
             return _answer(self._receive(deadline, f"answer {name}()"))
         except CandidateFailed as failure:

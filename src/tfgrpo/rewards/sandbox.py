@@ -352,8 +352,10 @@ with open("/proc/self/maps") as maps:
         if mapped.startswith("/") and ".so" in os.path.basename(mapped) and os.path.exists(mapped):
             libs.add(mapped)
 import site
-print(json.dumps({"prefix": sys.prefix, "base_prefix": sys.base_prefix, "path": path,
-                  "site": [d for d in site.getsitepackages() if os.path.isdir(d)], "libs": sorted(libs)}))
+site.venv(set())  # what startup would do without -S: find a venv's pyvenv.cfg, make its dir the prefix
+site_dirs = [d for d in site.getsitepackages([sys.prefix, sys.base_prefix]) if os.path.isdir(d)]
+print(json.dumps({"prefix": sys.prefix, "base_prefix": sys.base_prefix, "path": path, "site": site_dirs,
+                  "libs": sorted(libs)}))
 """
 
 

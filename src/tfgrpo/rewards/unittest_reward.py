@@ -52,8 +52,9 @@ class UnitTestReward(Reward):
     list, tuple, dict, set, frozenset); a function that returns anything else fails that call, and
     changes it makes to its arguments are not seen by the tests. Exceptions it raises reach the
     tests as the built-in exception of that name (others as a plain Exception). A call not answered
-    within `call_timeout_s` (default: the sandbox's timeout), a crash, or junk on the pipe fails that
-    call and every later one; the whole run is bounded by the sandbox's `timeout_s`.
+    within `call_timeout_s` (default: the sandbox's timeout; the program's start counts toward the
+    total only), a crash, or junk on the pipe fails that call and every later one; the whole run is
+    bounded by the sandbox's `timeout_s`.
 
     Without an entry point, the functions the prompt leaves unwritten (a bare signature, or a body
     that is only a docstring or `pass`) are the candidate's, and the test code runs as a whole in
