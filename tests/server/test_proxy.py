@@ -102,26 +102,16 @@ class Upstream:
                 {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
             )
             for i, t in enumerate(texts):
-                for piece in (t[:2], t[2:]):
-                    delta = {"content": piece} if chat else None
-                    chunk = {
-                        "id": "up",
-                        "object": "chat.completion.chunk" if chat else "text_completion",
-                        "created": 0,
-                        "model": "scripted",
-                        "choices": [
-                            {"index": i, "delta": delta, "finish_reason": None}
-                            if chat
-                            else {"index": i, "text": piece, "finish_reason": None}
-                        ],
-                    }
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": f"data: {json.dumps(chunk)}\n\n".encode(),
-                            "more_body": True,
-                        }
-                    )
+                for piece, finish in ((t[:2], None), (t[2:], None), ("", "stop")):
+                    if chat:
+                        delta = {"content": piece} if finish is None else {}
+                        part = {"index": i, "delta": delta, "finish_reason": finish}
+                    else:
+                        part = {"index": i, "text": piece, "finish_reason": finish}
+                    kind = "chat.completion.chunk" if chat else "text_completion"
+                    chunk = {"id": "up", "object": kind, "created": 0, "model": "scripted", "choices": [part]}
+                    event = f"data: {json.dumps(chunk)}\n\n".encode()
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
             return
         await answer(
@@ -431,10 +421,10 @@ def test_streaming_passes_chunks_through_and_records_the_full_text(fresh, tmp_pa
         chunks = list(chat(client, n=2, stream=True))
         ids = {c.id for c in chunks}
         assert len(ids) == 1 and next(iter(ids)).startswith("chatcmpl-tfgrpo-")
-        assert chunks[0].model_extra["tfgrpo"]["library"] == "lib" and len(chunks) == 4
+        assert chunks[0].model_extra["tfgrpo"]["library"] == "lib" and len(chunks) == 6
         text = {0: "", 1: ""}
         for c in chunks:
-            text[c.choices[0].index] += c.choices[0].delta.content
+            text[c.choices[0].index] += c.choices[0].delta.content or ""
         assert text == {0: "ok-0", 1: "ok-1"} and fresh.bodies[-1]["stream"] is True
         cid = chunks[0].id
         assert proxy.library.records.get(cid)["choices"] == ["ok-0", "ok-1"]
