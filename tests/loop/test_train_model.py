@@ -22,18 +22,23 @@ def task():
 def test_training_fills_the_library_with_rollouts_that_beat_their_group(local_backend, task, tmp_path):
     samples = task.load("train")[:4]
     grpo = TrainingFreeGRPO.open(tmp_path / "lib.db", seed=0)
+    # Two solved questions (not trained on) show the tiny model the answer format, so groups have signal.
+    for solved in task.load("train")[4:6]:
+        grpo.add_rollout_group([(solved["prompt"], f" {solved['answer']}"), (solved["prompt"], " 0")], [1.0, 0.0])
     config = TrainConfig(batch_size=2, group_size=4, seed=0, **ROLLOUT)
     updates = [ExampleUpdate(grpo, task_name="arithmetic")]
     history = train(local_backend, samples, task.reward, updates, config, metrics_path=tmp_path / "m.jsonl")
 
     assert [m.global_step for m in history] == [1, 2]
-    assert grpo.total_rollouts == 16 and grpo.progress["global_step"] == 2
-    assert grpo.total_stored == sum(m.stored for m in history) == grpo.library_size()
+    assert grpo.total_rollouts == 4 + 16 and grpo.progress["global_step"] == 2
+    assert grpo.total_stored == 2 + sum(m.stored for m in history) == grpo.library_size()
+    # Not vacuous: some group had better and worse rollouts, and its better ones were kept.
+    assert any(m.groups_with_signal for m in history) and grpo.total_stored > 2
     lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [line["global_step"] for line in lines] == [1, 2]
     assert {"reward_mean", "signal_share", "library_size", "completion_tokens", "seconds"} <= set(lines[0])
     assert all(line["completion_tokens"] > 0 for line in lines)
-    by_prompt = {s["prompt"]: s for s in samples}
+    by_prompt = {s["prompt"]: s for s in task.load("train")}
     for exp in grpo.experience_library:
         # 0/1 rewards: above the group mean means solved.
         assert exp.advantage > 0
@@ -42,7 +47,7 @@ def test_training_fills_the_library_with_rollouts_that_beat_their_group(local_ba
 
     # Everything is done: running again changes nothing.
     assert train(local_backend, samples, task.reward, updates, config) == []
-    assert grpo.total_rollouts == 16
+    assert grpo.total_rollouts == 4 + 16
     grpo.close()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from ..core.experience import clean_text
 from ..core.knobs import check_knobs, knob
 from ..core.library import TrainingFreeGRPO
 from ..llm.base import Backend, Generation, GenerationParams
@@ -94,8 +95,11 @@ def rollout_batch(
             stop=[s for s in config.stop if not (config.stop_after_content and s.isspace())] or None,
             seed=chunk_seed,
         )
-        generated = backend.generate(prompts, params, chat=config.chat)
-        chunk_groups = [[cut_after_content(g, config) for g in group] for group in generated]
+        # Model output is untrusted text: a lone surrogate becomes U+FFFD before it is scored or stored.
+        chunk_groups = [
+            [cut_after_content(replace(g, text=clean_text(g.text)), config) for g in group]
+            for group in backend.generate(prompts, params, chat=config.chat)
+        ]
         flat = reward.score_batch([(s["prompt"], g.text, s) for s, group in zip(chunk, chunk_groups) for g in group])
         groups += chunk_groups
         scores += [flat[i * n : (i + 1) * n] for i in range(len(chunk))]

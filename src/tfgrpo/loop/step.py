@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..llm.base import Backend, Generation
+from ..llm.base import Backend
 from ..llm.cache import CachedBackend, LLMCache
 from ..rewards.base import Reward, Score
 from .rollouts import rollout_batch
@@ -144,9 +144,7 @@ def run_step(
 
     # 1-2. A group of G rollouts per prompt, prompted with what the libraries hold; a reward for each.
     generations, scores = rollout_batch(cached_policy, batch, reward, config.group_size, config, seed, **condition)
-    groups = [
-        Group(sample, _texts(gens), group_scores) for sample, gens, group_scores in zip(batch, generations, scores)
-    ]
+    groups = [Group(sample, [g.text for g in gens], s) for sample, gens, s in zip(batch, generations, scores)]
 
     # 3-4. Advantages within each group, and the library updates: each strategy commits the step with
     #      its position (a strategy that had committed this step before a restart is not asked again).
@@ -169,12 +167,6 @@ def run_step(
         seconds=time.perf_counter() - started,
         updates=figures,
     )
-
-
-def _texts(generations: list[Generation]) -> list[str]:
-    # Model output is untrusted text: a lone surrogate (which no UTF-8 file can hold) becomes U+FFFD here,
-    # before it reaches a library whose every later save it would break.
-    return [g.text.encode("utf-16", "surrogatepass").decode("utf-16", "replace") for g in generations]
 
 
 def _raw_backends(policy: Backend, updates: Sequence[Update]) -> list[Backend]:

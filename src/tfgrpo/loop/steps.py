@@ -36,8 +36,8 @@ def run_steps(
     if not samples:
         raise ConfigError("no training samples")
     total = -(-len(samples) // batch_size) * epochs
-    log = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
-    if log:
+    log = open(metrics_path, "a", encoding="utf-8") if metrics_path is not None else None
+    if log is not None and metrics_path is not None:
         _mark_lost_metrics(Path(metrics_path), log, done)
     history = []
     try:
