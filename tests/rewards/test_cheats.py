@@ -21,7 +21,7 @@ def test_no_cheat_scores_more_than_an_honest_wrong_answer(fractional):
     table = cheats()
     honest = {task: reward.score(rows[task]["prompt"], HONEST_WRONG, rows[task]) for task, _ in table.values()}
     assert {s.value for s in honest.values()} == {0.0}
-    # score() itself, not score_batch(): a cheat that makes the reward raise is caught here too.
+    # In a batch a cheat that makes score() raise would show as "reward raised": none may.
     items = [(name, rows[task], response) for name, (task, response) in table.items()]
     scores = reward.score_batch([(row["prompt"], response, row) for _, row, response in items], max_workers=2)
     assert not [s.reason for s in scores if s.reason.startswith("reward raised")]
