@@ -202,3 +202,9 @@ def test_hanging_up_a_plain_request_stops_the_bundled_model(server, local_backen
     assert httpx.post(f"{server.url}/v1/chat/completions", json=quick, timeout=120).status_code == 200
     spent = local_backend.usage.snapshot() - before
     assert spent.requests == 2 and spent.completion_tokens < 4000
+
+
+def test_a_prompt_over_the_model_context_is_a_400(server):
+    body = {"prompt": "hello " * 9000, "max_tokens": 4}  # over the bundled model's 8,192 tokens
+    response = httpx.post(f"{server.url}/v1/completions", json=body, timeout=120)
+    assert response.status_code == 400 and "context" in response.json()["error"]["message"]
