@@ -78,21 +78,50 @@ def test_errors_are_one_clear_line(tmp_path: Path):
     assert wrong.returncode == 1 and "unknown task" in wrong.stderr
 
 
+STOP_AT_STEP_TWO = """
+import threading
+from pathlib import Path
+
+from tfgrpo.rewards import NumericMatchReward
+
+base = NumericMatchReward()
+lock = threading.Lock()
+calls = 0
+
+
+def reward(prompt, response, sample):
+    # Step 1 scores 2 prompts x G=4; the first score of step 2 (after step 1 is committed) signals and waits.
+    global calls
+    with lock:
+        calls += 1
+        n = calls
+    if n > 8:
+        Path({marker!r}).write_text("step 2 scoring")
+        threading.Event().wait()
+    return base(prompt, response, sample)
+"""
+
+
 @pytest.mark.model
 def test_train_resumes_after_a_kill_without_double_counting(tmp_path: Path):
-    lib, metrics = tmp_path / "lib.db", tmp_path / "m.jsonl"
+    lib, metrics, marker = tmp_path / "lib.db", tmp_path / "m.jsonl", tmp_path / "in-step-2"
+    reward = tmp_path / "stop_at_step_two.py"
+    reward.write_text(STOP_AT_STEP_TWO.format(marker=str(marker)))
     args = ["train", *TINY_TRAIN, *TINY_GEN, "-l", str(lib), "--metrics", str(metrics), "--seed", "0"]
-    proc = subprocess.Popen([TFGRPO, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    proc = subprocess.Popen(
+        [TFGRPO, *args, "--reward", f"{reward}:reward"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+    )
     deadline = time.monotonic() + 240
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+    # Killed while step 2 is being scored: after step 1's metrics line, before step 2 commits, at any speed.
+    while not (marker.exists() and metrics.exists() and metrics.read_text().count("\n") == 1):
         assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "the first step never finished"
+        assert time.monotonic() < deadline, "step 2 never started"
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with TrainingFreeGRPO.open(lib) as grpo:
         done = grpo.progress["global_step"]
-        assert 1 <= done < 3 and grpo.total_rollouts == done * 2 * 4
+        assert done == 1 and grpo.total_rollouts == 2 * 4
 
     resumed = run(*args)
     assert f"resuming {lib} after step {done}" in resumed.stderr
@@ -121,8 +150,12 @@ def test_train_on_your_own_jsonl_dataset(tmp_path: Path):
     out = run("train", *args, "-G", "2", "--batch-size", "2", "--max-tokens", "3", "-l", str(lib)).stdout
     assert "Total rollouts: 8" in out  # 4 training rows (one held out) x G=2
     with pytest.warns(TFGRPOWarning, match="group_size=2"), TrainingFreeGRPO.open(lib) as grpo:
-        assert all(e.prompt.startswith("Capital of") for e in grpo.experience_library)
+        prompts = [e.prompt for e in grpo.experience_library]
         assert grpo.progress["global_step"] == 2
+    steps = [json.loads(line) for line in (tmp_path / "caps.db.metrics.jsonl").read_text().splitlines()]
+    # What was stored came from the groups with signal, and only from this file's prompts.
+    assert len(set(prompts)) == sum(m["groups_with_signal"] for m in steps) <= 4
+    assert all(p.startswith("Capital of") for p in prompts) and len(prompts) >= len(set(prompts))
 
 
 @pytest.mark.model
