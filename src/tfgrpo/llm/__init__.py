@@ -14,8 +14,19 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import Backend, Generation, GenerationParams, Message, Prompt, Usage
+from .cache import CachedBackend, LLMCache
 
-__all__ = ["Backend", "Generation", "GenerationParams", "Message", "Prompt", "Usage", "get_backend"]
+__all__ = [
+    "Backend",
+    "CachedBackend",
+    "Generation",
+    "GenerationParams",
+    "LLMCache",
+    "Message",
+    "Prompt",
+    "Usage",
+    "get_backend",
+]
 
 _URL_AT = re.compile(r"@(https?://.*)$")
 
