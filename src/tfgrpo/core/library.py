@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, overload
 from ..errors import ConfigError, InvalidRolloutsError, LibraryFormatError, LibraryNotFoundError, TFGRPOError
 from .advantages import compute_advantages
 from .config import GRPOConfig
-from .experience import Experience, check_metadata, check_text, check_timestamp
+from .experience import MAX_TIMESTAMP, Experience, check_metadata, check_text, check_timestamp
 from .formats import fsync_dir, is_sqlite_file, is_sqlite_path, make_temp, read_json, write_json
 from .sampler import AdvantageSampler
 from .stats import GRPOStats
@@ -220,7 +220,9 @@ class TrainingFreeGRPO:
         transaction and read back as `self.progress`, so a resumed run neither repeats nor loses a group.
         """
         prepared = [self._prepare_group(*_check_group(i, group)) for i, group in enumerate(groups)]
-        now = check_timestamp(int(self._clock()), "the clock's time (Unix seconds)", TFGRPOError)
+        now = int(self._clock())
+        if not 0 <= now <= MAX_TIMESTAMP:
+            check_timestamp(now, "the clock's time (Unix seconds)", TFGRPOError)
         counters = self._counters() if self._store is not None else None
         previous_progress = self.progress
         added_per_group = []
@@ -254,7 +256,7 @@ class TrainingFreeGRPO:
     ) -> tuple[int, list[tuple[str, str, float, dict | None]]]:
         """Check a group and pick what to store: (number of rollouts, [(prompt, response, advantage, metadata)])."""
         for name, value in (("rollouts", rollouts), ("rewards", rewards)):
-            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            if type(value) is not list and (isinstance(value, (str, bytes)) or not isinstance(value, Iterable)):
                 raise InvalidRolloutsError(f"{name} must be a list, got {type(value).__name__} {value!r:.80}")
         rollouts = [_check_rollout(i, r) for i, r in enumerate(rollouts)]
         rewards = list(rewards)
