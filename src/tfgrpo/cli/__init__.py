@@ -14,7 +14,7 @@ from .. import __version__
 from ..errors import TFGRPOError
 from .options import FILE_VALUES, apply_config_file
 
-COMMAND_MODULES = ("demo", "train", "eval", "serve_model", "serve_proxy", "library", "lessons", "report")
+COMMAND_MODULES = ("demo", "train", "eval", "serve_model", "serve_proxy", "library", "lessons", "report", "repeat")
 
 # -v/-q steps through these from the default (INFO: the lesson critic's notes are worth seeing).
 _LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)

@@ -18,6 +18,7 @@ from .common import (
     template,
 )
 from .options import add_config_args, add_config_file_args, config_from_args, print_config, resolved_options
+from .report import finish_result, result_args
 
 
 def add_commands(command) -> None:
@@ -30,6 +31,7 @@ def add_commands(command) -> None:
         add_config_args(p.add_argument_group("evaluation (EvalConfig)"), EvalConfig)
         add_config_args(p, LessonConfig, only=["placement"])
         p.add_argument("--json", action="store_true", help="print the report as JSON")
+        result_args(p)
         add_config_file_args(p)
 
     p = command(
@@ -46,6 +48,13 @@ def add_commands(command) -> None:
         "(lessons plus examples); all: baseline, examples, lessons, both",
     )
     p.add_argument("--library", "-l", default="library.db", help="library to evaluate")
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also evaluate the fair baselines: zero-shot in chat and text mode (each with and without "
+        "--stop-after-content), labelled few-shot (reference answers) and bootstrapped few-shot (first "
+        "successful zero-shot rollouts on training prompts); libraries are compared with the strongest",
+    )
     common(p)
 
     p = command(
@@ -67,7 +76,7 @@ def eval_config(args, task):
 
 
 def cmd_eval(args) -> int | None:
-    from ..loop.evaluate import LessonCondition, evaluate, show_progress
+    from ..loop.evaluate import LessonCondition, evaluate, fair_baselines, show_progress
     from ..semantic import LessonLibrary
 
     task = load_task(args)
@@ -95,11 +104,14 @@ def cmd_eval(args) -> int | None:
             conditions["lessons"] = LessonCondition(library, placement=args.placement)
         if strategy in ("both", "all"):
             conditions["both"] = LessonCondition(library, examples=grpo, placement=args.placement)
+        if args.baselines:
+            conditions.update(fair_baselines(backend, task.train, task.reward, config, shots=config.shots or 3))
         train_prompts = {s["prompt"] for s in task.train}
         report = evaluate(
             backend, task.test, task.reward, conditions, config, train_prompts=train_prompts, progress=show_progress()
         )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    finish_result(args, report.to_dict(), "eval", args.library)
     return None
 
 
@@ -121,4 +133,5 @@ def cmd_attribute(args) -> int | None:
             backend, task.test, task.reward, library, config, placement=args.placement, progress=show_progress()
         )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    finish_result(args, report.to_dict(), "attribute", args.library)
     return None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 
 def add_commands(command) -> None:
     p = command(
@@ -34,3 +37,64 @@ def cmd_report(args) -> None:
 
     path = write_report(args.library, args.output, args.eval, args.metrics)
     print(f"report: {path}")
+
+
+def result_args(p, out: bool = True) -> None:
+    """--out (the full result as JSON) and --track, for eval and attribute (train: --track only)."""
+    from ..loop.tracking import DEFAULT_DIR, TRACKERS
+
+    if out:
+        p.add_argument(
+            "--out", default=None, metavar="FILE.json", help="write the full result (every condition, per-prompt "
+            "rewards, CIs, seeds, settings, library version) to this JSON file; `tfgrpo report --eval` reads it",
+        )  # fmt: skip
+    p.add_argument("--track", choices=TRACKERS, default=None, help="log the run to this tracking tool (offline)")
+    p.add_argument("--track-dir", default=DEFAULT_DIR, help="folder of the tracking tool's local runs")
+
+
+def open_run_tracker(args, command: str):
+    """The tracker of --track (one that tracks nothing without it), with the command's settings logged."""
+    from ..loop.tracking import open_tracker, run_name
+
+    tracker = open_tracker(getattr(args, "track", None), run_name(command), getattr(args, "track_dir", "."))
+    settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)}
+    tracker.log_config({"command": command, **settings})
+    return tracker
+
+
+def finish_result(args, result: dict, command: str, library: str | None = None) -> None:
+    """Add what names the run to `result`, write it to --out and log it to --track."""
+    import json
+
+    from .. import __version__
+    from ..core.formats import atomic_write
+
+    result.update(command=command, tfgrpo=__version__, model=getattr(args, "model", None))
+    result.update(task=getattr(args, "task", None), data=getattr(args, "data", None))
+    if library:
+        result["library"] = {"path": library, **_library_versions(library)}
+    if getattr(args, "out", None):
+        atomic_write(args.out, lambda f: json.dump(result, f, indent=1))
+        print(f"result: {args.out}", file=sys.stderr)
+    if getattr(args, "track", None):
+        with open_run_tracker(args, command) as tracker:
+            tracker.log_result(result, "attribution" if result.get("kind") == "attribution" else "evaluation")
+            if library and os.path.exists(library):
+                tracker.log_artifact(library)
+
+
+def _library_versions(path: str) -> dict:
+    """The library's identity at evaluation time: experiences stored, lesson version."""
+    from ..core.formats import is_sqlite_path
+
+    out: dict = {}
+    if os.path.exists(path) and is_sqlite_path(path):
+        from ..core.library import TrainingFreeGRPO
+        from ..semantic.lessons import LessonLibrary
+
+        with TrainingFreeGRPO.open(path) as grpo:
+            out.update(experiences=grpo.library_size(), step=(grpo.progress or {}).get("global_step"))
+        if LessonLibrary.present_in(path):
+            with LessonLibrary(path) as lessons:
+                out.update(lesson_version=lessons.version, lessons=len(lessons))
+    return out

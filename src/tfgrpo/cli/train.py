@@ -9,6 +9,7 @@ from contextlib import ExitStack
 
 from .common import check_lesson_path, load_task, make_backend, model_arg, task_args, task_hints, template
 from .options import add_config_args, add_config_file_args, config_from_args, print_config, resolved_options
+from .report import open_run_tracker, result_args
 
 
 def add_commands(command) -> None:
@@ -54,6 +55,7 @@ def add_commands(command) -> None:
         LessonConfig,
         aliases={"use_ground_truth": ["--ground-truth"]},
     )
+    result_args(p, out=False)
     add_config_file_args(p)
 
 
@@ -111,9 +113,12 @@ def cmd_train(args) -> int | None:
                 what = "" if update.name == "examples" else f"{update.name} in "
                 print(f"resuming {what}{args.library} after step {update.done()}", file=sys.stderr)
         cache = stack.enter_context(LLMCache(args.library)) if is_sqlite_path(args.library) else None
+        tracker = stack.enter_context(open_run_tracker(args, "train"))
         steps = train(
-            policy, task.train, task.reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run
-        )
+            policy, task.train, task.reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
+            on_step=tracker.on_step,
+        )  # fmt: skip
+        tracker.log_artifact(args.library)
         if examples:
             print(grpo.stats().summary())
         if lessons:

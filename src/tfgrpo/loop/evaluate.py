@@ -35,7 +35,11 @@ class EvalConfig(RolloutConfig):
     k: int = knob(4, "samples per prompt", minimum=1, flag="-k")
     temperature: float = knob(0.3, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
     seed: int = knob(1234, "seed of the examples drawn and the sampling (the same for every condition)")
-    seeds: int = knob(1, "evaluation seeds: the whole evaluation is repeated with seeds seed, seed+1, ...", minimum=1)
+    seeds: int = knob(
+        1,
+        "evaluation seeds: the whole evaluation is repeated with this many sampling seeds, derived from seed",
+        minimum=1,
+    )
     batch_size: int = knob(8, "prompts per generation call", minimum=1)
     success_threshold: float = knob(1.0, "a sample counts as solved for Pass@k when its reward is at least this")
     bootstrap: int = knob(2000, "bootstrap resamples for the confidence intervals and p-values", minimum=100)
