@@ -27,10 +27,11 @@ def cmd_demo(args) -> None:
     from ..core.config import GRPOConfig
     from ..core.library import TrainingFreeGRPO
     from ..llm import get_backend
-    from ..loop.evaluate import EvalConfig, evaluate, show_progress
+    from ..loop.evaluate import EvalConfig, evaluate, fair_baselines, show_progress
     from ..loop.training import TrainConfig, train
     from ..loop.updates import ExampleUpdate
     from ..prompting import PromptTemplate
+    from ..report import write_report
     from ..tasks import get_task
 
     started = time.perf_counter()
@@ -62,17 +63,22 @@ def cmd_demo(args) -> None:
             train(backend, train_samples, task.reward, [update], config, metrics_path=out / "metrics.jsonl")
             print("\n" + grpo.stats().summary() + "\n")
             print(f"[demo] evaluating on {len(test_samples)} held-out prompts ...", file=sys.stderr, flush=True)
+            eval_config = EvalConfig(k=4, batch_size=8, seed=args.seed + 1, **rollout)
+            # The headline is the library against the strongest of the simple things a user could do instead.
+            baselines = fair_baselines(backend, train_samples, task.reward, eval_config)
             report = evaluate(
                 backend,
                 test_samples,
                 task.reward,
-                {"baseline": None, "library": grpo},
-                EvalConfig(k=4, batch_size=8, seed=args.seed + 1, **rollout),
+                {"baseline": None, **baselines, "library": grpo},
+                eval_config,
                 train_prompts={s["prompt"] for s in task.load("train")},
                 progress=show_progress(),
             )
         print(report.table())
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+        html = write_report(library_path, out / "report.html", [out / "report.json"], [out / "metrics.jsonl"])
+        print(f"[demo] report: {html}")
         print(
             f"\n[demo] done in {time.perf_counter() - started:.0f}s; model usage {backend.usage.to_dict()}; "
             f"files in {out}/"
