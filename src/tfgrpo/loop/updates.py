@@ -145,6 +145,8 @@ class LessonUpdate(Update):
         return (self.library.progress or {}).get("run")
 
     def commit(self, groups: list[Group], ctx: StepContext) -> dict[str, Any]:
+        """The semantic advantage: the groups with signal, a summary of each rollout, a comparison of
+        each group, one consolidated set of operations, (validated and) applied as one version."""
         critic = self._critic(ctx)
         lessons = self.library.render_list()
         chosen = self.groups_to_learn_from(groups)
@@ -152,13 +154,22 @@ class LessonUpdate(Update):
         critiques = critic.compare(
             [(g.sample_id, g.sample, rows) for g, rows in zip(chosen, summaries)], lessons, ctx.seed
         )
-        problems = [f"group {c.sample_id}: {p}" for c in critiques for p in c.problems]
         operations, consolidation = self.consolidate(critic, critiques, lessons, ctx.seed)
+        problems = [f"group {c.sample_id}: {p}" for c in critiques for p in c.problems]
         problems += [f"batch update: {p}" for p in consolidation.get("problems", [])]
         for problem in problems:
             log.warning("step %d: %s", ctx.global_step, problem)
+        context: dict[str, Any] = {
+            "rewards": {g.sample_id: g.rewards for g in groups},
+            "summaries": [_summary_record(g, rows) for g, rows in zip(chosen, summaries)],
+            "critiques": [c.to_dict() for c in critiques],
+            "consolidation": consolidation,
+            "problems": problems,
+        }
         validation = self.validate(operations, ctx, [g.sample for g in groups])
-        return self.apply(operations, ctx, groups, chosen, summaries, critiques, consolidation, problems, validation)
+        if validation is not None:
+            context["validation"] = validation
+        return self.apply(operations, ctx, context)
 
     # -------------------------------------------------------------- the stages
 
@@ -229,48 +240,21 @@ class LessonUpdate(Update):
             "accepted": accepted,
         }
 
-    def apply(
-        self,
-        operations: list[Operation],
-        ctx: StepContext,
-        groups: list[Group],
-        chosen: list[Group],
-        summaries: list[list[tuple[Any, str]]],
-        critiques: list[Critique],
-        consolidation: dict[str, Any],
-        problems: list[str],
-        validation: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        """Commit the operations as one version with everything that led to them; the step's figures."""
-        context: dict[str, Any] = {
-            "rewards": {g.sample_id: g.rewards for g in groups},
-            "summaries": [
-                {
-                    "sample_id": g.sample_id,
-                    "rollouts": [
-                        {"response": text, "reward": s.value, "reason": s.reason, "summary": summary}
-                        for text, (s, summary) in zip(g.responses, rows)
-                    ],
-                }
-                for g, rows in zip(chosen, summaries)
-            ],
-            "critiques": [c.to_dict() for c in critiques],
-            "consolidation": consolidation,
-            "problems": problems,
-        }
-        if validation is not None:
-            context["validation"] = validation
+    def apply(self, operations: list[Operation], ctx: StepContext, context: dict[str, Any]) -> dict[str, Any]:
+        """Commit the operations as one version with everything that led to them (`context`), unless
+        validation rejected them; the step's figures."""
+        validation = context.get("validation")
         rejected = validation is not None and not validation["accepted"]
         result = self.library.apply(
             operations, step=ctx.global_step, context=context, progress=ctx.progress, kind="step", rejected=rejected
         )
         return {
-            "proposed": sum(len(c.operations) for c in critiques),
+            "proposed": sum(len(c["operations"]) for c in context["critiques"]),
             "applied": sum(op.kind != "none" for op in result.applied),
             "skipped": len(result.skipped),
             "lessons": len(self.library),
             "lesson_version": self.library.version,
-            "problems": problems + [_skip_line(s) for s in result.skipped],
+            "problems": context["problems"] + [_skip_line(s) for s in result.skipped],
             "validation_current": validation["current"] if validation else None,
             "validation_candidate": validation["candidate"] if validation else None,
             "accepted": validation["accepted"] if validation else None,
@@ -282,6 +266,16 @@ class LessonUpdate(Update):
         if self.critic is not None:
             backend = CachedBackend(self.critic, ctx.cache, namespace="critic") if ctx.cache else self.critic
         return Critic(backend, self.config, self.prompts, concurrency=ctx.config.concurrency)
+
+
+def _summary_record(group: Group, rows: list[tuple[Any, str]]) -> dict[str, Any]:
+    return {
+        "sample_id": group.sample_id,
+        "rollouts": [
+            {"response": text, "reward": score.value, "reason": score.reason, "summary": summary}
+            for text, (score, summary) in zip(group.responses, rows)
+        ],
+    }
 
 
 def _skip_line(skipped: Skipped) -> str:
