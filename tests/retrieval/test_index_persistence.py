@@ -177,3 +177,21 @@ def test_a_library_without_a_file_saves_only_where_told(tmp_path, minilm):
     again = other.enable_retrieval(retriever=Retriever(minilm, index_path=target))
     assert again.restored_rows == 8
     assert same_ranking(results(other), results(grpo))
+
+
+def test_a_graph_taken_over_and_then_mostly_removed_is_rebuilt_from_its_vectors(saved, minilm):
+    path, _ = saved
+    kept = [p for p in PROMPTS if p.startswith(("Write", "Parse", "Merge", "Split"))]
+    with TrainingFreeGRPO.open(path, clock=lambda: 1_700_000_000) as grpo:
+        for exp in [e for e in grpo.experience_library if e.prompt not in kept]:
+            grpo.remove(exp)
+        add(grpo, [f"{p} again" for p in kept[:40]])  # (k=10 goes through the graph above 80 texts)
+    with TrainingFreeGRPO.open(path, clock=lambda: 1_700_000_000) as grpo:
+        retriever = grpo.enable_retrieval(minilm, approximate_threshold=THRESHOLD)
+        assert retriever.restored_rows == len(PROMPTS)
+        taken_over = results(grpo)
+        assert retriever._vectors.builds == 1  # half the graph was dead: rebuilt from the vectors it held
+    with TrainingFreeGRPO.open(path, clock=lambda: 1_700_000_000) as grpo:
+        grpo.enable_retrieval(minilm, approximate_threshold=THRESHOLD, persist_indexes=False)
+        assert same_ranking(taken_over, results(grpo))
+    assert prompts_of(taken_over) <= set(kept) | {f"{p} again" for p in kept}
