@@ -690,3 +690,16 @@ def test_lessons_update_runs_in_the_background_every_n_groups_with_signal(fresh,
             (version,) = [v for v in proxy.library.lessons.history() if v.kind == "step"]
             assert sorted(version.context["rewards"]) == ["serve-2", "serve-3"]
         critic.close()
+
+
+def test_the_readme_feedback_call_with_the_openai_client(fresh, tmp_path):
+    with Proxy(fresh, tmp_path / "lib.db") as proxy, proxy.client() as client:
+        response = chat(client, n=2)
+        ack = client.post("/feedback", body={"id": response.id, "rewards": [1.0, 0.0]}, cast_to=dict)
+        assert ack["groups"] == [1] and ack["recorded"] == 2
+        one = chat(client)
+        assert client.post("/feedback", body={"id": one.id, "reward": 0.7, "choice": 0}, cast_to=dict)["recorded"] == 1
+        with pytest.raises(openai.ConflictError):
+            client.post("/feedback", body={"id": one.id, "reward": 0.1, "choice": 0}, cast_to=dict)
+        with pytest.raises(openai.NotFoundError):
+            client.post("/feedback", body={"id": "chatcmpl-unknown", "reward": 1}, cast_to=dict)
