@@ -41,7 +41,7 @@ def _print_experiences(experiences, as_json: bool) -> None:
         if as_json:
             print(json.dumps({"id": exp.id, **exp.to_dict()}, ensure_ascii=False))
         else:
-            print(f"[{exp.id}] advantage={exp.advantage:+.3f} metadata={exp._metadata or {}}")
+            print(f"[{exp.id}] advantage={exp.advantage:+.3f} metadata={dict(exp.stored_metadata or {})}")
             print(f"  prompt:   {_one_line(exp.prompt)}")
             print(f"  response: {_one_line(exp.response)}")
 

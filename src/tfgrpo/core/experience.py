@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from ..errors import InvalidRolloutsError, LibraryFormatError, TFGRPOError
@@ -55,6 +57,21 @@ class Experience:
     @metadata.setter
     def metadata(self, value: dict[str, str]) -> None:
         self._metadata = dict(check_metadata(value)) if value else None
+
+    @property
+    def stored_metadata(self) -> Mapping[str, str] | None:
+        """The metadata as stored, read-only, None when there is none (no empty dict is made)."""
+        return MappingProxyType(self._metadata) if self._metadata else None
+
+    def matches(self, where: Mapping[str, str]) -> bool:
+        """Whether every key of `where` has that value in the metadata."""
+        metadata = self._metadata or {}
+        return all(metadata.get(key) == value for key, value in where.items())
+
+    @property
+    def in_library(self) -> bool:
+        """Whether a library's sampler still holds this experience (False once pruned or removed)."""
+        return self._pos >= 0
 
     def age_seconds(self, now: float | None = None) -> int:
         """Seconds since the experience was stored (never negative)."""

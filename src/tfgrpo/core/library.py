@@ -57,11 +57,11 @@ class ExperienceLibrary(Sequence[Experience]):
 
     def __iter__(self) -> Iterator[Experience]:
         order = self._owner._order
-        return (e for e in order[self._owner._head :] if e._pos >= 0)
+        return (e for e in order[self._owner._head :] if e.in_library)
 
     def __reversed__(self) -> Iterator[Experience]:
         order = self._owner._order
-        return (order[i] for i in range(len(order) - 1, self._owner._head - 1, -1) if order[i]._pos >= 0)
+        return (order[i] for i in range(len(order) - 1, self._owner._head - 1, -1) if order[i].in_library)
 
     @overload
     def __getitem__(self, index: int) -> Experience: ...
@@ -281,7 +281,7 @@ class TrainingFreeGRPO:
             self._store.commit(added, removed, self._counters(), self.progress)
         except BaseException:
             for exp in added:
-                if exp._pos >= 0:
+                if exp.in_library:
                     self._remove(exp)
             new_ids = {e.id for e in added}
             for exp in removed:
@@ -324,7 +324,7 @@ class TrainingFreeGRPO:
         live = len(self._sampler)
         # Removed entries linger in _order and _heap until skipped; compact when they dominate.
         if len(self._order) - self._head > 2 * live + 64:
-            self._order = [e for e in self._order[self._head :] if e._pos >= 0]
+            self._order = [e for e in self._order[self._head :] if e.in_library]
             self._head = 0
         if self._heap is not None and len(self._heap) > 2 * live + 64:
             self._heap = None  # rebuilt from the live experiences at the next eviction
@@ -357,7 +357,7 @@ class TrainingFreeGRPO:
         if self._heap is None:
             self._heap = [(e.advantage, e.id, e) for e in self.experience_library]
             heapq.heapify(self._heap)
-        while self._heap[0][2]._pos < 0:
+        while not self._heap[0][2].in_library:
             heapq.heappop(self._heap)
         return heapq.heappop(self._heap)[2]
 
@@ -365,14 +365,14 @@ class TrainingFreeGRPO:
         """The live experience with the earliest timestamp (ties: the lowest id), or None."""
         if self._time_sorted:
             order = self._order
-            while self._head < len(order) and order[self._head]._pos < 0:
+            while self._head < len(order) and not order[self._head].in_library:
                 self._head += 1
             return order[self._head] if self._head < len(order) else None
         if self._by_age is None:
             self._by_age = [(e.timestamp, e.id, e) for e in self.experience_library]
             heapq.heapify(self._by_age)
         heap = self._by_age
-        while heap and heap[0][2]._pos < 0:
+        while heap and not heap[0][2].in_library:
             heapq.heappop(heap)
         return heap[0][2] if heap else None
 
@@ -446,7 +446,7 @@ class TrainingFreeGRPO:
         if options:
             raise TFGRPOError(f"options {sorted(options)} apply to the lexical, semantic and hybrid modes only")
         found = [
-            e for e in self.experience_library if e.prompt.startswith(prompt) and (where is None or _matches(e, where))
+            e for e in self.experience_library if e.prompt.startswith(prompt) and (where is None or e.matches(where))
         ]
         found.sort(key=lambda e: (e.advantage, e.id), reverse=True)
         return found if k is None else found[:k]
@@ -473,7 +473,7 @@ class TrainingFreeGRPO:
 
     def filter_by_metadata(self, **where: str) -> list[Experience]:
         """Experiences whose metadata has all the given key/value pairs, oldest first."""
-        return [e for e in self.experience_library if _matches(e, where)]
+        return [e for e in self.experience_library if e.matches(where)]
 
     def get(self, experience_id: int) -> Experience | None:
         """The stored experience with this id, or None; O(1)."""
@@ -673,6 +673,4 @@ def _mean(values: list[float]) -> float:
         return math.fsum(v / len(values) for v in values)
 
 
-def _matches(exp: Experience, where: dict[str, str]) -> bool:
-    metadata = exp._metadata or {}
-    return all(metadata.get(key) == value for key, value in where.items())
+

@@ -264,7 +264,8 @@ def _json_field(meta: dict, key: str, damaged: str) -> dict | None:
 
 
 def _metadata_json(exp: Experience) -> str | None:
-    return json.dumps(exp._metadata, ensure_ascii=False) if exp._metadata else None
+    metadata = exp.stored_metadata
+    return json.dumps(dict(metadata), ensure_ascii=False) if metadata else None
 
 
 def connect(path: Path | None) -> sqlite3.Connection:
