@@ -106,6 +106,10 @@ class Retriever:
         self._pending: list[int] = []  # rows still to embed
         self._dead_vectors: dict[str, np.ndarray] = {}  # texts that left, in case they come back
         self._to_delete: set[str] = set()  # texts whose stored embeddings are to be deleted
+        # Saved BM25 postings, taken over at the first lexical query (a semantic one need not wait for
+        # them), and the saved rows that left before then.
+        self._saved_bm25: dict | None = None
+        self._saved_bm25_dropped: dict[int, str] = {}
         self._bm25.clear()
         self._vectors.clear()
 
@@ -145,9 +149,7 @@ class Retriever:
         self._row_of = {t: row for row, t in enumerate(texts) if t is not None}
         self._n_dead = len(texts) - len(self._row_of)
         self.restored_rows = len(self._row_of)
-        if saved.bm25 is not None:
-            self._bm25.restore(saved.bm25)
-            self._lexical_on = True
+        self._saved_bm25 = saved.bm25
         ann = saved.ann
         if ann is not None and saved.embedder == self.embedder.name:
             settings = {**self._vectors.hnsw_settings(), "dim": ann.d}
@@ -167,6 +169,8 @@ class Retriever:
                 "(or Retriever(index_path=...)), or open the library from an SQLite file"
             )
         saved = snapshot.Snapshot(list(self._texts))
+        if self._saved_bm25 is not None:
+            self._enable_lexical()
         if self._lexical_on:
             saved.bm25 = self._bm25.export(len(self._texts))
         ann = self._vectors.export()
@@ -238,6 +242,8 @@ class Retriever:
         self._members[row] = None
         self._n_dead += 1
         self._bm25.remove(row, text)
+        if self._saved_bm25 is not None:
+            self._saved_bm25_dropped[row] = text
         if self._vectors.has(row):
             if len(self._dead_vectors) < 4096:
                 self._dead_vectors[text] = self._vectors.vectors(row).copy()
@@ -286,6 +292,15 @@ class Retriever:
     # -- indexes ------------------------------------------------------------------------------------------
 
     def _enable_lexical(self) -> None:
+        if self._saved_bm25 is not None:
+            self._bm25.restore({**self._saved_bm25, "terms": snapshot.terms(self._saved_bm25["terms"])})
+            for row, text in self._saved_bm25_dropped.items():
+                self._bm25.remove(row, text)
+            self._saved_bm25, self._saved_bm25_dropped = None, {}
+            self._lexical_on = True
+            for text, row in self._row_of.items():  # the texts that came since the save
+                if row not in self._bm25:
+                    self._bm25.add(row, text)
         if not self._lexical_on:
             self._lexical_on = True
             for text, row in self._row_of.items():

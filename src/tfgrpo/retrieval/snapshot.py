@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -118,7 +117,7 @@ def _read(f: BinaryIO) -> Snapshot | None:
     snapshot = Snapshot(texts, embedder=header.get("embedder"))
     if "bm25" in header:
         bm25 = dict(header["bm25"])
-        bm25["terms"] = _decode_texts(arrays["term_blob"], arrays["term_lengths"])
+        bm25["terms"] = (arrays["term_blob"], arrays["term_lengths"])  # decoded by `terms` when taken over
         for name in ("counts", "rows", "tfs", "lengths", "alive"):
             bm25[name] = arrays[f"bm25_{name}"]
         if len(bm25["lengths"]) < len(texts) or int(bm25["counts"].sum()) != len(bm25["rows"]):
@@ -134,9 +133,6 @@ def _read(f: BinaryIO) -> Snapshot | None:
     return snapshot
 
 
-def postings_arrays(terms: list[str], postings: list[tuple[array, array]]) -> dict:
-    """The BM25 postings as flat arrays: per term its count, then all rows and term frequencies."""
-    counts = np.fromiter((len(rows) for rows, _ in postings), dtype=np.int64, count=len(postings))
-    rows = np.frombuffer(b"".join(r.tobytes() for r, _ in postings), dtype=np.int64)
-    tfs = np.frombuffer(b"".join(t.tobytes() for _, t in postings), dtype=np.float32)
-    return {"terms": terms, "counts": counts, "rows": rows, "tfs": tfs}
+def terms(encoded: tuple[np.ndarray, np.ndarray]) -> list[str]:
+    """The BM25 terms of a loaded snapshot (decoded only when the postings are taken over)."""
+    return _decode_texts(*encoded)  # type: ignore[return-value]
