@@ -7,9 +7,12 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..rewards import Reward
 
 
 def library_arg(p: argparse.ArgumentParser, default: str = "library.db", help: str | None = None) -> None:
@@ -103,7 +106,7 @@ class LoadedTask(NamedTuple):
     name: str
     train: list[dict]
     test: list[dict]
-    reward: object
+    reward: Reward
     instruction: str
     max_tokens: int
     stop: tuple[str, ...]

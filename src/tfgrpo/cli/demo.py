@@ -7,6 +7,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def add_commands(command) -> None:
@@ -46,7 +47,7 @@ def cmd_demo(args) -> None:
     test_samples = task.load("test")[: args.eval_prompts]
     # The bundled 135M model answers best as a plain-text completion in the spec's Q/A form.
     template = PromptTemplate(instruction=task.instruction)
-    rollout = {"template": template, "chat": False, "stop": ("\n",), "max_tokens": 12, "shots": 3}
+    rollout: dict[str, Any] = {"template": template, "chat": False, "stop": ("\n",), "max_tokens": 12, "shots": 3}
     print("[demo] loading the bundled model ...", file=sys.stderr, flush=True)
     with get_backend(args.model) as backend:
         library_path = out / "library.db"

@@ -100,9 +100,9 @@ def cmd_eval(args) -> int | None:
             conditions["library"] = grpo
         if strategy == "all":
             conditions["examples"] = grpo
-        if strategy in ("lessons", "all"):
+        if library is not None and strategy in ("lessons", "all"):
             conditions["lessons"] = LessonCondition(library, placement=args.placement)
-        if strategy in ("both", "all"):
+        if library is not None and strategy in ("both", "all"):
             conditions["both"] = LessonCondition(library, examples=grpo, placement=args.placement)
         if args.baselines:
             conditions.update(fair_baselines(backend, task.train, task.reward, config, shots=config.shots or 3))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import math
 import types
@@ -100,7 +101,8 @@ def add_config_args(
         if not meta.get("cli", True) or field.name in skip or (keep is not None and field.name not in keep):
             continue
         kind, type_ = _flag_kind(cls, field.name, hints[field.name])
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        factory = field.default_factory
+        default = factory() if callable(factory) else field.default
         help_text = (meta.get("help") or "").replace("%", "%%")
         bounds = [f">= {meta['minimum']}" if meta.get("minimum") is not None else "",
                   f"<= {meta['maximum']}" if meta.get("maximum") is not None else ""]  # fmt: skip
@@ -112,7 +114,7 @@ def add_config_args(
         if meta.get("choices") is not None:
             extra["choices"] = meta["choices"]
         if meta.get("choices") is None:
-            extra["metavar"] = {int: "N", float: "X", str: "TEXT"}.get(type_)
+            extra["metavar"] = {int: "N", float: "X", str: "TEXT"}.get(type_) if type_ else None
         parser.add_argument(
             flag_of(field),
             *(aliases or {}).get(field.name, ()),
@@ -128,7 +130,7 @@ def add_config_args(
 
 
 def config_from_args(
-    cls: type,
+    cls: Any,
     args: argparse.Namespace,
     file_values: dict[str, Any] | None = None,
     *,
@@ -192,10 +194,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     if suffix == ".toml":
         try:
-            import tomllib
+            tomllib: Any = importlib.import_module("tomllib")
         except ImportError:  # Python 3.10
             try:
-                import tomli as tomllib  # type: ignore[no-redef]
+                tomllib = importlib.import_module("tomli")
             except ImportError:
                 raise ConfigError("reading TOML on Python 3.10 needs tomli: pip install tomli") from None
         try:

@@ -77,7 +77,7 @@ def cmd_train(args) -> int | None:
     from ..core.library import TrainingFreeGRPO
     from ..llm.cache import LLMCache
     from ..loop.training import check_resume, run_identity, train
-    from ..loop.updates import ExampleUpdate, LessonUpdate
+    from ..loop.updates import ExampleUpdate, LessonUpdate, Update
     from ..semantic import LessonLibrary
 
     task = load_task(args)
@@ -94,7 +94,7 @@ def cmd_train(args) -> int | None:
     with ExitStack() as stack:
         policy = stack.enter_context(make_backend(args.model, config.concurrency))
         critic = stack.enter_context(make_backend(args.critic, config.concurrency)) if args.critic else None
-        updates = []
+        updates: list[Update] = []
         if examples:
             grpo_config = None
             if not os.path.exists(args.library):
