@@ -1,6 +1,7 @@
 """The README's Python examples run as written: every ```python block, in order, in one namespace, in a
-fresh folder. The one thing changed is the address of the OpenAI-compatible server they name, which is a
-scripted stand-in on 127.0.0.1 here (no model server can be started in a test)."""
+fresh folder. The one thing changed is the addresses of the servers they name: the OpenAI-compatible
+model server is a scripted stand-in on 127.0.0.1 here (no model server can be started in a test), and
+`tfgrpo serve` is the real proxy in front of it."""
 
 import json
 import re
@@ -8,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from llm.support import StandIn, chat_reply
+from llm.support import StandIn, UvicornThread, chat_reply
+from tfgrpo.server.proxy import create_proxy_app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SERVER = "http://127.0.0.1:8000/v1"
+PROXY = "http://127.0.0.1:8080/v1"
 
 
 async def model(index, path, body):
@@ -39,9 +42,9 @@ def test_the_readme_has_python_examples():
 def test_every_python_example_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    with StandIn(model) as server:
+    with StandIn(model) as server, UvicornThread(create_proxy_app(server.url, {"app": tmp_path / "app.db"})) as proxy:
         for number, code in enumerate(blocks(), 1):
-            code = code.replace(SERVER, server.url)
+            code = code.replace(SERVER, server.url).replace(PROXY, f"{proxy.url}/v1")
             try:
                 exec(compile(code, f"README.md python block {number}", "exec"), namespace)
             except Exception as exc:  # noqa: BLE001 - name the block that failed
