@@ -246,12 +246,18 @@ def test_eval_all_compares_every_condition_on_the_same_prompts(server, data, tmp
     args = task_args(data, server)
     out = run("train", "--strategy", "both", *args, "-l", lib, "-G", "4", "--batch-size", "2").stdout
     assert "Total rollouts: 16" in out and "Lessons (sums): 2 at version 2" in out
+    # One run: each step's rollouts went to both strategies, one metrics line per step with both's figures.
+    steps = [json.loads(line) for line in (tmp_path / "both.db.metrics.jsonl").read_text().splitlines()]
+    assert [(m["global_step"], m["strategies"]) for m in steps] == [
+        (1, ["examples", "lessons"]),
+        (2, ["examples", "lessons"]),
+    ]
 
     result = run("eval", "--strategy", "all", *args, "-l", lib, "-k", "2")
     table = result.stdout
     assert "eval baseline prompt 4/4" in result.stderr and "eval both prompt 4/4" in result.stderr
     for name in ("baseline", "examples", "lessons", "both"):
-        assert re.search(rf"^{name} +\d\.\d{{3}} +\d\.\d{{3}}$", table, flags=re.M), table
+        assert re.search(rf"^{name} +\d\.\d{{3}} +\d\.\d{{3}}( |$)", table, flags=re.M), table
     for name in ("examples", "lessons", "both"):
         assert f"{name} - baseline: Mean@k" in table
 
