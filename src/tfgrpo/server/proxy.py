@@ -25,7 +25,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,7 +291,9 @@ class ServedLibrary:
             for g in batch
         ]
         progress = {**(self.grpo.progress or {}), _SERVED_PROGRESS: batch[-1].seq}
-        ctx = StepContext(policy=None, reward=None, config=None, seed=0, global_step=batch[-1].seq, progress=progress)
+        # ExampleUpdate reads only the progress: no policy, reward or rollout config is involved.
+        none: Any = None
+        ctx = StepContext(policy=none, reward=none, config=none, seed=0, global_step=batch[-1].seq, progress=progress)
         self.examples.commit(groups, ctx)
         self.learned = batch[-1].seq
         for g in groups:
@@ -318,9 +320,10 @@ class ServedLibrary:
 
     def _update_lessons(self, groups: list[Group], seq: int) -> None:
         """The paper's lessons update on the groups with signal (a worker thread: the critic is an LLM)."""
+        assert self.lesson_update is not None
         ctx = StepContext(
             policy=self.lesson_context["policy"],
-            reward=self.lesson_context.get("reward"),
+            reward=self.lesson_context.get("reward"),  # type: ignore[arg-type]  # (used only by --validate-margin, which needs --reward)
             config=self.lesson_context["config"],
             seed=seq,
             global_step=seq,
@@ -428,7 +431,7 @@ def _choice_text(choice: dict, chat: bool) -> str:
     return json.dumps(calls, ensure_ascii=False) if calls else ""
 
 
-async def _as_chunks(data: dict, chat: bool) -> AsyncIterator[dict]:
+async def _as_chunks(data: dict, chat: bool) -> AsyncGenerator[dict[str, Any], None]:
     """A whole completion as the stream chunks that would have carried it."""
     head = {k: data[k] for k in ("id", "created", "model") if k in data}
     head["object"] = "chat.completion.chunk" if chat else "text_completion"
@@ -632,7 +635,7 @@ def create_proxy_app(
                 await response.aclose()
             return Response(raw, response.status_code, media_type=response.headers.get("content-type"))
 
-        async def events() -> AsyncIterator[dict]:
+        async def events() -> AsyncGenerator[dict[str, Any], None]:
             texts: dict[int, list[str]] = {}
             size = 0
             first = True
@@ -854,8 +857,8 @@ def parse_upstream(spec: str) -> tuple[str | None, str | None]:
     kind, _, rest = spec.partition(":")
     if kind != "openai":
         raise ConfigError(f"unknown --upstream {spec!r}: use 'openai:MODEL@http://host:port/v1', a URL, or 'local'")
-    model, _, url = rest.partition("@")
-    url = url or os.environ.get("OPENAI_BASE_URL")
+    model, _, given = rest.partition("@")
+    url = given or os.environ.get("OPENAI_BASE_URL")
     if not url:
         raise ConfigError(
             f"--upstream {spec!r} names no URL: write openai:MODEL@http://host:port/v1 or set $OPENAI_BASE_URL"
@@ -907,7 +910,7 @@ def run_proxy(
     reward: Reward | None = None,
     critic: str | None = None,
     validate_margin: float | None = None,
-    graceful_s: float = 30.0,
+    graceful_s: int = 30,
 ) -> None:
     """What `tfgrpo serve` runs, until SIGINT/SIGTERM (then in-flight requests finish, what they
     queued is committed, and the groups it formed are learned)."""
@@ -936,6 +939,7 @@ def run_proxy(
     local = LocalUpstream(upstream) if url is None else None
     if local is not None:
         url = local.url
+    assert url is not None
     api_key = os.environ.get("OPENAI_API_KEY") if local is None else None
     lessons = None
     if config.lessons_every > 0:

@@ -197,7 +197,8 @@ class CompletionRecords:
             with transaction(self._db, "recording completions and feedback"):
                 for item, _ in batch:
                     if item[0] == "add":
-                        results.append(self._add(item[1], groups))
+                        self._add(item[1], groups)
+                        results.append(None)
                     else:
                         results.append(self._feedback(item[1], item[2], groups))
         except BaseException as exc:  # nothing of the batch was committed: every caller hears so
