@@ -85,6 +85,12 @@ def task_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--limit", type=int, default=None, help="use at most this many prompts of each side")
     g.add_argument(
+        "--allow-unsandboxed",
+        action="store_true",
+        help="run generated code (unittest reward, humaneval) even where the sandbox cannot create its namespaces: "
+        "then without network or file-system isolation. Without this flag such a machine refuses to score",
+    )
+    g.add_argument(
         "--instruction", default=None, help="instruction before the examples and the query (default: the task's)"
     )
 
@@ -131,19 +137,18 @@ def load_task(args) -> LoadedTask:
             train, test = split(samples, args.test_fraction, seed=0)
             fraction = args.test_fraction
         run = {"data": str(Path(args.data).resolve()), "split": fraction, "eval_data": eval_data}
-        loaded = LoadedTask(
-            Path(args.data).stem, train, test, make_reward(args.reward or "numeric"), "", 256, ("\n",), run
-        )
+        reward = make_reward(args.reward or "numeric", allow_unsandboxed=args.allow_unsandboxed)
+        loaded = LoadedTask(Path(args.data).stem, train, test, reward, "", 256, ("\n",), run)
     else:
         options = dict(_parse_option(item) for item in args.task_option)
-        task = load_task_spec(args.task, options)
+        task = load_task_spec(args.task, options, allow_unsandboxed=args.allow_unsandboxed)
         train, test = (task.load("all"), read(args.eval_data)) if eval_data else (task.load("train"), task.load("test"))
         run = {
             "data": args.task if not options else f"{args.task} {json.dumps(options, sort_keys=True)}",
             "split": None if eval_data else task.test_fraction,
             "eval_data": eval_data,
         }
-        reward = make_reward(args.reward) if args.reward else task.reward
+        reward = make_reward(args.reward, allow_unsandboxed=args.allow_unsandboxed) if args.reward else task.reward
         loaded = LoadedTask(task.name, train, test, reward, task.instruction, task.max_tokens, task.stop, run)
     if args.limit:
         loaded = loaded._replace(train=loaded.train[: args.limit], test=loaded.test[: args.limit])

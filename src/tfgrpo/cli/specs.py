@@ -72,8 +72,9 @@ def _import(target: str, flag: str, spec: str) -> Any:
         raise ConfigError(f"{flag} {spec!r}: importing {target} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def make_reward(spec: str):
-    """A bundled reward by name, or your own by `module:name` / `file.py:name`."""
+def make_reward(spec: str, allow_unsandboxed: bool = False):
+    """A bundled reward by name, or your own by `module:name` / `file.py:name`. `allow_unsandboxed`:
+    the unit-test reward runs code even where the sandbox cannot isolate it (`--allow-unsandboxed`)."""
     from .. import rewards
 
     kind, _, arg = spec.partition(":")
@@ -86,6 +87,8 @@ def make_reward(spec: str):
     }
     if kind == "regex" and arg:
         return rewards.RegexReward(arg)
+    if kind == "unittest" and not arg:
+        return rewards.UnitTestReward(sandbox=rewards.SandboxConfig(allow_unsandboxed=allow_unsandboxed))
     if kind in simple and not arg:
         return simple[kind]()
     if ":" not in spec:
@@ -130,12 +133,16 @@ def _check_arity(fn: Any, spec: str) -> None:
         pass
 
 
-def load_task_spec(spec: str, options: dict[str, Any]):
+def load_task_spec(spec: str, options: dict[str, Any], allow_unsandboxed: bool = False):
     """A bundled task by name, or your own factory by `module:name` / `file.py:name`, called with
-    the --task-option values; it must return a `tfgrpo.tasks.Task`."""
+    the --task-option values; it must return a `tfgrpo.tasks.Task`. `allow_unsandboxed` reaches a
+    bundled task that runs generated code (humaneval) as its sandbox's setting."""
+    from ..rewards import SandboxConfig
     from ..tasks import Task, get_task
 
     if ":" not in spec:
+        if allow_unsandboxed and spec == "humaneval":
+            options = {**options, "sandbox": SandboxConfig(allow_unsandboxed=True)}
         return get_task(spec, **options)
     shape = "a function returning a tfgrpo.tasks.Task (called with the --task-option values), or a Task"
     obj = load_object(spec, "--task", shape)
