@@ -703,3 +703,26 @@ def test_the_readme_feedback_call_with_the_openai_client(fresh, tmp_path):
             client.post("/feedback", body={"id": one.id, "reward": 0.1, "choice": 0}, cast_to=dict)
         with pytest.raises(openai.NotFoundError):
             client.post("/feedback", body={"id": "chatcmpl-unknown", "reward": 1}, cast_to=dict)
+
+
+def test_a_slow_client_does_not_hold_up_the_others(fresh, tmp_path):
+    import socket
+
+    with Proxy(fresh, tmp_path / "lib.db") as proxy, proxy.client() as client:
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "slow"}]}).encode()
+        slow = socket.create_connection(("127.0.0.1", proxy.thread.port))
+        slow.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )  # headers and a tenth of the body, then nothing for a while
+        assert chat(client, "fast").choices[0].message.content == "ok-0"  # answered while the slow one waits
+        assert fresh.bodies[-1]["messages"][0]["content"] == "fast"
+        slow.sendall(body[10:])
+        answer = b""
+        while b"chatcmpl-tfgrpo-" not in answer:
+            chunk = slow.recv(65536)
+            assert chunk, "the slow client's connection closed without an answer"
+            answer += chunk
+        slow.close()
+        assert answer.startswith(b"HTTP/1.1 200")
