@@ -92,6 +92,18 @@ def test_message_and_prompt_sizes(small):
     assert post(small, {"messages": HI * 3, "logit_bias": {"1": 1, "2": 1}}).status_code == 200
 
 
+def test_logit_bias_keys_become_token_ids(server, backend):
+    body = {"messages": HI, "logit_bias": {"7": 2.5, "50256": -100}}
+    assert post(server, body).status_code == 200
+    assert backend.params[-1].logit_bias == {7: 2.5, 50256: -100.0}
+    before = len(backend.params)
+    for key in ("abc", "-1", "1.5", "²"):  # "²".isdigit() is True, but int("²") fails
+        assert_error(post(server, {"messages": HI, "logit_bias": {key: 1}}), 400, "logit_bias", "not a token id")
+        assert_error(post(server, {"prompt": "x", "logit_bias": {key: 1}}, "/v1/completions"), 400, "logit_bias")
+    assert len(backend.params) == before
+    still_serves(server)
+
+
 def test_limits_are_configurable_and_checked():
     tight = ServerLimits(max_n=2)
     check_limits({"n": 2}, tight)

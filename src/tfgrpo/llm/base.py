@@ -8,7 +8,7 @@ import dataclasses
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -76,7 +76,7 @@ def _check_logit_bias(bias: object) -> dict[int, float]:
         raise ConfigError(f"GenerationParams.logit_bias must be a mapping token id -> bias, got {bias!r:.200}")
     checked: dict[int, float] = {}
     for key, value in bias.items():
-        token = int(key) if isinstance(key, str) and key.isdigit() else key
+        token = int(key) if isinstance(key, str) and key.isascii() and key.isdigit() else key
         if isinstance(token, bool) or not isinstance(token, int) or token < 0:
             raise ConfigError(f"GenerationParams.logit_bias keys must be token ids (whole numbers >= 0), got {key!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
@@ -250,7 +250,7 @@ class Backend(ABC):
 
     async def astream(
         self, prompt: Prompt, params: GenerationParams | None = None, *, chat: bool | None = None
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         """`agenerate`, streamed as `Delta`s while the text arrives. Closing the iterator early (or
         cancelling the task that reads it) stops the work where the backend can. This default yields
         each whole completion as one piece; backends that can stream override it."""

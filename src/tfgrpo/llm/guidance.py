@@ -233,7 +233,7 @@ class LibraryConstraint:
             and input_ids.shape[1] == prev.shape[1] + 1
             and torch.equal(input_ids[:, :start], prev[:, :start])
         )
-        if not same_call:  # first step of a generate call: nothing generated yet
+        if prev is None or not same_call:  # first step of a generate call: nothing generated yet
             self._prompt_len = input_ids.shape[1]
             self._states = [self._start()] * input_ids.shape[0]
         elif torch.equal(input_ids[:, :-1], prev):

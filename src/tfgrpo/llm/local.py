@@ -9,7 +9,7 @@ import importlib.util
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,8 @@ class TransformersBackend(Backend):
         except (OSError, ValueError) as exc:
             what = f"{self.source}/{self.gguf_file}" if self.gguf_file else self.source
             raise BackendError(f"could not load the model {what!r}: {exc}") from exc
-        self.model.to(self.device).eval()
+        # transformers wraps `.to` with @wraps(torch.nn.Module.to), so its type is the unbound Module.to.
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         self.load_seconds = time.perf_counter() - started
 
         self.tokenizer.padding_side = "left"  # generation continues on the right
@@ -161,7 +162,9 @@ class TransformersBackend(Backend):
         if self.chat if chat is None else chat:
             if not getattr(self.tokenizer, "chat_template", None):
                 raise ConfigError(f"the tokenizer of {self.model_name} has no chat template; use chat=False")
-            return self.tokenizer.apply_chat_template(to_messages(prompt), tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(to_messages(prompt), tokenize=False, add_generation_prompt=True)
+            assert isinstance(text, str)  # tokenize=False and one conversation: the rendered text
+            return text
         if not isinstance(prompt, str):
             raise ConfigError("plain-text mode (chat=False) needs string prompts, not chat messages")
         return prompt
@@ -209,7 +212,7 @@ class TransformersBackend(Backend):
 
     async def astream(
         self, prompt: Prompt, params: GenerationParams | None = None, *, chat: bool | None = None
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         """Text pieces as the tokens come (see `Backend.astream`); closing the iterator stops the model
         at the next token."""
         params = params or GenerationParams()
@@ -219,14 +222,11 @@ class TransformersBackend(Backend):
         pieces: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()  # None: generation has ended
         cancel = threading.Event()
 
-        def decode(ids: list[int]) -> str:
-            return self.tokenizer.decode(ids, skip_special_tokens=True)
-
         def run() -> list[list[Generation]]:
             streamer = token_streamer(
                 rows,
                 lambda row, text: loop.call_soon_threadsafe(pieces.put_nowait, (row, text)),
-                lambda: TextStream(decode, params.stop, self._end_ids),
+                lambda: TextStream(self._decode, params.stop, self._end_ids),
             )
             try:
                 return self.generate([prompt], params, chat=chat, cancel=cancel, streamer=streamer)
@@ -303,19 +303,24 @@ class TransformersBackend(Backend):
             group = [self._to_generation(row, n_prompt, params) for row in rows]
             if not sampling:
                 group = group * params.n
-            self._usage.record(n_prompt, sum(g.completion_tokens for g in group))
+            self._usage.record(n_prompt, sum(g.completion_tokens or 0 for g in group))
             groups.append(group)
         return groups
 
     def _to_generation(self, ids: list[int], prompt_tokens: int, params: GenerationParams) -> Generation:
         # Rows that ended early are padded (often with the end-of-turn id itself): cut at the first.
         length = next((i for i, t in enumerate(ids) if t in self._end_ids), len(ids))
-        text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
+        text = self._decode(ids[:length])
         cut = min((i for i in (text.find(s) for s in params.stop or []) if i >= 0), default=-1)
         if cut >= 0:
             text = text[:cut]
         finish = "stop" if cut >= 0 or length < params.max_tokens else "length"
         return Generation(text, finish, prompt_tokens, length)
+
+    def _decode(self, ids: list[int]) -> str:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        assert isinstance(text, str)  # one list of ids decodes to one string
+        return text
 
     def close(self) -> None:
         model = self.__dict__.pop("model", None)

@@ -50,7 +50,7 @@ class TextStream:
         return piece
 
 
-def token_streamer(rows: int, on_piece: Callable[[int, str], None], make_stream: Callable[[], TextStream]) -> Any:
+def token_streamer(rows: int, on_piece: Callable[[int, str], object], make_stream: Callable[[], TextStream]) -> Any:
     """A transformers streamer for a batch of `rows` sequences: calls `on_piece(row, text)` for new text."""
     from transformers.generation.streamers import BaseStreamer
 

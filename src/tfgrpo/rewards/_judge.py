@@ -139,11 +139,12 @@ def judge(job):
     try:
         setup = compile(job["setup"], "<prompt>", "exec")
         test = compile(job["test"], "<test>", "exec")
-    except (SyntaxError, ValueError) as error:
-        return {"test_error": f"the prompt or the tests do not compile: {describe(error)}"}
+    except (SyntaxError, ValueError) as problem:
+        return {"test_error": f"the prompt or the tests do not compile: {describe(problem)}"}
     channel = Channel(job)
-    passed, failed = [], []
-    namespace = {"__name__": "__main__", "__tfgrpo_passed__": passed, "__tfgrpo_failed__": failed}
+    passed: list[int] = []
+    failed: list[int] = []
+    namespace: dict = {"__name__": "__main__", "__tfgrpo_passed__": passed, "__tfgrpo_failed__": failed}
     try:
         try:
             exec(setup, namespace)  # the prompt's own helpers (trusted), as the tests may use them

@@ -153,7 +153,7 @@ def setup_filesystem(cfg, owner, isolation):
     with open(root + "/tmp/main.py", "wb") as f:
         f.write(program)
     os.chown(root + "/tmp/main.py", uid, gid)
-    bound = []
+    bound: list[str] = []
     for path in cfg["expose"]:  # after /tmp: an interpreter in the host's /tmp (a venv there) is bound into it
         expose(path, root, bound)
     for path in cfg["hide"]:
@@ -289,7 +289,7 @@ def main():
     cfg["passed_fds"] = take_passed_fds(cfg["pass_fds"])
     check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
     owner = (cfg["uid"], cfg["gid"]) if cfg["uid"] is not None else None
-    isolation = []
+    isolation: list[str] = []
     # Without a uid of its own, RLIMIT_NPROC counts every process of the user: leave room for those.
     cfg["already_running"] = 0 if owner is not None else count_processes(os.getuid())
     try:

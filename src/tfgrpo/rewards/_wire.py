@@ -44,9 +44,15 @@ def encode(value, depth=0):
         return ["s", str.__str__(value)]
     if isinstance(value, bytes | bytearray):
         return ["y", base64.b64encode(bytes(value)).decode()]
-    for kind, tag in ((list, "l"), (tuple, "t"), (set, "S"), (frozenset, "F")):
-        if isinstance(value, kind):
-            return [tag, [encode(v, down) for v in kind.__iter__(value)]]
+    # Each container is read through the built-in type's own `__iter__`, so a subclass's never runs.
+    if isinstance(value, list):
+        return ["l", [encode(v, down) for v in list.__iter__(value)]]
+    if isinstance(value, tuple):
+        return ["t", [encode(v, down) for v in tuple.__iter__(value)]]
+    if isinstance(value, set):
+        return ["S", [encode(v, down) for v in set.__iter__(value)]]
+    if isinstance(value, frozenset):
+        return ["F", [encode(v, down) for v in frozenset.__iter__(value)]]
     if isinstance(value, dict):
         return ["d", [[encode(k, down), encode(v, down)] for k, v in dict.items(value)]]
     raise WireError(

@@ -105,10 +105,10 @@ class Reward(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "score" in cls.__dict__ and not getattr(cls.__dict__["score"], "__isabstractmethod__", False):
-            cls.score = _checked(cls.__dict__["score"])
-        if "ascore" in cls.__dict__:
-            cls.ascore = _checked_async(cls.__dict__["ascore"])
+        for name, wrap in (("score", _checked), ("ascore", _checked_async)):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "__isabstractmethod__", False):
+                setattr(cls, name, wrap(method))
 
     max_workers: int | None = None
     """Default thread count of `score_batch` (None: the thread pool's default; 1: run in the calling
@@ -187,7 +187,10 @@ class FunctionReward(Reward):
 
     async def ascore(self, prompt: str, response: str, sample: dict) -> Score:
         if self.is_async:
-            return to_score(await self.fn(prompt, response, sample))
+            result = self.fn(prompt, response, sample)
+            if inspect.isawaitable(result):
+                result = await result
+            return to_score(result)
         return await super().ascore(prompt, response, sample)
 
 

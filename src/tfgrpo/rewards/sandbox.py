@@ -50,6 +50,7 @@ import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError, SandboxError
 
@@ -173,7 +174,7 @@ class SandboxRun:
                 for path in (workdir, os.path.join(workdir, "main.py")):
                     os.chown(path, uid, uid)
                 _kill_uid(uid)  # leftovers of a run whose parent died
-            self.launcher_config = {
+            self.launcher_config: dict[str, Any] = {
                 "argv": [python, "-I", "-B", "main.py"],
                 "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
                 "workdir": workdir,
@@ -227,7 +228,8 @@ class SandboxRun:
                 self._stop()
             duration = time.monotonic() - self.start
             status_path = self.launcher_config["status_path"]
-            self._result = _result(self.config, status_path, *self._paths, timed_out, duration)
+            stdout_path, stderr_path = self._paths
+            self._result = _result(self.config, status_path, stdout_path, stderr_path, timed_out, duration)
         return self._result
 
     def _stop(self) -> None:

@@ -266,6 +266,7 @@ def _counting_test(test: str) -> tuple[str, int] | None:
         if not definition and any(isinstance(node, ast.Assert) for node in ast.walk(statement)):
             counted += 1
             wrapper = ast.parse(_COUNTER).body[0]
+            assert isinstance(wrapper, ast.Try)  # _COUNTER is one try statement
             wrapper.body = [statement]
             body[i] = ast.copy_location(wrapper, statement)
     if not counted:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 Kind = Literal["add", "update", "delete", "merge", "none"]
 KINDS: tuple[Kind, ...] = ("add", "update", "delete", "merge", "none")
 
-_KIND_ALIASES = {
+_KIND_ALIASES: dict[str, Kind] = {
     "add": "add",
     "new": "add",
     "insert": "add",

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..llm.base import Backend, Generation, GenerationParams, Prompt
 from .guards import ApiKey, BodyLimit
 from .limits import ServerLimits, check_limits
-from .openai_api import install_error_handlers, parse, read_json, refuse_unsupported
+from .openai_api import bad_request, install_error_handlers, parse, read_json, refuse_unsupported
 from .streaming import ClientDisconnected, EventStream, until_disconnected
 
 
@@ -51,8 +51,23 @@ class _Request(BaseModel):
             max_tokens=next((m for m in (max_tokens, self.max_tokens) if m is not None), 256),
             stop=[self.stop] if isinstance(self.stop, str) else self.stop,
             seed=self.seed,
-            logit_bias=self.logit_bias,
+            logit_bias=_token_ids(self.logit_bias),
         )
+
+
+def _token_ids(bias: dict[str, float] | None) -> dict[int, float] | None:
+    """OpenAI's `logit_bias` (JSON object keys are strings) keyed by token id; a 400 for a key that is not one."""
+    if bias is None:
+        return None
+    ids: dict[int, float] = {}
+    for key, value in bias.items():
+        if not (key.isascii() and key.isdigit()):
+            raise bad_request(
+                f'logit_bias: the key {key!r:.40} is not a token id; use whole numbers >= 0 such as "50256"',
+                param="logit_bias",
+            )
+        ids[int(key)] = value
+    return ids
 
 
 class _TextPart(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -80,7 +80,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return OpenAIError(500, f"internal error ({type(exc).__name__}); the server log has the details").response()
 
 
-def validation_error(errors: list[Any]) -> OpenAIError:
+def validation_error(errors: Sequence[Any]) -> OpenAIError:
     """A 400 for pydantic's errors, naming the first field that is wrong."""
     first = errors[0] if errors else {}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
@@ -104,6 +104,7 @@ def find_lone_surrogate(value: Any, path: str = "") -> str | None:
     (`"\\ud800"` without its pair), which no tokenizer and no UTF-8 encoder accepts; None when none does."""
     if isinstance(value, str):
         return (path or "body") if _SURROGATE.search(value) else None
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):

@@ -65,7 +65,8 @@ class EventStream(StreamingResponse):
 
     def __init__(self, events: AsyncGenerator[dict[str, Any], None]) -> None:
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-        super().__init__(events, media_type="text/event-stream", headers=headers)
+        # `__call__` writes the body from `events`, so the parent's byte iterator stays empty and unused.
+        super().__init__((), media_type="text/event-stream", headers=headers)
         self.events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -89,13 +89,23 @@ def arithmetic_task(
     """The arithmetic task: a `difficulty` preset (see `DIFFICULTIES`), each part overridable."""
     if difficulty not in DIFFICULTIES:
         raise ConfigError(f"unknown difficulty {difficulty!r}; use one of {', '.join(DIFFICULTIES)}")
-    preset = dict(zip(("operations", "min_operand", "max_operand", "operands"), DIFFICULTIES[difficulty]))
-    chosen = {"operations": operations, "min_operand": min_operand, "max_operand": max_operand, "operands": operands}
-    settings = {**preset, **{k: v for k, v in chosen.items() if v is not None}}
-    generate_arithmetic(n, seed, allow_negative=allow_negative, **settings)  # fail now on bad settings
+    preset = DIFFICULTIES[difficulty]
+
+    def load() -> list[dict]:
+        return generate_arithmetic(
+            n,
+            seed,
+            operations=preset[0] if operations is None else operations,
+            min_operand=preset[1] if min_operand is None else min_operand,
+            max_operand=preset[2] if max_operand is None else max_operand,
+            operands=preset[3] if operands is None else operands,
+            allow_negative=allow_negative,
+        )
+
+    load()  # fail now on bad settings
     return Task(
         name="arithmetic",
-        loader=lambda: generate_arithmetic(n, seed, allow_negative=allow_negative, **settings),
+        loader=load,
         reward=NumericMatchReward(),
         instruction=INSTRUCTION,
         max_tokens=64,
