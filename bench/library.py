@@ -2,6 +2,7 @@
 
     python bench/library.py                 # 10K, 100K and 1M experiences
     python bench/library.py --sizes 10000   # quicker
+    python bench/library.py --sizes 1000000 --after-load-only   # every single add after a fresh load
 
 Prints a Markdown table (paste it into docs/benchmarks.md).
 """
@@ -11,9 +12,11 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import json
 import os
 import platform
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -176,16 +179,98 @@ def bench_sqlite(size: int, durability: str) -> float:
     return seconds
 
 
+def after_load_child(path: str, size: int, n_adds: int, as_before: bool) -> None:
+    """In a fresh process: load the file, then time every single add (the library full, pruning).
+    `as_before`: as the library did before issue 11 (no collect and freeze after the load, the eviction
+    heap built at the first eviction), the baseline of the same run."""
+    if as_before:
+        import tfgrpo.core.library
+
+        tfgrpo.core.library._FREEZE_AT = sys.maxsize
+    config = GRPOConfig(max_library_size=size, max_experience_age=2_592_000)
+    lib = TrainingFreeGRPO(config, seed=1, clock=Clock())
+    start = time.perf_counter()
+    lib.load_from_file(path)
+    load_s = time.perf_counter() - start
+    if as_before:
+        lib._heap = None
+    groups = make_groups(n_adds, seed=size + 99)
+    times = []
+    for rollouts, rewards in groups:
+        start = time.perf_counter()
+        lib.add_rollout_group(rollouts, rewards)
+        times.append(time.perf_counter() - start)
+    assert lib.library_size() == size
+    times.sort()
+    print(
+        json.dumps(
+            {
+                "load_s": load_s,
+                "mean_us": sum(times) / len(times) * 1e6,
+                "p99_us": times[int(len(times) * 0.99)] * 1e6,
+                "max_ms": times[-1] * 1e3,
+                "over_5ms": sum(t > 0.005 for t in times),
+                "n": len(times),
+            }
+        )
+    )
+
+
+def bench_after_load(size: int, n_adds: int) -> list[tuple[str, str]]:
+    """Every single add_rollout_group right after a fresh process loads a full library from a JSON file:
+    the stalls a server would see, which the averages above hide; beside the same as the library was before."""
+    config = GRPOConfig(max_library_size=size, max_experience_age=2_592_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "lib.json")
+        lib = TrainingFreeGRPO(config, seed=1, clock=Clock())
+        fill(lib, generate_groups(size + 3), size)
+        lib.save_to_file(path)
+        del lib
+        gc.collect()
+        rows = []
+        for as_before in (False, True):
+            command = [sys.executable, __file__, "--after-load-child", path, str(size), str(n_adds)]
+            result = subprocess.run(command + (["--as-before"] if as_before else []), capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(result.stderr)
+            r = json.loads(result.stdout)
+            what = "as before (no gc.freeze, heap at first eviction)" if as_before else "now"
+            rows.append(
+                (
+                    f"{n_adds:,} adds after a fresh load, {what}: mean [us] / p99 [us] / max [ms] / adds over 5 ms",
+                    f"{r['mean_us']:,.1f} / {r['p99_us']:,.1f} / {r['max_ms']:,.2f} / {r['over_5ms']}",
+                )
+            )
+            if not as_before:
+                rows.append(
+                    (f"JSON load of {size:,} in that process (heap built, gc.freeze) [s]", f"{r['load_s']:.2f}")
+                )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--no-reference-above", type=int, default=1_000_000)
     parser.add_argument("--files-only", action="store_true", help="only the JSON save/load rows")
+    parser.add_argument("--after-load-only", action="store_true", help="only the adds after a fresh load")
+    parser.add_argument("--adds", type=int, default=5_000, help="adds timed one by one after the fresh load")
+    parser.add_argument("--after-load-child", nargs=3, metavar=("PATH", "SIZE", "ADDS"), help=argparse.SUPPRESS)
+    parser.add_argument("--as-before", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.after_load_child:
+        path, size, n_adds = args.after_load_child
+        after_load_child(path, int(size), int(n_adds), args.as_before)
+        return
 
     print(f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores\n")
     print("| size | measure | tfgrpo | reference | reference / tfgrpo |")
     print("| ---: | --- | ---: | ---: | ---: |")
+    if args.after_load_only:
+        for size in args.sizes:
+            for name, value in bench_after_load(size, args.adds):
+                print(f"| {size:,} | {name} | {value} | - | - |", flush=True)
+        return
     for size in [] if args.files_only else args.sizes:
         for name, ours, ref in bench_size(size, with_reference=size <= args.no_reference_above):
             ratio = f"{ref / ours:,.0f}x" if ref else "-"

@@ -4,6 +4,7 @@ concurrency / latency, and the loop's own CPU time per rollout.
 
     python bench/loop.py                       # concurrency 64 and 256, 2 s latency
     python bench/loop.py --concurrency 64 --latency 0.2
+    python bench/loop.py --concurrency 256 1024 --fanout-only
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def main() -> None:
         "--latency", type=float, default=2.0, help="seconds the server waits per request (a typical rollout)"
     )
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--fanout-only", action="store_true", help="only one request per rollout")
     args = parser.parse_args()
     server, url = start_server(args.latency)
     try:
@@ -104,7 +106,7 @@ def main() -> None:
             "| loop CPU per rollout [ms] |"
         )
         print("| ---: | --- | ---: | ---: | ---: | ---: |")
-        for native_n in (False, True):
+        for native_n in (False,) if args.fanout_only else (False, True):
             for concurrency in args.concurrency:
                 rate, ideal, cpu_ms = run(url, concurrency, args.latency, args.steps, native_n)
                 kind = f"n={G} per request" if native_n else "one rollout each"

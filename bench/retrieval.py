@@ -4,6 +4,7 @@ baseline measured in the same run.
     nice -n 10 python bench/retrieval.py                      # 10K, 100K, 1M (the 1M HNSW build takes minutes)
     python bench/retrieval.py --sizes 10000 --queries 100     # quicker
     python bench/retrieval.py --write docs/benchmarks.md      # also replace the "## Retrieval" section there
+    python bench/retrieval.py --open-only --sizes 1000000     # a new process opening a 1M library, first query
 
 - lexical: BM25 top-10 through `Retriever.search(mode="lexical")` over synthetic task prompts (one
   distinct prompt per experience, the worst case: group members share a prompt and cost nothing extra),
@@ -20,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import random
 import re
+import subprocess
 import sys
+import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +204,114 @@ def bench_semantic(n: int, n_queries: int, out: Rows, embedder, centres: np.ndar
     )
 
 
+class SyntheticEmbedder:
+    """Deterministic stand-in for MiniLM at 100K-1M texts (embedding them for real would take hours here):
+    each text's vector is a point near one of 2,000 centres, both chosen by the text's CRC, so every
+    process gets the same vector for the same text."""
+
+    name = "synthetic:clustered-384"
+
+    def __init__(self) -> None:
+        self.centres = np.random.default_rng(0).standard_normal((2000, 384)).astype(np.float32)
+        self.embedded = 0
+
+    def embed(self, texts) -> np.ndarray:
+        self.embedded += len(texts)
+        out = np.empty((len(texts), 384), dtype=np.float32)
+        for i, text in enumerate(texts):
+            crc = zlib.crc32(text.encode())
+            out[i] = self.centres[crc % 2000] + 0.5 * np.random.default_rng(crc).standard_normal(384, np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def open_child(path: str, persist: bool, threads: int, semantic: bool = True) -> None:
+    """A fresh process: open the library, attach a retriever, answer one semantic then one lexical query
+    (only the lexical one when `semantic` is False)."""
+    started = time.perf_counter()
+    grpo = TrainingFreeGRPO.open(path)
+    opened = time.perf_counter()
+    retriever = grpo.enable_retrieval(
+        SyntheticEmbedder(), persist_indexes=persist, vector_index=VectorIndex(threads=threads)
+    )
+    attached = time.perf_counter()
+    qs = queries(3, seed=5)
+    if semantic:
+        found = grpo.get_experiences_for_prompt(qs[0], k=10, mode="semantic")
+        first = time.perf_counter()
+        grpo.get_experiences_for_prompt(qs[1], k=10, mode="semantic")
+        second = time.perf_counter()
+    else:
+        found, first, second = [None] * 10, attached, attached
+    lexical = grpo.get_experiences_for_prompt(qs[2], k=10, mode="lexical")
+    first_lexical = time.perf_counter()
+    assert len(found) == 10 and len(lexical) == 10
+    print(
+        json.dumps(
+            {
+                "open_s": opened - started,
+                "attach_s": attached - opened,
+                "first_semantic_s": first - attached,
+                "second_semantic_ms": (second - first) * 1e3,
+                "first_lexical_s": first_lexical - second,
+                "total_s": (first if semantic else first_lexical) - started,
+                "restored": retriever.restored_rows,
+                "builds": retriever._vectors.builds,
+                "embedded": retriever.embedder.embedded,
+                "rss_mb": rss_mb(),
+            }
+        )
+    )
+
+
+def bench_open(n: int, threads: int, baseline: bool, out: Rows, semantic: bool = True) -> None:
+    """A library file of `n` distinct prompts whose indexes a first process built (and so saved); then a
+    fresh process opens it and answers its first query. Baseline (same run): a fresh process that does
+    not take the saved indexes over (what every process did before issue 11)."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TFGRPO_BENCH_TMP")) as tmp:
+        path = os.path.join(tmp, "lib.db")
+        texts = prompts(n, seed=n)
+        grpo = TrainingFreeGRPO.open(path, GRPOConfig(max_library_size=n), clock=lambda: 1_700_000_000)
+        grpo.add_rollout_groups(([(p, "good"), (p, "bad")], [1.0, 0.0], None) for p in texts)
+        del texts
+        retriever = grpo.enable_retrieval(SyntheticEmbedder(), vector_index=VectorIndex(threads=threads))
+        start = time.perf_counter()
+        grpo.get_experiences_for_prompt("merge the csv rows", k=10, mode="lexical")  # BM25 built, saved
+        lexical_build = time.perf_counter() - start
+        start = time.perf_counter()
+        if semantic:
+            grpo.get_experiences_for_prompt("read the json file", k=10, mode="semantic")  # embed, HNSW, saved
+        semantic_build = time.perf_counter() - start
+        start = time.perf_counter()
+        retriever.save_indexes()
+        save_s = time.perf_counter() - start
+        index_mb = retriever.index_path.stat().st_size / 2**20
+        grpo.close()
+        del grpo, retriever
+        gc.collect()
+        out.add(f"{n:,}", "first process: BM25 build + save [s]", f"{lexical_build:.1f}")
+        if semantic:
+            out.add(f"{n:,}", "first process: embed + HNSW build + save [s]", f"{semantic_build:.1f}")
+        out.add(f"{n:,}", f"saving the indexes again [s] ({index_mb:,.0f} MB file)", f"{save_s:.1f}")
+        for persist in (True, False) if baseline else (True,):
+            command = [sys.executable, __file__, "--open-child", path, "1" if persist else "0", str(threads)]
+            command += [] if semantic else ["--only", "lexical"]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(result.stderr)
+            r = json.loads(result.stdout.strip().splitlines()[-1])
+            what = "new process, saved indexes" if persist else "new process, no saved index (before)"
+            out.add(
+                f"{n:,}",
+                f"{what}: open / attach / first semantic / total to first answer [s]",
+                f"{r['open_s']:.1f} / {r['attach_s']:.1f} / {r['first_semantic_s']:.1f} / {r['total_s']:.1f}",
+            )
+            out.add(
+                f"{n:,}",
+                f"{what}: second semantic [ms] / first lexical [s] / texts embedded / graphs built",
+                f"{r['second_semantic_ms']:.1f} / {r['first_lexical_s']:.1f} / {r['embedded']:,} / {r['builds']}",
+            )
+
+
 def embedding_throughput(embedder, n: int = 2000) -> tuple[float, float]:
     texts = prompts(n, seed=7)
     embedder.embed(texts[:64])  # load and warm up
@@ -221,7 +334,25 @@ def main() -> None:
     parser.add_argument("--only", choices=["lexical", "semantic"], help="run one kind of search only")
     parser.add_argument("--no-model", action="store_true", help="skip MiniLM (synthetic vectors everywhere)")
     parser.add_argument("--write", type=Path, help="replace the '## Retrieval' section of this Markdown file")
+    parser.add_argument(
+        "--open-only", action="store_true", help="only: a new process opens a library whose indexes were saved"
+    )
+    parser.add_argument(
+        "--baseline-up-to", type=int, default=100_000, help="largest size also opened without the saved indexes"
+    )
+    parser.add_argument("--open-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.open_child:
+        path, persist, threads = args.open_child
+        open_child(path, persist == "1", int(threads), semantic=args.only != "lexical")
+        return
+    if args.open_only:
+        print("| size | measure | value |\n| ---: | --- | ---: |")
+        out = Rows()
+        out.add = lambda *row: print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
+        for n in args.sizes:
+            bench_open(n, args.threads, n <= args.baseline_up_to, out, semantic=args.only != "lexical")
+        return
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     embedder = None
