@@ -43,7 +43,7 @@ class Experience:
         self.timestamp = int(time.time()) if timestamp is None else timestamp
         self._metadata = dict(metadata) if metadata else None
         self.id = id
-        self._bucket = None
+        self._bucket: Any = None  # the sampler's bucket (core/sampler.py)
         self._pos = -1
 
     @property
@@ -153,7 +153,7 @@ class Experience:
             return NotImplemented
         return self._key() == other._key()
 
-    __hash__ = None  # mutable (metadata), so not hashable
+    __hash__ = None  # type: ignore[assignment]  # mutable (metadata), so not hashable
 
     def __repr__(self) -> str:
         return (

@@ -139,9 +139,12 @@ class TrainingFreeGRPO:
         self._head = 0
         self._time_sorted = True
         self._last_timestamp = -1  # of the last experience appended to _order
-        self._by_age: list[tuple[int, int, Experience]] | None = None
-        self._by_id: dict[int, Experience] = {}
-        self._heap: list[tuple[float, int, Experience]] | None = [] if self.config.eviction_policy != "oldest" else None
+        # Entries are (key, id, experience); a stored experience always has its id.
+        self._by_age: list[tuple[int, int | None, Experience]] | None = None
+        self._by_id: dict[int | None, Experience] = {}  # stored experiences always have an id
+        self._heap: list[tuple[float, int | None, Experience]] | None = (
+            [] if self.config.eviction_policy != "oldest" else None
+        )
         self._stats_cache: GRPOStats | None = None
         if self._retriever is not None:
             self._retriever.clear()
@@ -289,9 +292,9 @@ class TrainingFreeGRPO:
                     self._insert(exp)
             # A re-inserted experience can be listed twice in _order (its old entry is live again).
             live = {id(e): e for e in self.experience_library}
-            self._order = sorted(live.values(), key=lambda e: e.id)
+            self._order = sorted(live.values(), key=lambda e: e.id or 0)
             self._head = 0
-            for name, value in counters_before.items():
+            for name, value in (counters_before or {}).items():
                 setattr(self, name, value)
             self._stats_cache = None
             raise
@@ -353,7 +356,9 @@ class TrainingFreeGRPO:
 
     def _next_to_evict(self) -> Experience:
         if self.config.eviction_policy == "oldest":
-            return self._oldest()
+            oldest = self._oldest()
+            assert oldest is not None, "evicting from an empty library"
+            return oldest
         if self._heap is None:
             self._heap = [(e.advantage, e.id, e) for e in self.experience_library]
             heapq.heapify(self._heap)
@@ -442,7 +447,7 @@ class TrainingFreeGRPO:
                     f"unknown retrieval mode {mode!r}; available: 'prefix', 'lexical', 'semantic', 'hybrid'"
                 )
             retriever = self._retriever or self.enable_retrieval()
-            return retriever.search(prompt, k, mode=mode, where=where, **options)
+            return retriever.search(prompt, k, mode=mode, where=where, **options)  # type: ignore[return-value]
         if options:
             raise TFGRPOError(f"options {sorted(options)} apply to the lexical, semantic and hybrid modes only")
         found = [
@@ -609,11 +614,12 @@ class TrainingFreeGRPO:
         return len(self._sampler)
 
     def __repr__(self) -> str:
-        where = f", store={self._store.path}" if getattr(self._store, "path", None) else ""
+        path = getattr(self._store, "path", None)
+        where = f", store={path}" if path else ""
         return f"<TrainingFreeGRPO {len(self)}/{self.config.max_library_size} experiences{where}>"
 
 
-def _check_group(i: int, group: object) -> tuple:
+def _check_group(i: int, group: object) -> tuple | list:
     if not isinstance(group, (tuple, list)) or not 2 <= len(group) <= 3:
         raise InvalidRolloutsError(f"group {i} must be a (rollouts, rewards, metadata) tuple, got {group!r:.80}")
     return group
@@ -671,6 +677,3 @@ def _mean(values: list[float]) -> float:
         return math.fsum(values) / len(values)
     except OverflowError:  # advantages near the float limit: their sum overflows, their mean does not
         return math.fsum(v / len(values) for v in values)
-
-
-

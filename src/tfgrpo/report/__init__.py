@@ -68,7 +68,7 @@ def write_report(
     loaded = [(str(p), read_result(p)) for p in results]
     logs = [Path(p) for p in metrics] if metrics is not None else metrics_paths(library)
     html = render(str(library), loaded, [(str(p), read_metrics(p)) for p in logs])
-    atomic_write(out, lambda f: f.write(html))
+    atomic_write(out, lambda f: print(html, end="", file=f))
     return Path(out)
 
 
