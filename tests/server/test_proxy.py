@@ -726,3 +726,46 @@ def test_a_slow_client_does_not_hold_up_the_others(fresh, tmp_path):
             answer += chunk
         slow.close()
         assert answer.startswith(b"HTTP/1.1 200")
+
+
+def test_validated_lessons_update_keeps_or_rejects_by_the_server_reward(fresh, tmp_path):
+    """--validate-margin: the candidate lessons are scored on the recent prompts with --reward (the
+    policy is the upstream); a candidate that scores worse than the current lessons is kept as a
+    rejected version and the lessons stay as they were."""
+    from llm.support import StandIn, chat_reply
+    from tfgrpo.llm.http import OpenAIBackend
+    from tfgrpo.loop import LessonUpdate, TrainConfig
+    from tfgrpo.semantic import LessonConfig
+
+    proposal = json.dumps([{"operation": "add", "text": "Always answer with a long story."}])
+
+    async def critic_script(index, path, body):
+        text = body["messages"][-1]["content"]
+        summary = text.startswith("You are analysing one attempt")
+        return chat_reply(["Answered."] * body.get("n", 1) if summary else [proposal] * body.get("n", 1))
+
+    # The policy answers well without lessons and badly with them: the candidate must be rejected.
+    reward = FunctionReward(lambda prompt, response, sample: float(response == "ok-0"))
+    with StandIn(critic_script) as critic_server:
+        critic = OpenAIBackend(base_url=critic_server.url, api_key="none", model="critic", max_retries=0)
+        policy = OpenAIBackend(base_url=fresh.url, api_key="none", model="scripted", max_retries=0)
+        lessons = {
+            "update": lambda library: LessonUpdate(library, LessonConfig(validate_margin=0.0), critic=critic),
+            "policy": policy,
+            "config": TrainConfig(group_size=2, shots=0),
+        }
+        config = ProxyConfig(lessons_every=1, shots=0, group_size=2)
+        with Proxy(fresh, tmp_path / "lib.db", config, reward=reward, lessons=lessons) as proxy:
+            with proxy.client() as client:
+                fresh.script += [("texts", ["ok-0", "bad"])]  # the request's group: signal
+                fresh.script += [("texts", ["ok-0", "ok-0"]), ("texts", ["bad", "bad"])]  # current, candidate
+                chat(client, "What is 5 + 5?")
+                wait_until(lambda: len(proxy.library.lessons.history()) == 3, what="the validated update")
+            rejected, back = proxy.library.lessons.history()[1:]
+            assert rejected.kind == "rejected" and rejected.context["validation"]["accepted"] is False
+            assert back.kind == "rollback" and back.lessons == {}
+            assert rejected.context["validation"]["current"] == 1.0
+            assert rejected.context["validation"]["candidate"] == 0.0
+            assert proxy.library.lessons.lessons == {}
+        critic.close()
+        policy.close()
