@@ -39,7 +39,10 @@ class BM25Index:
 
     def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
         self.k1, self.b = k1, b
-        self._postings: dict[str, _Postings] = {}
+        # term -> postings; after `restore`, an int: the term's place in `_frozen` (the saved flat arrays),
+        # turned into `_Postings` when first touched, so taking a saved index over is not O(terms).
+        self._postings: dict[str, _Postings | int] = {}
+        self._frozen: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # rows, tfs, starts
         self._lengths = np.zeros(0, dtype=np.float32)  # row -> document length (0 once deleted)
         self._alive = np.zeros(0, dtype=bool)
         self._n_docs = 0
@@ -69,7 +72,7 @@ class BM25Index:
         counts = Counter(tokens)
         self._grow(row)
         for term, tf in counts.items():
-            postings = self._postings.get(term)
+            postings = self._get(term)
             if postings is None:
                 postings = self._postings[term] = _Postings()
             postings.rows.append(row)
@@ -89,7 +92,7 @@ class BM25Index:
         self._n_docs -= 1
         self._total_length -= float(self._lengths[row])
         for term in terms:
-            postings = self._postings[term]
+            postings = self._get(term)
             postings.dead += 1
             if postings.dead * 2 > len(postings.rows) + 16:
                 self._compact(term, postings)
@@ -110,13 +113,31 @@ class BM25Index:
     def clear(self) -> None:
         self.__init__(self.k1, self.b)
 
+    def _get(self, term: str) -> _Postings | None:
+        postings = self._postings.get(term)
+        if type(postings) is int:
+            rows, tfs, starts = self._frozen
+            a, b = starts[postings], starts[postings + 1]
+            postings = _Postings()
+            postings.rows.frombytes(rows[a:b].tobytes())
+            postings.tfs.frombytes(tfs[a:b].tobytes())
+            self._postings[term] = postings
+        return postings
+
+    def _raw(self, postings: _Postings | int) -> tuple[bytes, bytes]:
+        if type(postings) is int:
+            rows, tfs, starts = self._frozen
+            a, b = starts[postings], starts[postings + 1]
+            return rows[a:b].tobytes(), tfs[a:b].tobytes()
+        return postings.rows.tobytes(), postings.tfs.tobytes()
+
     def export(self, n_rows: int) -> dict:
         """The index over rows [0, n_rows) as flat arrays (live postings only), for `snapshot.save`."""
         terms = list(self._postings)
-        postings = list(self._postings.values())
-        counts = np.fromiter((len(p.rows) for p in postings), dtype=np.int64, count=len(postings))
-        rows = np.frombuffer(b"".join(p.rows.tobytes() for p in postings), dtype=np.int64)
-        tfs = np.frombuffer(b"".join(p.tfs.tobytes() for p in postings), dtype=np.float32)
+        raw = [self._raw(p) for p in self._postings.values()]
+        counts = np.fromiter((len(r) // 8 for r, _ in raw), dtype=np.int64, count=len(raw))
+        rows = np.frombuffer(b"".join(r for r, _ in raw), dtype=np.int64)
+        tfs = np.frombuffer(b"".join(t for _, t in raw), dtype=np.float32)
         keep = self._alive[rows]
         if not keep.all():
             starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
@@ -146,14 +167,9 @@ class BM25Index:
         self._alive[:n] = data["alive"]
         self._n_docs = int(data["n_docs"])
         self._total_length = float(data["total_length"])
-        rows, tfs = data["rows"].astype(np.int64).tobytes(), data["tfs"].astype(np.float32).tobytes()
-        start = 0
-        for term, count in zip(data["terms"], data["counts"].tolist()):
-            postings = _Postings()
-            postings.rows.frombytes(rows[start * 8 : (start + count) * 8])
-            postings.tfs.frombytes(tfs[start * 4 : (start + count) * 4])
-            self._postings[term] = postings
-            start += count
+        starts = np.concatenate(([0], np.cumsum(data["counts"]))).astype(np.int64)
+        self._frozen = (data["rows"].astype(np.int64), data["tfs"].astype(np.float32), starts)
+        self._postings = dict(zip(data["terms"], range(len(data["terms"]))))
 
     def _arrays(self, postings: _Postings) -> tuple[np.ndarray, np.ndarray]:
         """The postings as numpy arrays sorted by row (rows are usually appended in order already)."""
@@ -182,7 +198,7 @@ class BM25Index:
         k1, b = self.k1, self.b
         terms = []
         for term, qtf in Counter(tokenize(query)).items():
-            postings = self._postings.get(term)
+            postings = self._get(term)
             if postings is None:
                 continue
             rows, tfs = self._arrays(postings)
