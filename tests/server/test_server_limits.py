@@ -11,23 +11,11 @@ import httpx
 import pytest
 
 from llm.support import UvicornThread
-from server.scripted import ScriptedBackend
 from tfgrpo.server.limits import ServerLimits, check_limits
 from tfgrpo.server.model_server import create_app
 from tfgrpo.server.openai_api import OpenAIError
 
 HI = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module")
-def backend():
-    return ScriptedBackend()
-
-
-@pytest.fixture(scope="module")
-def server(backend):
-    with UvicornThread(create_app(backend, "scripted")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

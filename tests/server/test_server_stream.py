@@ -23,17 +23,6 @@ HANG = [{"role": "user", "content": "hang"}]
 
 
 @pytest.fixture(scope="module")
-def backend():
-    return ScriptedBackend()
-
-
-@pytest.fixture(scope="module")
-def server(backend):
-    with UvicornThread(create_app(backend, "scripted")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def locked(backend):
     with UvicornThread(create_app(backend, "scripted", api_key="s3cret")) as running:
         yield running
