@@ -155,7 +155,14 @@ async def one(client: httpx.AsyncClient, url: str, prompt: str, stream: bool = F
     """Seconds to the whole answer (or to the first streamed content), and the completion id."""
     started = time.perf_counter()
     if not stream:
-        response = await client.post(f"{url}/chat/completions", json=body(prompt))
+        for attempt in range(3):
+            try:
+                response = await client.post(f"{url}/chat/completions", json=body(prompt))
+                break
+            except (httpx.ReadError, httpx.RemoteProtocolError):  # a kept-alive connection the server closed
+                ERRORS[url] = ERRORS.get(url, 0) + 1
+                if attempt == 2:
+                    raise
         response.raise_for_status()
         return time.perf_counter() - started, response.json()["id"]
     first = None
@@ -164,6 +171,10 @@ async def one(client: httpx.AsyncClient, url: str, prompt: str, stream: bool = F
             if first is None and line.startswith("data:") and '"content"' in line:
                 first = time.perf_counter() - started
     return first, None
+
+
+ERRORS: dict[str, int] = {}
+"""Per server, requests sent again after the connection dropped (reported with the table)."""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -244,6 +255,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000_000, help="experiences in the library")
     parser.add_argument("--mode", default="lexical", choices=["lexical", "semantic", "hybrid"])
+    parser.add_argument("--shots", type=int, default=3, help="experiences per request (0: the proxy without retrieval)")
     parser.add_argument("--library", default=None, help="library file (default: a cached one in the temp dir)")
     parser.add_argument("--requests", type=int, default=300, help="sequential requests for the latency rows")
     parser.add_argument("--concurrency", default="64,256")
@@ -277,7 +289,7 @@ def main() -> None:
         tfgrpo = Path(sys.executable).with_name("tfgrpo")
         processes.append(subprocess.Popen(
             [str(tfgrpo), "-q", "serve", "--upstream", direct, "--library", str(served), "--port", str(proxy_port),
-             "--lessons-every", "0", "--retrieval-mode", args.mode, "--max-n", "16"],
+             "--lessons-every", "0", "--retrieval-mode", args.mode, "--shots", str(args.shots)],
             stderr=open(work / "proxy.log", "w"),
         ))  # fmt: skip
         proxy = f"http://127.0.0.1:{proxy_port}/v1"
@@ -292,6 +304,7 @@ def main() -> None:
         rows.append(("added per request p50 / p99 [ms]", 1e3 * statistics.median(added), 1e3 * pct(added, 0.99)))
         ttft = asyncio.run(latency(direct, proxy, args.requests // 2, True, rng))
         rows.append(("first streamed token p50 [ms]", 1e3 * pct(ttft["direct"], 0.5), 1e3 * pct(ttft["proxy"], 0.5)))
+        print(rows, flush=True)
         ids: list[str] = []
         for c in (int(x) for x in args.concurrency.split(",")):
             total = max(4 * c, 512)
@@ -299,6 +312,7 @@ def main() -> None:
             proxy_rps, new_ids = asyncio.run(throughput(proxy, c, total, rng))
             ids += new_ids
             rows.append((f"throughput at {c} in flight [req/s]", direct_rps, proxy_rps))
+            print(rows[-1], flush=True)
         ids = ids[: args.feedback]
         rate = asyncio.run(feedback_rate(proxy, ids))
         rows.append((f"feedback over HTTP, 64 in flight [per s] ({len(ids)})", None, rate))
@@ -310,8 +324,10 @@ def main() -> None:
         for process in processes:
             process.wait(60)
 
-    print(f"\n{args.size:,} experiences, {args.mode} retrieval, upstream delay {args.delay * 1e3:.0f} ms "
-          f"(latency rows: the same), {os.cpu_count()} CPUs\n")  # fmt: skip
+    if ERRORS:
+        print(f"requests sent again after a dropped connection: {ERRORS}")
+    print(f"\n{args.size:,} experiences, {args.mode} retrieval, {args.shots} shots, upstream delay "
+          f"{args.delay * 1e3:.0f} ms (latency rows: the same), {os.cpu_count()} CPUs\n")  # fmt: skip
     print("| measure | direct | through the proxy | proxy / direct |")
     print("| --- | --- | --- | --- |")
     for name, d, p in rows:
