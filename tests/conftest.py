@@ -1,5 +1,6 @@
 import pytest
 from hypothesis import settings
+
 from llm.support import bundled_backend
 
 # No property test may fail because the machine is slow or busy.
