@@ -15,6 +15,27 @@ from typing import Any
 Scope = dict[str, Any]
 
 
+async def serve_lifespan(receive, send) -> None:
+    """Answer an ASGI lifespan scope: startup and shutdown complete at once."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def read_body(receive) -> bytes:
+    """The whole body of an ASGI HTTP request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 def create_latency_app(delay_s: float = 0.05, text: str = "ok", gather: int = 0, gather_timeout_s: float = 60.0):
     """A bare ASGI app (no framework, so the server is never the bottleneck). It answers
     /v1/chat/completions and /v1/completions with `n` copies of `text` after `delay_s` seconds, and
@@ -67,21 +88,11 @@ def create_latency_app(delay_s: float = 0.05, text: str = "ok", gather: int = 0,
 
     async def app(scope: Scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         path, method = scope["path"], scope["method"]
         state["requests"] += 1
         if method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import httpx
 
+from latency_server import read_body, serve_lifespan  # beside this file
+
 _SYLLABLES = "ka lo mi ne ru ta vo si pe da gu fi ho ze ba".split()
 VOCABULARY = sorted({a + b + c for a in _SYLLABLES for b in _SYLLABLES for c in _SYLLABLES})
 """3,375 made-up words, drawn by a Zipf law (the k-th most common word has weight 1/k), as in real text:
@@ -59,16 +61,9 @@ def upstream_app(delay: float, pieces: int):
 
     async def app(scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         if scope["path"] == "/v1/models":
             await send_json(send, {"object": "list", "data": [{"id": "latency", "object": "model"}]})
             return

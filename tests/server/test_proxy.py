@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from latency_server import read_body, serve_lifespan
 from llm.support import UvicornThread, wait_until
 from tfgrpo.core.library import TrainingFreeGRPO
 from tfgrpo.errors import ConfigError
@@ -53,16 +54,9 @@ class Upstream:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
 
         async def answer(status: int, payload) -> None:
             raw = json.dumps(payload).encode()
