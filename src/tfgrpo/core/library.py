@@ -476,6 +476,11 @@ class TrainingFreeGRPO:
         """The attached retriever, if any."""
         return self._retriever
 
+    @property
+    def store(self) -> Store | None:
+        """The store the library writes through to (None: in memory only)."""
+        return self._store
+
     def filter_by_metadata(self, **where: str) -> list[Experience]:
         """Experiences whose metadata has all the given key/value pairs, oldest first."""
         return [e for e in self.experience_library if e.matches(where)]
