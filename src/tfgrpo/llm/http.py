@@ -253,7 +253,9 @@ class OpenAIBackend(Backend):
             self._semaphore = asyncio.Semaphore(self.concurrency)
             self._model_lock = asyncio.Lock()
         if not self.model_name:
-            async with self._model_lock:
+            lock = self._model_lock
+            assert lock is not None, "made with the clients above"
+            async with lock:
                 if not self.model_name:
                     models = await self._with_retries(lambda client: client.models.list(), "GET /models")
                     if not models.data:
@@ -309,10 +311,12 @@ class OpenAIBackend(Backend):
         """`call(client)` with our retries, on the least busy connection pool."""
         openai = self._openai
         in_flight = self._in_flight
+        semaphore = self._semaphore
+        assert semaphore is not None, "_setup runs before any request"
         for attempt in range(self.max_retries + 1):
             wait = None
             try:
-                async with self._semaphore:
+                async with semaphore:
                     pool = in_flight.index(min(in_flight))
                     in_flight[pool] += 1
                     try:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import TFGRPOError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -54,9 +57,9 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
         self.threads = threads  # torch intra-op threads while embedding (None: leave torch's setting)
-        self._model = None
+        self._model: SentenceTransformer | None = None
 
-    def _load(self):
+    def _load(self) -> SentenceTransformer:
         if self._model is None:
             try:
                 from sentence_transformers import SentenceTransformer
@@ -71,11 +74,12 @@ class SentenceTransformerEmbedder:
                     source = bundled
                     os.environ.setdefault("HF_HUB_OFFLINE", "1")
             try:
-                self._model = SentenceTransformer(source, device=self.device)
+                model = SentenceTransformer(source, device=self.device)
             except Exception as exc:  # many causes: missing files, no network, a bad path
                 raise TFGRPOError(f"cannot load embedding model {self.model_name!r}: {exc}") from exc
             if self.max_seq_length is not None:
-                self._model.max_seq_length = self.max_seq_length
+                model.max_seq_length = self.max_seq_length
+            self._model = model
         return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -101,7 +105,10 @@ class SentenceTransformerEmbedder:
     def dim(self) -> int:
         model = self._load()
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        return int(get_dim())
+        dim = get_dim()
+        if dim is None:  # (sentence-transformers returns None when the model's last module does not say)
+            raise TFGRPOError(f"embedding model {self.model_name!r} does not report its embedding size")
+        return int(dim)
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEmbedder({self.model_name!r})"

@@ -38,6 +38,9 @@ class BM25Index:
     """BM25 (Okapi, k1=1.2, b=0.75 by default) over documents identified by integer rows."""
 
     def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
+        self._reset(k1, b)
+
+    def _reset(self, k1: float, b: float) -> None:
         self.k1, self.b = k1, b
         # term -> postings; after `restore`, an int: the term's place in `_frozen` (the saved flat arrays),
         # turned into `_Postings` when first touched, so taking a saved index over is not O(terms).
@@ -93,6 +96,7 @@ class BM25Index:
         self._total_length -= float(self._lengths[row])
         for term in terms:
             postings = self._get(term)
+            assert postings is not None, f"{term!r} is indexed: `text` is the text row {row} was added with"
             postings.dead += 1
             if postings.dead * 2 > len(postings.rows) + 16:
                 self._compact(term, postings)
@@ -111,24 +115,29 @@ class BM25Index:
         postings.cache = None
 
     def clear(self) -> None:
-        self.__init__(self.k1, self.b)
+        self._reset(self.k1, self.b)
 
     def _get(self, term: str) -> _Postings | None:
-        postings = self._postings.get(term)
-        if type(postings) is int:
-            rows, tfs, starts = self._frozen
-            a, b = starts[postings], starts[postings + 1]
-            postings = _Postings()
-            postings.rows.frombytes(rows[a:b].tobytes())
-            postings.tfs.frombytes(tfs[a:b].tobytes())
-            self._postings[term] = postings
+        found = self._postings.get(term)
+        if not isinstance(found, int):
+            return found
+        postings = _Postings()
+        rows, tfs = self._frozen_raw(found)
+        postings.rows.frombytes(rows)
+        postings.tfs.frombytes(tfs)
+        self._postings[term] = postings
         return postings
 
+    def _frozen_raw(self, place: int) -> tuple[bytes, bytes]:
+        """The rows and term frequencies of the term at `place` in the saved flat arrays."""
+        assert self._frozen is not None, "terms are numbered only by `restore`, which sets `_frozen`"
+        rows, tfs, starts = self._frozen
+        a, b = starts[place], starts[place + 1]
+        return rows[a:b].tobytes(), tfs[a:b].tobytes()
+
     def _raw(self, postings: _Postings | int) -> tuple[bytes, bytes]:
-        if type(postings) is int:
-            rows, tfs, starts = self._frozen
-            a, b = starts[postings], starts[postings + 1]
-            return rows[a:b].tobytes(), tfs[a:b].tobytes()
+        if isinstance(postings, int):
+            return self._frozen_raw(postings)
         return postings.rows.tobytes(), postings.tfs.tobytes()
 
     def export(self, n_rows: int) -> dict:
@@ -160,7 +169,7 @@ class BM25Index:
 
     def restore(self, data: dict) -> None:
         """Replace the index with one `export` produced."""
-        self.__init__(float(data["k1"]), float(data["b"]))
+        self._reset(float(data["k1"]), float(data["b"]))
         n = len(data["lengths"])
         self._grow(max(n - 1, 0))
         self._lengths[:n] = data["lengths"]
@@ -211,7 +220,7 @@ class BM25Index:
         terms.sort(key=lambda t: t[0], reverse=True)  # rarest (highest idf) first
         bounds = np.cumsum([w * (k1 + 1.0) for w, _, _ in terms][::-1])[::-1]  # most the terms i.. can add
         acc = self._acc
-        touched = []
+        touched: list[np.ndarray] = []
         contenders = None
         for i, (weight, rows, tfs) in enumerate(terms):
             if contenders is None and k is not None and touched and len(rows) * 16 > len(acc):

@@ -138,7 +138,8 @@ class Retriever:
             return None
         if self._index_path is not None:
             return self._index_path
-        library_file = getattr(getattr(self._library, "_store", None), "path", None)
+        store = self._library.store if self._library is not None else None
+        library_file = getattr(store, "path", None)
         return snapshot.index_path(library_file) if library_file is not None else None
 
     def _restore(self, saved: snapshot.Snapshot) -> None:
@@ -204,7 +205,9 @@ class Retriever:
         row = self._row_of.get(text)
         if row is None:
             row = self._new_row(text)
-        self._members[row][id(exp)] = exp
+        members = self._members[row]
+        assert members is not None, "a live text's row has a members dict"
+        members[id(exp)] = exp
 
     def add_many(self, experiences: Sequence[Experience]) -> None:
         for exp in experiences:
@@ -231,6 +234,7 @@ class Retriever:
         if row is None:
             return
         members = self._members[row]
+        assert members is not None, "a live text's row has a members dict"
         members.pop(id(exp), None)
         if not members:
             self._drop(text, row)
@@ -318,7 +322,7 @@ class Retriever:
         self.embed_pending()
 
     def _store(self):
-        store = getattr(self._library, "_store", None)
+        store = self._library.store if self._library is not None else None
         if self.persist_embeddings and store is not None and hasattr(store, "save_embeddings"):
             return store
         return None
@@ -331,7 +335,7 @@ class Retriever:
         rows = [row for row in self._pending if self._texts[row] is not None and not self._vectors.has(row)]
         embedded = 0
         if rows:
-            texts = [self._texts[row] for row in rows]
+            texts = [self._live_text(row) for row in rows]
             stored = store.load_embeddings(self.embedder.name, texts) if store is not None else {}
             if stored:
                 known = [(row, stored[t]) for row, t in zip(rows, texts) if t in stored]
@@ -341,7 +345,7 @@ class Retriever:
                 rows = [row for row, t in zip(rows, texts) if t not in stored]
             for start in range(0, len(rows), self.embed_batch_size):
                 batch = rows[start : start + self.embed_batch_size]
-                texts = [self._texts[row] for row in batch]
+                texts = [self._live_text(row) for row in batch]
                 vectors = np.asarray(self.embedder.embed(texts), dtype=np.float32)
                 self._vectors.add(np.array(batch), vectors)
                 embedded += len(batch)
@@ -355,6 +359,11 @@ class Retriever:
             self._to_delete = set()
             self._dead_vectors.clear()
         return embedded
+
+    def _live_text(self, row: int) -> str:
+        text = self._texts[row]
+        assert text is not None, f"row {row} is dead"
+        return text
 
     def _query_vector(self, prompt: str) -> np.ndarray:
         vector = self._query_cache.get(prompt)
@@ -380,6 +389,7 @@ class Retriever:
         if mode == "lexical":
             rows, scores = self._bm25.search(prompt, fetch)
             return rows, scores, None, fetch is None or len(rows) < fetch
+        assert query is not None, "semantic and hybrid searches embed the query"
         if mode == "semantic":
             rows, scores = self._vectors.search(query, fetch)
             return rows, scores, scores, fetch is None or len(rows) < fetch
@@ -446,15 +456,17 @@ class Retriever:
             want = max(4 * k, k + 16)
         else:
             want = k
-        fetch = None if want is None else want
+        fetch = want
         while True:
             rows, relevance, cosine, exhausted = self._rank_rows(prompt, mode, fetch, query)
             if self._vectors.builds != self._saved_builds:  # the HNSW graph was (re)built: minutes at 1M
                 self._autosave()
                 self._saved_builds = self._vectors.builds
-            exhausted = exhausted or fetch >= len(self._row_of)
             found = self._expand(rows, relevance, cosine, where, min_similarity, mode)
-            if exhausted or len(found) >= want or self._cut_by_similarity(relevance, min_similarity, mode):
+            if exhausted or fetch is None or fetch >= len(self._row_of):
+                break
+            assert want is not None, "fetch is None exactly when want is"
+            if len(found) >= want or self._cut_by_similarity(relevance, min_similarity, mode):
                 break
             fetch = min(fetch * 4, len(self._row_of))
         if advantage_weight > 0 and found:
@@ -484,7 +496,7 @@ class Retriever:
 
     def _expand(self, rows, relevance, cosine, where, min_similarity, mode) -> list[tuple[Experience, float, int]]:
         """Rows -> [(experience, relevance, row)], members of one row by advantage then newest first."""
-        found = []
+        found: list[tuple[Experience, float, int]] = []
         gate = cosine if mode != "lexical" else relevance
         for i, row in enumerate(rows.tolist()):
             if min_similarity is not None and gate[i] < min_similarity:

@@ -20,9 +20,12 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import faiss
 
 FORMAT = "tfgrpo-retrieval-index"
 VERSION = 1
@@ -33,7 +36,7 @@ class Snapshot:
     texts: list[str | None]  # row -> text (None: a dead row)
     embedder: str | None = None
     hnsw: dict | None = None  # {"m": ..., "ef_construction": ..., "dim": ...} when `ann` is set
-    ann: object | None = None  # the faiss index over rows [0, ann.ntotal)
+    ann: faiss.IndexHNSWFlat | None = None  # the graph over rows [0, ann.ntotal)
     bm25: dict | None = field(default=None)  # see `_bm25_arrays`
 
 
@@ -84,7 +87,8 @@ def save(path: Path, snapshot: Snapshot) -> None:
                 import faiss
 
                 f.flush()
-                faiss.write_index(snapshot.ann, faiss.PyCallbackIOWriter(f.write))
+                # (PyCallbackIOWriter is in faiss's SWIG module but missing from its stubs.)
+                faiss.write_index(snapshot.ann, faiss.PyCallbackIOWriter(f.write))  # type: ignore[attr-defined]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -126,9 +130,12 @@ def _read(f: BinaryIO) -> Snapshot | None:
     if "hnsw" in header:
         import faiss
 
-        snapshot.ann = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+        # (PyCallbackIOReader: as PyCallbackIOWriter in `save`.) faiss returns the graph's own class, as
+        # `save` wrote it; the stubs type it as a plain Index.
+        reader = faiss.PyCallbackIOReader(f.read)  # type: ignore[attr-defined]
+        ann = snapshot.ann = cast("faiss.IndexHNSWFlat", faiss.read_index(reader))
         snapshot.hnsw = header["hnsw"]
-        if snapshot.ann.ntotal > len(texts) or snapshot.ann.d != snapshot.hnsw["dim"]:
+        if ann.ntotal > len(texts) or ann.d != header["hnsw"]["dim"]:
             raise ValueError("the HNSW graph does not match the rows")
     return snapshot
 

@@ -9,10 +9,14 @@ more than a quarter of it.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import TFGRPOError
+
+if TYPE_CHECKING:
+    import faiss
 
 
 class VectorIndex:
@@ -29,18 +33,22 @@ class VectorIndex:
         self.approximate_threshold = approximate_threshold
         self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
         self.threads = threads
+        self.builds = 0  # how many times the HNSW graph was built from scratch
+        self._reset()
+
+    def _reset(self) -> None:
+        """Empty the index (the settings and `builds` stay)."""
         self.dim: int | None = None
         self._vectors = np.zeros((0, 0), dtype=np.float32)
         self._alive = np.zeros(0, dtype=bool)
         self._end = 0  # rows [0, _end) have been set (alive or dead)
         self._n_alive = 0
-        self._ann = None  # faiss index over rows [0, _ann_end); its internal ids are the rows
+        self._ann: faiss.IndexHNSWFlat | None = None  # graph over rows [0, _ann_end); its internal ids are the rows
         self._ann_end = 0
         self._ann_dead = 0  # graph rows that are dead
         self._ann_blanks = 0  # of those, the ones already dead (and blanked) when the graph was built
-        self._vectors_owner = None  # the faiss index whose memory `_vectors` views (after `restore`)
+        self._vectors_owner: faiss.IndexHNSWFlat | None = None  # the graph whose memory `_vectors` views
         self._warned = False
-        self.builds = 0  # how many times the HNSW graph was built from scratch
 
     def __len__(self) -> int:
         return self._n_alive
@@ -48,31 +56,30 @@ class VectorIndex:
     @property
     def nbytes(self) -> int:
         """Memory held by the vectors (and the graph, when built), in bytes."""
-        size = self._vectors.nbytes + self._alive.nbytes
-        if self._ann is not None:
+        size: float = self._vectors.nbytes + self._alive.nbytes
+        if self._ann is not None and self.dim is not None:
             size += self._ann_end * (self.dim * 4 + self.hnsw_m * 2 * 4 * 1.1 + 8)  # faiss's own layout
         return int(size)
 
     def clear(self) -> None:
-        builds = self.builds
-        self.__init__(self.approximate_threshold, self.hnsw_m, self.ef_construction, self.ef_search, self.threads)
-        self.builds = builds
+        self._reset()
 
     def hnsw_settings(self) -> dict:
         """What a saved graph must have been built with to be taken over (`restore`)."""
         return {"m": self.hnsw_m, "ef_construction": self.ef_construction, "dim": self.dim}
 
-    def export(self):
+    def export(self) -> faiss.IndexHNSWFlat | None:
         """The HNSW graph (over rows [0, its ntotal)), or None when none was built."""
         return self._ann
 
-    def restore(self, ann, alive: np.ndarray) -> None:
+    def restore(self, ann: faiss.IndexHNSWFlat, alive: np.ndarray) -> None:
         """Take over a saved HNSW graph and the vectors it holds; `alive`: which of its rows are live."""
         import faiss
 
         n, d = ann.ntotal, ann.d
         # A view of the graph's own copy of the vectors, not a second one (1.5 GB at 1M).
-        vectors = faiss.rev_swig_ptr(faiss.downcast_index(ann.storage).get_xb(), n * d).reshape(n, d)
+        storage = faiss.downcast_index(ann.storage)  # an IndexFlat, which the stubs type as a plain Index
+        vectors = faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)  # type: ignore[attr-defined]
         self.clear()
         self.dim = d
         self._vectors, self._vectors_owner = vectors, ann
@@ -81,7 +88,7 @@ class VectorIndex:
         self._n_alive = int(self._alive.sum())
         self._ann, self._ann_end, self._ann_dead = ann, n, n - self._n_alive
 
-    def vectors(self, rows: np.ndarray) -> np.ndarray:
+    def vectors(self, rows: int | np.ndarray) -> np.ndarray:
         return self._vectors[rows]
 
     def has(self, row: int) -> bool:
@@ -169,13 +176,16 @@ class VectorIndex:
             return False
         if self.threads is not None:
             faiss.omp_set_num_threads(self.threads)
+        dim = self.dim
+        assert dim is not None, "search returns early while no vector was added"
         # Rebuilt when a quarter of the graph died since it was built: rows dead before that are blank
         # slots a rebuild cannot drop (graph ids are rows), so counting them would rebuild on every query.
-        if self._ann is None or (self._ann_dead - self._ann_blanks) * 4 > self._ann_end:
+        ann = self._ann
+        if ann is None or (self._ann_dead - self._ann_blanks) * 4 > self._ann_end:
             if self._vectors_owner is not None:  # the old graph goes: keep the vectors it held
                 self._vectors, self._vectors_owner = self._vectors.copy(), None
-            self._ann = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            self._ann.hnsw.efConstruction = self.ef_construction
+            ann = self._ann = faiss.IndexHNSWFlat(dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            ann.hnsw.efConstruction = self.ef_construction
             self._ann_end = self._ann_dead = 0
             self.builds += 1
             if self._n_alive < self._end:
@@ -184,17 +194,19 @@ class VectorIndex:
                 self._vectors[: self._end][~self._alive[: self._end]] = 0.0
             self._ann_blanks = self._end - self._n_alive
         if self._ann_end < self._end:
-            self._ann.add(self._vectors[self._ann_end : self._end])
+            ann.add(self._vectors[self._ann_end : self._end])
             self._ann_dead += int((~self._alive[self._ann_end : self._end]).sum())
             self._ann_end = self._end
         return True
 
     def _search_ann(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        ann = self._ann
+        assert ann is not None, "_ensure_ann built the graph"
         fetch = k + min(self._ann_dead, 4 * k) + 8
         while True:
             fetch = min(fetch, self._ann_end)
-            self._ann.hnsw.efSearch = max(self.ef_search, fetch)
-            scores, rows = self._ann.search(query[None, :], fetch)
+            ann.hnsw.efSearch = max(self.ef_search, fetch)
+            scores, rows = ann.search(query[None, :], fetch)
             rows, scores = rows[0], scores[0]
             keep = rows >= 0
             rows, scores = rows[keep], scores[keep]
