@@ -1,3 +1,8 @@
+import os
+
+# No test reaches past this machine: LiteLLM would fetch its price list at import otherwise.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 import pytest
 from hypothesis import settings
 
