@@ -163,7 +163,13 @@ def test_demo_runs_end_to_end_at_small_size(tmp_path: Path):
     out = tmp_path / "demo"
     result = run("demo", "--out", str(out), "--train-prompts", "4", "--eval-prompts", "4", timeout=600)
     assert "GRPO Stats:" in result.stdout and "Total rollouts: 32" in result.stdout
-    assert "library - baseline: Mean@k" in result.stdout and "paired bootstrap 95% CI" in result.stdout
+    # The headline is the library against the strongest of the fair baselines.
+    assert "(strongest baseline)" in result.stdout and "paired bootstrap 95% CI" in result.stdout
     report = json.loads((out / "report.json").read_text())
-    assert report["n_prompts"] == 4 and set(report["conditions"]) == {"baseline", "library"}
+    conditions = set(report["conditions"])
+    assert report["n_prompts"] == 4 and {"baseline", "library", "zero-shot chat", "zero-shot text"} <= conditions
+    [headline] = [c for c in report["comparisons"] if c["name"] == "library"]
+    assert headline["baseline"] in conditions - {"library"}
+    assert f"library - {headline['baseline']}: Mean@k" in result.stdout
+    assert (out / "report.html").exists()
     assert (out / "library.db").exists() and (out / "metrics.jsonl").read_text().count("\n") == 1
