@@ -59,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        # `help` is %-formatted by argparse (write a percent sign as %%); a description is printed as it is.
+        description = help.replace("%%", "%")
+        p = sub.add_parser(
+            name, help=help, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
         p.set_defaults(func=func)
         return p
 
