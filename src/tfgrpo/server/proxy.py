@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -51,6 +50,7 @@ from .metrics import Observe, ProxyMetrics, log_fields
 from .openai_api import OpenAIError, bad_request, install_error_handlers, read_json
 from .streaming import ClientDisconnected, EventStream, until_disconnected
 from .tenants import Keys, Tenant
+from .upstream import Upstream
 
 log = logging.getLogger("tfgrpo.serve")
 
@@ -101,103 +101,6 @@ class ProxyConfig:
 
     def __post_init__(self) -> None:
         check_knobs(self)
-
-
-# ---------------------------------------------------------------------------------------------- upstream
-
-
-class Upstream:
-    """The OpenAI-compatible server behind the proxy (httpx, pooled connections, own retries)."""
-
-    def __init__(
-        self,
-        base_url: str,
-        config: ProxyConfig,
-        metrics: ProxyMetrics,
-        api_key: str | None = None,
-        model: str | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.model = model or None
-        self.config = config
-        self.metrics = metrics
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.AsyncClient(
-            base_url=self.base_url + "/",
-            headers=headers,
-            timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 10.0)),
-            limits=httpx.Limits(max_connections=4096, max_keepalive_connections=512),
-        )
-
-    async def open(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
-        """An upstream response whose status is below 500, its body not yet read (close it). 5xx,
-        timeouts and connection failures are tried again with backoff, then a 502 or 504."""
-        endpoint = path.rsplit("/", 1)[-1]
-        attempts = self.config.retries + 1
-        for attempt in range(attempts):
-            started = time.perf_counter()
-            failure: OpenAIError
-            try:
-                request = self.client.build_request(method, path, json=body)
-                response = await self.client.send(request, stream=True)
-            except httpx.TimeoutException:
-                failure = OpenAIError(
-                    504,
-                    f"the upstream did not answer within {self.config.timeout} s ({attempts} tries)",
-                    code="upstream_timeout",
-                )
-            except httpx.TransportError as exc:
-                failure = OpenAIError(
-                    502,
-                    f"cannot reach the upstream at {self.base_url}: {exc} ({attempts} tries)",
-                    code="upstream_unreachable",
-                )
-            else:
-                self.metrics.upstream_latency.labels(endpoint).observe(time.perf_counter() - started)
-                if response.status_code < 500:
-                    return response
-                text = (await response.aread())[:500].decode("utf-8", "replace")
-                await response.aclose()
-                failure = OpenAIError(
-                    502,
-                    f"the upstream answered {response.status_code} ({attempts} tries): {text}",
-                    code="upstream_error",
-                )
-            if attempt + 1 < attempts:
-                self.metrics.upstream_retries.inc()
-                await asyncio.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
-        raise failure
-
-    async def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes, str]:
-        """(status, body, content type) of a whole upstream answer, at most `max_output_bytes`."""
-        for attempt in range(self.config.retries + 1):
-            response = await self.open(method, path, body)
-            try:
-                raw = await _read_limited(response, self.config.max_output_bytes)
-                return response.status_code, raw, response.headers.get("content-type", "application/json")
-            except httpx.TimeoutException:  # the answer started but stalled: the same as no answer
-                if attempt == self.config.retries:
-                    raise OpenAIError(
-                        504, f"the upstream stalled for {self.config.timeout} s mid-answer", code="upstream_timeout"
-                    ) from None
-            finally:
-                await response.aclose()
-        raise AssertionError("unreachable")
-
-    async def close(self) -> None:
-        await self.client.aclose()
-
-
-async def _read_limited(response: httpx.Response, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise OpenAIError(
-                502, f"the upstream's answer is over {limit} bytes (--max-output-bytes)", code="upstream_too_large"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # ---------------------------------------------------------------------------------------------- libraries
@@ -486,7 +389,15 @@ def create_proxy_app(
                     served[name].lesson_context = {**lessons, "reward": reward}
                 await served[name].start()
             state["libraries"] = served
-            state["upstream"] = Upstream(upstream_url, config, metrics, upstream_api_key, upstream_model)
+            state["upstream"] = Upstream(
+                upstream_url,
+                metrics,
+                retries=config.retries,
+                timeout=config.timeout,
+                max_output_bytes=config.max_output_bytes,
+                api_key=upstream_api_key,
+                model=upstream_model,
+            )
             log.info("serving", extra=log_fields(upstream=upstream_url, libraries=sorted(served)))
             yield
         finally:
@@ -630,24 +541,16 @@ def create_proxy_app(
         response = await until_disconnected(request.receive, state["upstream"].open("POST", path, upstream_body))
         if response.status_code != 200:
             try:
-                raw = await _read_limited(response, config.max_output_bytes)
+                raw = await response.aread()
             finally:
                 await response.aclose()
             return Response(raw, response.status_code, media_type=response.headers.get("content-type"))
 
         async def events() -> AsyncGenerator[dict[str, Any], None]:
             texts: dict[int, list[str]] = {}
-            size = 0
             first = True
             try:
-                async for line in response.aiter_lines():
-                    size += len(line)
-                    if size > config.max_output_bytes:
-                        raise OpenAIError(
-                            502,
-                            f"the upstream's stream is over {config.max_output_bytes} bytes",
-                            code="upstream_too_large",
-                        )
+                async for line in response.aiter_lines():  # a 502 past --max-output-bytes
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
