@@ -35,27 +35,22 @@ from fastapi.responses import JSONResponse, Response
 
 from ..core.formats import is_sqlite_path
 from ..core.knobs import check_knobs, knob
-from ..core.library import TrainingFreeGRPO
-from ..errors import ConfigError, TFGRPOError
+from ..errors import ConfigError
 from ..loop.rollouts import RETRIEVAL_MODES, SELECT_MODES
-from ..loop.step import Group, StepContext
-from ..loop.updates import ExampleUpdate, LessonUpdate
-from ..prompting import PromptTemplate, build_prompt, fit_examples, inject_messages, select_examples, with_lessons
-from ..rewards.base import Reward, Score
-from ..semantic.lessons import LessonLibrary
+from ..loop.updates import LessonUpdate
+from ..prompting import PromptTemplate, build_prompt, inject_messages
+from ..rewards.base import Reward
 from . import records
 from .guards import BodyLimit, bearer_token
 from .limits import ServerLimits, check_limits
 from .metrics import Observe, ProxyMetrics, log_fields
 from .openai_api import OpenAIError, bad_request, install_error_handlers, read_json
+from .served import ServedLibrary
 from .streaming import ClientDisconnected, EventStream, until_disconnected
 from .tenants import Keys, Tenant
 from .upstream import Upstream
 
 log = logging.getLogger("tfgrpo.serve")
-
-_SERVED_PROGRESS = "serve_group"
-"""The key of the library's progress that holds the last group learned (`seq`)."""
 
 
 @dataclass(frozen=True)
@@ -101,174 +96,6 @@ class ProxyConfig:
 
     def __post_init__(self) -> None:
         check_knobs(self)
-
-
-# ---------------------------------------------------------------------------------------------- libraries
-
-
-class ServedLibrary:
-    """One library as the proxy serves it: experiences, lessons, completion records, and the learner
-    that turns complete groups into library updates (on the event loop, in `seq` order)."""
-
-    def __init__(self, name: str, path: str | Path, config: ProxyConfig, metrics: ProxyMetrics) -> None:
-        self.name = name
-        self.path = Path(path)
-        self.config = config
-        self.metrics = metrics
-        self.grpo = TrainingFreeGRPO.open(self.path, seed=config.seed)
-        if config.select == "retrieve":
-            self.grpo.enable_retrieval()
-        self.lessons = LessonLibrary(self.path)
-        self.examples = ExampleUpdate(self.grpo, task_name="serve")
-        self.lesson_update: LessonUpdate | None = None
-        self.lesson_context: dict[str, Any] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue | None = None
-        self._learned_changed: asyncio.Condition | None = None
-        self._signal_groups: list[Group] = []
-        self._lesson_task: asyncio.Task | None = None
-        self.learned = int((self.grpo.progress or {}).get(_SERVED_PROGRESS, 0))
-        self.records = records.CompletionRecords(
-            self.path, config.group_size, config.group_window, on_group=self._group_formed
-        )
-        self._update_gauges()
-
-    # -- injection
-
-    def inject(self, prompt: str) -> tuple[list, dict[str, str], PromptTemplate]:
-        """The experiences that fit the budget, the lessons, and the template carrying them."""
-        examples = select_examples(
-            self.grpo, prompt, self.config.shots, select=self.config.select, retrieval_mode=self.config.retrieval_mode
-        )
-        lessons = self.lessons.lessons
-        template = self.config.template
-        if lessons:
-            template = with_lessons(template, self.lessons.render(), self.config.placement)
-        return fit_examples(examples, template, self.config.token_budget), lessons, template
-
-    # -- learning
-
-    async def start(self) -> None:
-        """Learn the groups formed before a restart but not yet in the library; then learn as they form."""
-        self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
-        self._learned_changed = asyncio.Condition()
-        pending = self.records.groups_after(self.learned)
-        if pending:
-            log.info("learning %d groups formed before the restart", len(pending), extra=log_fields(library=self.name))
-            self._learn(pending)
-        self._task = asyncio.create_task(self._run())
-
-    def _group_formed(self, group: records.Group) -> None:  # called in the records' writer thread
-        if self._loop is not None and self._queue is not None:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, group)
-
-    async def _run(self) -> None:
-        assert self._queue is not None and self._learned_changed is not None
-        while True:
-            group = await self._queue.get()
-            batch = [group]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            stop = None in batch
-            batch = [g for g in batch if g is not None and g.seq > self.learned]
-            if batch:
-                try:
-                    self._learn(batch)
-                except TFGRPOError:
-                    log.exception(
-                        "learning groups %d..%d failed; they are learned at the next start", batch[0].seq, batch[-1].seq
-                    )
-            async with self._learned_changed:
-                self._learned_changed.notify_all()
-            if stop:
-                return
-
-    def _learn(self, batch: list[records.Group]) -> None:
-        groups = [
-            Group(
-                {**(g.sample or {}), "prompt": g.prompt, "id": f"serve-{g.seq}"},
-                g.responses,
-                [Score(r) for r in g.rewards],
-            )
-            for g in batch
-        ]
-        progress = {**(self.grpo.progress or {}), _SERVED_PROGRESS: batch[-1].seq}
-        # ExampleUpdate reads only the progress: no policy, reward or rollout config is involved.
-        none: Any = None
-        ctx = StepContext(policy=none, reward=none, config=none, seed=0, global_step=batch[-1].seq, progress=progress)
-        self.examples.commit(groups, ctx)
-        self.learned = batch[-1].seq
-        for g in groups:
-            self.metrics.groups.labels(self.name, str(g.has_signal).lower()).inc()
-        self._signal_groups += [g for g in groups if g.has_signal]
-        self._update_gauges()
-        self._maybe_update_lessons()
-
-    async def wait_learned(self, seq: int) -> None:
-        """Return once group `seq` is in the library (or failed to go in; it is retried at the next start)."""
-        if self._learned_changed is None:
-            return
-        async with self._learned_changed:
-            await self._learned_changed.wait_for(lambda: self.learned >= seq or self._task.done())
-
-    def _maybe_update_lessons(self) -> None:
-        every = self.config.lessons_every
-        if self.lesson_update is None or every == 0 or len(self._signal_groups) < every:
-            return
-        if self._lesson_task is not None and not self._lesson_task.done():
-            return  # one at a time; the groups keep accumulating for the next one
-        groups, self._signal_groups = self._signal_groups, []
-        self._lesson_task = asyncio.ensure_future(asyncio.to_thread(self._update_lessons, groups, self.learned))
-
-    def _update_lessons(self, groups: list[Group], seq: int) -> None:
-        """The paper's lessons update on the groups with signal (a worker thread: the critic is an LLM)."""
-        assert self.lesson_update is not None
-        ctx = StepContext(
-            policy=self.lesson_context["policy"],
-            reward=self.lesson_context.get("reward"),  # type: ignore[arg-type]  # (used only by --validate-margin, which needs --reward)
-            config=self.lesson_context["config"],
-            seed=seq,
-            global_step=seq,
-            progress={_SERVED_PROGRESS: seq},
-            validation=[g.sample for g in groups],
-        )
-        try:
-            figures = self.lesson_update.commit(groups, ctx)
-            log.info(
-                "lessons updated",
-                extra=log_fields(
-                    library=self.name,
-                    **{k: figures.get(k) for k in ("applied", "skipped", "lessons", "lesson_version", "accepted")},
-                ),
-            )
-        except Exception:
-            log.exception("the lessons update failed (the lessons are as they were)")
-        self._update_gauges()
-
-    def _update_gauges(self) -> None:
-        self.metrics.set_library(self.name, self.grpo.library_size(), self.lessons.version, len(self.lessons))
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "library": self.name,
-            "experiences": self.grpo.stats().to_dict(),
-            "lessons": {"count": len(self.lessons), "version": self.lessons.version},
-            "records": self.records.counts(),
-            "groups_learned": self.learned,
-        }
-
-    async def close(self) -> None:
-        """Commit what is queued, learn the groups it formed, and close the files."""
-        await asyncio.to_thread(self.records.close)
-        if self._queue is not None and not self._task.done():
-            self._queue.put_nowait(None)
-            await self._task
-        if self._lesson_task is not None:
-            with contextlib.suppress(Exception):
-                await self._lesson_task
-        self.lessons.close()
-        self.grpo.close()
 
 
 # ---------------------------------------------------------------------------------------------- requests
@@ -452,7 +279,7 @@ def create_proxy_app(
         used_examples: list = []
         used_lessons: dict[str, str] = {}
         if prompt is not None and not holdout:
-            used_examples, used_lessons, template = lib.inject(prompt)
+            used_examples, used_lessons, template = await lib.ainject(prompt)
             if used_examples or used_lessons:
                 if chat:
                     messages = [dict(m) for m in body["messages"]]
@@ -684,7 +511,8 @@ def create_proxy_app(
 
     @app.get("/v1/libraries/{name}")
     async def library_stats(request: Request, name: str) -> dict[str, Any]:
-        return library_for(request, name, admin=True).stats()
+        lib = library_for(request, name, admin=True)
+        return await lib.run(lib.stats)
 
     @app.get("/v1/libraries/{name}/lift")
     async def library_lift(request: Request, name: str) -> dict[str, Any]:
@@ -722,9 +550,10 @@ def create_proxy_app(
     @app.get("/v1/libraries/{name}/export")
     async def export(request: Request, name: str) -> dict[str, Any]:
         lib = library_for(request, name, admin=True)
+        experiences = await lib.run(lambda: [{"id": e.id, **e.to_dict()} for e in lib.grpo.experience_library])
         return {
             "library": name,
-            "experiences": [{"id": e.id, **e.to_dict()} for e in lib.grpo.experience_library],
+            "experiences": experiences,
             "lessons": lib.lessons.lessons,
             "lesson_version": lib.lessons.version,
         }

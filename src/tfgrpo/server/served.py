@@ -1,0 +1,217 @@
+"""One library as `tfgrpo serve` serves it: its experiences, lessons and completion records, and the
+learner that turns complete groups into library updates in `seq` order.
+
+Retrieval and the library's updates run on one worker thread per library, off the event loop: a BM25
+or vector search over a large library takes milliseconds, and on the loop every other request (their
+upstream calls, their streamed chunks, feedback) would wait behind it. One thread, so a search never
+sees an update half done (the retrieval indexes are not safe for concurrent use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..core.library import TrainingFreeGRPO
+from ..errors import TFGRPOError
+from ..loop.step import Group, StepContext
+from ..loop.updates import ExampleUpdate, LessonUpdate
+from ..prompting import PromptTemplate, fit_examples, select_examples, with_lessons
+from ..rewards.base import Score
+from ..semantic.lessons import LessonLibrary
+from . import records
+from .metrics import ProxyMetrics, log_fields
+
+if TYPE_CHECKING:
+    from .proxy import ProxyConfig
+
+log = logging.getLogger("tfgrpo.serve")
+T = TypeVar("T")
+
+_SERVED_PROGRESS = "serve_group"
+"""The key of the library's progress that holds the last group learned (`seq`)."""
+
+
+class ServedLibrary:
+    """One library as the proxy serves it: experiences, lessons, completion records, and the learner
+    that turns complete groups into library updates (on the library's worker thread, in `seq` order)."""
+
+    def __init__(self, name: str, path: str | Path, config: ProxyConfig, metrics: ProxyMetrics) -> None:
+        self.name = name
+        self.path = Path(path)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"tfgrpo-library-{name}")
+        self.config = config
+        self.metrics = metrics
+        self.grpo = TrainingFreeGRPO.open(self.path, seed=config.seed)
+        if config.select == "retrieve":
+            self.grpo.enable_retrieval()
+        self.lessons = LessonLibrary(self.path)
+        self.examples = ExampleUpdate(self.grpo, task_name="serve")
+        self.lesson_update: LessonUpdate | None = None
+        self.lesson_context: dict[str, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue | None = None
+        self._learned_changed: asyncio.Condition | None = None
+        self._signal_groups: list[Group] = []
+        self._lesson_task: asyncio.Task | None = None
+        self.learned = int((self.grpo.progress or {}).get(_SERVED_PROGRESS, 0))
+        self.records = records.CompletionRecords(
+            self.path, config.group_size, config.group_window, on_group=self._group_formed
+        )
+        self._update_gauges()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the library's worker thread (anything that reads or changes the experiences)."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    # -- injection
+
+    async def ainject(self, prompt: str) -> tuple[list, dict[str, str], PromptTemplate]:
+        """`inject` on the worker thread."""
+        return await self.run(self.inject, prompt)
+
+    def inject(self, prompt: str) -> tuple[list, dict[str, str], PromptTemplate]:
+        """The experiences that fit the budget, the lessons, and the template carrying them."""
+        examples = select_examples(
+            self.grpo, prompt, self.config.shots, select=self.config.select, retrieval_mode=self.config.retrieval_mode
+        )
+        lessons = self.lessons.lessons
+        template = self.config.template
+        if lessons:
+            template = with_lessons(template, self.lessons.render(), self.config.placement)
+        return fit_examples(examples, template, self.config.token_budget), lessons, template
+
+    # -- learning
+
+    async def start(self) -> None:
+        """Learn the groups formed before a restart but not yet in the library; then learn as they form."""
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        self._learned_changed = asyncio.Condition()
+        pending = self.records.groups_after(self.learned)
+        if pending:
+            log.info("learning %d groups formed before the restart", len(pending), extra=log_fields(library=self.name))
+            self._learned(self._commit(pending))
+        self._task = asyncio.create_task(self._run())
+
+    def _group_formed(self, group: records.Group) -> None:  # called in the records' writer thread
+        if self._loop is not None and self._queue is not None:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, group)
+
+    async def _run(self) -> None:
+        assert self._queue is not None and self._learned_changed is not None
+        while True:
+            group = await self._queue.get()
+            batch = [group]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            stop = None in batch
+            batch = [g for g in batch if g is not None and g.seq > self.learned]
+            if batch:
+                try:
+                    self._learned(await self.run(self._commit, batch))
+                except TFGRPOError:
+                    log.exception(
+                        "learning groups %d..%d failed; they are learned at the next start", batch[0].seq, batch[-1].seq
+                    )
+            async with self._learned_changed:
+                self._learned_changed.notify_all()
+            if stop:
+                return
+
+    def _commit(self, batch: list[records.Group]) -> list[Group]:
+        """The groups into the library (on the worker thread)."""
+        groups = [
+            Group(
+                {**(g.sample or {}), "prompt": g.prompt, "id": f"serve-{g.seq}"},
+                g.responses,
+                [Score(r) for r in g.rewards],
+            )
+            for g in batch
+        ]
+        progress = {**(self.grpo.progress or {}), _SERVED_PROGRESS: batch[-1].seq}
+        # ExampleUpdate reads only the progress: no policy, reward or rollout config is involved.
+        none: Any = None
+        ctx = StepContext(policy=none, reward=none, config=none, seed=0, global_step=batch[-1].seq, progress=progress)
+        self.examples.commit(groups, ctx)
+        self.learned = batch[-1].seq
+        return groups
+
+    def _learned(self, groups: list[Group]) -> None:
+        """After a commit, on the loop: the metrics, and the lessons update when it is due."""
+        for g in groups:
+            self.metrics.groups.labels(self.name, str(g.has_signal).lower()).inc()
+        self._signal_groups += [g for g in groups if g.has_signal]
+        self._update_gauges()
+        self._maybe_update_lessons()
+
+    async def wait_learned(self, seq: int) -> None:
+        """Return once group `seq` is in the library (or failed to go in; it is retried at the next start)."""
+        if self._learned_changed is None:
+            return
+        async with self._learned_changed:
+            await self._learned_changed.wait_for(lambda: self.learned >= seq or self._task.done())
+
+    def _maybe_update_lessons(self) -> None:
+        every = self.config.lessons_every
+        if self.lesson_update is None or every == 0 or len(self._signal_groups) < every:
+            return
+        if self._lesson_task is not None and not self._lesson_task.done():
+            return  # one at a time; the groups keep accumulating for the next one
+        groups, self._signal_groups = self._signal_groups, []
+        self._lesson_task = asyncio.ensure_future(asyncio.to_thread(self._update_lessons, groups, self.learned))
+
+    def _update_lessons(self, groups: list[Group], seq: int) -> None:
+        """The paper's lessons update on the groups with signal (a worker thread: the critic is an LLM)."""
+        assert self.lesson_update is not None
+        ctx = StepContext(
+            policy=self.lesson_context["policy"],
+            reward=self.lesson_context.get("reward"),  # type: ignore[arg-type]  # (used only by --validate-margin, which needs --reward)
+            config=self.lesson_context["config"],
+            seed=seq,
+            global_step=seq,
+            progress={_SERVED_PROGRESS: seq},
+            validation=[g.sample for g in groups],
+        )
+        try:
+            figures = self.lesson_update.commit(groups, ctx)
+            log.info(
+                "lessons updated",
+                extra=log_fields(
+                    library=self.name,
+                    **{k: figures.get(k) for k in ("applied", "skipped", "lessons", "lesson_version", "accepted")},
+                ),
+            )
+        except Exception:
+            log.exception("the lessons update failed (the lessons are as they were)")
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        self.metrics.set_library(self.name, self.grpo.library_size(), self.lessons.version, len(self.lessons))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "library": self.name,
+            "experiences": self.grpo.stats().to_dict(),
+            "lessons": {"count": len(self.lessons), "version": self.lessons.version},
+            "records": self.records.counts(),
+            "groups_learned": self.learned,
+        }
+
+    async def close(self) -> None:
+        """Commit what is queued, learn the groups it formed, and close the files."""
+        await asyncio.to_thread(self.records.close)
+        if self._queue is not None and not self._task.done():
+            self._queue.put_nowait(None)
+            await self._task
+        if self._lesson_task is not None:
+            with contextlib.suppress(Exception):
+                await self._lesson_task
+        self._worker.shutdown(wait=True)
+        self.lessons.close()
+        self.grpo.close()
