@@ -172,26 +172,28 @@ class TrainingFreeGRPO:
 
     def _bulk_insert(self, experiences: list[Experience]) -> None:
         """Insert many experiences at once, in their order (ids kept when present, ascending), O(n log n)."""
-        add = self._sampler.add
         by_id = self._by_id
+        next_id = self._next_id
         last, in_order = self._last_timestamp, self._time_sorted
         for exp in experiences:
-            if exp.id is None:
-                exp.id = self._next_id
-            if exp.id >= self._next_id:
-                self._next_id = exp.id + 1
-            add(exp)
-            by_id[exp.id] = exp
+            id_ = exp.id
+            if id_ is None:
+                id_ = exp.id = next_id
+            if id_ >= next_id:
+                next_id = id_ + 1
+            by_id[id_] = exp
             if exp.timestamp < last:
                 in_order = False
             last = exp.timestamp
+        self._next_id = next_id
+        self._sampler.add_many(experiences)
         self._order.extend(experiences)
         self._last_timestamp, self._time_sorted = last, in_order
         if self._by_age is not None:
-            self._by_age.extend((e.timestamp, e.id, e) for e in experiences)
+            self._by_age.extend([(e.timestamp, e.id, e) for e in experiences])
             heapq.heapify(self._by_age)
         if self._heap is not None:
-            self._heap.extend((e.advantage, e.id, e) for e in experiences)
+            self._heap.extend([(e.advantage, e.id, e) for e in experiences])
             heapq.heapify(self._heap)
         self._stats_cache = None
         if self._retriever is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -224,12 +225,28 @@ def _load(db: sqlite3.Connection, path: Path) -> LibraryState:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise LibraryFormatError(f"{damaged} counter {name!r:.40} is {value!r:.40}, not a whole number >= 0")
         rows = db.execute("SELECT id, prompt, response, advantage, timestamp, metadata FROM experiences ORDER BY id")
-        experiences = []
-        checked = Experience.checked
+        experiences: list[Experience] = []
+        append, new, checked = experiences.append, Experience, Experience.checked
         last_id = None
         for id_, prompt, response, advantage, timestamp, metadata in rows:
+            # The usual row, checked inline (a million of them): the text SQLite hands over was decoded as
+            # strict UTF-8, so it holds no lone surrogate, and an SQLite integer is below 2**63. A damaged
+            # b-tree can list an id twice or out of order; everything after relies on unique ids.
+            if (
+                type(id_) is int
+                and (last_id is None or id_ > last_id)
+                and metadata is None
+                and type(prompt) is str
+                and type(response) is str
+                and type(advantage) is float
+                and -math.inf < advantage < math.inf
+                and type(timestamp) is int
+                and timestamp >= 0
+            ):
+                append(new(prompt, response, advantage, timestamp, None, id_))
+                last_id = id_
+                continue
             where = f"{damaged} experience id {id_}"
-            # A damaged b-tree can list an id twice or out of order; everything after relies on unique ids.
             if type(id_) is not int or (last_id is not None and id_ <= last_id):
                 raise LibraryFormatError(f"{where} is out of order or repeated")
             last_id = id_
@@ -241,7 +258,7 @@ def _load(db: sqlite3.Connection, path: Path) -> LibraryState:
                 advantage = float(advantage)
             exp = checked(prompt, response, advantage, timestamp, metadata or None, where)
             exp.id = id_
-            experiences.append(exp)
+            append(exp)
     except (ValueError, RecursionError) as exc:  # JSON that does not parse
         raise LibraryFormatError(f"{damaged} {exc}") from None
     except sqlite3.DatabaseError as exc:  # e.g. a page that cannot be read, text that is not UTF-8
