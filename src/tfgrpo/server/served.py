@@ -72,7 +72,9 @@ class ServedLibrary:
     # -- injection
 
     async def ainject(self, prompt: str) -> tuple[list, dict[str, str], PromptTemplate]:
-        """`inject` on the worker thread."""
+        """`inject` on the worker thread (at once when no experience is asked for: nothing is searched)."""
+        if self.config.shots == 0:
+            return self.inject(prompt)
         return await self.run(self.inject, prompt)
 
     def inject(self, prompt: str) -> tuple[list, dict[str, str], PromptTemplate]:
