@@ -27,11 +27,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
+import urllib.request
 from pathlib import Path
+from typing import TypeVar
 
-import httpx
+import aiohttp
 
-from latency_server import read_body, serve_lifespan  # beside this file
+T = TypeVar("T")
 
 _SYLLABLES = "ka lo mi ne ru ta vo si pe da gu fi ho ze ba".split()
 VOCABULARY = sorted({a + b + c for a in _SYLLABLES for b in _SYLLABLES for c in _SYLLABLES})
@@ -51,48 +54,97 @@ def prompt_of(i: int, rng: random.Random) -> str:
 # ---------------------------------------------------------------------------------------------- the upstream
 
 
-def upstream_app(delay: float, pieces: int):
-    """A bare ASGI OpenAI stand-in: answers "ok" after `delay` (streamed: `pieces` chunks)."""
+def _answer(n: int) -> bytes:
+    choices = [{"index": i, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+               for i in range(n)]  # fmt: skip
+    return json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "latency", "choices": choices,
+                       "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()  # fmt: skip
 
-    async def send_json(send, payload: dict) -> None:
-        body = json.dumps(payload).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
 
-    async def app(scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            await serve_lifespan(receive, send)
-            return
-        body = await read_body(receive)
-        if scope["path"] == "/v1/models":
-            await send_json(send, {"object": "list", "data": [{"id": "latency", "object": "model"}]})
+_CHUNK = json.dumps({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "latency",
+                     "choices": [{"index": 0, "delta": {"content": "ok "}, "finish_reason": None}]})  # fmt: skip
+_MODELS = json.dumps({"object": "list", "data": [{"id": "latency", "object": "model"}]}).encode()
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    """A bare HTTP/1.1 OpenAI stand-in on asyncio's transport (no framework, no ASGI server), so that it
+    costs next to nothing per request: "ok" after `delay`, or `pieces` streamed chunks `delay / pieces`
+    apart (chunked transfer encoding). Keep-alive; requests on one connection are answered in order."""
+
+    def __init__(self, delay: float, pieces: int) -> None:
+        self.delay, self.pieces = delay, pieces
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if len(self.buffer) < end + 4 + length:
+                return
+            body, self.buffer = self.buffer[end + 4 : end + 4 + length], self.buffer[end + 4 + length :]
+            self.handle(head.split(" ", 2)[1], body)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def respond(self, ctype: bytes, body: bytes) -> None:
+        self.write(b"HTTP/1.1 200 OK\r\ncontent-type: " + ctype + b"\r\ncontent-length: "
+                   + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+
+    def handle(self, path: str, body: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        if path.endswith("/models"):
+            self.respond(b"application/json", _MODELS)
             return
         request = json.loads(body or b"{}")
-        n = request.get("n") or 1
-        await asyncio.sleep(delay)
         if not request.get("stream"):
-            choices = [{"index": i, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
-                       for i in range(n)]  # fmt: skip
-            await send_json(send, {"id": "x", "object": "chat.completion", "created": 0, "model": "latency",
-                                   "choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                                                                 "total_tokens": 2}})  # fmt: skip
+            loop.call_later(self.delay, self.respond, b"application/json", _answer(request.get("n") or 1))
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-        for _ in range(pieces):
-            chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "latency",
-                     "choices": [{"index": 0, "delta": {"content": "ok "}, "finish_reason": None}]}  # fmt: skip
-            await send({"type": "http.response.body", "body": f"data: {json.dumps(chunk)}\n\n".encode(),
-                        "more_body": True})  # fmt: skip
-            await asyncio.sleep(delay / pieces)
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+        self.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
 
-    return app
+        def piece(data: bytes) -> bytes:
+            return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+        # the first chunk after `delay` (the time to first token), the others `delay / pieces` apart
+        step = self.delay / self.pieces
+        for i in range(self.pieces):
+            loop.call_later(self.delay + step * i, self.write, piece(f"data: {_CHUNK}\n\n".encode()))
+        loop.call_later(2 * self.delay, self.write, piece(b"data: [DONE]\n\n") + b"0\r\n\r\n")
 
 
 def serve_upstream(port: int, delay: float, pieces: int) -> None:
-    import uvicorn
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: UpstreamProtocol(delay, pieces), "127.0.0.1", port, backlog=4096)
+        await server.serve_forever()
 
-    uvicorn.run(upstream_app(delay, pieces), host="127.0.0.1", port=port, log_level="warning", backlog=4096)
+    event_loop(main())
+
+
+def event_loop(main) -> None:
+    """Run `main` on uvloop when it is installed (uvicorn[standard] brings it), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -131,41 +183,48 @@ def wait_up(url: str, process: subprocess.Popen, timeout: float = 1800) -> float
         if process.poll() is not None:
             raise SystemExit(f"{url}: the server exited with {process.returncode}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return time.perf_counter() - started
-        except httpx.HTTPError:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except OSError:
             pass
         time.sleep(0.1)
     raise SystemExit(f"{url} did not come up")
 
 
 # ---------------------------------------------------------------------------------------------- measuring
+# The client is aiohttp on uvloop: at 256 in flight an httpx client cost more CPU than the proxy it measured.
 
 
 def body(prompt: str, stream: bool = False) -> dict:
     return {"model": "latency", "messages": [{"role": "user", "content": prompt}], "max_tokens": 16, "stream": stream}
 
 
-async def one(client: httpx.AsyncClient, url: str, prompt: str, stream: bool = False) -> tuple[float, str | None]:
+def session(concurrency: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency), timeout=aiohttp.ClientTimeout(total=600)
+    )
+
+
+async def one(client: aiohttp.ClientSession, url: str, prompt: str, stream: bool = False) -> tuple[float, str | None]:
     """Seconds to the whole answer (or to the first streamed content), and the completion id."""
     started = time.perf_counter()
-    if not stream:
-        for attempt in range(3):
-            try:
-                response = await client.post(f"{url}/chat/completions", json=body(prompt))
-                break
-            except (httpx.ReadError, httpx.RemoteProtocolError):  # a kept-alive connection the server closed
-                ERRORS[url] = ERRORS.get(url, 0) + 1
-                if attempt == 2:
-                    raise
-        response.raise_for_status()
-        return time.perf_counter() - started, response.json()["id"]
-    first = None
-    async with client.stream("POST", f"{url}/chat/completions", json=body(prompt, True)) as response:
-        async for line in response.aiter_lines():
-            if first is None and line.startswith("data:") and '"content"' in line:
-                first = time.perf_counter() - started
-    return first, None
+    for attempt in range(3):
+        try:
+            async with client.post(f"{url}/chat/completions", json=body(prompt, stream)) as response:
+                response.raise_for_status()
+                if not stream:
+                    return time.perf_counter() - started, (await response.json())["id"]
+                first = None
+                async for line in response.content:
+                    if first is None and line.startswith(b"data:") and b'"content"' in line:
+                        first = time.perf_counter() - started
+                return typing.cast(float, first), None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):  # a kept-alive connection it closed
+            ERRORS[url] = ERRORS.get(url, 0) + 1
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 ERRORS: dict[str, int] = {}
@@ -179,7 +238,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def latency(direct: str, proxy: str, n: int, stream: bool, rng: random.Random) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"direct": [], "proxy": []}
-    async with httpx.AsyncClient(timeout=120) as client:
+    async with session(4) as client:
         for url in (direct, proxy):  # warm up the connections (and the proxy's first retrieval)
             for _ in range(10):
                 await one(client, url, prompt_of(rng.randrange(10**6), rng), stream)
@@ -193,15 +252,14 @@ async def latency(direct: str, proxy: str, n: int, stream: bool, rng: random.Ran
 async def throughput(url: str, concurrency: int, total: int, rng: random.Random) -> tuple[float, list[str]]:
     prompts = [prompt_of(rng.randrange(10**6), rng) for _ in range(total)]
     ids: list[str] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
-        queue = iter(prompts)
+    async with session(concurrency) as client:
+        queue = iter(prompts[: min(concurrency, 64)])
 
         async def worker() -> None:
             for prompt in queue:
-                ids.append((await one(client, url, prompt))[1])
+                ids.append(typing.cast(str, (await one(client, url, prompt))[1]))
 
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, 8))))  # warm up
+        await asyncio.gather(*(worker() for _ in range(concurrency)))  # warm up: open connections
         queue = iter(prompts)
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -209,14 +267,14 @@ async def throughput(url: str, concurrency: int, total: int, rng: random.Random)
 
 
 async def feedback_rate(proxy: str, ids: list[str], concurrency: int = 64) -> float:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+    async with session(concurrency) as client:
         queue = iter(ids)
 
         async def worker() -> None:
             for cid in queue:
-                response = await client.post(f"{proxy}/feedback", json={"id": cid, "reward": random.random()})
-                response.raise_for_status()
+                async with client.post(f"{proxy}/feedback", json={"id": cid, "reward": random.random()}) as response:
+                    response.raise_for_status()
+                    await response.read()
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -252,10 +310,10 @@ def main() -> None:
     parser.add_argument("--mode", default="lexical", choices=["lexical", "semantic", "hybrid"])
     parser.add_argument("--shots", type=int, default=3, help="experiences per request (0: the proxy without retrieval)")
     parser.add_argument("--library", default=None, help="library file (default: a cached one in the temp dir)")
-    parser.add_argument("--requests", type=int, default=300, help="sequential requests for the latency rows")
-    parser.add_argument("--concurrency", default="64,256")
-    parser.add_argument("--delay", type=float, default=0.05, help="upstream seconds per answer (throughput rows)")
-    parser.add_argument("--feedback", type=int, default=4000, help="feedback posts for the ingestion row")
+    parser.add_argument("--requests", type=int, default=300, help="sequential requests for the latency rows (0: none)")
+    parser.add_argument("--concurrency", default="64,256", help="in flight for the throughput rows ('': none)")
+    parser.add_argument("--delay", type=float, default=0.05, help="upstream seconds per answer")
+    parser.add_argument("--feedback", type=int, default=4000, help="feedback posts for the ingestion rows (0: none)")
     parser.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pieces", type=int, default=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -271,14 +329,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tfgrpo-bench-proxy-"))
     served = work / "served.db"
     subprocess.run(["cp", str(library), str(served)], check=True)
+    if Path(f"{library}.index").exists():  # the saved retrieval index: the proxy starts without rebuilding it
+        subprocess.run(["cp", f"{library}.index", f"{served}.index"], check=True)
 
+    loads = [os.getloadavg()]
     up_port, proxy_port = free_port(), free_port()
     processes = []
     try:
-        for delay, port in ((args.delay, up_port),):
-            processes.append(subprocess.Popen(
-                [sys.executable, __file__, "--serve-upstream", str(port), "--delay", str(delay)]
-            ))  # fmt: skip
+        processes.append(subprocess.Popen(
+            [sys.executable, __file__, "--serve-upstream", str(up_port), "--delay", str(args.delay)]
+        ))  # fmt: skip
         direct = f"http://127.0.0.1:{up_port}/v1"
         wait_up(f"{direct}/models", processes[0])
         tfgrpo = Path(sys.executable).with_name("tfgrpo")
@@ -292,27 +352,36 @@ def main() -> None:
         print(f"proxy up in {startup:.1f} s (library {args.size:,}, {args.mode} retrieval)", flush=True)
 
         rows = []
-        lat = asyncio.run(latency(direct, proxy, args.requests, False, rng))
-        rows += [("latency p50 [ms]", 1e3 * pct(lat["direct"], 0.5), 1e3 * pct(lat["proxy"], 0.5)),
-                 ("latency p99 [ms]", 1e3 * pct(lat["direct"], 0.99), 1e3 * pct(lat["proxy"], 0.99))]  # fmt: skip
-        added = [p - d for p, d in zip(lat["proxy"], lat["direct"])]
-        rows.append(("added per request p50 / p99 [ms]", 1e3 * statistics.median(added), 1e3 * pct(added, 0.99)))
-        ttft = asyncio.run(latency(direct, proxy, args.requests // 2, True, rng))
-        rows.append(("first streamed token p50 [ms]", 1e3 * pct(ttft["direct"], 0.5), 1e3 * pct(ttft["proxy"], 0.5)))
-        print(rows, flush=True)
+        if args.requests:
+            lat = run(latency(direct, proxy, args.requests, False, rng))
+            rows += [("latency p50 [ms]", 1e3 * pct(lat["direct"], 0.5), 1e3 * pct(lat["proxy"], 0.5)),
+                     ("latency p99 [ms]", 1e3 * pct(lat["direct"], 0.99), 1e3 * pct(lat["proxy"], 0.99))]  # fmt: skip
+            added = [p - d for p, d in zip(lat["proxy"], lat["direct"])]
+            rows.append(("added per request p50 / p99 [ms]", 1e3 * statistics.median(added), 1e3 * pct(added, 0.99)))
+            ttft = run(latency(direct, proxy, args.requests // 2, True, rng))
+            added = [p - d for p, d in zip(ttft["proxy"], ttft["direct"])]
+            rows.append(
+                ("first streamed token p50 [ms]", 1e3 * pct(ttft["direct"], 0.5), 1e3 * pct(ttft["proxy"], 0.5))
+            )
+            rows.append(("first streamed token added p50 [ms]", None, 1e3 * statistics.median(added)))
+            print(rows, flush=True)
         ids: list[str] = []
-        for c in (int(x) for x in args.concurrency.split(",")):
+        for c in (int(x) for x in args.concurrency.split(",") if x):
             total = max(4 * c, 512)
-            direct_rps, _ = asyncio.run(throughput(direct, c, total, rng))
-            proxy_rps, new_ids = asyncio.run(throughput(proxy, c, total, rng))
+            direct_rps, _ = run(throughput(direct, c, total, rng))
+            proxy_rps, new_ids = run(throughput(proxy, c, total, rng))
             ids += new_ids
             rows.append((f"throughput at {c} in flight [req/s]", direct_rps, proxy_rps))
             print(rows[-1], flush=True)
-        ids = ids[: args.feedback]
-        rate = asyncio.run(feedback_rate(proxy, ids))
-        rows.append((f"feedback over HTTP, 64 in flight [per s] ({len(ids)})", None, rate))
-        rows.append((f"feedback, CompletionRecords in-process [per s] ({args.feedback})", None,
-                     records_rate(args.feedback)))  # fmt: skip
+        if args.feedback:
+            if len(ids) < args.feedback:  # completions to give feedback on
+                ids += run(throughput(proxy, 64, args.feedback - len(ids), rng))[1]
+            ids = ids[: args.feedback]
+            rate = run(feedback_rate(proxy, ids))
+            rows.append((f"feedback over HTTP, 64 in flight [per s] ({len(ids)})", None, rate))
+            rows.append((f"feedback, CompletionRecords in-process [per s] ({args.feedback})", None,
+                         records_rate(args.feedback)))  # fmt: skip
+        loads.append(os.getloadavg())
     finally:
         for process in processes:
             process.terminate()
@@ -321,13 +390,26 @@ def main() -> None:
 
     if ERRORS:
         print(f"requests sent again after a dropped connection: {ERRORS}")
+    load = ", ".join(" / ".join(f"{x:.2f}" for x in la) for la in loads)
     print(f"\n{args.size:,} experiences, {args.mode} retrieval, {args.shots} shots, upstream delay "
-          f"{args.delay * 1e3:.0f} ms (latency rows: the same), {os.cpu_count()} CPUs\n")  # fmt: skip
+          f"{args.delay * 1e3:.0f} ms, {os.cpu_count()} CPUs, load average (1/5/15 min) at start, end: "
+          f"{load}\n")  # fmt: skip
     print("| measure | direct | through the proxy | proxy / direct |")
     print("| --- | --- | --- | --- |")
     for name, d, p in rows:
         ratio = f"{p / d:.2f}" if d else "-"
         print(f"| {name} | {'-' if d is None else f'{d:,.2f}'} | {p:,.2f} | {ratio} |")
+
+
+def run(coroutine: typing.Coroutine[typing.Any, typing.Any, T]) -> T:
+    """`coroutine`'s result, on uvloop when it is installed."""
+    out: list[T] = []
+
+    async def keep() -> None:
+        out.append(await coroutine)
+
+    event_loop(keep())
+    return out[0]
 
 
 if __name__ == "__main__":
