@@ -17,7 +17,7 @@ them and numbered in the order they were formed (`seq`):
 Holdout completions never join a group: they measure the model without the library.
 
 All writes go through one writer thread that commits whatever is queued in one transaction (group
-commit), so many concurrent feedback posts cost one commit, not one each.
+commit), so many concurrent feedback posts cost one commit (and one fsync), not one each.
 """
 
 from __future__ import annotations
@@ -144,9 +144,7 @@ class CompletionRecords:
         self.on_group = on_group
         self._clock = clock
         self._db = connect(self.path)
-        # Every commit reaches the disk (fsync of the WAL) before its callers hear of it: an acknowledged
-        # completion or feedback survives a power cut, not only a crash. Group commit pays it once a batch.
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._synchronous = "NORMAL"  # as `connect` left it
         with transaction(self._db, "creating the proxy's tables"):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -196,7 +194,15 @@ class CompletionRecords:
     def _commit_batch(self, batch: list[tuple[tuple, Future]]) -> None:
         results: list[Any] = []
         groups: list[Group] = []
+        # A batch with feedback is on disk (the WAL fsynced) before any of it is acknowledged: a 200 for
+        # feedback survives a power cut, not only a crash; group commit pays the fsync once per batch.
+        # Completion records alone survive a crash of the proxy (WAL, synchronous=NORMAL) without an
+        # fsync on every answer's path (one costs 4 ms p50, 16 ms p99 on the benchmark machine's disk).
+        synchronous = "FULL" if any(item[0] == "feedback" for item, _ in batch) else "NORMAL"
         try:
+            if synchronous != self._synchronous:
+                self._db.execute(f"PRAGMA synchronous={synchronous}")
+                self._synchronous = synchronous
             with transaction(self._db, "recording completions and feedback"):
                 for item, _ in batch:
                     if item[0] == "add":
