@@ -1,11 +1,11 @@
 """Any OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp server, OpenAI, DeepSeek, `tfgrpo
-serve-model`) through the official `openai` async client, with bounded concurrency and our own retries.
+serve-model`), with bounded concurrency and our own retries.
 
-The hot path is lean, because with one request per rollout (fan-out) the client's CPU time per request
-caps the rollouts per second: completions are posted as plain JSON (`client.post(..., cast_to=object)`,
-which skips the client's parameter transformation and response models, about 2 ms per request) and
-the connections are spread over several small pools (httpx's pool scans all its connections for every
-request, so one pool of 256 costs O(256) per request).
+Requests go out as plain JSON over one aiohttp session, with the headers the official `openai` client
+would send (its auth, organization, project and user agent, from the same arguments and environment).
+With one request per rollout (fan-out) the client's CPU time per request caps the rollouts per second,
+and the `openai` client's own stack (request building, httpx, httpcore, h11) costs about 3-4 ms per
+request on a 2-core machine against about 0.6 ms for aiohttp (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import email.utils
-import math
+import json
 import os
 import random
 import threading
@@ -36,7 +36,6 @@ from .base import (
 
 NStrategy = Literal["auto", "native", "fanout"]
 RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
-CONNECTIONS_PER_POOL = 8
 
 
 class _LoopThread:
@@ -131,9 +130,12 @@ class OpenAIBackend(Backend):
         extra_body: dict | None = None,
     ) -> None:
         try:
+            import aiohttp
             import openai
         except ImportError as exc:
-            raise BackendError("the HTTP backend needs the openai client: pip install 'tfgrpo[http]'") from exc
+            raise BackendError(
+                f"the HTTP backend needs the openai client and aiohttp ({exc}): pip install 'tfgrpo[http]'"
+            ) from exc
         for name, value, minimum in (("concurrency", concurrency, 1), ("max_retries", max_retries, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ConfigError(f"OpenAIBackend {name} must be a whole number >= {minimum}, got {value!r}")
@@ -159,12 +161,12 @@ class OpenAIBackend(Backend):
         self.n_strategy: NStrategy = n_strategy
         self.extra_body = dict(extra_body or {})
         self._openai = openai
+        self._aiohttp = aiohttp
         self._usage = Usage()
         self._fanout = n_strategy == "fanout"
         self._runner = _LoopThread()
         # Built on the loop thread on first use (asyncio objects belong to the loop that uses them).
-        self._clients: list[Any] = []  # one per pool of at most CONNECTIONS_PER_POOL connections
-        self._in_flight: list[int] = []  # requests in flight on each
+        self._session: Any = None  # aiohttp.ClientSession
         self._semaphore: asyncio.Semaphore | None = None
         self._model_lock: asyncio.Lock | None = None
         self._client_kwargs = {"base_url": self.base_url, "api_key": api_key, "timeout": self.timeout}
@@ -204,10 +206,9 @@ class OpenAIBackend(Backend):
         return await asyncio.wrap_future(self._runner.submit(self._complete(prompt, params, chat)))
 
     def close(self) -> None:
-        if self._clients and not self._runner.loop.is_closed():
-            for client in self._clients:
-                self._runner.submit(client.close()).result(timeout=10)
-            self._clients = []
+        if self._session is not None and not self._runner.loop.is_closed():
+            self._runner.submit(self._session.close()).result(timeout=10)
+            self._session = None
         self._runner.stop()
 
     def _check_mode(self, prompts: list[Prompt], chat: bool | None) -> bool:
@@ -238,29 +239,31 @@ class OpenAIBackend(Backend):
         return generations + [group[0] for group in rest]
 
     async def _setup(self) -> None:
-        if not self._clients:
-            openai = self._openai
-            pools = math.ceil(self.concurrency / CONNECTIONS_PER_POOL)
-            size = math.ceil(self.concurrency / pools)
-            limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=size, max_keepalive_connections=size)
-            self._clients = [
-                openai.AsyncOpenAI(  # retries are ours
-                    max_retries=0, http_client=openai.DefaultAsyncHttpxClient(limits=limits), **self._client_kwargs
-                )
-                for _ in range(pools)
-            ]
-            self._in_flight = [0] * pools
+        if self._session is None:
+            # The openai client only lends its headers (it sends nothing): auth, OPENAI_ORG_ID,
+            # OPENAI_PROJECT_ID and user agent as it would send them; values it omits are not strings.
+            client = self._openai.AsyncOpenAI(max_retries=0, **self._client_kwargs)
+            headers = {k: v for k, v in {**client.auth_headers, **client.default_headers}.items() if isinstance(v, str)}
+            await client.close()
+            aiohttp = self._aiohttp
+            self._session = aiohttp.ClientSession(
+                headers=headers,
+                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                timeout=aiohttp.ClientTimeout(total=None),  # ours, per attempt, in _with_retries
+                trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as the openai client's httpx honours them
+            )
             self._semaphore = asyncio.Semaphore(self.concurrency)
             self._model_lock = asyncio.Lock()
         if not self.model_name:
             lock = self._model_lock
-            assert lock is not None, "made with the clients above"
+            assert lock is not None, "made with the session above"
             async with lock:
                 if not self.model_name:
-                    models = await self._with_retries(lambda client: client.models.list(), "GET /models")
-                    if not models.data:
+                    models = await self._with_retries("GET", "/models", None, "GET /models")
+                    data = models.get("data") if isinstance(models, dict) else None
+                    if not data or not isinstance(data[0], dict) or not data[0].get("id"):
                         raise BackendError(f"{self.base_url} lists no models; pass model= or set TFGRPO_MODEL")
-                    self.model_name = models.data[0].id
+                    self.model_name = str(data[0]["id"])
 
     async def _request(
         self, prompt: Prompt, params: GenerationParams, chat: bool, n: int, seed: int | None
@@ -287,7 +290,7 @@ class OpenAIBackend(Backend):
         else:
             body["prompt"] = prompt
         path, what = ("/chat/completions", "chat completion") if chat else ("/completions", "completion")
-        response = await self._with_retries(lambda client: client.post(path, body=body, cast_to=object), what)
+        response = await self._with_retries("POST", path, body, what)
 
         try:
             choices = sorted(response.get("choices") or [], key=lambda c: c.get("index") or 0)
@@ -307,32 +310,38 @@ class OpenAIBackend(Backend):
             generations.append(Generation(text, choice.get("finish_reason"), prompt_tokens, per_choice))
         return generations
 
-    async def _with_retries(self, call, what: str):
-        """`call(client)` with our retries, on the least busy connection pool."""
-        openai = self._openai
-        in_flight = self._in_flight
+    async def _send(self, method: str, path: str, body: dict | None, what: str) -> Any:
+        """One attempt: the decoded JSON answer, or `_StatusError` for a non-2xx status."""
+        data = None if body is None else json.dumps(body).encode()
+        async with self._session.request(method, self.base_url + path, data=data) as response:
+            raw = await response.read()
+        if response.status >= 400:
+            raise _StatusError(response.status, response.headers, _message(raw))
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise BackendError(f"{self.base_url} sent a {what} response that is not JSON: {raw!r:.200}") from None
+
+    async def _with_retries(self, method: str, path: str, body: dict | None, what: str) -> Any:
+        """`_send` with our retries."""
         semaphore = self._semaphore
         assert semaphore is not None, "_setup runs before any request"
         for attempt in range(self.max_retries + 1):
             wait = None
             try:
                 async with semaphore:
-                    pool = in_flight.index(min(in_flight))
-                    in_flight[pool] += 1
-                    try:
-                        return await asyncio.wait_for(call(self._clients[pool]), self.timeout)
-                    finally:
-                        in_flight[pool] -= 1
-            except openai.APIStatusError as exc:
-                last = exc
-                status = exc.status_code
+                    return await asyncio.wait_for(self._send(method, path, body, what), self.timeout)
+            except _StatusError as exc:
+                last: BaseException = exc
+                status = exc.status
                 if status not in RETRYABLE_STATUS and status < 500:
-                    raise BackendError(f"{self.base_url} refused the {what} ({status}): {_message(exc)}") from exc
-                error = f"HTTP {status}: {_message(exc)}"
-                wait = retry_after_seconds(exc.response.headers)
-            except (openai.APIConnectionError, asyncio.TimeoutError) as exc:
+                    raise BackendError(f"{self.base_url} refused the {what} ({status}): {exc.message}") from exc
+                error = f"HTTP {status}: {exc.message}"
+                wait = retry_after_seconds(exc.headers)
+            except (self._aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 last = exc
-                error = f"timed out after {self.timeout:g} s" if _is_timeout(exc) else f"connection failed ({exc})"
+                timed_out = isinstance(exc, asyncio.TimeoutError)
+                error = f"timed out after {self.timeout:g} s" if timed_out else f"connection failed ({exc})"
             if attempt == self.max_retries:
                 raise BackendError(
                     f"{self.base_url} failed the {what} {attempt + 1} times; last: {error}. "
@@ -342,18 +351,26 @@ class OpenAIBackend(Backend):
                 wait = min(self.backoff_cap, self.backoff_base * 2**attempt) * random.uniform(0.5, 1.0)
             self._usage.record_retry()
             await asyncio.sleep(min(wait, self.retry_after_cap))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _is_timeout(exc: BaseException) -> bool:
-    import openai
+class _StatusError(Exception):
+    """A non-2xx answer: its status, headers and the server's error message."""
 
-    return isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError))
+    def __init__(self, status: int, headers: Any, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status, self.headers, self.message = status, headers, message
 
 
-def _message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    return str(getattr(exc, "message", exc))
+def _message(raw: bytes) -> str:
+    """The error message of an error answer: OpenAI's `{"error": {"message": ...}}`, else its text."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace").strip()[:500] or "no message"
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if isinstance(error, str) and error:
+        return error
+    return json.dumps(body)[:500]
