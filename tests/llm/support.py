@@ -147,12 +147,13 @@ def gathering(n: int, answer: Callable[[dict], Reply], timeout: float = 60.0) ->
 class StandIn:
     """A real HTTP/1.1 server on 127.0.0.1 (asyncio, in a thread) that answers as a test scripts it.
 
-    It records every request (path, JSON body, arrival time) and the most requests in flight at once.
+    It records every request (path, JSON body, headers, arrival time) and the most requests in flight at once.
     """
 
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
         self.requests: list[tuple[str, dict]] = []
+        self.headers: list[dict[str, str]] = []  # lower-case names
         self.arrivals: list[float] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -191,6 +192,7 @@ class StandIn:
                 body = json.loads(raw) if raw else {}
                 index = len(self.requests)
                 self.requests.append((f"{method} {path}", body))
+                self.headers.append(headers)
                 self.arrivals.append(time.monotonic())
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)

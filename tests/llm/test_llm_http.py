@@ -216,6 +216,17 @@ def test_completions_mode_and_client_side_stop():
     assert server.requests[0][0] == "POST /v1/completions" and server.bodies[0]["prompt"] == "Once upon"
 
 
+def test_requests_carry_the_openai_clients_headers(monkeypatch):
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-1")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-1")
+    with StandIn(script()) as server, backend_for(server) as backend:
+        backend.generate(["hi"])
+    [headers] = server.headers
+    assert headers["authorization"] == "Bearer test"
+    assert (headers["openai-organization"], headers["openai-project"]) == ("org-1", "proj-1")
+    assert headers["content-type"] == "application/json" and headers["user-agent"].startswith("AsyncOpenAI/Python")
+
+
 def test_model_is_discovered_from_the_server(monkeypatch):
     monkeypatch.delenv("TFGRPO_MODEL", raising=False)
 
