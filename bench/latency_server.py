@@ -39,7 +39,8 @@ async def read_body(receive) -> bytes:
 def create_latency_app(delay_s: float = 0.05, text: str = "ok", gather: int = 0, gather_timeout_s: float = 60.0):
     """A bare ASGI app (no framework, so the server is never the bottleneck). It answers
     /v1/chat/completions and /v1/completions with `n` copies of `text` after `delay_s` seconds, and
-    /v1/models and /health at once. `app.state["requests"]` and `app.state["max_in_flight"]` count.
+    /v1/models and /health at once. `app.state["requests"]` and `app.state["max_in_flight"]` count;
+    GET /stats answers them with the requests in flight now and this process's CPU seconds.
     `gather`: the first completions wait until that many are in flight at once (a barrier for tests,
     released after `gather_timeout_s` if they never are)."""
     state = {"requests": 0, "in_flight": 0, "max_in_flight": 0}
@@ -94,6 +95,9 @@ def create_latency_app(delay_s: float = 0.05, text: str = "ok", gather: int = 0,
             return
         body = await read_body(receive)
         path, method = scope["path"], scope["method"]
+        if method == "GET" and path == "/stats":  # for the benchmark's own sampling: not counted as a request
+            await send_json(send, 200, {**state, "cpu_seconds": time.process_time()})
+            return
         state["requests"] += 1
         if method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
             try:
