@@ -11,6 +11,7 @@ from .core.library import TrainingFreeGRPO
 from .errors import ConfigError
 
 Prompt = str | list[dict[str, str]]
+EXAMPLE_FORMATS = ("text", "turns")
 
 
 def approx_tokens(text: str) -> int:
@@ -63,11 +64,13 @@ def select_examples(
     exclude_same_prompt: bool = True,
     select: str = "sample",
     retrieval_mode: str = "semantic",
+    advantage_weight: float = 0.0,
 ) -> list[Experience]:
     """Up to `shots` distinct experiences, best advantage first: drawn by advantage (`select="sample"`)
     or the most relevant to the prompt (`select="retrieve"`, with `retrieval_mode` lexical, semantic or
-    hybrid). Experiences of the very same prompt are left out by default, since they would hand the
-    model its own answer."""
+    hybrid; `advantage_weight` w > 0 ranks by (1 - w) * relevance + w * advantage instead, both scaled
+    over the candidates). Experiences of the very same prompt are left out by default, since they would
+    hand the model its own answer."""
     if select not in ("sample", "retrieve"):
         raise ConfigError(f"select must be 'sample' or 'retrieve', got {select!r}")
     if grpo is None or shots <= 0 or grpo.library_size() == 0:
@@ -75,7 +78,8 @@ def select_examples(
     if select == "sample":
         candidates = grpo.sample_multiple(min(grpo.library_size(), 4 * shots), replace=False)
     else:
-        candidates = grpo.get_experiences_for_prompt(prompt, k=4 * shots, mode=retrieval_mode)
+        mix: dict[str, float] = {"advantage_weight": advantage_weight} if advantage_weight > 0 else {}
+        candidates = grpo.get_experiences_for_prompt(prompt, k=4 * shots, mode=retrieval_mode, where=None, **mix)
     chosen, seen = [], set()
     for exp in candidates:
         if (exclude_same_prompt and exp.prompt == prompt) or exp.response in seen:
@@ -95,18 +99,31 @@ def build_prompt(
     token_budget: int | None = None,
     count_tokens: Callable[[str], int] = approx_tokens,
     chat: bool = True,
+    example_format: str = "text",
 ) -> Prompt:
     """The few-shot prompt for `prompt`: examples in order while they fit `token_budget` (counted for
-    the examples only), then the query. The template's instruction becomes a system message for chat
-    models (a message list), or the first paragraph of a plain-text prompt."""
-    parts = [template.example.format(prompt=e.prompt, response=e.response) for e in examples]
-    if token_budget is not None:
-        parts = [parts[i] for i in _fitting(parts, token_budget, count_tokens)]
-    user = "".join(parts) + template.query.format(prompt=prompt)
+    the examples only, in their `template.example` form), then the query. The template's instruction
+    becomes a system message for chat models (a message list), or the first paragraph of a plain-text
+    prompt. In chat, `example_format="turns"` puts each example in as a conversation turn of its own (a
+    user message with its query, the assistant's message with its response) instead of `template.example`
+    text inside the user message; without examples, or in plain text, both formats give the same prompt."""
+    if example_format not in EXAMPLE_FORMATS:
+        raise ConfigError(f"example_format must be one of {', '.join(EXAMPLE_FORMATS)}, got {example_format!r}")
+    examples = fit_examples(examples, template, token_budget, count_tokens)
+    query = template.query.format(prompt=prompt)
+    system = [{"role": "system", "content": template.instruction}] if template.instruction else []
+    if chat and example_format == "turns" and examples:
+        turns = [
+            {"role": role, "content": content}
+            for e in examples
+            for role, content in (("user", template.query.format(prompt=e.prompt)), ("assistant", e.response.strip()))
+        ]
+        return [*system, *turns, {"role": "user", "content": query}]
+    user = "".join(template.example.format(prompt=e.prompt, response=e.response) for e in examples) + query
     if not template.instruction:
         return user
     if chat:
-        return [{"role": "system", "content": template.instruction}, {"role": "user", "content": user}]
+        return [*system, {"role": "user", "content": user}]
     return f"{template.instruction}\n\n{user}"
 
 
@@ -140,19 +157,26 @@ def inject_messages(
     template: PromptTemplate = PromptTemplate(),
     token_budget: int | None = None,
     count_tokens: Callable[[str], int] = approx_tokens,
+    example_format: str = "text",
 ) -> list[dict]:
     """A caller's chat `messages` with experiences and lessons put in exactly as `build_prompt` puts them
     into a training prompt: the last user message (its content must be a string) becomes the few-shot
-    prompt for its text, and the template's instruction (`with_lessons`) is added to the first message
-    when it is a system message, or goes before everything as one. Every other message, and every other
-    field of the edited ones, is left as it was."""
+    prompt for its text (with `example_format="turns"`, the example turns go just before it), and the
+    template's instruction (`with_lessons`) is added to the first message when it is a system message, or
+    goes before everything as one. Every other message, and every other field of the edited ones, is left
+    as it was."""
     last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
     if last is None or not isinstance(messages[last].get("content"), str):
         raise ConfigError("inject_messages needs a user message whose content is a string")
-    built = build_prompt(messages[last]["content"], examples, template, token_budget, count_tokens, chat=True)
-    system, user = (built[0]["content"], built[1]["content"]) if isinstance(built, list) else (None, built)
+    built = build_prompt(
+        messages[last]["content"], examples, template, token_budget, count_tokens, True, example_format
+    )
+    built = [{"role": "user", "content": built}] if isinstance(built, str) else built
+    system = built[0]["content"] if built[0]["role"] == "system" else None
+    turns, user = built[1 if system is not None else 0 : -1], built[-1]["content"]
     out = [dict(m) for m in messages]
     out[last]["content"] = user
+    out[last:last] = turns
     if system:
         first = out[0]
         if first.get("role") == "system" and isinstance(first.get("content"), str):

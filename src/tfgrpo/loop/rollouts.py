@@ -10,7 +10,7 @@ from ..core.experience import clean_text
 from ..core.knobs import check_knobs, knob
 from ..core.library import TrainingFreeGRPO
 from ..llm.base import Backend, Generation, GenerationParams
-from ..prompting import PromptTemplate, build_prompt, select_examples, with_lessons
+from ..prompting import EXAMPLE_FORMATS, PromptTemplate, build_prompt, select_examples, with_lessons
 from ..rewards.base import Reward, Score
 
 SELECT_MODES = ("sample", "retrieve")
@@ -27,6 +27,18 @@ class RolloutConfig:
     )
     retrieval_mode: str = knob(
         "semantic", "with select=retrieve: lexical (BM25), semantic (embeddings) or hybrid", choices=RETRIEVAL_MODES
+    )
+    advantage_weight: float = knob(
+        0.0,
+        "with select=retrieve: rank the candidates by (1 - w) * relevance + w * advantage (0: relevance only)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    example_format: str = knob(
+        "text",
+        "how examples enter a chat prompt: text (the template's Q:/A: pairs inside the user message) or turns "
+        "(each example a user message and the assistant's answer); plain-text prompts always use text",
+        choices=EXAMPLE_FORMATS,
     )
     token_budget: int = knob(512, "most tokens the examples may take in one prompt", minimum=0)
     temperature: float = knob(0.7, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
@@ -79,11 +91,17 @@ def rollout_batch(
             build_prompt(
                 sample["prompt"],
                 select_examples(
-                    examples, sample["prompt"], config.shots, select=config.select, retrieval_mode=config.retrieval_mode
+                    examples,
+                    sample["prompt"],
+                    config.shots,
+                    select=config.select,
+                    retrieval_mode=config.retrieval_mode,
+                    advantage_weight=config.advantage_weight,
                 ),
                 template,
                 config.token_budget,
                 chat=config.chat is not False,
+                example_format=config.example_format,
             )
             for sample in chunk
         ]
