@@ -227,6 +227,19 @@ def test_requests_carry_the_openai_clients_headers(monkeypatch):
     assert headers["content-type"] == "application/json" and headers["user-agent"].startswith("AsyncOpenAI/Python")
 
 
+def test_proxy_environment_is_honoured(monkeypatch):
+    with StandIn(script()) as proxy, StandIn(script()) as server:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/v1"))
+        monkeypatch.setenv("NO_PROXY", "bypassed.invalid")
+        with OpenAIBackend(base_url="http://example.invalid/v1", api_key="k", model="m", max_retries=0) as backend:
+            backend.generate(["through the proxy"])
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        with backend_for(server) as backend:
+            backend.generate(["straight to the server"])
+    assert [path for path, _ in proxy.requests] == ["POST http://example.invalid/v1/chat/completions"]
+    assert [path for path, _ in server.requests] == ["POST /v1/chat/completions"]
+
+
 def test_model_is_discovered_from_the_server(monkeypatch):
     monkeypatch.delenv("TFGRPO_MODEL", raising=False)
 

@@ -18,6 +18,8 @@ import os
 import random
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Coroutine, Sequence
 from typing import Any, Literal
 
@@ -167,6 +169,7 @@ class OpenAIBackend(Backend):
         self._runner = _LoopThread()
         # Built on the loop thread on first use (asyncio objects belong to the loop that uses them).
         self._session: Any = None  # aiohttp.ClientSession
+        self._proxy: str | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._model_lock: asyncio.Lock | None = None
         self._client_kwargs = {"base_url": self.base_url, "api_key": api_key, "timeout": self.timeout}
@@ -249,9 +252,9 @@ class OpenAIBackend(Backend):
             self._session = aiohttp.ClientSession(
                 headers=headers,
                 connector=aiohttp.TCPConnector(limit=self.concurrency),
-                timeout=aiohttp.ClientTimeout(total=None),  # ours, per attempt, in _with_retries
-                trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as the openai client's httpx honours them
+                timeout=aiohttp.ClientTimeout(total=self.timeout),  # per attempt, body included
             )
+            self._proxy = _env_proxy(self.base_url)
             self._semaphore = asyncio.Semaphore(self.concurrency)
             self._model_lock = asyncio.Lock()
         if not self.model_name:
@@ -313,7 +316,7 @@ class OpenAIBackend(Backend):
     async def _send(self, method: str, path: str, body: dict | None, what: str) -> Any:
         """One attempt: the decoded JSON answer, or `_StatusError` for a non-2xx status."""
         data = None if body is None else json.dumps(body).encode()
-        async with self._session.request(method, self.base_url + path, data=data) as response:
+        async with self._session.request(method, self.base_url + path, data=data, proxy=self._proxy) as response:
             raw = await response.read()
         if response.status >= 400:
             raise _StatusError(response.status, response.headers, _message(raw))
@@ -330,7 +333,7 @@ class OpenAIBackend(Backend):
             wait = None
             try:
                 async with semaphore:
-                    return await asyncio.wait_for(self._send(method, path, body, what), self.timeout)
+                    return await self._send(method, path, body, what)
             except _StatusError as exc:
                 last: BaseException = exc
                 status = exc.status
@@ -360,6 +363,16 @@ class _StatusError(Exception):
     def __init__(self, status: int, headers: Any, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status, self.headers, self.message = status, headers, message
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy that HTTP(S)_PROXY and NO_PROXY give for `url`, as the openai client's httpx honours
+    them. Looked up once: aiohttp's `trust_env` would look it up (and read ~/.netrc) in a worker thread
+    for every request."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 def _message(raw: bytes) -> str:
