@@ -10,6 +10,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -39,6 +40,11 @@ class GenerationParams:
     """OpenAI-style logit bias: token id -> bias in [-100, 100], added to the logits before sampling (sent
     as `logit_bias` to servers; token ids are the served model's). `tfgrpo.llm.guidance.LogitBias` builds
     one from the experience library."""
+    response_format: Mapping[str, Any] | None = field(default=None, hash=False)
+    """Structured output, as OpenAI's `response_format`: `{"type": "json_schema", "json_schema": {"name":
+    ..., "schema": {...}, "strict": true}}` (sent as it is to servers; the local backend constrains its
+    decoding to the schema, `tfgrpo.llm.structured`). `tfgrpo.semantic.operations.response_format`
+    builds the critic's."""
 
     def __post_init__(self) -> None:
         _check_int("n", self.n, 1)
@@ -58,6 +64,8 @@ class GenerationParams:
             object.__setattr__(self, "stop", list(stop) or None)
         if self.logit_bias is not None:
             object.__setattr__(self, "logit_bias", _check_logit_bias(self.logit_bias) or None)
+        if self.response_format is not None:
+            _check_response_format(self.response_format)
 
     def replace(self, **changes) -> GenerationParams:
         """A copy with some fields changed (validated again)."""
@@ -83,6 +91,17 @@ def _check_logit_bias(bias: object) -> dict[int, float]:
             raise ConfigError(f"GenerationParams.logit_bias[{key!r}] must be a number in [-100, 100], got {value!r}")
         checked[token] = value
     return checked
+
+
+def _check_response_format(value: object) -> None:
+    schema = value.get("json_schema") if isinstance(value, Mapping) else None
+    if not isinstance(value, Mapping) or value.get("type") != "json_schema" or not isinstance(schema, Mapping) or (
+        not isinstance(schema.get("name"), str) or not isinstance(schema.get("schema"), Mapping)
+    ):
+        raise ConfigError(
+            'GenerationParams.response_format must be {"type": "json_schema", "json_schema": {"name": "...", '
+            f'"schema": {{...}}}}}}, got {value!r:.200}'
+        )
 
 
 def _check_number(name: str, value: object) -> None:

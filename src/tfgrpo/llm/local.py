@@ -143,6 +143,7 @@ class TransformersBackend(Backend):
             eos = self.tokenizer.eos_token_id
         self._eos_ids = [eos] if isinstance(eos, int) else list(eos)
         self._end_ids = set(self._eos_ids) | {self.tokenizer.pad_token_id}
+        self._token_table: Any = None  # tfgrpo.llm.structured.TokenTable, made by the first structured call
 
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
         if chat and not has_template:
@@ -275,6 +276,8 @@ class TransformersBackend(Backend):
             kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
         if params.logit_bias:  # the same params do the same thing locally as on a server
             logits_processors = [LogitBias(params.logit_bias), *(logits_processors or [])]
+        if params.response_format:  # last, so nothing after it can move an allowed token out again
+            logits_processors = [*(logits_processors or []), self.json_constraint(params)]
         if logits_processors:
             kwargs["logits_processor"] = LogitsProcessorList(logits_processors)
         if cancel is not None:
@@ -306,6 +309,16 @@ class TransformersBackend(Backend):
             self._usage.record(n_prompt, sum(g.completion_tokens or 0 for g in group))
             groups.append(group)
         return groups
+
+    def json_constraint(self, params: GenerationParams) -> Any:
+        """The logits processor that keeps one generate call's rows inside `params.response_format`'s
+        JSON schema (the tokenizer's token table is made on first use, a few seconds)."""
+        from .structured import TokenTable
+
+        if self._token_table is None:
+            self._token_table = TokenTable(self.tokenizer, self._eos_ids)
+        assert params.response_format is not None
+        return self._token_table.constraint(params.response_format["json_schema"]["schema"], params.max_tokens)
 
     def _to_generation(self, ids: list[int], prompt_tokens: int, params: GenerationParams) -> Generation:
         # Rows that ended early are padded (often with the end-of-turn id itself): cut at the first.
