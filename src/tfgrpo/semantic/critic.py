@@ -11,6 +11,7 @@ answer is parsed as hostile (`parse_operations`): repairs and skips come back wi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from ..core.knobs import check_knobs, knob, replace_known
 from ..errors import ConfigError
 from ..llm.base import Backend, GenerationParams
 from ..rewards.base import Score
-from .operations import Operation, parse_operations
+from .operations import KINDS, Kind, Operation, operations_schema, parse_operations, response_format
 from .prompts import SemanticPrompts, batch_prompt, clip, group_prompt, summary_prompt
 
 
@@ -54,6 +55,11 @@ class LessonConfig:
         minimum=0.0,
     )
     validation_size: int = knob(8, "samples in the validation minibatch of a validated update", minimum=1)
+    structured_output: bool = knob(
+        True,
+        "ask the critic for operations as schema-constrained JSON (a json_schema response_format over HTTP, "
+        "constrained decoding on the local model); false: free text, parsed as it comes",
+    )
 
     def __post_init__(self) -> None:
         check_knobs(self)
@@ -67,6 +73,10 @@ class LessonConfig:
 
 
 PRESETS: dict[str, LessonConfig] = {"paper": LessonConfig(eval_temperature=0.3)}
+GROUP_KINDS: tuple[Kind, ...] = ("add", "update", "delete", "none")
+"""The operations a group's comparison may propose (the group prompt lists these; merging is the
+batch update's)."""
+_LESSON_ID = re.compile(r"^\[(G\d+)\]\. ", re.MULTILINE)
 
 
 @dataclass
@@ -141,8 +151,9 @@ class Critic:
             )
             for _, sample, rows in groups
         ]
+        structured = self.response_format(GROUP_KINDS, lessons, config.max_operations_per_query)
         critiques = []
-        for (sample_id, _, _), answer in zip(groups, self.ask(prompts, seed)):
+        for (sample_id, _, _), answer in zip(groups, self.ask(prompts, seed, structured)):
             parsed = parse_operations(answer, limit=config.max_operations_per_query)
             operations = [op for op in parsed.operations if op.kind != "none"]
             critiques.append(Critique(sample_id, answer, operations, parsed.problems))
@@ -159,7 +170,7 @@ class Critic:
             task_objective=self.config.task_objective,
             learning_objective=self.config.learning_objective,
         )
-        answer = self.ask([prompt], seed)[0]
+        answer = self.ask([prompt], seed, self.response_format(KINDS, lessons))[0]
         parsed = parse_operations(answer)
         record: dict[str, Any] = {"answer": answer, "problems": list(parsed.problems)}
         if parsed.found_json:
@@ -168,11 +179,25 @@ class Critic:
         record["problems"].append(record["fallback"])
         return [op for ops in proposals for op in ops], record
 
-    def ask(self, prompts: list[str], seed: int) -> list[str]:
+    def response_format(
+        self, kinds: tuple[Kind, ...], lessons: str, max_operations: int | None = None
+    ) -> dict[str, Any] | None:
+        """The structured output asked of a compare or consolidate call (None: structured_output is off):
+        operations of `kinds` on the lessons listed in `lessons` (their `[G3]. ` ids)."""
+        if not self.config.structured_output:
+            return None
+        ids = tuple(dict.fromkeys(_LESSON_ID.findall(lessons)))
+        return response_format(operations_schema(kinds, ids, max_operations))
+
+    def ask(self, prompts: list[str], seed: int, structured: dict[str, Any] | None = None) -> list[str]:
         if not prompts:
             return []
         params = GenerationParams(
-            n=1, temperature=self.config.critic_temperature, max_tokens=self.config.critic_max_tokens, seed=seed
+            n=1,
+            temperature=self.config.critic_temperature,
+            max_tokens=self.config.critic_max_tokens,
+            seed=seed,
+            response_format=structured,
         )
         texts = []
         for start in range(0, len(prompts), self.concurrency):

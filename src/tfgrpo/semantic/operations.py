@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import ConfigError
+
 Kind = Literal["add", "update", "delete", "merge", "none"]
 KINDS: tuple[Kind, ...] = ("add", "update", "delete", "merge", "none")
 
@@ -317,3 +319,55 @@ def _to_operation(item: Any, index: int, problems: list[str]) -> Operation | Non
     if kind != "merge":
         ids = []
     return Operation(kind, text, op_id if kind in ("update", "delete") else None, tuple(ids), reason)
+
+
+OPERATION_FIELDS: dict[Kind, tuple[str, ...]] = {
+    "add": ("text",),
+    "update": ("id", "text"),
+    "delete": ("id",),
+    "merge": ("ids", "text"),
+    "none": (),
+}
+"""The fields each kind of operation is written with, in order: the one description of the shape that
+the prompts show, `operations_schema` sends and the local constraint decodes."""
+
+
+def operations_schema(
+    kinds: tuple[Kind, ...] = KINDS, ids: tuple[str, ...] = (), max_operations: int | None = None
+) -> dict[str, Any]:
+    """The JSON Schema of a well-formed answer, `{"operations": [{"operation": "add", "text": "..."}, ...]}`
+    (an object at the top, as OpenAI's strict structured output requires), within what strict mode
+    supports: every property required, in order, no others. Operations that name a lesson may name only
+    one of `ids` (the current lessons), and are left out when there are none (merge: fewer than two)."""
+    lesson_id = {"type": "string", "enum": list(ids)}
+    values: dict[str, dict[str, Any]] = {
+        "text": {"type": "string"},
+        "id": lesson_id,
+        "ids": {"type": "array", "items": lesson_id, "minItems": 2},
+    }
+    variants = []
+    for kind in kinds:
+        fields = OPERATION_FIELDS[kind]
+        if ("id" in fields and not ids) or ("ids" in fields and len(ids) < 2):
+            continue
+        properties = {"operation": {"type": "string", "enum": [kind]}, **{f: values[f] for f in fields}}
+        variants.append(
+            {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+        )
+    if not variants:
+        raise ConfigError(f"no operation of the kinds {kinds} can be written with the lesson ids {ids}")
+    array: dict[str, Any] = {"type": "array", "items": variants[0] if len(variants) == 1 else {"anyOf": variants}}
+    array["minItems"] = 1  # "nothing to learn" is the operation none, so the answer always says something
+    if max_operations is not None:
+        array["maxItems"] = max_operations
+    return {
+        "type": "object",
+        "properties": {"operations": array},
+        "required": ["operations"],
+        "additionalProperties": False,
+    }
+
+
+def response_format(schema: dict[str, Any], name: str = "lesson_operations") -> dict[str, Any]:
+    """An OpenAI `response_format` asking for JSON that follows `schema` (strict mode)."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
