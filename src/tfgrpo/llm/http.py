@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Coroutine, Sequence
 from typing import Any, Literal
 
@@ -166,6 +167,8 @@ class OpenAIBackend(Backend):
         self._aiohttp = aiohttp
         self._usage = Usage()
         self._fanout = n_strategy == "fanout"
+        self.response_format_refused = False
+        """Set when the server refused a `response_format` (400): later calls go without one."""
         self._runner = _LoopThread()
         # Built on the loop thread on first use (asyncio objects belong to the loop that uses them).
         self._session: Any = None  # aiohttp.ClientSession
@@ -286,6 +289,8 @@ class OpenAIBackend(Backend):
             body["seed"] = seed
         if params.logit_bias:
             body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias.items()}
+        if params.response_format and not self.response_format_refused:
+            body["response_format"] = params.response_format
         if self.extra_body:
             body.update(self.extra_body)
         if chat:
@@ -293,7 +298,16 @@ class OpenAIBackend(Backend):
         else:
             body["prompt"] = prompt
         path, what = ("/chat/completions", "chat completion") if chat else ("/completions", "completion")
-        response = await self._with_retries("POST", path, body, what)
+        try:
+            response = await self._with_retries("POST", path, body, what)
+        except BackendError as exc:
+            if "response_format" not in body or not _refuses_response_format(exc.__cause__):
+                raise
+            if not self.response_format_refused:
+                self.response_format_refused = True
+                warnings.warn(f"{self.base_url} refused response_format ({exc}); asking without it", stacklevel=1)
+            del body["response_format"]
+            response = await self._with_retries("POST", path, body, what)
 
         try:
             choices = sorted(response.get("choices") or [], key=lambda c: c.get("index") or 0)
@@ -387,3 +401,11 @@ def _message(raw: bytes) -> str:
     if isinstance(error, str) and error:
         return error
     return json.dumps(body)[:500]
+
+
+def _refuses_response_format(cause: BaseException | None) -> bool:
+    """A 400 or 422 that names response_format (or its json_schema): the server does not know it."""
+    if not isinstance(cause, _StatusError) or cause.status not in (400, 422):
+        return False
+    message = cause.message.lower()
+    return "response_format" in message or "json_schema" in message
