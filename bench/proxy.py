@@ -150,6 +150,12 @@ def event_loop(main) -> None:
 # ---------------------------------------------------------------------------------------------- setup
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -369,16 +375,22 @@ def main() -> None:
         for c in (int(x) for x in args.concurrency.split(",") if x):
             total = max(4 * c, 512)
             direct_rps, _ = run(throughput(direct, c, total, rng))
+            cpu = cpu_seconds(processes[1].pid)
             proxy_rps, new_ids = run(throughput(proxy, c, total, rng))
+            cpu = cpu_seconds(processes[1].pid) - cpu
             ids += new_ids
             rows.append((f"throughput at {c} in flight [req/s]", direct_rps, proxy_rps))
-            print(rows[-1], flush=True)
+            rows.append((f"proxy CPU per request at {c} in flight [ms]", None, 1e3 * cpu / len(new_ids)))
+            print(rows[-2:], flush=True)
         if args.feedback:
             if len(ids) < args.feedback:  # completions to give feedback on
                 ids += run(throughput(proxy, 64, args.feedback - len(ids), rng))[1]
             ids = ids[: args.feedback]
+            cpu = cpu_seconds(processes[1].pid)
             rate = run(feedback_rate(proxy, ids))
+            cpu = cpu_seconds(processes[1].pid) - cpu
             rows.append((f"feedback over HTTP, 64 in flight [per s] ({len(ids)})", None, rate))
+            rows.append(("proxy CPU per feedback [ms]", None, 1e3 * cpu / len(ids)))
             rows.append((f"feedback, CompletionRecords in-process [per s] ({args.feedback})", None,
                          records_rate(args.feedback)))  # fmt: skip
         loads.append(os.getloadavg())

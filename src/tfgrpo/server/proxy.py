@@ -740,7 +740,16 @@ def run_proxy(
             f"http://{host}:{port}/v1",
             flush=True,
         )
-        uvicorn.run(app, host=host, port=port, log_level="warning", backlog=4096, timeout_graceful_shutdown=graceful_s)
+        # proxy_headers off: nothing here reads the client address, and the header scan costs per request
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            backlog=4096,
+            timeout_graceful_shutdown=graceful_s,
+            proxy_headers=False,
+        )
     finally:
         if lessons is not None:
             for backend in {id(b): b for b in (lessons["policy"], lessons.get("critic"))}.values():
