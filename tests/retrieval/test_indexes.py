@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tfgrpo.errors import TFGRPOError
-from tfgrpo.retrieval import BM25Index, VectorIndex, tokenize
+from tfgrpo.retrieval import BM25Index, VectorIndex, lexical, tokenize
 
 
 def reference_bm25(docs: dict[int, str], query: str, k1=1.2, b=0.75) -> dict[int, float]:
@@ -154,3 +154,97 @@ def test_bm25_top_k_with_pruning_equals_full_ranking():
             assert np.allclose(scores, all_scores[:k], rtol=1e-5)
             by_row = dict(zip(all_rows.tolist(), all_scores.tolist()))
             assert all(by_row[r] == pytest.approx(s, rel=1e-5) for r, s in zip(rows.tolist(), scores.tolist()))
+
+
+def _exhaustive_top(index: BM25Index, query: str, k: int) -> tuple[list[int], list[float]]:
+    rows, scores = index.search(query)  # every match scored (no pruning)
+    return rows[:k].tolist(), scores[:k].tolist()
+
+
+ZIPF_WORDS = [f"w{i}" for i in range(40)]
+# Zipf-like: a few words are in most documents, most in few (the case the pruning is for); weights as repeats
+ZIPF = st.sampled_from([w for i, w in enumerate(ZIPF_WORDS) for _ in range(max(1, 40 // (i + 1)))])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), st.lists(ZIPF, min_size=1, max_size=10).map(" ".join)),
+            st.tuples(st.just("remove"), st.integers(0, 200)),
+        ),
+        min_size=1,
+        max_size=120,
+    ),
+    queries=st.lists(st.lists(ZIPF, min_size=1, max_size=8).map(" ".join), min_size=1, max_size=4),
+    k=st.integers(1, 12),
+    save_at=st.integers(0, 120),
+)
+def test_bm25_pruned_top_k_is_the_exhaustive_top_k(steps, queries, k, save_at):
+    """After any sequence of adds and removes (and a save and restore on the way), the pruned top k has
+    exactly the rows and the float32 scores of scoring every match, ties going to the older row. The
+    threshold is set after the rarest term (no postings scanned up front), so that these small corpora
+    go through every phase of the pruning."""
+    budget = lexical._PROBE_POSTINGS
+    lexical._PROBE_POSTINGS = 0
+    try:
+        _check_adds_and_removes(steps, queries, k, save_at)
+    finally:
+        lexical._PROBE_POSTINGS = budget
+
+
+def _check_adds_and_removes(steps, queries, k, save_at):
+    index = BM25Index()
+    texts: dict[int, str] = {}
+    next_row = 0
+    for step, (kind, value) in enumerate(steps):
+        if step == save_at:
+            restored = BM25Index()
+            restored.restore(index.export(next_row))
+            index = restored
+        if kind == "add":
+            index.add(next_row, value)
+            texts[next_row] = value
+            next_row += 1
+        elif texts:
+            row = sorted(texts)[value % len(texts)]
+            index.remove(row, texts.pop(row))
+        for query in queries:
+            rows, scores = index.search(query, k)
+            expected_rows, expected_scores = _exhaustive_top(index, query, k)
+            assert rows.tolist() == expected_rows and scores.tolist() == expected_scores
+    for query in queries:
+        expected = reference_bm25(texts, query) if texts else {}
+        best = sorted(expected.items(), key=lambda item: (-item[1], item[0]))[:k]
+        rows, scores = index.search(query, k)
+        assert len(rows) == len(best)
+        assert scores.tolist() == pytest.approx([s for _, s in best], rel=1e-4)
+
+
+@pytest.fixture
+def prune_early(monkeypatch):
+    monkeypatch.setattr(lexical, "_PROBE_POSTINGS", 0)
+
+
+def test_bm25_ties_go_to_the_older_row(prune_early):
+    index = BM25Index()
+    for row in range(200):
+        index.add(row, "same words here" if row % 3 == 0 else f"other{row} words")
+    rows, _ = index.search("same here", 5)
+    assert rows.tolist() == [0, 3, 6, 9, 12]
+    index.remove(3, "same words here")
+    assert index.search("same here", 2)[0].tolist() == [0, 6]
+
+
+def test_bm25_bounds_follow_the_average_length(prune_early):
+    """Impacts computed for one average length stay valid bounds after it changes a lot (long documents
+    added later), and the scores stay exact."""
+    index = BM25Index()
+    for row in range(300):
+        index.add(row, f"common rare{row % 30} x")
+    index.search("common rare3", 5)  # impacts computed now
+    for row in range(300, 600):
+        index.add(row, "common " + " ".join(f"filler{i}" for i in range(40)) + f" rare{row % 30}")
+    for query in ("common rare3", "rare7 common filler1", "filler2"):
+        for k in (1, 5, 40):
+            assert index.search(query, k)[0].tolist() == index.search(query)[0][:k].tolist()

@@ -1,22 +1,33 @@
 """An in-memory BM25 index over numbered documents, maintained incrementally.
 
-Postings are kept per term as growing `array`s (document row, term frequency) and turned into numpy
-arrays only when a query needs a term that changed since; deleted rows are tombstones (their length is
-taken out of the statistics at once) and are compacted away when they dominate a term's postings.
-A query touches only the postings of its own terms, so its cost does not grow with the library size
-but with how common the query's words are.
+Postings are kept per term as numpy arrays with spare capacity (document row, term frequency), so an
+add appends in place and a query reads them without conversion; deleted rows are tombstones (their
+length is taken out of the statistics at once) and are compacted away when they dominate a term's
+postings. A query touches only the postings of its own terms, and of those, with pruning (see
+`BM25Index.search`), mostly the rare ones.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from array import array
 from collections import Counter
 
 import numpy as np
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+# A term's impacts (see `_Postings`) are recomputed when the average document length moved further than
+# this from the one they were computed for; the gap only loosens the bounds derived from them.
+_IMPACT_DRIFT = 0.01
+# Bounds are widened by this much so that float32 rounding of the scores can never exceed them.
+_SLACK = 1.0 + 1e-4
+# Documents whose exact scores set the pruning threshold: the best so far, this many per k.
+_PROBES_PER_K = 4
+# Postings of the rarest terms scanned before that threshold is first set (at least the rarest term's).
+_PROBE_POSTINGS = 16384
+# Terms after the scanned ones whose exact scores count in the threshold estimate.
+_THRESHOLD_TERMS = 4
 
 
 def tokenize(text: str) -> list[str]:
@@ -25,13 +36,51 @@ def tokenize(text: str) -> list[str]:
 
 
 class _Postings:
-    __slots__ = ("rows", "tfs", "cache", "dead")
+    """One term's postings: rows[:n] (increasing unless `ordered` is False) and their term frequencies
+    tfs[:n]; the arrays may be longer (spare capacity) or views of the arrays a saved index was read from.
 
-    def __init__(self) -> None:
-        self.rows = array("q")
-        self.tfs = array("f")
-        self.cache: tuple[np.ndarray, np.ndarray] | None = None
+    `impacts[:n]`, once a query has needed them, are the term-frequency part of each posting's score
+    (the score without the idf) at the average document length `impact_avg`, for scanning a term's
+    postings without the length normalisation: with the average length A now, the exact part lies
+    within a factor A / impact_avg (or its inverse) of the impact, and `peak` is the largest impact."""
+
+    __slots__ = ("rows", "tfs", "n", "dead", "ordered", "impacts", "impact_avg", "peak")
+
+    def __init__(self, rows: np.ndarray | None = None, tfs: np.ndarray | None = None) -> None:
+        self.rows = np.zeros(1, dtype=np.int32) if rows is None else rows
+        self.tfs = np.zeros(1, dtype=np.float32) if tfs is None else tfs
+        self.n = 0 if rows is None else len(rows)
         self.dead = 0
+        self.ordered = True
+        self.impacts: np.ndarray | None = None
+        self.impact_avg = 0.0
+        self.peak = 0.0
+
+    def append(self, row: int, tf: float, impact: float | None) -> None:
+        if self.n == len(self.rows):
+            size = max(4, 2 * self.n)
+            for name in ("rows", "tfs", "impacts"):
+                old = getattr(self, name)
+                if old is not None:
+                    new = np.empty(size, dtype=old.dtype)
+                    new[: self.n] = old[: self.n]
+                    setattr(self, name, new)
+        if self.n and row < self.rows[self.n - 1]:
+            self.ordered = False
+        self.rows[self.n] = row
+        self.tfs[self.n] = tf
+        if self.impacts is not None and impact is not None:
+            self.impacts[self.n] = impact
+            self.peak = max(self.peak, impact)
+        self.n += 1
+
+    def sort(self) -> None:
+        if not self.ordered:
+            order = np.argsort(self.rows[: self.n], kind="stable")
+            self.rows, self.tfs = self.rows[: self.n][order], self.tfs[: self.n][order]
+            if self.impacts is not None:
+                self.impacts = self.impacts[: self.n][order]
+            self.ordered = True
 
 
 class BM25Index:
@@ -43,7 +92,8 @@ class BM25Index:
     def _reset(self, k1: float, b: float) -> None:
         self.k1, self.b = k1, b
         # term -> postings; after `restore`, an int: the term's place in `_frozen` (the saved flat arrays),
-        # turned into `_Postings` when first touched, so taking a saved index over is not O(terms).
+        # turned into `_Postings` (views of those arrays) when first touched, so taking a saved index over
+        # is not O(terms).
         self._postings: dict[str, _Postings | int] = {}
         self._frozen: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # rows, tfs, starts
         self._lengths = np.zeros(0, dtype=np.float32)  # row -> document length (0 once deleted)
@@ -60,6 +110,8 @@ class BM25Index:
 
     def _grow(self, row: int) -> None:
         if row >= len(self._lengths):
+            if row >= 2**31 - 1:
+                raise OverflowError("BM25Index rows must be below 2**31")
             size = max(row + 1, 2 * len(self._lengths), 1024)
             for name, dtype in (("_lengths", np.float32), ("_alive", bool), ("_acc", np.float32)):
                 old = getattr(self, name)
@@ -74,17 +126,20 @@ class BM25Index:
         tokens = tokenize(text)
         counts = Counter(tokens)
         self._grow(row)
+        length = len(tokens)
         for term, tf in counts.items():
             postings = self._get(term)
             if postings is None:
                 postings = self._postings[term] = _Postings()
-            postings.rows.append(row)
-            postings.tfs.append(tf)
-            postings.cache = None
-        self._lengths[row] = len(tokens)
+            impact = None if postings.impacts is None else self._tf_part(tf, length, postings.impact_avg)
+            postings.append(row, tf, impact)
+        self._lengths[row] = length
         self._alive[row] = True
         self._n_docs += 1
-        self._total_length += len(tokens)
+        self._total_length += length
+
+    def _tf_part(self, tf: float, length: float, avg_length: float) -> float:
+        return tf * (self.k1 + 1.0) / (tf + self.k1 * (1.0 - self.b + self.b * length / avg_length))
 
     def remove(self, row: int, text: str) -> None:
         """Delete document `row`, whose text was `text` (given again rather than kept here, to save memory)."""
@@ -98,21 +153,21 @@ class BM25Index:
             postings = self._get(term)
             assert postings is not None, f"{term!r} is indexed: `text` is the text row {row} was added with"
             postings.dead += 1
-            if postings.dead * 2 > len(postings.rows) + 16:
+            if postings.dead * 2 > postings.n + 16:
                 self._compact(term, postings)
 
     def _compact(self, term: str, postings: _Postings) -> None:
-        rows = np.frombuffer(postings.rows, dtype=np.int64)
+        postings.sort()
+        rows = postings.rows[: postings.n]
         keep = self._alive[rows]
         if not keep.any():
             del self._postings[term]
             return
-        tfs = np.frombuffer(postings.tfs, dtype=np.float32)[keep]
-        new_rows = rows[keep]
-        postings.rows = array("q", new_rows.tobytes())
-        postings.tfs = array("f", tfs.tobytes())
+        postings.rows, postings.tfs = rows[keep], postings.tfs[: postings.n][keep]
+        if postings.impacts is not None:
+            postings.impacts = postings.impacts[: postings.n][keep]
+        postings.n = len(postings.rows)
         postings.dead = 0
-        postings.cache = None
 
     def clear(self) -> None:
         self._reset(self.k1, self.b)
@@ -121,32 +176,29 @@ class BM25Index:
         found = self._postings.get(term)
         if not isinstance(found, int):
             return found
-        postings = _Postings()
-        rows, tfs = self._frozen_raw(found)
-        postings.rows.frombytes(rows)
-        postings.tfs.frombytes(tfs)
-        self._postings[term] = postings
-        return postings
-
-    def _frozen_raw(self, place: int) -> tuple[bytes, bytes]:
-        """The rows and term frequencies of the term at `place` in the saved flat arrays."""
         assert self._frozen is not None, "terms are numbered only by `restore`, which sets `_frozen`"
         rows, tfs, starts = self._frozen
-        a, b = starts[place], starts[place + 1]
-        return rows[a:b].tobytes(), tfs[a:b].tobytes()
+        a, b = starts[found], starts[found + 1]
+        postings = self._postings[term] = _Postings(rows[a:b], tfs[a:b])
+        postings.ordered = bool(np.all(postings.rows[1:] > postings.rows[:-1]))
+        postings.sort()
+        return postings
 
-    def _raw(self, postings: _Postings | int) -> tuple[bytes, bytes]:
+    def _arrays_of(self, postings: _Postings | int) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(postings, int):
-            return self._frozen_raw(postings)
-        return postings.rows.tobytes(), postings.tfs.tobytes()
+            assert self._frozen is not None, "terms are numbered only by `restore`, which sets `_frozen`"
+            rows, tfs, starts = self._frozen
+            return rows[starts[postings] : starts[postings + 1]], tfs[starts[postings] : starts[postings + 1]]
+        postings.sort()
+        return postings.rows[: postings.n], postings.tfs[: postings.n]
 
     def export(self, n_rows: int) -> dict:
         """The index over rows [0, n_rows) as flat arrays (live postings only), for `snapshot.save`."""
         terms = list(self._postings)
-        raw = [self._raw(p) for p in self._postings.values()]
-        counts = np.fromiter((len(r) // 8 for r, _ in raw), dtype=np.int64, count=len(raw))
-        rows = np.frombuffer(b"".join(r for r, _ in raw), dtype=np.int64)
-        tfs = np.frombuffer(b"".join(t for _, t in raw), dtype=np.float32)
+        parts = [self._arrays_of(p) for p in self._postings.values()]
+        counts = np.fromiter((len(r) for r, _ in parts), dtype=np.int64, count=len(parts))
+        rows = np.concatenate([r for r, _ in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+        tfs = np.concatenate([t for _, t in parts]) if parts else np.zeros(0, np.float32)
         keep = self._alive[rows]
         if not keep.all():
             starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
@@ -177,90 +229,198 @@ class BM25Index:
         self._n_docs = int(data["n_docs"])
         self._total_length = float(data["total_length"])
         starts = np.concatenate(([0], np.cumsum(data["counts"]))).astype(np.int64)
-        self._frozen = (data["rows"].astype(np.int64), data["tfs"].astype(np.float32), starts)
+        self._frozen = (data["rows"].astype(np.int32), data["tfs"].astype(np.float32), starts)
         self._postings = dict(zip(data["terms"], range(len(data["terms"]))))
 
-    def _arrays(self, postings: _Postings) -> tuple[np.ndarray, np.ndarray]:
-        """The postings as numpy arrays sorted by row (rows are usually appended in order already)."""
-        if postings.cache is None:
-            rows = np.array(postings.rows, dtype=np.int64)
-            tfs = np.array(postings.tfs, dtype=np.float32)
-            if len(rows) > 1 and not bool(np.all(rows[1:] > rows[:-1])):
-                order = np.argsort(rows, kind="stable")
-                rows, tfs = rows[order], tfs[order]
-            postings.cache = (rows, tfs)
-        return postings.cache
+    # -- search -------------------------------------------------------------------------------------------
+
+    def _scores(self, weight: float, rows: np.ndarray, tfs: np.ndarray, avg_length: float) -> np.ndarray:
+        """A term's exact score in the documents `rows` (float32; the one formula both the pruned and the
+        exhaustive search use, adding the very same numbers in the same order)."""
+        k1 = self.k1
+        norm = k1 * (1.0 - self.b + self.b * self._lengths[rows] / avg_length)
+        return np.float32(weight) * tfs * (k1 + 1.0) / (tfs + norm)
+
+    def _impacts(self, postings: _Postings, avg_length: float) -> tuple[np.ndarray, float]:
+        """The term's impacts and the factor by which its exact term-frequency parts may differ from them
+        (either way)."""
+        drift = avg_length / postings.impact_avg if postings.impacts is not None else 0.0
+        if postings.impacts is None or abs(drift - 1.0) > _IMPACT_DRIFT:
+            n = postings.n
+            impacts = np.empty(len(postings.rows), dtype=np.float32)
+            impacts[:n] = self._scores(1.0, postings.rows[:n], postings.tfs[:n], avg_length)
+            postings.impacts, postings.impact_avg = impacts, avg_length
+            postings.peak = float(impacts[:n].max()) if n else 0.0
+            drift = 1.0
+        return postings.impacts[: postings.n], max(drift, 1.0 / drift)
 
     def search(self, query: str, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, scores) of the best-scoring documents that share a term with the query, best first;
-        all of them when `k` is None.
+        """(rows, scores) of the best-scoring documents that share a term with the query, best first
+        (ties: the older row first); all of them when `k` is None.
 
-        Exact top-k with MaxScore pruning: terms are scored rarest first; once the k-th best score so far
-        exceeds what the remaining (common) terms could add at most, documents they alone would reach
-        cannot enter the top k, so those terms are only looked up for the documents still in contention
-        (a binary search in their postings) instead of being scattered over all of theirs.
+        Exact top-k with MaxScore pruning. Every term has an upper bound, its idf times its largest
+        impact. Terms are taken highest bound (rarest) first; their postings are scanned with the
+        impacts (a multiply-add per posting), and after each term the exact scores of the best documents
+        so far give a threshold that the k-th best score cannot be below. Once the bounds of the
+        remaining terms add up to less than it, no document they alone reach can get into the top k, so
+        their postings are not scanned: the few documents that still can are scored exactly (a binary
+        search in each term's postings) and dropped as soon as they cannot make it.
         """
         empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
         if self._n_docs == 0:
             return empty
         avg_length = max(self._total_length / self._n_docs, 1e-9)
-        k1, b = self.k1, self.b
-        terms = []
+        terms = []  # [bound, weight, rows, tfs, postings]
         for term, qtf in Counter(tokenize(query)).items():
             postings = self._get(term)
-            if postings is None:
+            if postings is None or postings.n == postings.dead:
                 continue
-            rows, tfs = self._arrays(postings)
-            df = len(rows) - postings.dead
-            if df > 0:
-                weight = qtf * math.log(1.0 + (self._n_docs - df + 0.5) / (df + 0.5))
-                terms.append((weight, rows, tfs))
+            postings.sort()
+            df = postings.n - postings.dead
+            weight = qtf * math.log(1.0 + (self._n_docs - df + 0.5) / (df + 0.5))
+            terms.append((weight, postings.rows[: postings.n], postings.tfs[: postings.n], postings))
         if not terms:
             return empty
-        terms.sort(key=lambda t: t[0], reverse=True)  # rarest (highest idf) first
-        bounds = np.cumsum([w * (k1 + 1.0) for w, _, _ in terms][::-1])[::-1]  # most the terms i.. can add
+        # Rarest (highest idf) first, in every search: float32 sums depend on the order of the terms.
+        terms.sort(key=lambda t: t[0], reverse=True)
+        if k is None:
+            return self._search_all(terms, avg_length)
+        scans = []  # per term: (bound, weight * impacts, drift)
+        for weight, _, _, postings in terms:
+            impacts, drift = self._impacts(postings, avg_length)
+            scans.append((weight * postings.peak * drift * _SLACK, impacts, np.float32(weight), drift))
+        rest = np.cumsum([s[0] for s in scans][::-1])[::-1].tolist() + [0.0]  # most terms i.. can add
         acc = self._acc
         touched: list[np.ndarray] = []
-        contenders = None
-        for i, (weight, rows, tfs) in enumerate(terms):
-            if contenders is None and k is not None and touched and len(rows) * 16 > len(acc):
-                contenders = self._contenders(touched, k, float(bounds[i]))
-            if contenders is not None:
-                pos = np.searchsorted(rows, contenders)
-                pos[pos == len(rows)] = 0
-                hit = rows[pos] == contenders
-                rows, tfs = contenders[hit], tfs[pos[hit]]
-            norm = k1 * (1.0 - b + b * self._lengths[rows] / avg_length)
-            acc[rows] += np.float32(weight) * tfs * (k1 + 1.0) / (tfs + norm)
+        drift = 1.0  # most the exact partial scores may exceed the scanned ones by (a factor)
+        probes = np.zeros(0, dtype=np.int32)
+        threshold = -math.inf
+        i = 0
+        while i < len(terms):
+            rows = terms[i][1]
+            _, impacts, weight, term_drift = scans[i]
+            acc[rows] += weight * impacts
+            touched.append(rows)
+            drift = max(drift, term_drift)
+            i += 1
+            if i < len(terms) and sum(len(t) for t in touched) + len(terms[i][1]) <= _PROBE_POSTINGS:
+                continue  # the rarest terms' postings are few: scan them before setting a threshold
+            # The best documents so far are among the previous best and the rows just scanned (at most
+            # len(touched) entries per row in the first concatenation, hence the wider cut).
+            fresh = np.concatenate(touched) if len(probes) == 0 else rows
+            probes = _top(
+                np.concatenate((probes, _top(fresh, acc, _PROBES_PER_K * k * len(touched)))), acc, _PROBES_PER_K * k
+            )
+            threshold = max(threshold, self._threshold(terms, i, probes, acc, k, drift, avg_length))
+            if rest[i] < threshold:
+                break  # no document the remaining terms alone reach can make it
+        seen = np.concatenate(touched) if len(touched) > 1 else touched[0]
+        contenders = seen[acc[seen] * np.float32(drift * _SLACK) + np.float32(rest[i]) >= threshold]
+        contenders = _distinct(contenders)
+        contenders = contenders[self._alive[contenders]]
+        partial = acc[contenders]
+        acc[seen] = 0.0
+        for j in range(i, len(terms)):  # the common tail: looked up for the contenders, dropping the hopeless
+            if not len(contenders):
+                break
+            hit, pos = _lookup(terms[j][1], contenders)
+            _, impacts, weight, term_drift = scans[j]
+            partial[hit] += weight * impacts[pos]
+            drift = max(drift, term_drift)
+            keep = partial * np.float32(drift * _SLACK) + np.float32(rest[j + 1]) >= threshold
+            if not keep.all():
+                contenders, partial = contenders[keep], partial[keep]
+        scores = self._exact(terms, contenders, avg_length)
+        return _best(contenders, scores, k)
+
+    def _threshold(
+        self, terms: list, i: int, probes: np.ndarray, acc: np.ndarray, k: int, drift: float, avg_length: float
+    ) -> float:
+        """A score that k live documents reach at least: among `probes`, whose scores over terms [0, i) the
+        accumulator holds as impacts (at most `drift` times too high), the k-th best lower bound of the
+        exact score (the next few terms added exactly; leaving the others out only lowers it)."""
+        probes = probes[self._alive[probes]]
+        if len(probes) < k:
+            return -math.inf
+        scores = acc[probes] * np.float32(1.0 / (drift * _SLACK))
+        tail = terms[i : i + _THRESHOLD_TERMS]
+        if tail:
+            for row in self._exact_matrix(tail, probes, avg_length):
+                scores += row
+        return float(np.partition(scores, len(scores) - k)[len(scores) - k]) / _SLACK
+
+    def _exact_matrix(self, terms: list, rows: np.ndarray, avg_length: float) -> np.ndarray:
+        """The exact scores of each term (a matrix row) in the documents `rows` (0 where absent): the
+        formula of `_scores`, evaluated at once."""
+        tfs = np.zeros((len(terms), len(rows)), dtype=np.float32)
+        for t, (_, term_rows, term_tfs, _) in enumerate(terms):
+            if len(term_rows):
+                pos = np.searchsorted(term_rows, rows)
+                np.minimum(pos, len(term_rows) - 1, out=pos)
+                tfs[t] = np.where(term_rows[pos] == rows, term_tfs[pos], np.float32(0.0))
+        weights = np.array([t[0] for t in terms], dtype=np.float32)[:, None]
+        k1 = self.k1
+        norm = k1 * (1.0 - self.b + self.b * self._lengths[rows] / avg_length)
+        return weights * tfs * (k1 + 1.0) / (tfs + norm)
+
+    def _exact(self, terms: list, rows: np.ndarray, avg_length: float) -> np.ndarray:
+        """Exact scores of the documents `rows`: the terms' scores added one term after another, in the
+        order of the exhaustive search (so the float32 sums are the same)."""
+        scores = np.zeros(len(rows), dtype=np.float32)
+        if len(rows):
+            for row in self._exact_matrix(terms, rows, avg_length):
+                scores += row
+        return scores
+
+    def _search_all(self, terms: list, avg_length: float) -> tuple[np.ndarray, np.ndarray]:
+        """Every matching document scored exactly (the exhaustive search the pruned one agrees with)."""
+        acc = self._acc
+        touched = []
+        for weight, rows, tfs, _ in terms:
+            acc[rows] += self._scores(weight, rows, tfs, avg_length)
             touched.append(rows)
         if len(touched) == 1:
             candidates = touched[0]
         elif sum(len(rows) for rows in touched) * 16 < len(acc):
-            candidates = np.unique(np.concatenate(touched))
+            candidates = _distinct(np.concatenate(touched))
         else:  # many postings: a scan of the accumulator beats sorting them
-            candidates = np.flatnonzero(acc)
+            candidates = np.flatnonzero(acc).astype(np.int32)
         scores = acc[candidates]
         acc[candidates] = 0.0
-        if contenders is not None:  # the others are out of the running (their scores were reset all the same)
-            candidates, scores = contenders, scores[np.searchsorted(candidates, contenders)]
         live = self._alive[candidates]
         if not live.all():
             candidates, scores = candidates[live], scores[live]
-        if k is not None and k < len(candidates):
-            part = np.argpartition(-scores, k - 1)[:k]
-            candidates, scores = candidates[part], scores[part]
-        order = np.lexsort((candidates, -scores))  # best first; ties: the older row first
-        return candidates[order], scores[order]
+        return _best(candidates, scores, None)
 
-    def _contenders(self, touched: list[np.ndarray], k: int, bound: float) -> np.ndarray | None:
-        """The live documents scored so far that can still reach the top k when the remaining terms add at
-        most `bound`; None when a document not yet seen could still get there too."""
-        seen = np.unique(np.concatenate(touched)) if len(touched) > 1 else touched[0]
-        seen = seen[self._alive[seen]]
-        if len(seen) < k:
-            return None
-        scores = self._acc[seen]
-        kth = float(np.partition(scores, len(scores) - k)[len(scores) - k])
-        if kth <= bound:
-            return None
-        return seen[scores + bound >= kth]
+
+def _lookup(rows: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(i, pos): wanted[i] == rows[pos], for the `wanted` that are in the sorted `rows`."""
+    pos = np.searchsorted(rows, wanted)
+    np.minimum(pos, len(rows) - 1, out=pos)
+    hit = np.flatnonzero(rows[pos] == wanted)
+    return hit, pos[hit]
+
+
+def _distinct(rows: np.ndarray) -> np.ndarray:
+    """The distinct rows, sorted (a sort beats np.unique, which hashes)."""
+    rows = np.sort(rows)
+    return rows[np.concatenate(([True], rows[1:] != rows[:-1]))] if len(rows) > 1 else rows
+
+
+def _top(rows: np.ndarray, acc: np.ndarray, n: int) -> np.ndarray:
+    """The entries of `rows` with the n highest accumulator values, distinct."""
+    if len(rows) > n:
+        rows = rows[np.argpartition(-acc[rows], n - 1)[:n]]
+    return _distinct(rows)
+
+
+def _best(rows: np.ndarray, scores: np.ndarray, k: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (all when None), best first; ties: the older row first."""
+    if k is not None and k < len(rows):
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = scores >= kth  # every row tied with the k-th stays, so the tie rule below decides among them
+        rows, scores = rows[keep], scores[keep]
+    order = np.lexsort((rows, -scores))
+    if k is not None:
+        order = order[:k]
+    return rows[order].astype(np.int64), scores[order]
