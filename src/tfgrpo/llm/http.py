@@ -39,6 +39,10 @@ from .base import (
 
 NStrategy = Literal["auto", "native", "fanout"]
 RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
+KEEPALIVE_S = 3.0
+"""Longest a pooled connection is kept idle: below the 5 s after which uvicorn (vLLM, SGLang, `tfgrpo
+serve-model`), llama.cpp's server and Node close idle connections, so a request is not sent on a
+connection the server is just closing (a "server disconnected" error, retried after a backoff)."""
 
 
 class _LoopThread:
@@ -254,7 +258,7 @@ class OpenAIBackend(Backend):
             aiohttp = self._aiohttp
             self._session = aiohttp.ClientSession(
                 headers=headers,
-                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                connector=aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=KEEPALIVE_S),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),  # per attempt, body included
             )
             self._proxy = _env_proxy(self.base_url)
