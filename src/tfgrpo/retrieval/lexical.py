@@ -44,12 +44,13 @@ class _Postings:
     postings without the length normalisation: with the average length A now, the exact part lies
     within a factor A / impact_avg (or its inverse) of the impact, and `peak` is the largest impact."""
 
-    __slots__ = ("rows", "tfs", "n", "dead", "ordered", "impacts", "impact_avg", "peak")
+    __slots__ = ("rows", "tfs", "n", "last", "dead", "ordered", "impacts", "impact_avg", "peak")
 
     def __init__(self, rows: np.ndarray | None = None, tfs: np.ndarray | None = None) -> None:
         self.rows = np.zeros(1, dtype=np.int32) if rows is None else rows
         self.tfs = np.zeros(1, dtype=np.float32) if tfs is None else tfs
         self.n = 0 if rows is None else len(rows)
+        self.last = -1 if rows is None or not len(rows) else int(rows.max())  # the highest row
         self.dead = 0
         self.ordered = True
         self.impacts: np.ndarray | None = None
@@ -65,8 +66,10 @@ class _Postings:
                     new = np.empty(size, dtype=old.dtype)
                     new[: self.n] = old[: self.n]
                     setattr(self, name, new)
-        if self.n and row < self.rows[self.n - 1]:
+        if row < self.last:
             self.ordered = False
+        else:
+            self.last = row
         self.rows[self.n] = row
         self.tfs[self.n] = tf
         if self.impacts is not None and impact is not None:
