@@ -179,7 +179,7 @@ class OpenAIBackend(Backend):
         self._proxy: str | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._model_lock: asyncio.Lock | None = None
-        self._client_kwargs = {"base_url": self.base_url, "api_key": api_key, "timeout": self.timeout}
+        self._api_key = api_key
 
     @property
     def usage(self) -> Usage:
@@ -252,7 +252,7 @@ class OpenAIBackend(Backend):
         if self._session is None:
             # The openai client only lends its headers (it sends nothing): auth, OPENAI_ORG_ID,
             # OPENAI_PROJECT_ID and user agent as it would send them; values it omits are not strings.
-            client = self._openai.AsyncOpenAI(max_retries=0, **self._client_kwargs)
+            client = self._openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0)
             headers = {k: v for k, v in {**client.auth_headers, **client.default_headers}.items() if isinstance(v, str)}
             await client.close()
             aiohttp = self._aiohttp
