@@ -36,54 +36,72 @@ def tokenize(text: str) -> list[str]:
 
 
 class _Postings:
-    """One term's postings: rows[:n] (increasing unless `ordered` is False) and their term frequencies
-    tfs[:n]; the arrays may be longer (spare capacity) or views of the arrays a saved index was read from.
+    """One term's postings: `data[0, :n]` the rows (increasing unless `ordered` is False), `data[1, :n]`
+    their term frequencies. One int32 array for both (a term in a single document costs one small array
+    object, and most terms are such); it may be wider (spare capacity) or a view of the arrays a saved
+    index was read from.
 
     `impacts[:n]`, once a query has needed them, are the term-frequency part of each posting's score
     (the score without the idf) at the average document length `impact_avg`, for scanning a term's
     postings without the length normalisation: with the average length A now, the exact part lies
     within a factor A / impact_avg (or its inverse) of the impact, and `peak` is the largest impact."""
 
-    __slots__ = ("rows", "tfs", "n", "last", "dead", "ordered", "impacts", "impact_avg", "peak")
+    __slots__ = ("data", "n", "last", "dead", "ordered", "impacts", "impact_avg", "peak")
 
-    def __init__(self, rows: np.ndarray | None = None, tfs: np.ndarray | None = None) -> None:
-        self.rows = np.zeros(1, dtype=np.int32) if rows is None else rows
-        self.tfs = np.zeros(1, dtype=np.float32) if tfs is None else tfs
-        self.n = 0 if rows is None else len(rows)
-        self.last = -1 if rows is None or not len(rows) else int(rows.max())  # the highest row
+    def __init__(self, data: np.ndarray | None = None) -> None:
+        self.data = np.zeros((2, 1), dtype=np.int32) if data is None else data
+        self.n = 0 if data is None else data.shape[1]
+        self.last = int(self.data[0, : self.n].max()) if self.n else -1  # the highest row
         self.dead = 0
         self.ordered = True
         self.impacts: np.ndarray | None = None
         self.impact_avg = 0.0
         self.peak = 0.0
 
-    def append(self, row: int, tf: float, impact: float | None) -> None:
-        if self.n == len(self.rows):
-            size = max(4, 2 * self.n)
-            for name in ("rows", "tfs", "impacts"):
-                old = getattr(self, name)
-                if old is not None:
-                    new = np.empty(size, dtype=old.dtype)
-                    new[: self.n] = old[: self.n]
-                    setattr(self, name, new)
+    @property
+    def rows(self) -> np.ndarray:
+        return self.data[0, : self.n]
+
+    @property
+    def tfs(self) -> np.ndarray:
+        return self.data[1, : self.n]
+
+    def append(self, row: int, tf: int, impact: float | None) -> None:
+        n = self.n
+        if n == self.data.shape[1]:
+            data = np.empty((2, max(4, 2 * n)), dtype=np.int32)
+            data[:, :n] = self.data[:, :n]
+            self.data = data
+            if self.impacts is not None:
+                impacts = np.empty(data.shape[1], dtype=np.float32)
+                impacts[:n] = self.impacts[:n]
+                self.impacts = impacts
         if row < self.last:
             self.ordered = False
         else:
             self.last = row
-        self.rows[self.n] = row
-        self.tfs[self.n] = tf
+        self.data[0, n] = row
+        self.data[1, n] = tf
         if self.impacts is not None and impact is not None:
-            self.impacts[self.n] = impact
+            self.impacts[n] = impact
             self.peak = max(self.peak, impact)
-        self.n += 1
+        self.n = n + 1
 
     def sort(self) -> None:
         if not self.ordered:
-            order = np.argsort(self.rows[: self.n], kind="stable")
-            self.rows, self.tfs = self.rows[: self.n][order], self.tfs[: self.n][order]
+            order = np.argsort(self.rows, kind="stable")
             if self.impacts is not None:
                 self.impacts = self.impacts[: self.n][order]
+            self.data = self.data[:, : self.n][:, order]
             self.ordered = True
+
+    def keep(self, keep: np.ndarray) -> None:
+        """Only the postings where `keep` (over the sorted postings) is True."""
+        if self.impacts is not None:
+            self.impacts = self.impacts[: self.n][keep]
+        self.data = self.data[:, : self.n][:, keep]
+        self.n = self.data.shape[1]
+        self.dead = 0
 
 
 class BM25Index:
@@ -98,7 +116,7 @@ class BM25Index:
         # turned into `_Postings` (views of those arrays) when first touched, so taking a saved index over
         # is not O(terms).
         self._postings: dict[str, _Postings | int] = {}
-        self._frozen: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # rows, tfs, starts
+        self._frozen: tuple[np.ndarray, np.ndarray] | None = None  # (rows and tfs as in `_Postings`, starts)
         self._lengths = np.zeros(0, dtype=np.float32)  # row -> document length (0 once deleted)
         self._alive = np.zeros(0, dtype=bool)
         self._n_docs = 0
@@ -161,16 +179,11 @@ class BM25Index:
 
     def _compact(self, term: str, postings: _Postings) -> None:
         postings.sort()
-        rows = postings.rows[: postings.n]
-        keep = self._alive[rows]
+        keep = self._alive[postings.rows]
         if not keep.any():
             del self._postings[term]
             return
-        postings.rows, postings.tfs = rows[keep], postings.tfs[: postings.n][keep]
-        if postings.impacts is not None:
-            postings.impacts = postings.impacts[: postings.n][keep]
-        postings.n = len(postings.rows)
-        postings.dead = 0
+        postings.keep(keep)
 
     def clear(self) -> None:
         self._reset(self.k1, self.b)
@@ -180,9 +193,8 @@ class BM25Index:
         if not isinstance(found, int):
             return found
         assert self._frozen is not None, "terms are numbered only by `restore`, which sets `_frozen`"
-        rows, tfs, starts = self._frozen
-        a, b = starts[found], starts[found + 1]
-        postings = self._postings[term] = _Postings(rows[a:b], tfs[a:b])
+        data, starts = self._frozen
+        postings = self._postings[term] = _Postings(data[:, starts[found] : starts[found + 1]])
         postings.ordered = bool(np.all(postings.rows[1:] > postings.rows[:-1]))
         postings.sort()
         return postings
@@ -190,10 +202,10 @@ class BM25Index:
     def _arrays_of(self, postings: _Postings | int) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(postings, int):
             assert self._frozen is not None, "terms are numbered only by `restore`, which sets `_frozen`"
-            rows, tfs, starts = self._frozen
-            return rows[starts[postings] : starts[postings + 1]], tfs[starts[postings] : starts[postings + 1]]
+            data, starts = self._frozen
+            return data[0, starts[postings] : starts[postings + 1]], data[1, starts[postings] : starts[postings + 1]]
         postings.sort()
-        return postings.rows[: postings.n], postings.tfs[: postings.n]
+        return postings.rows, postings.tfs
 
     def export(self, n_rows: int) -> dict:
         """The index over rows [0, n_rows) as flat arrays (live postings only), for `snapshot.save`."""
@@ -201,7 +213,7 @@ class BM25Index:
         parts = [self._arrays_of(p) for p in self._postings.values()]
         counts = np.fromiter((len(r) for r, _ in parts), dtype=np.int64, count=len(parts))
         rows = np.concatenate([r for r, _ in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
-        tfs = np.concatenate([t for _, t in parts]) if parts else np.zeros(0, np.float32)
+        tfs = np.concatenate([t for _, t in parts]).astype(np.float32) if parts else np.zeros(0, np.float32)
         keep = self._alive[rows]
         if not keep.all():
             starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
@@ -232,7 +244,7 @@ class BM25Index:
         self._n_docs = int(data["n_docs"])
         self._total_length = float(data["total_length"])
         starts = np.concatenate(([0], np.cumsum(data["counts"]))).astype(np.int64)
-        self._frozen = (data["rows"].astype(np.int32), data["tfs"].astype(np.float32), starts)
+        self._frozen = (np.stack((data["rows"].astype(np.int32), data["tfs"].astype(np.int32))), starts)
         self._postings = dict(zip(data["terms"], range(len(data["terms"]))))
 
     # -- search -------------------------------------------------------------------------------------------
@@ -242,6 +254,7 @@ class BM25Index:
         exhaustive search use, adding the very same numbers in the same order)."""
         k1 = self.k1
         norm = k1 * (1.0 - self.b + self.b * self._lengths[rows] / avg_length)
+        tfs = tfs.astype(np.float32)
         return np.float32(weight) * tfs * (k1 + 1.0) / (tfs + norm)
 
     def _impacts(self, postings: _Postings, avg_length: float) -> tuple[np.ndarray, float]:
@@ -250,8 +263,8 @@ class BM25Index:
         drift = avg_length / postings.impact_avg if postings.impacts is not None else 0.0
         if postings.impacts is None or abs(drift - 1.0) > _IMPACT_DRIFT:
             n = postings.n
-            impacts = np.empty(len(postings.rows), dtype=np.float32)
-            impacts[:n] = self._scores(1.0, postings.rows[:n], postings.tfs[:n], avg_length)
+            impacts = np.empty(postings.data.shape[1], dtype=np.float32)
+            impacts[:n] = self._scores(1.0, postings.rows, postings.tfs, avg_length)
             postings.impacts, postings.impact_avg = impacts, avg_length
             postings.peak = float(impacts[:n].max()) if n else 0.0
             drift = 1.0
@@ -281,7 +294,7 @@ class BM25Index:
             postings.sort()
             df = postings.n - postings.dead
             weight = qtf * math.log(1.0 + (self._n_docs - df + 0.5) / (df + 0.5))
-            terms.append((weight, postings.rows[: postings.n], postings.tfs[: postings.n], postings))
+            terms.append((weight, postings.rows, postings.tfs, postings))
         if not terms:
             return empty
         # Rarest (highest idf) first, in every search: float32 sums depend on the order of the terms.
