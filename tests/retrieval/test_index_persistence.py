@@ -119,7 +119,8 @@ def test_a_library_changed_since_the_save_is_brought_up_to_date(saved, minilm):
 
     with TrainingFreeGRPO.open(path, clock=lambda: 1_700_000_000) as grpo:
         retriever = grpo.enable_retrieval(minilm, approximate_threshold=THRESHOLD)
-        taken_over = results(grpo)
+        assert retriever._vectors._mapped is not None  # the graph is a view of the file, not read into memory
+        taken_over = results(grpo)  # (the new texts are added to a copy of it: faiss cannot grow a view)
         assert retriever.restored_rows == len(PROMPTS) and retriever._vectors.builds == 0
     with TrainingFreeGRPO.open(path, clock=lambda: 1_700_000_000) as grpo:
         grpo.enable_retrieval(minilm, approximate_threshold=THRESHOLD, persist_indexes=False)

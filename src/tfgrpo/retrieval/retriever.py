@@ -19,10 +19,11 @@ date text by text.
 from __future__ import annotations
 
 import math
+import operator
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,7 +83,7 @@ class Retriever:
     ) -> None:
         self._embedder_spec = embedder
         self._embedder: Embedder | None = None
-        self._text = text or (lambda e: e.prompt)
+        self._text = text or operator.attrgetter("prompt")
         self.rrf_k = rrf_k
         self.persist_embeddings = persist_embeddings
         self.embed_batch_size = embed_batch_size
@@ -92,7 +93,8 @@ class Retriever:
         self._saved_builds = 0
         self._library: TrainingFreeGRPO | None = None
         self._bm25 = BM25Index()
-        self._vectors = vector_index or VectorIndex(approximate_threshold)
+        # (`is None`, not `or`: an empty VectorIndex is falsy, and one passed in must be used)
+        self._vectors = vector_index if vector_index is not None else VectorIndex(approximate_threshold)
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._reset()
 
@@ -126,10 +128,11 @@ class Retriever:
         saved = snapshot.load(path) if path is not None else None
         if saved is not None:
             self._restore(saved)
-        self.add_many(list(library.experience_library))
+        self.add_many(library.experience_library)
         if saved is not None:  # saved texts that left the library since: dropped like removed ones
-            for text in [t for t, row in self._row_of.items() if not self._members[row]]:
-                self._drop(text, self._row_of[text])
+            texts = self._texts
+            for row in [row for row, members in enumerate(self._members) if members is not None and not members]:
+                self._drop(texts[row], row)  # type: ignore[arg-type]  # (a live row has its text)
 
     @property
     def index_path(self) -> Path | None:
@@ -144,18 +147,25 @@ class Retriever:
 
     def _restore(self, saved: snapshot.Snapshot) -> None:
         """Take over the row layout and the indexes of a saved snapshot (members are filled in after)."""
-        texts = saved.texts
-        self._texts = list(texts)
-        self._members = [None if t is None else {} for t in texts]
-        self._row_of = {t: row for row, t in enumerate(texts) if t is not None}
-        self._n_dead = len(texts) - len(self._row_of)
+        texts = self._texts = saved.texts
+        self._row_of = dict(zip(texts, range(len(texts))))  # type: ignore[arg-type]  # (None: dead rows, popped)
+        self._row_of.pop(None, None)  # type: ignore[call-overload]
+        self._n_dead = texts.count(None)
+        if len(self._row_of) + self._n_dead != len(texts):
+            warnings.warn(
+                "ignoring a saved retrieval index that lists a text twice; it will be rebuilt", RuntimeWarning, 3
+            )
+            self._reset()
+            return
+        self._members = [{} for _ in texts] if not self._n_dead else [None if t is None else {} for t in texts]
         self.restored_rows = len(self._row_of)
         self._saved_bm25 = saved.bm25
         ann = saved.ann
         if ann is not None and saved.embedder == self.embedder.name:
             settings = {**self._vectors.hnsw_settings(), "dim": ann.d}
             if saved.hnsw == settings:
-                self._vectors.restore(ann, np.array([t is not None for t in texts[: ann.ntotal]], dtype=bool))
+                alive = np.fromiter((t is not None for t in texts[: ann.ntotal]), dtype=bool, count=ann.ntotal)
+                self._vectors.restore(ann, alive, saved.graph_bytes)
                 self._semantic_on = True
                 self._pending = [row for row in range(ann.ntotal, len(texts)) if texts[row] is not None]
         self._saved_builds = self._vectors.builds
@@ -209,9 +219,15 @@ class Retriever:
         assert members is not None, "a live text's row has a members dict"
         members[id(exp)] = exp
 
-    def add_many(self, experiences: Sequence[Experience]) -> None:
+    def add_many(self, experiences: Iterable[Experience]) -> None:
+        """`add` each (inlined: a million of them when a library is attached)."""
+        row_of, members, text_of = self._row_of, self._members, self._text
         for exp in experiences:
-            self.add(exp)
+            text = text_of(exp)
+            row = row_of.get(text)
+            if row is None:
+                row = self._new_row(text)  # (appends to `members`, the same list)
+            members[row][id(exp)] = exp  # type: ignore[index]  # (a live row has a members dict)
 
     def _new_row(self, text: str) -> int:
         row = len(self._texts)

@@ -1,21 +1,29 @@
 """The retriever's indexes saved beside a library file, so a new process does not rebuild them.
 
-One file, `<library>.index` (e.g. `lib.db.index`), written atomically: a JSON header line, then numpy
-arrays (no pickles), then the faiss HNSW graph streamed as faiss writes it. It holds the retriever's
-row layout (the text of every row), the BM25 postings when lexical search was on, and the HNSW graph
-(with its vectors) when one was built.
+One file, `<library>.index` (e.g. `lib.db.index`), written atomically: raw numpy arrays (no pickles), then
+the faiss HNSW graph as faiss writes it, then a JSON header naming where each part lies, then a trailer
+(a magic number, the header's place). It holds the retriever's row layout (the text of every row), the
+BM25 postings when lexical search was on, and the HNSW graph (with its vectors) when one was built.
+
+It is read memory-mapped (copy on write): the arrays and the graph are views of the file, so opening a
+1M index does not read its 3 GB; the pages a query touches are read when it touches them. The graph is
+faiss's zero-copy view of the file (`ZeroCopyIOReader`); faiss cannot grow such a graph, so the vector
+index copies it into memory before adding to it (`VectorIndex`). A save writes a new file and renames it
+over the old one, so a file in use is never changed under its readers.
 
 Staleness is decided per text, not per file: every saved row names its text, and a text's postings
 and vector depend only on the text (and on the embedder, which the header names). A process that
 opens a library which changed since the save keeps the rows whose text is still there, drops the
 others as it drops removed texts, and indexes the new texts as it does new arrivals. A header that
 does not match (another format version, embedder, vector size or HNSW settings) or a damaged file
-means that part is rebuilt as if there were no file, and the next save replaces it.
+(a trailer or a part missing, as a truncated file has) means that part is rebuilt as if there were no
+file, and the next save replaces it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -28,7 +36,9 @@ if TYPE_CHECKING:
     import faiss
 
 FORMAT = "tfgrpo-retrieval-index"
-VERSION = 1
+VERSION = 2
+MAGIC = b"TFGRPOIX"  # the trailer: MAGIC, then the header's offset and length (two little-endian uint64)
+_ALIGN = 64
 
 
 @dataclass
@@ -38,6 +48,7 @@ class Snapshot:
     hnsw: dict | None = None  # {"m": ..., "ef_construction": ..., "dim": ...} when `ann` is set
     ann: faiss.IndexHNSWFlat | None = None  # the graph over rows [0, ann.ntotal)
     bm25: dict | None = field(default=None)  # see `_bm25_arrays`
+    graph_bytes: np.ndarray | None = None  # the file's bytes that `ann` views (kept alive with it)
 
 
 def index_path(library_path: str | os.PathLike) -> Path:
@@ -53,13 +64,20 @@ def _encode_texts(texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _decode_texts(blob: np.ndarray, lengths: np.ndarray) -> list[str | None]:
-    data = blob.tobytes()
-    ends = np.cumsum(np.maximum(lengths, 0)).tolist()
-    out: list[str | None] = []
-    start = 0
-    for end, length in zip(ends, lengths.tolist()):
-        out.append(None if length < 0 else data[start:end].decode("utf-8", "surrogatepass"))
-        start = end
+    ends = np.cumsum(np.maximum(lengths, 0))
+    if len(ends) and ends[-1] != len(blob):
+        raise ValueError(f"the texts take {len(blob)} bytes where their lengths add up to {ends[-1]}")
+    starts = (ends - np.maximum(lengths, 0)).tolist()
+    ends_list = ends.tolist()
+    if not len(blob) or int(blob.max()) < 128:  # ASCII (the usual prompt): one string, cut by byte offsets
+        whole: str | bytes = blob.tobytes().decode("ascii")
+        out: list[str | None] = [whole[a:b] for a, b in zip(starts, ends_list)]  # type: ignore[misc]
+    else:
+        data = blob.tobytes()
+        out = [data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends_list)]
+    if (lengths < 0).any():
+        for row in np.flatnonzero(lengths < 0).tolist():
+            out[row] = None
     return out
 
 
@@ -67,28 +85,34 @@ def save(path: Path, snapshot: Snapshot) -> None:
     """Write `snapshot` to `path` atomically (a temporary file, fsync, rename)."""
     arrays: dict[str, np.ndarray] = {}
     arrays["text_blob"], arrays["text_lengths"] = _encode_texts(snapshot.texts)
-    header = {"format": FORMAT, "version": VERSION, "rows": len(snapshot.texts), "embedder": snapshot.embedder}
+    header: dict = {"format": FORMAT, "version": VERSION, "rows": len(snapshot.texts), "embedder": snapshot.embedder}
     if snapshot.bm25 is not None:
         bm25 = dict(snapshot.bm25)
         arrays["term_blob"], arrays["term_lengths"] = _encode_texts(bm25.pop("terms"))
         for name in ("counts", "rows", "tfs", "lengths", "alive"):
             arrays[f"bm25_{name}"] = bm25.pop(name)
         header["bm25"] = bm25  # the scalars: k1, b, n_docs, total_length
-    if snapshot.ann is not None:
-        header["hnsw"] = snapshot.hnsw
-    header["arrays"] = list(arrays)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(json.dumps(header).encode() + b"\n")
-            for arr in arrays.values():
-                np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+            header["arrays"] = {}
+            for name, arr in arrays.items():
+                arr = np.ascontiguousarray(arr)
+                offset = _pad(f)
+                f.write(arr.data)
+                header["arrays"][name] = {"dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset}
             if snapshot.ann is not None:
                 import faiss
 
-                f.flush()
+                offset = _pad(f)
                 # (PyCallbackIOWriter is in faiss's SWIG module but missing from its stubs.)
                 faiss.write_index(snapshot.ann, faiss.PyCallbackIOWriter(f.write))  # type: ignore[attr-defined]
+                header["hnsw"] = snapshot.hnsw
+                header["graph"] = {"offset": offset, "length": f.tell() - offset}
+            place = f.tell()
+            encoded = json.dumps(header).encode()
+            f.write(encoded)
+            f.write(MAGIC + np.array([place, len(encoded)], dtype="<u8").tobytes())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -97,24 +121,38 @@ def save(path: Path, snapshot: Snapshot) -> None:
         raise
 
 
+def _pad(f: BinaryIO) -> int:
+    """Pad the file to the next multiple of _ALIGN bytes; returns that offset."""
+    at = f.tell()
+    f.write(b"\0" * (-at % _ALIGN))
+    return at + (-at % _ALIGN)
+
+
 def load(path: Path) -> Snapshot | None:
     """The snapshot at `path`, or None when there is none or it cannot be used (with a warning saying
     why, for a damaged file); the caller then builds its indexes as if there were no file."""
     if not path.exists():
         return None
     try:
-        with open(path, "rb") as f:
-            return _read(f)
+        return _read(path)
     except Exception as exc:  # a damaged or foreign file is never fatal: the indexes are rebuilt
         warnings.warn(f"ignoring the saved retrieval index {path} ({exc}); it will be rebuilt", RuntimeWarning, 2)
         return None
 
 
-def _read(f: BinaryIO) -> Snapshot | None:
-    header = json.loads(f.readline())
+def _read(path: Path) -> Snapshot | None:
+    data = np.memmap(path, dtype=np.uint8, mode="c")  # (copy on write: nothing written reaches the file)
+    trailer = data[-len(MAGIC) - 16 :].tobytes() if len(data) >= len(MAGIC) + 16 else b""
+    if trailer[: len(MAGIC)] != MAGIC:
+        raise ValueError(f"not a version {VERSION} {FORMAT} file, or a truncated one (no trailer)")
+    place, length = np.frombuffer(trailer[len(MAGIC) :], dtype="<u8").tolist()
+    end = len(data) - len(MAGIC) - 16
+    if place + length != end:
+        raise ValueError("the trailer does not point at the header")
+    header = json.loads(data[place:end].tobytes())
     if header.get("format") != FORMAT or header.get("version") != VERSION:
         raise ValueError(f"not a version {VERSION} {FORMAT} file")
-    arrays = {name: np.lib.format.read_array(f, allow_pickle=False) for name in header["arrays"]}
+    arrays = {name: _array(data, spec, place) for name, spec in header["arrays"].items()}
     texts = _decode_texts(arrays["text_blob"], arrays["text_lengths"])
     if len(texts) != header["rows"]:
         raise ValueError(f"{len(texts)} rows where the header says {header['rows']}")
@@ -130,14 +168,29 @@ def _read(f: BinaryIO) -> Snapshot | None:
     if "hnsw" in header:
         import faiss
 
-        # (PyCallbackIOReader: as PyCallbackIOWriter in `save`.) faiss returns the graph's own class, as
-        # `save` wrote it; the stubs type it as a plain Index.
-        reader = faiss.PyCallbackIOReader(f.read)  # type: ignore[attr-defined]
+        graph = header["graph"]
+        if not 0 <= graph["offset"] <= graph["offset"] + graph["length"] <= place:
+            raise ValueError("the HNSW graph lies outside the file")
+        graph_bytes = snapshot.graph_bytes = data[graph["offset"] : graph["offset"] + graph["length"]]
+        # A view of the file's bytes, not a copy (3 GB at 1M). faiss returns the graph's own class, as `save`
+        # wrote it; the stubs type it as a plain Index (and lack ZeroCopyIOReader and swig_ptr).
+        reader = faiss.ZeroCopyIOReader(faiss.swig_ptr(graph_bytes), len(graph_bytes))  # type: ignore[attr-defined]
         ann = snapshot.ann = cast("faiss.IndexHNSWFlat", faiss.read_index(reader))
         snapshot.hnsw = header["hnsw"]
         if ann.ntotal > len(texts) or ann.d != header["hnsw"]["dim"]:
             raise ValueError("the HNSW graph does not match the rows")
     return snapshot
+
+
+def _array(data: np.ndarray, spec: dict, end: int) -> np.ndarray:
+    """One array of the file, as a view of it."""
+    dtype, shape, offset = np.dtype(spec["dtype"]), tuple(spec["shape"]), int(spec["offset"])
+    if dtype.hasobject:
+        raise ValueError("an array of Python objects")
+    size = dtype.itemsize * math.prod(shape)
+    if not 0 <= offset <= offset + size <= end:
+        raise ValueError("an array lies outside the file")
+    return data[offset : offset + size].view(dtype).reshape(shape)
 
 
 def terms(encoded: tuple[np.ndarray, np.ndarray]) -> list[str]:

@@ -48,6 +48,7 @@ class VectorIndex:
         self._ann_dead = 0  # graph rows that are dead
         self._ann_blanks = 0  # of those, the ones already dead (and blanked) when the graph was built
         self._vectors_owner: faiss.IndexHNSWFlat | None = None  # the graph whose memory `_vectors` views
+        self._mapped: np.ndarray | None = None  # the file bytes a restored graph views (see `restore`)
         self._warned = False
 
     def __len__(self) -> int:
@@ -72,8 +73,10 @@ class VectorIndex:
         """The HNSW graph (over rows [0, its ntotal)), or None when none was built."""
         return self._ann
 
-    def restore(self, ann: faiss.IndexHNSWFlat, alive: np.ndarray) -> None:
-        """Take over a saved HNSW graph and the vectors it holds; `alive`: which of its rows are live."""
+    def restore(self, ann: faiss.IndexHNSWFlat, alive: np.ndarray, mapped: np.ndarray | None = None) -> None:
+        """Take over a saved HNSW graph and the vectors it holds; `alive`: which of its rows are live.
+        `mapped`: the bytes the graph views when it was read without a copy (faiss's zero-copy reader), kept
+        alive with it; such a graph is copied into memory before rows are added to it."""
         import faiss
 
         n, d = ann.ntotal, ann.d
@@ -87,6 +90,7 @@ class VectorIndex:
         self._end = n
         self._n_alive = int(self._alive.sum())
         self._ann, self._ann_end, self._ann_dead = ann, n, n - self._n_alive
+        self._mapped = mapped
 
     def vectors(self, rows: int | np.ndarray) -> np.ndarray:
         return self._vectors[rows]
@@ -194,6 +198,10 @@ class VectorIndex:
                 self._vectors[: self._end][~self._alive[: self._end]] = 0.0
             self._ann_blanks = self._end - self._n_alive
         if self._ann_end < self._end:
+            if self._mapped is not None and ann is self._vectors_owner:
+                # faiss cannot grow a graph that views a file (it aborts the process): copy it first. (The
+                # mapping stays: `_vectors` may still view it.)
+                ann = self._ann = _read_copy(self._mapped)
             ann.add(self._vectors[self._ann_end : self._end])
             self._ann_dead += int((~self._alive[self._ann_end : self._end]).sum())
             self._ann_end = self._end
@@ -215,3 +223,19 @@ class VectorIndex:
                 rows, scores = rows[keep][:k], scores[keep][:k]
                 return rows.astype(np.int64), scores.astype(np.float32)
             fetch *= 2
+
+
+def _read_copy(data: np.ndarray) -> faiss.IndexHNSWFlat:
+    """A graph that owns its memory, read from the bytes faiss wrote it as."""
+    import faiss
+
+    view, place = data.data, 0
+
+    def read(n: int) -> bytes:
+        nonlocal place
+        chunk = view[place : place + n].tobytes()
+        place += len(chunk)
+        return chunk
+
+    # (PyCallbackIOReader is in faiss's SWIG module but missing from its stubs.)
+    return faiss.read_index(faiss.PyCallbackIOReader(read))  # type: ignore[attr-defined,return-value]
