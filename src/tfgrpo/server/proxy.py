@@ -13,6 +13,10 @@ what was injected. Rewards arrive by `POST /v1/feedback` (or from `--reward`, be
 A restart loses nothing acknowledged: completions are recorded before their answer is sent, feedback is
 committed before its 200, and the groups formed but not yet in the library (the library stores the last
 group it learned, in the same transaction as the experiences) are learned when the proxy starts again.
+
+Beside this module: `upstream.py` (the aiohttp client of the upstream, retries, 502/504), `served.py`
+(one served library, its retrieval and its learner on a worker thread), `records.py` (the durable
+completion records, feedback and groups).
 """
 
 from __future__ import annotations
