@@ -126,9 +126,12 @@ class Retriever:
         self._reset()
         path = self.index_path
         saved = snapshot.load(path) if path is not None else None
+        experiences = list(library.experience_library)
+        if saved is not None and self._take_over(saved, experiences):
+            return
         if saved is not None:
-            self._restore(saved)
-        self.add_many(library.experience_library)
+            self._restore(saved, saved.row_texts())
+        self.add_many(experiences)
         if saved is not None:  # saved texts that left the library since: dropped like removed ones
             texts = self._texts
             for row in [row for row, members in enumerate(self._members) if members is not None and not members]:
@@ -145,9 +148,32 @@ class Retriever:
         library_file = getattr(store, "path", None)
         return snapshot.index_path(library_file) if library_file is not None else None
 
-    def _restore(self, saved: snapshot.Snapshot) -> None:
-        """Take over the row layout and the indexes of a saved snapshot (members are filled in after)."""
-        texts = self._texts = saved.texts
+    def _take_over(self, saved: snapshot.Snapshot, experiences: list[Experience]) -> bool:
+        """The usual case, in one pass: the saved rows are the library's first distinct texts, in order
+        (unchanged since the save, or only grown), so the saved texts are compared, not decoded, and the
+        rows are numbered by the library's own strings. False (nothing done) in any other case."""
+        texts = [self._text(e) for e in experiences]
+        distinct = list(dict.fromkeys(texts))  # in order of first appearance, as `add` numbers rows
+        if not saved.is_prefix_of(distinct):
+            return False
+        if len(distinct) == len(texts):  # one experience per text (the texts beyond the saved ones: new rows)
+            self._restore(saved, distinct, [{id(e): e} for e in experiences])
+        else:
+            self._restore(saved, distinct)
+            row_of, members = self._row_of, self._members
+            for exp, text in zip(experiences, texts):
+                members[row_of[text]][id(exp)] = exp  # type: ignore[index]  # (live rows have a dict)
+        return True
+
+    def _restore(
+        self,
+        saved: snapshot.Snapshot,
+        texts: list[str | None],
+        members: list[dict[int, Experience] | None] | None = None,
+    ) -> None:
+        """Take over the row layout (the text of each row: the saved ones, and after them any new ones)
+        and the indexes of a saved snapshot; `members`: of each row (default: none yet, filled in after)."""
+        self._texts = texts
         self._row_of = dict(zip(texts, range(len(texts))))  # type: ignore[arg-type]  # (None: dead rows, popped)
         self._row_of.pop(None, None)  # type: ignore[call-overload]
         self._n_dead = texts.count(None)
@@ -157,8 +183,10 @@ class Retriever:
             )
             self._reset()
             return
-        self._members = [{} for _ in texts] if not self._n_dead else [None if t is None else {} for t in texts]
-        self.restored_rows = len(self._row_of)
+        if members is None:
+            members = [{} for _ in texts] if not self._n_dead else [None if t is None else {} for t in texts]
+        self._members = members
+        self.restored_rows = saved.live_rows()
         self._saved_bm25 = saved.bm25
         ann = saved.ann
         if ann is not None and saved.embedder == self.embedder.name:

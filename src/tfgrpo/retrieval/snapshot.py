@@ -43,12 +43,42 @@ _ALIGN = 64
 
 @dataclass
 class Snapshot:
-    texts: list[str | None]  # row -> text (None: a dead row)
+    texts: list[str | None] | None  # row -> text (None: a dead row); None: still `encoded` (see `row_texts`)
     embedder: str | None = None
     hnsw: dict | None = None  # {"m": ..., "ef_construction": ..., "dim": ...} when `ann` is set
     ann: faiss.IndexHNSWFlat | None = None  # the graph over rows [0, ann.ntotal)
     bm25: dict | None = field(default=None)  # see `_bm25_arrays`
     graph_bytes: np.ndarray | None = None  # the file's bytes that `ann` views (kept alive with it)
+    encoded: tuple[np.ndarray, np.ndarray] | None = None  # the texts as read: UTF-8 bytes, lengths (-1: dead)
+
+    def row_texts(self) -> list[str | None]:
+        """The text of every row (decoded on first use)."""
+        if self.texts is None:
+            assert self.encoded is not None, "a loaded snapshot keeps its texts encoded"
+            self.texts = _decode_texts(*self.encoded)
+        return self.texts
+
+    def live_rows(self) -> int:
+        """How many rows are live."""
+        if self.texts is not None:
+            return len(self.texts) - self.texts.count(None)
+        assert self.encoded is not None, "a loaded snapshot keeps its texts encoded"
+        return int((self.encoded[1] >= 0).sum())
+
+    def is_prefix_of(self, texts: list[str]) -> bool:
+        """Whether the rows are exactly the first len(rows) of `texts`, in order, none dead (a library
+        unchanged since the save, or one that only grew): then they need not be decoded."""
+        if self.encoded is None:
+            return self.texts == texts[: len(self.texts or ())]
+        blob, lengths = self.encoded
+        n = len(lengths)
+        if n > len(texts):
+            return False
+        head = texts[:n]
+        if not np.array_equal(np.fromiter(map(len, head), dtype=np.int64, count=n), lengths):
+            return False  # (character counts: equal to the byte counts only for ASCII, checked next)
+        joined = "".join(head)
+        return joined.isascii() and joined.encode("ascii") == blob.tobytes()
 
 
 def index_path(library_path: str | os.PathLike) -> Path:
@@ -84,8 +114,9 @@ def _decode_texts(blob: np.ndarray, lengths: np.ndarray) -> list[str | None]:
 def save(path: Path, snapshot: Snapshot) -> None:
     """Write `snapshot` to `path` atomically (a temporary file, fsync, rename)."""
     arrays: dict[str, np.ndarray] = {}
-    arrays["text_blob"], arrays["text_lengths"] = _encode_texts(snapshot.texts)
-    header: dict = {"format": FORMAT, "version": VERSION, "rows": len(snapshot.texts), "embedder": snapshot.embedder}
+    arrays["text_blob"], arrays["text_lengths"] = _encode_texts(snapshot.row_texts())
+    header: dict = {"format": FORMAT, "version": VERSION, "rows": len(arrays["text_lengths"])}
+    header["embedder"] = snapshot.embedder
     if snapshot.bm25 is not None:
         bm25 = dict(snapshot.bm25)
         arrays["term_blob"], arrays["term_lengths"] = _encode_texts(bm25.pop("terms"))
@@ -153,16 +184,16 @@ def _read(path: Path) -> Snapshot | None:
     if header.get("format") != FORMAT or header.get("version") != VERSION:
         raise ValueError(f"not a version {VERSION} {FORMAT} file")
     arrays = {name: _array(data, spec, place) for name, spec in header["arrays"].items()}
-    texts = _decode_texts(arrays["text_blob"], arrays["text_lengths"])
-    if len(texts) != header["rows"]:
-        raise ValueError(f"{len(texts)} rows where the header says {header['rows']}")
-    snapshot = Snapshot(texts, embedder=header.get("embedder"))
+    blob, lengths = arrays["text_blob"], arrays["text_lengths"]
+    if len(lengths) != header["rows"] or int(np.maximum(lengths, 0).sum()) != len(blob):
+        raise ValueError(f"{len(lengths)} rows of {len(blob)} bytes do not match the header's {header['rows']}")
+    snapshot = Snapshot(None, embedder=header.get("embedder"), encoded=(blob, lengths))
     if "bm25" in header:
         bm25 = dict(header["bm25"])
         bm25["terms"] = (arrays["term_blob"], arrays["term_lengths"])  # decoded by `terms` when taken over
         for name in ("counts", "rows", "tfs", "lengths", "alive"):
             bm25[name] = arrays[f"bm25_{name}"]
-        if len(bm25["lengths"]) < len(texts) or int(bm25["counts"].sum()) != len(bm25["rows"]):
+        if len(bm25["lengths"]) < len(lengths) or int(bm25["counts"].sum()) != len(bm25["rows"]):
             raise ValueError("the BM25 postings do not match the rows")
         snapshot.bm25 = bm25
     if "hnsw" in header:
@@ -177,7 +208,7 @@ def _read(path: Path) -> Snapshot | None:
         reader = faiss.ZeroCopyIOReader(faiss.swig_ptr(graph_bytes), len(graph_bytes))  # type: ignore[attr-defined]
         ann = snapshot.ann = cast("faiss.IndexHNSWFlat", faiss.read_index(reader))
         snapshot.hnsw = header["hnsw"]
-        if ann.ntotal > len(texts) or ann.d != header["hnsw"]["dim"]:
+        if ann.ntotal > len(lengths) or ann.d != header["hnsw"]["dim"]:
             raise ValueError("the HNSW graph does not match the rows")
     return snapshot
 
