@@ -153,12 +153,15 @@ class Retriever:
         (unchanged since the save, or only grown), so the saved texts are compared, not decoded, and the
         rows are numbered by the library's own strings. False (nothing done) in any other case."""
         texts = [self._text(e) for e in experiences]
-        distinct = list(dict.fromkeys(texts))  # in order of first appearance, as `add` numbers rows
-        if not saved.is_prefix_of(distinct):
-            return False
-        if len(distinct) == len(texts):  # one experience per text (the texts beyond the saved ones: new rows)
-            self._restore(saved, distinct, [{id(e): e} for e in experiences])
+        row_of = dict(zip(texts, range(len(texts))))
+        if len(row_of) == len(texts):  # one experience per text (the texts beyond the saved ones: new rows)
+            if not saved.is_prefix_of(texts):
+                return False
+            self._restore(saved, texts, [{id(e): e} for e in experiences], row_of)
         else:
+            distinct = list(dict.fromkeys(texts))  # in order of first appearance, as `add` numbers rows
+            if not saved.is_prefix_of(distinct):
+                return False
             self._restore(saved, distinct)
             row_of, members = self._row_of, self._members
             for exp, text in zip(experiences, texts):
@@ -170,12 +173,16 @@ class Retriever:
         saved: snapshot.Snapshot,
         texts: list[str | None],
         members: list[dict[int, Experience] | None] | None = None,
+        row_of: dict[str, int] | None = None,
     ) -> None:
         """Take over the row layout (the text of each row: the saved ones, and after them any new ones)
-        and the indexes of a saved snapshot; `members`: of each row (default: none yet, filled in after)."""
+        and the indexes of a saved snapshot; `members` (default: none yet, filled in after) and `row_of`
+        (text -> row) when the caller has them."""
         self._texts = texts
-        self._row_of = dict(zip(texts, range(len(texts))))  # type: ignore[arg-type]  # (None: dead rows, popped)
-        self._row_of.pop(None, None)  # type: ignore[call-overload]
+        if row_of is None:
+            row_of = dict(zip(texts, range(len(texts))))  # type: ignore[arg-type]  # (None: dead rows, popped)
+            row_of.pop(None, None)  # type: ignore[call-overload]
+        self._row_of = row_of
         self._n_dead = texts.count(None)
         if len(self._row_of) + self._n_dead != len(texts):
             warnings.warn(
