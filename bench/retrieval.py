@@ -20,6 +20,7 @@ baseline measured in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -227,7 +228,7 @@ class SyntheticEmbedder:
 def open_child(path: str, persist: bool, threads: int, semantic: bool = True) -> None:
     """A fresh process: open the library, attach a retriever, answer one semantic then one lexical query
     (only the lexical one when `semantic` is False)."""
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     grpo = TrainingFreeGRPO.open(path)
     opened = time.perf_counter()
     retriever = grpo.enable_retrieval(
@@ -237,11 +238,11 @@ def open_child(path: str, persist: bool, threads: int, semantic: bool = True) ->
     qs = queries(3, seed=5)
     if semantic:
         found = grpo.get_experiences_for_prompt(qs[0], k=10, mode="semantic")
-        first = time.perf_counter()
+        first, first_cpu = time.perf_counter(), time.process_time()
         grpo.get_experiences_for_prompt(qs[1], k=10, mode="semantic")
         second = time.perf_counter()
     else:
-        found, first, second = [None] * 10, attached, attached
+        found, first, second, first_cpu = [None] * 10, attached, attached, 0.0
     lexical = grpo.get_experiences_for_prompt(qs[2], k=10, mode="lexical")
     first_lexical = time.perf_counter()
     assert len(found) == 10 and len(lexical) == 10
@@ -254,6 +255,7 @@ def open_child(path: str, persist: bool, threads: int, semantic: bool = True) ->
                 "second_semantic_ms": (second - first) * 1e3,
                 "first_lexical_s": first_lexical - second,
                 "total_s": (first if semantic else first_lexical) - started,
+                "total_cpu_s": first_cpu - started_cpu,  # (semantic only; all threads of the process)
                 "restored": retriever.restored_rows,
                 "builds": retriever._vectors.builds,
                 "embedded": retriever.embedder.embedded,
@@ -263,12 +265,27 @@ def open_child(path: str, persist: bool, threads: int, semantic: bool = True) ->
     )
 
 
-def bench_open(n: int, threads: int, baseline: bool, out: Rows, semantic: bool = True) -> None:
+def bench_open(
+    n: int, threads: int, baseline: bool, out: Rows, semantic: bool = True, keep: Path | None = None, runs: int = 1
+) -> None:
     """A library file of `n` distinct prompts whose indexes a first process built (and so saved); then a
-    fresh process opens it and answers its first query. Baseline (same run): a fresh process that does
-    not take the saved indexes over (what every process did before issue 11)."""
-    with tempfile.TemporaryDirectory(dir=os.environ.get("TFGRPO_BENCH_TMP")) as tmp:
+    fresh process opens it and answers its first query (`runs` times). Baseline (same run): a fresh process
+    that does not take the saved indexes over (what every process did before issue 11). `keep`: a folder
+    where the library and its index are kept, and reused when a previous run left them there (the 1M
+    graph takes minutes to build)."""
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=os.environ.get("TFGRPO_BENCH_TMP")))
+        else:
+            tmp = str(keep / f"{n}{'' if semantic else '-lexical'}")
+            os.makedirs(tmp, exist_ok=True)
         path = os.path.join(tmp, "lib.db")
+        if os.path.exists(f"{path}.index"):
+            out.add(f"{n:,}", "first process: (reused from an earlier run)", path)
+            _measure_open(n, path, threads, baseline, out, semantic, runs)
+            return
+        for leftover in Path(tmp).glob("lib.db*"):
+            leftover.unlink()
         texts = prompts(n, seed=n)
         grpo = TrainingFreeGRPO.open(path, GRPOConfig(max_library_size=n), clock=lambda: 1_700_000_000)
         grpo.add_rollout_groups(([(p, "good"), (p, "bad")], [1.0, 0.0], None) for p in texts)
@@ -292,6 +309,11 @@ def bench_open(n: int, threads: int, baseline: bool, out: Rows, semantic: bool =
         if semantic:
             out.add(f"{n:,}", "first process: embed + HNSW build + save [s]", f"{semantic_build:.1f}")
         out.add(f"{n:,}", f"saving the indexes again [s] ({index_mb:,.0f} MB file)", f"{save_s:.1f}")
+        _measure_open(n, path, threads, baseline, out, semantic, runs)
+
+
+def _measure_open(n: int, path: str, threads: int, baseline: bool, out: Rows, semantic: bool, runs: int) -> None:
+    for _ in range(runs):
         for persist in (True, False) if baseline else (True,):
             command = [sys.executable, __file__, "--open-child", path, "1" if persist else "0", str(threads)]
             command += [] if semantic else ["--only", "lexical"]
@@ -300,11 +322,14 @@ def bench_open(n: int, threads: int, baseline: bool, out: Rows, semantic: bool =
                 raise RuntimeError(result.stderr)
             r = json.loads(result.stdout.strip().splitlines()[-1])
             what = "new process, saved indexes" if persist else "new process, no saved index (before)"
+            what += f" (load {os.getloadavg()[0]:.1f})"
             out.add(
                 f"{n:,}",
                 f"{what}: open / attach / first semantic / total to first answer [s]",
                 f"{r['open_s']:.1f} / {r['attach_s']:.1f} / {r['first_semantic_s']:.1f} / {r['total_s']:.1f}",
             )
+            if semantic:
+                out.add(f"{n:,}", f"{what}: CPU time to first semantic answer [s]", f"{r['total_cpu_s']:.1f}")
             out.add(
                 f"{n:,}",
                 f"{what}: second semantic [ms] / first lexical [s] / texts embedded / graphs built",
@@ -340,6 +365,8 @@ def main() -> None:
     parser.add_argument(
         "--baseline-up-to", type=int, default=100_000, help="largest size also opened without the saved indexes"
     )
+    parser.add_argument("--keep", type=Path, help="with --open-only: keep (and reuse) the libraries and indexes here")
+    parser.add_argument("--runs", type=int, default=1, help="with --open-only: new processes per size")
     parser.add_argument("--open-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.open_child:
@@ -351,7 +378,8 @@ def main() -> None:
         out = Rows()
         out.add = lambda *row: print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
         for n in args.sizes:
-            bench_open(n, args.threads, n <= args.baseline_up_to, out, semantic=args.only != "lexical")
+            semantic = args.only != "lexical"
+            bench_open(n, args.threads, n <= args.baseline_up_to, out, semantic, args.keep, args.runs)
         return
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
