@@ -151,9 +151,11 @@ def event_loop(main) -> None:
 # ---------------------------------------------------------------------------------------------- setup
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc), all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, main_thread: bool = False) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc), all its threads or its main
+    thread's (the proxy's event loop) alone."""
+    stat = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -388,11 +390,13 @@ def main() -> None:
             if len(ids) < args.feedback:  # completions to give feedback on
                 ids += run(throughput(proxy, 64, args.feedback - len(ids), rng))[1]
             ids = ids[: args.feedback]
-            cpu = cpu_seconds(processes[1].pid)
+            cpu, loop_cpu = cpu_seconds(processes[1].pid), cpu_seconds(processes[1].pid, main_thread=True)
             rate = run(feedback_rate(proxy, ids))
-            cpu = cpu_seconds(processes[1].pid) - cpu
+            cpu, loop_cpu = (cpu_seconds(processes[1].pid) - cpu,
+                             cpu_seconds(processes[1].pid, main_thread=True) - loop_cpu)  # fmt: skip
             rows.append((f"feedback over HTTP, 64 in flight [per s] ({len(ids)})", None, rate))
             rows.append(("proxy CPU per feedback [ms]", None, 1e3 * cpu / len(ids)))
+            rows.append(("... of it on the event loop [ms]", None, 1e3 * loop_cpu / len(ids)))
             rows.append((f"feedback, CompletionRecords in-process [per s] ({args.feedback})", None,
                          records_rate(args.feedback)))  # fmt: skip
         loads.append(os.getloadavg())

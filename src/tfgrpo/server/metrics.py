@@ -62,6 +62,7 @@ class Observe:
     def __init__(self, app, metrics: ProxyMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}  # (endpoint, status) -> its metrics
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -83,8 +84,12 @@ class Observe:
             endpoint = "/v1/libraries" if path.startswith("/v1/libraries/") else path
             if endpoint not in _ENDPOINTS:
                 endpoint = "other"
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(endpoint, str(status)).inc()
+            children = self._children.get((endpoint, status))
+            if children is None:  # `labels()` locks and checks its arguments on every call: once per pair
+                children = (self.metrics.latency.labels(endpoint), self.metrics.requests.labels(endpoint, str(status)))
+                self._children[endpoint, status] = children
+            children[0].observe(time.perf_counter() - started)
+            children[1].inc()
 
 
 _ENDPOINTS = {
