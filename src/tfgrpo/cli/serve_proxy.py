@@ -6,6 +6,7 @@ import sys
 
 from ..server.limits import add_limit_arguments, limits_from_args
 from .options import add_config_args, config_from_args
+from .report import open_run_tracker, result_args
 
 
 def add_commands(command) -> None:
@@ -43,6 +44,7 @@ def add_commands(command) -> None:
     p.add_argument("--hash-key", default=None, metavar="KEY", help="print the sha256 of KEY for keys.toml and exit")
     add_config_args(p.add_argument_group("proxy"), ProxyConfig)
     add_limit_arguments(p)
+    result_args(p, out=False)
 
 
 def cmd_serve(args) -> int | None:
@@ -61,18 +63,20 @@ def cmd_serve(args) -> int | None:
 
         reward = make_reward(args.reward)
     try:
-        run_proxy(
-            args.upstream,
-            args.library,
-            args.host,
-            args.port,
-            config_from_args(ProxyConfig, args),
-            keys_path=args.keys,
-            limits=limits_from_args(args),
-            reward=reward,
-            critic=args.critic,
-            validate_margin=args.validate_margin,
-        )
+        with open_run_tracker(args, "serve") as tracker:
+            run_proxy(
+                args.upstream,
+                args.library,
+                args.host,
+                args.port,
+                config_from_args(ProxyConfig, args),
+                keys_path=args.keys,
+                limits=limits_from_args(args),
+                reward=reward,
+                critic=args.critic,
+                validate_margin=args.validate_margin,
+                tracker=tracker if args.track else None,
+            )
     except KeyboardInterrupt:
         print("tfgrpo serve: stopped", file=sys.stderr)
     return None

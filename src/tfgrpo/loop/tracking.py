@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -58,15 +59,17 @@ class Tracker:
         self.run_name = run_name
         self.folder = Path(folder)
         self.active = True
+        self._lock = threading.Lock()  # `tfgrpo serve` logs each library's figures from its own thread
 
     def _safely(self, what: str, action: Callable[[], Any]) -> None:
-        if not self.active:
-            return
-        try:
-            action()
-        except Exception as exc:  # tracking must never stop a run
-            self.active = False
-            log.warning("%s tracking stopped (%s failed: %s); the run goes on without it", self.kind, what, exc)
+        with self._lock:
+            if not self.active:
+                return
+            try:
+                action()
+            except Exception as exc:  # tracking must never stop a run
+                self.active = False
+                log.warning("%s tracking stopped (%s failed: %s); the run goes on without it", self.kind, what, exc)
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         self._safely("logging the config", lambda: self._config(_jsonable(config)))

@@ -42,6 +42,7 @@ from ..core.formats import is_sqlite_path
 from ..core.knobs import check_knobs, knob
 from ..errors import BackendError, ConfigError
 from ..loop.rollouts import RETRIEVAL_MODES, SELECT_MODES
+from ..loop.tracking import Tracker
 from ..loop.updates import LessonUpdate
 from ..prompting import PromptTemplate, build_prompt, inject_messages
 from ..rewards.base import Reward
@@ -196,10 +197,13 @@ def create_proxy_app(
     upstream_api_key: str | None = None,
     upstream_model: str | None = None,
     lessons: dict[str, Any] | None = None,
+    tracker: Tracker | None = None,
 ) -> ProxyApp:
     """The proxy app. `libraries`: name -> SQLite file (with `keys`, the keys file's; without, one).
     `reward`: best-of-G with `config.group_size` choices. `lessons`: the lessons update in the
-    background: {"update": factory(LessonLibrary) -> LessonUpdate, "policy": Backend, "config": TrainConfig}."""
+    background: {"update": factory(LessonLibrary) -> LessonUpdate, "policy": Backend, "config": TrainConfig}.
+    `tracker`: each library's figures (size, lessons, groups, feedback, lift) as it learns, and its file at
+    shutdown, when the tracker is closed."""
     if keys is None and len(libraries) != 1:
         raise ConfigError("without --keys tfgrpo serve serves exactly one library")
     for path in libraries.values():
@@ -215,7 +219,7 @@ def create_proxy_app(
         served: dict[str, ServedLibrary] = {}
         try:
             for name, path in libraries.items():
-                served[name] = ServedLibrary(name, path, config, metrics)
+                served[name] = ServedLibrary(name, path, config, metrics, tracker)
                 if lessons is not None:
                     served[name].lesson_update = lessons["update"](served[name].lessons)
                     served[name].lesson_context = {**lessons, "reward": reward}
@@ -238,6 +242,8 @@ def create_proxy_app(
                 await state["upstream"].close()
             for lib in served.values():
                 await lib.close()
+            if tracker is not None:  # here: after a signal uvicorn re-raises it, and nothing after run() runs
+                tracker.close()
             log.info("stopped", extra=log_fields(libraries=sorted(served)))
 
     app = FastAPI(title="tfgrpo serve", version="1", lifespan=lifespan)
@@ -694,6 +700,7 @@ def run_proxy(
     critic: str | None = None,
     validate_margin: float | None = None,
     graceful_s: int = 30,
+    tracker: Tracker | None = None,
 ) -> None:
     """What `tfgrpo serve` runs, until SIGINT/SIGTERM (then in-flight requests finish, what they
     queued is committed, and the groups it formed are learned)."""
@@ -738,6 +745,7 @@ def run_proxy(
             upstream_api_key=api_key,
             upstream_model=model,
             lessons=lessons,
+            tracker=tracker,
         )
         print(
             f"tfgrpo serve: {', '.join(map(str, libraries.values()))} in front of {upstream} at "

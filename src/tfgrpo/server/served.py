@@ -28,6 +28,7 @@ from . import records
 from .metrics import ProxyMetrics, log_fields
 
 if TYPE_CHECKING:
+    from ..loop.tracking import Tracker
     from .proxy import ProxyConfig
 
 log = logging.getLogger("tfgrpo.serve")
@@ -41,7 +42,9 @@ class ServedLibrary:
     """One library as the proxy serves it: experiences, lessons, completion records, and the learner
     that turns complete groups into library updates (on the library's worker thread, in `seq` order)."""
 
-    def __init__(self, name: str, path: str | Path, config: ProxyConfig, metrics: ProxyMetrics) -> None:
+    def __init__(
+        self, name: str, path: str | Path, config: ProxyConfig, metrics: ProxyMetrics, tracker: Tracker | None = None
+    ) -> None:
         self.name = name
         self.path = Path(path)
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"tfgrpo-library-{name}")
@@ -63,6 +66,8 @@ class ServedLibrary:
         self.records = records.CompletionRecords(
             self.path, config.group_size, config.group_window, on_group=self._group_formed
         )
+        self.tracker = tracker
+        self._tracking: asyncio.Future | None = None
         self._update_gauges()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -151,6 +156,7 @@ class ServedLibrary:
         self._signal_groups += [g for g in groups if g.has_signal]
         self._update_gauges()
         self._maybe_update_lessons()
+        self._track()
 
     async def wait_learned(self, seq: int) -> None:
         """Return once group `seq` is in the library (or failed to go in; it is retried at the next start)."""
@@ -196,6 +202,32 @@ class ServedLibrary:
     def _update_gauges(self) -> None:
         self.metrics.set_library(self.name, self.grpo.library_size(), self.lessons.version, len(self.lessons))
 
+    # -- tracking (`tfgrpo serve --track`)
+
+    def _track(self) -> None:
+        """The library's figures to the tracker, on a thread of its own. While one record is being written
+        later batches are not queued behind it (the tracker never holds serving back; `close` writes the last)."""
+        if self.tracker is None or (self._tracking is not None and not self._tracking.done()):
+            return
+        assert self._loop is not None
+        self._tracking = self._loop.run_in_executor(None, self._log_figures, True)
+
+    def _log_figures(self, with_records: bool) -> None:
+        assert self.tracker is not None
+        figures: dict[str, Any] = {
+            "experiences": self.grpo.library_size(),
+            "lessons": len(self.lessons),
+            "lesson_version": self.lessons.version,
+            "groups_learned": self.learned,
+        }
+        if with_records:
+            figures["records"] = self.records.counts()
+            lift = records.lift(self.records.reward_moments())
+            figures["lift"] = {"lift": lift["lift"], **dict(zip(("ci_low", "ci_high"), lift["ci95"] or ()))}
+            figures["reward_with_library"] = lift["with_library"]["mean_reward"]
+            figures["reward_without_library"] = lift["without_library"]["mean_reward"]
+        self.tracker.log_metrics({self.name: figures}, self.learned)
+
     def stats(self) -> dict[str, Any]:
         return {
             "library": self.name,
@@ -206,7 +238,13 @@ class ServedLibrary:
         }
 
     async def close(self) -> None:
-        """Commit what is queued, learn the groups it formed, and close the files."""
+        """Commit what is queued, learn the groups it formed, and close the files (with --track: the last
+        figures, then the library file as an artifact)."""
+        if self.tracker is not None:
+            if self._tracking is not None:
+                await asyncio.wait([self._tracking])
+            # Every acknowledged feedback is committed by now (uvicorn has finished the requests).
+            await asyncio.to_thread(self._log_figures, True)
         await asyncio.to_thread(self.records.close)
         if self._queue is not None and not self._task.done():
             self._queue.put_nowait(None)
@@ -215,5 +253,11 @@ class ServedLibrary:
             with contextlib.suppress(Exception):
                 await self._lesson_task
         self._worker.shutdown(wait=True)
+        if self.tracker is not None:
+            if self._tracking is not None:
+                await asyncio.wait([self._tracking])
+            self._log_figures(with_records=False)  # the groups the last feedback formed are learned now
         self.lessons.close()
         self.grpo.close()
+        if self.tracker is not None:
+            self.tracker.log_artifact(self.path)
