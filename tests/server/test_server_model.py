@@ -147,6 +147,35 @@ def test_logit_bias_reaches_the_local_model(client, local_backend):
     assert biased.choices[0].text == " banana" * 3
 
 
+COLOUR = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "colour",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]}},
+            "required": ["colour"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_a_json_schema_response_format_constrains_the_local_model(client):
+    question = [{"role": "user", "content": "Name a colour."}]
+    plain = client.chat.completions.create(model="smol", messages=question, max_tokens=16, temperature=0)
+    answer = client.chat.completions.create(
+        model="smol", messages=question, max_tokens=16, temperature=0, response_format=COLOUR
+    )
+    assert json.loads(answer.choices[0].message.content)["colour"] in ("red", "green", "blue")
+    assert answer.choices[0].message.content != plain.choices[0].message.content
+    with pytest.raises(Exception, match="response_format"):  # JSON mode without a schema is not offered
+        client.chat.completions.create(
+            model="smol", messages=question, max_tokens=4, response_format={"type": "json_object"}
+        )
+
+
 def test_lone_surrogate_is_a_400_not_a_500(server):
     body = json.dumps({"messages": [{"role": "user", "content": "\ud800"}], "max_tokens": 2})
     response = httpx.post(f"{server.url}/v1/chat/completions", content=body, timeout=60)

@@ -95,8 +95,11 @@ def _check_logit_bias(bias: object) -> dict[int, float]:
 
 def _check_response_format(value: object) -> None:
     schema = value.get("json_schema") if isinstance(value, Mapping) else None
-    if not isinstance(value, Mapping) or value.get("type") != "json_schema" or not isinstance(schema, Mapping) or (
-        not isinstance(schema.get("name"), str) or not isinstance(schema.get("schema"), Mapping)
+    if (
+        not isinstance(value, Mapping)
+        or value.get("type") != "json_schema"
+        or not isinstance(schema, Mapping)
+        or (not isinstance(schema.get("name"), str) or not isinstance(schema.get("schema"), Mapping))
     ):
         raise ConfigError(
             'GenerationParams.response_format must be {"type": "json_schema", "json_schema": {"name": "...", '
@@ -253,6 +256,9 @@ class Backend(ABC):
     """
 
     model_name: str = "unknown"
+    structured_output: bool = False
+    """Whether `GenerationParams.response_format` is honoured (the output follows the schema), so that
+    `serve-model` can offer it instead of refusing it."""
 
     @abstractmethod
     def generate(

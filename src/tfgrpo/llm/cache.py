@@ -125,6 +125,10 @@ class CachedBackend(Backend):
         return self.backend.model_name
 
     @property
+    def structured_output(self) -> bool:  # type: ignore[override]
+        return self.backend.structured_output
+
+    @property
     def usage(self) -> Usage:
         return self.backend.usage
 

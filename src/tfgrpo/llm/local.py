@@ -91,6 +91,8 @@ class TransformersBackend(Backend):
     `load_seconds` tells how long loading the tokenizer and the model took.
     """
 
+    structured_output = True  # decoding constrained to the schema: `tfgrpo.llm.structured`
+
     def __init__(
         self,
         model: str | os.PathLike | None = None,

@@ -20,7 +20,15 @@ from ..errors import ConfigError
 from ..llm.base import Backend, Generation, GenerationParams, Prompt
 from .guards import ApiKey, BodyLimit
 from .limits import ServerLimits, check_limits
-from .openai_api import bad_request, install_error_handlers, parse, read_json, refuse_unsupported
+from .openai_api import (
+    UNSUPPORTED,
+    UNSUPPORTED_WITH_STRUCTURED_OUTPUT,
+    bad_request,
+    install_error_handlers,
+    parse,
+    read_json,
+    refuse_unsupported,
+)
 from .streaming import ClientDisconnected, EventStream, until_disconnected
 
 
@@ -39,6 +47,7 @@ class _Request(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     logit_bias: dict[str, float] | None = None
+    response_format: dict[str, Any] | None = None  # a JSON schema, when the backend honours one
     stream: bool | None = None
     stream_options: dict[str, Any] | None = None
 
@@ -52,6 +61,7 @@ class _Request(BaseModel):
             stop=[self.stop] if isinstance(self.stop, str) else self.stop,
             seed=self.seed,
             logit_bias=_token_ids(self.logit_bias),
+            response_format=self.response_format if (self.response_format or {}).get("type") == "json_schema" else None,
         )
 
 
@@ -167,7 +177,7 @@ def create_app(
 
     async def checked(request: Request, model: type[_Request]) -> Any:
         body = await read_json(request)
-        refuse_unsupported(body)
+        refuse_unsupported(body, UNSUPPORTED_WITH_STRUCTURED_OUTPUT if backend.structured_output else UNSUPPORTED)
         check_limits(body, limits)
         return parse(model, body)
 

@@ -180,6 +180,16 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
 """Request fields (OpenAI's, and common vLLM extensions) a plain model server does not implement, each
 with a test for values that ask for nothing (null, false, empty, the documented no-op default)."""
 
+UNSUPPORTED_WITH_STRUCTURED_OUTPUT = {
+    **UNSUPPORTED,
+    "response_format": lambda value: (
+        _absent(value)
+        or value in ({"type": "text"},)
+        or (isinstance(value, dict) and value.get("type") == "json_schema")
+    ),
+}
+"""The same, for a backend that honours a JSON-schema `response_format` (`Backend.structured_output`)."""
+
 
 def refuse_unsupported(body: Mapping[str, Any], unsupported: Mapping[str, Callable[[Any], bool]] = UNSUPPORTED) -> None:
     """A 400 naming the first field that asks for something this server does not do, rather than a 200
