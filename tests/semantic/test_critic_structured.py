@@ -106,4 +106,3 @@ def test_other_bad_requests_still_fail() -> None:
         with backend, pytest.raises(BackendError, match="max_tokens is too large"):
             critic.compare([GROUP], LESSONS, seed=0)
     assert len(server.bodies) == 1 and not backend.response_format_refused
-
