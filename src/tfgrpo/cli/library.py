@@ -41,9 +41,13 @@ def _print_experiences(experiences, as_json: bool) -> None:
         if as_json:
             print(json.dumps({"id": exp.id, **exp.to_dict()}, ensure_ascii=False))
         else:
-            print(f"[{exp.id}] advantage={exp.advantage:+.3f} metadata={dict(exp.stored_metadata or {})}")
+            metadata = dict(exp.stored_metadata or {})
+            failure = metadata.pop("contrast_response", None)  # the group's worst rollout: shown on a line of its own
+            print(f"[{exp.id}] advantage={exp.advantage:+.3f} metadata={metadata}")
             print(f"  prompt:   {_one_line(exp.prompt)}")
             print(f"  response: {_one_line(exp.response)}")
+            if failure is not None:
+                print(f"  contrast: {_one_line(failure)}")
 
 
 def _one_line(text: str, width: int = 160) -> str:

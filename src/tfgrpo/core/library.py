@@ -217,10 +217,13 @@ class TrainingFreeGRPO:
 
     def add_rollout_groups(
         self,
-        groups: Iterable[tuple[Iterable[tuple[str, str]], Iterable[float], dict[str, str] | None]],
+        groups: Iterable[
+            tuple[Iterable[tuple[str, str]], Iterable[float], dict[str, str] | list[dict[str, str] | None] | None]
+        ],
         progress: dict | None = None,
     ) -> list[list[Experience]]:
         """Several (rollouts, rewards, metadata) groups as one update: with a store, one transaction.
+        A group's metadata is copied onto each experience it stores, or is a list with one per rollout.
 
         `progress` (any JSON-serialisable dict, e.g. a training loop's position) is saved in that same
         transaction and read back as `self.progress`, so a resumed run neither repeats nor loses a group.
@@ -258,9 +261,10 @@ class TrainingFreeGRPO:
         self,
         rollouts: Iterable[tuple[str, str]],
         rewards: Iterable[float],
-        metadata: dict[str, str] | None = None,
+        metadata: dict[str, str] | list[dict[str, str] | None] | None = None,
     ) -> tuple[int, list[tuple[str, str, float, dict | None]]]:
-        """Check a group and pick what to store: (number of rollouts, [(prompt, response, advantage, metadata)])."""
+        """Check a group and pick what to store: (number of rollouts, [(prompt, response, advantage, metadata)]).
+        `metadata` is one dict for every rollout, or a list with one (or None) per rollout."""
         for name, value in (("rollouts", rollouts), ("rewards", rewards)):
             if type(value) is not list and (isinstance(value, (str, bytes)) or not isinstance(value, Iterable)):
                 raise InvalidRolloutsError(f"{name} must be a list, got {type(value).__name__} {value!r:.80}")
@@ -268,14 +272,25 @@ class TrainingFreeGRPO:
         rewards = list(rewards)
         if len(rollouts) != len(rewards):
             raise InvalidRolloutsError(f"got {len(rollouts)} rollouts but {len(rewards)} rewards; they must pair up")
-        if metadata is not None:
-            check_metadata(metadata)
+        if isinstance(metadata, list):  # one per rollout
+            if len(metadata) != len(rollouts):
+                raise InvalidRolloutsError(
+                    f"got {len(rollouts)} rollouts but {len(metadata)} metadata; a list of metadata must pair up"
+                )
+            for m in metadata:
+                if m is not None:
+                    check_metadata(m)
+            per_rollout = metadata
+        else:
+            if metadata is not None:
+                check_metadata(metadata)
+            per_rollout = [metadata] * len(rollouts)
         advantages = compute_advantages(rewards, self.config.scale_advantages_by_std)
         shared_prompts: dict[str, str] = {}  # one string object per distinct prompt in the group
         threshold = self.config.min_advantage_threshold
         return len(rollouts), [
-            (shared_prompts.setdefault(prompt, prompt), response, advantage, metadata)
-            for (prompt, response), advantage in zip(rollouts, advantages)
+            (shared_prompts.setdefault(prompt, prompt), response, advantage, m)
+            for (prompt, response), advantage, m in zip(rollouts, advantages, per_rollout)
             if advantage > threshold
         ]
 

@@ -2,7 +2,8 @@
 updates of `tfgrpo serve`, call `commit`; adding a strategy means writing one more class here.
 
 - `ExampleUpdate`: the spec's method. Advantages within each group; rollouts above the threshold are
-  stored as few-shot examples (`TrainingFreeGRPO.add_rollout_groups`, one transaction per step).
+  stored as few-shot examples (`TrainingFreeGRPO.add_rollout_groups`, one transaction per step), each
+  with the group's worst rollout beside it in its metadata (`with_contrast`).
 - `LessonUpdate`: the paper's semantic advantage. The critic summarises the rollouts of the groups with
   signal, compares each group, consolidates the proposals; the result is (optionally) validated and
   applied to the lesson library as one version.
@@ -90,7 +91,7 @@ class ExampleUpdate(Update):
                 (
                     [(g.sample["prompt"], text) for text in g.responses],
                     g.rewards,
-                    {"task": self.task_name, "sample_id": g.sample_id},
+                    with_contrast(g.responses, g.rewards, {"task": self.task_name, "sample_id": g.sample_id}),
                 )
                 for g in groups
             ],
@@ -105,6 +106,25 @@ class ExampleUpdate(Update):
             "max_advantage": stats.max_advantage,
             "min_advantage": stats.min_advantage,
         }
+
+
+CONTRAST_CHARS = 2000
+"""Most characters of a failed rollout kept as a success's contrast."""
+
+
+def with_contrast(responses: list[str], rewards: list[float], metadata: dict[str, str]) -> list[dict[str, str] | None]:
+    """Per rollout, `metadata` and its contrast: the group's worst rollout (the first, on a tie) when its
+    reward is lower, as `contrast_response` (model output kept as plain text, cut to CONTRAST_CHARS) and
+    `contrast_reward`. Recorded whether or not prompts show it (`RolloutConfig.contrast`)."""
+    if not rewards:
+        return []
+    worst = min(range(len(rewards)), key=rewards.__getitem__)
+    contrast = {
+        **metadata,
+        "contrast_response": responses[worst][:CONTRAST_CHARS],
+        "contrast_reward": repr(float(rewards[worst])),
+    }
+    return [contrast if reward > rewards[worst] else metadata for reward in rewards]
 
 
 class LessonUpdate(Update):
