@@ -15,7 +15,6 @@ import concurrent.futures
 import email.utils
 import json
 import os
-import random
 import threading
 import time
 import urllib.parse
@@ -36,6 +35,7 @@ from .base import (
     check_prompts,
     to_messages,
 )
+from .retries import Backoff, TryAgain, with_retries
 
 NStrategy = Literal["auto", "native", "fanout"]
 RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
@@ -332,55 +332,53 @@ class OpenAIBackend(Backend):
         return generations
 
     async def _send(self, method: str, path: str, body: dict | None, what: str) -> Any:
-        """One attempt: the decoded JSON answer, or `_StatusError` for a non-2xx status."""
+        """One try: the decoded JSON answer; `TryAgain` for a status worth another try, else a
+        `BackendError` from the server's `_StatusError`."""
         data = None if body is None else json.dumps(body).encode()
         async with self._session.request(method, self.base_url + path, data=data, proxy=self._proxy) as response:
             raw = await response.read()
-        if response.status >= 400:
-            raise _StatusError(response.status, response.headers, _message(raw))
+        status = response.status
+        if status in RETRYABLE_STATUS or status >= 500:
+            raise TryAgain(status, _message(raw), retry_after_seconds(response.headers))
+        if status >= 400:
+            refused = _StatusError(status, _message(raw))
+            raise BackendError(f"{self.base_url} refused the {what} ({status}): {refused.message}") from refused
         try:
             return json.loads(raw)
         except ValueError:
             raise BackendError(f"{self.base_url} sent a {what} response that is not JSON: {raw!r:.200}") from None
 
     async def _with_retries(self, method: str, path: str, body: dict | None, what: str) -> Any:
-        """`_send` with our retries."""
+        """`_send` with our retries, each try holding a place under `concurrency`."""
         semaphore = self._semaphore
         assert semaphore is not None, "_setup runs before any request"
-        for attempt in range(self.max_retries + 1):
-            wait = None
-            try:
-                async with semaphore:
-                    return await self._send(method, path, body, what)
-            except _StatusError as exc:
-                last: BaseException = exc
-                status = exc.status
-                if status not in RETRYABLE_STATUS and status < 500:
-                    raise BackendError(f"{self.base_url} refused the {what} ({status}): {exc.message}") from exc
-                error = f"HTTP {status}: {exc.message}"
-                wait = retry_after_seconds(exc.headers)
-            except (self._aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                last = exc
-                timed_out = isinstance(exc, asyncio.TimeoutError)
-                error = f"timed out after {self.timeout:g} s" if timed_out else f"connection failed ({exc})"
-            if attempt == self.max_retries:
-                raise BackendError(
-                    f"{self.base_url} failed the {what} {attempt + 1} times; last: {error}. "
-                    "Check that the server is up and not overloaded, or raise max_retries / timeout."
-                ) from last
-            if wait is None:
-                wait = min(self.backoff_cap, self.backoff_base * 2**attempt) * random.uniform(0.5, 1.0)
-            self._usage.record_retry()
-            await asyncio.sleep(min(wait, self.retry_after_cap))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+
+        async def attempt() -> Any:
+            async with semaphore:
+                return await self._send(method, path, body, what)
+
+        def give_up(last: Exception, tries: int) -> BackendError:
+            if isinstance(last, TryAgain):
+                error = str(last)
+            elif isinstance(last, asyncio.TimeoutError):
+                error = f"timed out after {self.timeout:g} s"
+            else:
+                error = f"connection failed ({last})"
+            return BackendError(
+                f"{self.base_url} failed the {what} {tries} times; last: {error}. "
+                "Check that the server is up and not overloaded, or raise max_retries / timeout."
+            )
+
+        backoff = Backoff(self.backoff_base, self.backoff_cap, max_wait=self.retry_after_cap)
+        return await with_retries(attempt, self.max_retries, backoff, give_up, self._usage.record_retry)
 
 
 class _StatusError(Exception):
-    """A non-2xx answer: its status, headers and the server's error message."""
+    """A refusal (a 4xx not worth another try): its status and the server's error message."""
 
-    def __init__(self, status: int, headers: Any, message: str) -> None:
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
-        self.status, self.headers, self.message = status, headers, message
+        self.status, self.message = status, message
 
 
 def _env_proxy(url: str) -> str | None:

@@ -7,14 +7,18 @@ aiohttp rather than httpx: httpx's pool scans every pooled connection on each re
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import aiohttp
 
+from ..llm.retries import Backoff, TryAgain, with_retries
 from .metrics import ProxyMetrics
 from .openai_api import OpenAIError
+
+T = TypeVar("T")
+BACKOFF = Backoff(first=0.1, cap=2.0, jitter=(0.5, 1.5))
 
 
 class UpstreamResponse:
@@ -92,61 +96,49 @@ class Upstream:
     async def open(self, method: str, path: str, body: dict | None = None) -> UpstreamResponse:
         """An upstream response whose status is below 500, its body not yet read (close it). 5xx,
         timeouts and connection failures are tried again with backoff, then a 502 or 504."""
-        endpoint = path.rsplit("/", 1)[-1]
-        attempts = self.retries + 1
-        url = f"{self.base_url}/{path}"
-        for attempt in range(attempts):
-            started = time.perf_counter()
-            failure: OpenAIError
-            try:
-                raw = await self.session.request(method, url, json=body)
-            except asyncio.TimeoutError:
-                failure = OpenAIError(
-                    504,
-                    f"the upstream did not answer within {self.timeout} s ({attempts} tries)",
-                    code="upstream_timeout",
-                )
-            except aiohttp.ClientError as exc:
-                failure = OpenAIError(
-                    502,
-                    f"cannot reach the upstream at {self.base_url}: {exc or type(exc).__name__} ({attempts} tries)",
-                    code="upstream_unreachable",
-                )
-            else:
-                self.metrics.upstream_latency.labels(endpoint).observe(time.perf_counter() - started)
-                response = UpstreamResponse(raw, self.max_output_bytes)
-                if response.status_code < 500:
-                    return response
-                try:
-                    text = (await raw.content.read(500)).decode("utf-8", "replace")
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    text = ""
-                raw.close()
-                failure = OpenAIError(
-                    502,
-                    f"the upstream answered {response.status_code} ({attempts} tries): {text}",
-                    code="upstream_error",
-                )
-            if attempt + 1 < attempts:
-                self.metrics.upstream_retries.inc()
-                await asyncio.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
-        raise failure
+        return await self._with_retries(lambda: self._send(method, path, body))
 
     async def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes, str]:
-        """(status, body, content type) of a whole upstream answer, at most `max_output_bytes`."""
-        for attempt in range(self.retries + 1):
-            response = await self.open(method, path, body)
+        """(status, body, content type) of a whole upstream answer, at most `max_output_bytes`; an answer
+        that stalls mid-way is tried again as one that does not start."""
+
+        async def attempt() -> tuple[int, bytes, str]:
+            response = await self._send(method, path, body)
             try:
                 raw = await response.aread()
-                return response.status_code, raw, response.headers.get("content-type", "application/json")
-            except asyncio.TimeoutError:  # the answer started but stalled: the same as no answer
-                if attempt == self.retries:
-                    raise OpenAIError(
-                        504, f"the upstream stalled for {self.timeout} s mid-answer", code="upstream_timeout"
-                    ) from None
             finally:
                 await response.aclose()
-        raise AssertionError("unreachable")
+            return response.status_code, raw, response.headers.get("content-type", "application/json")
+
+        return await self._with_retries(attempt)
+
+    async def _send(self, method: str, path: str, body: dict | None) -> UpstreamResponse:
+        """One try: the response, or `TryAgain` for a 5xx."""
+        started = time.perf_counter()
+        raw = await self.session.request(method, f"{self.base_url}/{path}", json=body)
+        self.metrics.upstream_latency.labels(path.rsplit("/", 1)[-1]).observe(time.perf_counter() - started)
+        if raw.status < 500:
+            return UpstreamResponse(raw, self.max_output_bytes)
+        try:
+            text = (await raw.content.read(500)).decode("utf-8", "replace")
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            text = ""
+        raw.close()
+        raise TryAgain(raw.status, text)
+
+    async def _with_retries(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        return await with_retries(attempt, self.retries, BACKOFF, self._failure, self.metrics.upstream_retries.inc)
+
+    def _failure(self, last: Exception, tries: int) -> OpenAIError:
+        """The error for the client once the tries run out: 504 for a timeout, else 502."""
+        if isinstance(last, TryAgain):
+            message = f"the upstream answered {last.status} ({tries} tries): {last.message}"
+            return OpenAIError(502, message, code="upstream_error")
+        if isinstance(last, asyncio.TimeoutError):
+            message = f"the upstream did not answer within {self.timeout} s ({tries} tries)"
+            return OpenAIError(504, message, code="upstream_timeout")
+        message = f"cannot reach the upstream at {self.base_url}: {last or type(last).__name__} ({tries} tries)"
+        return OpenAIError(502, message, code="upstream_unreachable")
 
     async def close(self) -> None:
         await self.session.close()
