@@ -12,6 +12,10 @@ from .errors import ConfigError
 
 Prompt = str | list[dict[str, str]]
 EXAMPLE_FORMATS = ("text", "turns")
+WRONG_ANSWER = "Wrong answer:"
+"""With `contrast`, in text: the line after an example's query that shows its group's failure."""
+CORRECTION = "That answer is wrong. Try again."
+"""With `contrast`, in turns: the user's reply to the failure, before the assistant's right answer."""
 
 
 def approx_tokens(text: str) -> int:
@@ -100,31 +104,52 @@ def build_prompt(
     count_tokens: Callable[[str], int] = approx_tokens,
     chat: bool = True,
     example_format: str = "text",
+    contrast: bool = False,
 ) -> Prompt:
     """The few-shot prompt for `prompt`: examples in order while they fit `token_budget` (counted for
     the examples only, in their `template.example` form), then the query. The template's instruction
     becomes a system message for chat models (a message list), or the first paragraph of a plain-text
     prompt. In chat, `example_format="turns"` puts each example in as a conversation turn of its own (a
     user message with its query, the assistant's message with its response) instead of `template.example`
-    text inside the user message; without examples, or in plain text, both formats give the same prompt."""
+    text inside the user message; without examples, or in plain text, both formats give the same prompt.
+
+    With `contrast`, an example whose metadata holds its group's failure (`contrast_response`) shows it
+    first: in text, a `Wrong answer: ...` line after the example's query, before its answer; in turns,
+    the failure as the assistant's first answer, the user's `CORRECTION`, then the right answer."""
     if example_format not in EXAMPLE_FORMATS:
         raise ConfigError(f"example_format must be one of {', '.join(EXAMPLE_FORMATS)}, got {example_format!r}")
-    examples = fit_examples(examples, template, token_budget, count_tokens)
+    examples = fit_examples(examples, template, token_budget, count_tokens, contrast)
     query = template.query.format(prompt=prompt)
     system = [{"role": "system", "content": template.instruction}] if template.instruction else []
     if chat and example_format == "turns" and examples:
         turns = [
-            {"role": role, "content": content}
-            for e in examples
-            for role, content in (("user", template.query.format(prompt=e.prompt)), ("assistant", e.response.strip()))
+            {"role": role, "content": content} for e in examples for role, content in _turns(e, template, contrast)
         ]
         return [*system, *turns, {"role": "user", "content": query}]
-    user = "".join(template.example.format(prompt=e.prompt, response=e.response) for e in examples) + query
+    user = "".join(_example_text(e, template, contrast) for e in examples) + query
     if not template.instruction:
         return user
     if chat:
         return [*system, {"role": "user", "content": user}]
     return f"{template.instruction}\n\n{user}"
+
+
+def contrast_of(example: Experience) -> str | None:
+    """The failure recorded beside an example (`ExampleUpdate`), as it is shown; None when there is none."""
+    failure = (example.stored_metadata or {}).get("contrast_response")
+    return None if failure is None else failure.strip() or "(no answer)"
+
+
+def _example_text(example: Experience, template: PromptTemplate, contrast: bool) -> str:
+    failure = contrast_of(example) if contrast else None
+    prompt = example.prompt if failure is None else f"{example.prompt}\n{WRONG_ANSWER} {failure}"
+    return template.example.format(prompt=prompt, response=example.response)
+
+
+def _turns(example: Experience, template: PromptTemplate, contrast: bool) -> list[tuple[str, str]]:
+    failure = contrast_of(example) if contrast else None
+    wrong = [] if failure is None else [("assistant", failure), ("user", CORRECTION)]
+    return [("user", template.query.format(prompt=example.prompt)), *wrong, ("assistant", example.response.strip())]
 
 
 def _fitting(texts: Sequence[str], token_budget: int, count_tokens: Callable[[str], int]) -> list[int]:
@@ -143,11 +168,13 @@ def fit_examples(
     template: PromptTemplate = PromptTemplate(),
     token_budget: int | None = None,
     count_tokens: Callable[[str], int] = approx_tokens,
+    contrast: bool = False,
 ) -> list[Experience]:
-    """The examples `build_prompt` would put into a prompt under `token_budget` (to say which ones went in)."""
+    """The examples `build_prompt` would put into a prompt under `token_budget` (to say which ones went in);
+    with `contrast`, each counted with the failure it shows."""
     if token_budget is None:
         return list(examples)
-    texts = [template.example.format(prompt=e.prompt, response=e.response) for e in examples]
+    texts = [_example_text(e, template, contrast) for e in examples]
     return [examples[i] for i in _fitting(texts, token_budget, count_tokens)]
 
 
@@ -158,6 +185,7 @@ def inject_messages(
     token_budget: int | None = None,
     count_tokens: Callable[[str], int] = approx_tokens,
     example_format: str = "text",
+    contrast: bool = False,
 ) -> list[dict]:
     """A caller's chat `messages` with experiences and lessons put in exactly as `build_prompt` puts them
     into a training prompt: the last user message (its content must be a string) becomes the few-shot
@@ -169,7 +197,7 @@ def inject_messages(
     if last is None or not isinstance(messages[last].get("content"), str):
         raise ConfigError("inject_messages needs a user message whose content is a string")
     built = build_prompt(
-        messages[last]["content"], examples, template, token_budget, count_tokens, True, example_format
+        messages[last]["content"], examples, template, token_budget, count_tokens, True, example_format, contrast
     )
     built = [{"role": "user", "content": built}] if isinstance(built, str) else built
     system = built[0]["content"] if built[0]["role"] == "system" else None

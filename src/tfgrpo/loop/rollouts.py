@@ -40,6 +40,11 @@ class RolloutConfig:
         "(each example a user message and the assistant's answer); plain-text prompts always use text",
         choices=EXAMPLE_FORMATS,
     )
+    contrast: bool = knob(
+        False,
+        "show each example's recorded failure (its group's worst rollout) beside it: a 'Wrong answer:' line in "
+        "text, the wrong answer and a correction as turns",
+    )
     token_budget: int = knob(512, "most tokens the examples may take in one prompt", minimum=0)
     temperature: float = knob(0.7, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
     top_p: float = knob(1.0, "nucleus sampling of the policy", minimum=0.0, maximum=1.0)
@@ -102,6 +107,7 @@ def rollout_batch(
                 config.token_budget,
                 chat=config.chat is not False,
                 example_format=config.example_format,
+                contrast=config.contrast,
             )
             for sample in chunk
         ]

@@ -71,6 +71,7 @@ class ProxyConfig:
         "lexical", "with --select retrieve: lexical (BM25), semantic or hybrid", choices=RETRIEVAL_MODES
     )
     token_budget: int = knob(512, "most tokens the experiences may take in one request", minimum=0)
+    contrast: bool = knob(False, "show each experience's recorded failure beside it (a 'Wrong answer:' line)")
     placement: str = knob(
         "system", "where lessons go: the system message or before the user's text", choices=("system", "user")
     )
@@ -296,9 +297,13 @@ def create_proxy_app(
                     messages = [dict(m) for m in body["messages"]]
                     last = max(i for i, m in enumerate(messages) if m.get("role") == "user")
                     messages[last]["content"] = prompt  # text parts, joined
-                    upstream_body["messages"] = inject_messages(messages, used_examples, template)
+                    upstream_body["messages"] = inject_messages(
+                        messages, used_examples, template, contrast=config.contrast
+                    )
                 else:
-                    upstream_body["prompt"] = build_prompt(prompt, used_examples, template, chat=False)
+                    upstream_body["prompt"] = build_prompt(
+                        prompt, used_examples, template, chat=False, contrast=config.contrast
+                    )
         metrics.injected.labels(lib.name, "lessons").inc(len(used_lessons))
         metrics.injected.labels(lib.name, "experiences").inc(len(used_examples))
         cid = f"{'chatcmpl' if chat else 'cmpl'}-tfgrpo-{uuid.uuid4().hex}"

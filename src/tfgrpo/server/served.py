@@ -91,7 +91,8 @@ class ServedLibrary:
         template = self.config.template
         if lessons:
             template = with_lessons(template, self.lessons.render(), self.config.placement)
-        return fit_examples(examples, template, self.config.token_budget), lessons, template
+        fitted = fit_examples(examples, template, self.config.token_budget, contrast=self.config.contrast)
+        return fitted, lessons, template
 
     # -- learning
 
