@@ -33,7 +33,8 @@ Q = "What is 17 + 25?"
 class Upstream:
     """A scripted OpenAI-compatible server (bare ASGI). `script` is a list of actions consumed one per
     completion request: "ok" (texts "ok-0".."ok-{n-1}"), ("status", code), "hang" (waits until the
-    client disconnects, then sets `cancelled`), "wait" (answers once `release` is set), ("tools", calls),
+    client disconnects, then sets `cancelled`), "stall" (the same, after the status and part of the body),
+    "wait" (answers once `release` is set), ("tools", calls),
     ("texts", [...]). Empty script: "ok". Every completion
     request's JSON body is kept in `bodies`."""
 
@@ -79,6 +80,12 @@ class Upstream:
             while not self.release.is_set():
                 await asyncio.sleep(0.005)
             action = "ok"
+        if action == "stall":
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            )
+            await send({"type": "http.response.body", "body": b'{"id": "upstream-id", ', "more_body": True})
+            action = "hang"
         if action == "hang":
             self.hanging.set()
             while (await receive())["type"] != "http.disconnect":
@@ -469,6 +476,15 @@ def test_upstream_timeout_is_504(fresh, tmp_path):
     with Proxy(fresh, tmp_path / "lib.db", ProxyConfig(retries=0, timeout=0.5)) as proxy:
         response = proxy.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]})
         assert response.status_code == 504 and response.json()["error"]["code"] == "upstream_timeout"
+
+
+def test_upstream_that_stalls_mid_answer_is_retried_then_504(fresh, tmp_path):
+    fresh.script += ["stall", "stall", "stall"]
+    with Proxy(fresh, tmp_path / "lib.db", ProxyConfig(retries=2, timeout=0.5)) as proxy:
+        response = proxy.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        assert response.status_code == 504 and response.json()["error"]["code"] == "upstream_timeout"
+        assert len(fresh.bodies) == 3 and "3 tries" in response.json()["error"]["message"]
+        assert "tfgrpo_upstream_retries_total 2.0" in proxy.get("/metrics").text
 
 
 def test_unreachable_upstream_is_502(tmp_path):
