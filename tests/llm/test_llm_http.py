@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
@@ -141,18 +140,26 @@ def test_sync_generate_inside_a_running_event_loop():
 
 
 def test_one_failing_prompt_cancels_the_rest():
+    # "bad" is refused once all three requests are in flight; the other two are held until the client hangs up.
+    all_in = gathering(3, lambda body: error_reply(401, "invalid api key"))
+
     async def behaviour(index, path, body):
-        if body["messages"][0]["content"] == "bad":
-            return error_reply(401, "invalid api key")
-        await asyncio.sleep(0.5)
-        return error_reply(503)  # would be retried for a long time if left running
+        reply = await all_in(index, path, body)
+        if body["messages"][0]["content"] != "bad":
+            await asyncio.Event().wait()  # if left running, these would time out and be retried 20 times
+        return reply
+
+    async def still_running() -> set[asyncio.Task]:
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)  # cancelled ones end at once
+        return {task for task in tasks if not task.done()}
 
     with StandIn(behaviour) as server, backend_for(server, max_retries=20) as backend:
-        backend.backoff_base = 0.2
         with pytest.raises(BackendError, match="invalid api key"):
             backend.generate(["bad", "slow 1", "slow 2"])
-        time.sleep(1.5)
-        assert len(server.requests) == 3  # the slow ones were not retried after the failure
+        assert asyncio.run_coroutine_threadsafe(still_running(), backend._runner.loop).result() == set()
+        assert len(server.requests) == 3 and backend.usage.retries == 0  # nothing is left to send more
 
 
 def test_native_n():
