@@ -29,11 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if getattr(args, "config", None):
-            # The file's values become the command's defaults, so the flags given win on a second parse.
-            values = apply_config_file(args._config_parser, args.config)
-            args = parser.parse_args(argv)
-            setattr(args, FILE_VALUES, values)
+        args = with_config_file(parser, args, argv)
         return args.func(args) or 0
     except TFGRPOError as exc:
         print(f"tfgrpo: error: {exc}", file=sys.stderr)
@@ -44,6 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `tfgrpo ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def with_config_file(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None
+) -> argparse.Namespace:
+    """`args` with the values of its --config file, if any: they become the command's defaults and
+    `argv` is parsed again, so the flags given win."""
+    if getattr(args, "config", None):
+        values = apply_config_file(args._config_parser, args.config)
+        args = parser.parse_args(argv)
+        setattr(args, FILE_VALUES, values)
+    return args
+
+
+def parse_command(argv: list[str]) -> argparse.Namespace:
+    """The arguments of one command line (`["eval", ...]`), with its config file applied, as `main` runs it."""
+    parser = build_parser()
+    return with_config_file(parser, parser.parse_args(argv), argv)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .common import (
@@ -19,6 +20,9 @@ from .common import (
 )
 from .options import add_config_args, add_config_file_args, config_from_args, print_config, resolved_options
 from .report import finish_result, result_args
+
+if TYPE_CHECKING:
+    from ..loop.evaluate import ConditionResult
 
 
 def add_commands(command) -> None:
@@ -75,41 +79,64 @@ def eval_config(args, task):
     return config_from_args(EvalConfig, args, hints=task_hints(task), template=template(args, task))
 
 
-def cmd_eval(args) -> int | None:
-    from ..loop.evaluate import LessonCondition, evaluate, fair_baselines, show_progress
+def library_conditions(args, stack: ExitStack) -> dict:
+    """The conditions of --strategy, with their libraries opened on `stack` (no baseline among them)."""
+    from ..loop.evaluate import LessonCondition
     from ..semantic import LessonLibrary
+
+    strategy = args.strategy
+    examples = strategy in ("examples", "both", "all")
+    lessons = strategy in ("lessons", "both", "all")
+    if lessons:
+        require_lesson_library(args.library)
+    grpo = stack.enter_context(open_library(args.library)) if examples else None
+    library = stack.enter_context(LessonLibrary(args.library)) if lessons else None
+    if library is not None and not len(library):
+        print(f"warning: {args.library} holds no lessons (version {library.version})", file=sys.stderr)
+    conditions: dict = {}
+    if strategy == "examples":
+        conditions["library"] = grpo
+    if strategy == "all":
+        conditions["examples"] = grpo
+    if library is not None and strategy in ("lessons", "all"):
+        conditions["lessons"] = LessonCondition(library, placement=args.placement)
+    if library is not None and strategy in ("both", "all"):
+        conditions["both"] = LessonCondition(library, examples=grpo, placement=args.placement)
+    return conditions
+
+
+def score(task, config, backend, conditions: dict) -> list[ConditionResult]:
+    """`score_conditions` on the task's held-out samples, checked against its training prompts."""
+    from ..loop.evaluate import score_conditions, show_progress
+
+    train_prompts = {s["prompt"] for s in task.train}
+    return score_conditions(backend, task.test, task.reward, conditions, config, train_prompts, show_progress())
+
+
+def score_baselines(args, task, config, backend) -> list[ConditionResult]:
+    """The baselines, which do not depend on the library: zero-shot as configured ("baseline"), and with
+    --baselines the fair ones (`fair_baselines`)."""
+    from ..loop.evaluate import fair_baselines
+
+    conditions: dict = {"baseline": None}
+    if args.baselines:
+        conditions.update(fair_baselines(backend, task.train, task.reward, config, shots=config.shots or 3))
+    return score(task, config, backend, conditions)
+
+
+def cmd_eval(args) -> int | None:
+    from ..loop.evaluate import report_of
 
     task = load_task(args)
     config = eval_config(args, task)
     if args.print_config:
         print(print_config(resolved_options(args, config), args.print_config))
         return 0
-    strategy = args.strategy
-    examples = strategy in ("examples", "both", "all")
-    lessons = strategy in ("lessons", "both", "all")
-    if lessons:
-        require_lesson_library(args.library)
     with ExitStack() as stack:
-        grpo = stack.enter_context(open_library(args.library)) if examples else None
-        library = stack.enter_context(LessonLibrary(args.library)) if lessons else None
-        if library is not None and not len(library):
-            print(f"warning: {args.library} holds no lessons (version {library.version})", file=sys.stderr)
+        conditions = library_conditions(args, stack)
         backend = stack.enter_context(make_backend(args.model, config.concurrency))
-        conditions: dict = {"baseline": None}
-        if strategy == "examples":
-            conditions["library"] = grpo
-        if strategy == "all":
-            conditions["examples"] = grpo
-        if library is not None and strategy in ("lessons", "all"):
-            conditions["lessons"] = LessonCondition(library, placement=args.placement)
-        if library is not None and strategy in ("both", "all"):
-            conditions["both"] = LessonCondition(library, examples=grpo, placement=args.placement)
-        if args.baselines:
-            conditions.update(fair_baselines(backend, task.train, task.reward, config, shots=config.shots or 3))
-        train_prompts = {s["prompt"] for s in task.train}
-        report = evaluate(
-            backend, task.test, task.reward, conditions, config, train_prompts=train_prompts, progress=show_progress()
-        )
+        baselines = score_baselines(args, task, config, backend)
+        report = report_of([*baselines, *score(task, config, backend, conditions)], task.test, config)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     finish_result(args, report.to_dict(), "eval", args.library)
     return None

@@ -175,6 +175,12 @@ class ConditionResult:
         """Each prompt's mean reward over its k samples and every seed."""
         return self.rewards.mean(axis=(0, 2))
 
+    @classmethod
+    def from_dict(cls, name: str, data: dict, success_threshold: float) -> ConditionResult:
+        """The result that `to_dict` wrote (as in an `eval --out` file)."""
+        rewards = np.asarray(data["rewards"], dtype=float)
+        return cls(name, rewards, success_threshold, baseline=data["baseline"], description=data["description"])
+
     def to_dict(self) -> dict:
         seeds = self.per_seed_mean()
         return {
@@ -350,7 +356,7 @@ def compare(
     return comparisons
 
 
-def evaluate(
+def score_conditions(
     backend: Backend,
     samples: Sequence[dict],
     reward: Reward,
@@ -358,12 +364,10 @@ def evaluate(
     config: EvalConfig = EvalConfig(),
     train_prompts: set[str] | None = None,
     progress: Progress | None = None,
-) -> EvalReport:
-    """Evaluate each condition (name -> library, `LessonCondition`, `Baseline`, None for zero-shot) on
-    the same held-out samples, `config.seeds` times. Every condition that is not a baseline is compared
-    with the strongest baseline (the one with the highest Mean@k, chosen on these very prompts, which
-    favours the baseline); with no library conditions, every baseline with the first.
-    `train_prompts`, when given, is checked: evaluating on a training prompt is an error."""
+) -> list[ConditionResult]:
+    """Each condition (name -> library, `LessonCondition`, `Baseline`, None for zero-shot) scored on the
+    same held-out samples, `config.seeds` times. `train_prompts`, when given, is checked: evaluating on
+    a training prompt is an error."""
     if not samples:
         raise ConfigError("no evaluation samples")
     if not conditions:
@@ -372,7 +376,7 @@ def evaluate(
         leaked = [s["prompt"] for s in samples if s["prompt"] in train_prompts]
         if leaked:
             raise ConfigError(f"{len(leaked)} evaluation prompts are also training prompts, e.g. {leaked[0]!r:.80}")
-    results = [
+    return [
         ConditionResult(
             name,
             score_condition(backend, samples, reward, grpo, config, progress, name),
@@ -382,6 +386,22 @@ def evaluate(
         )
         for name, grpo in conditions.items()
     ]
+
+
+def report_of(results: Sequence[ConditionResult], samples: Sequence[dict], config: EvalConfig) -> EvalReport:
+    """The evaluation of conditions scored by `score_conditions` on these samples with this config, in
+    one call or several (baselines scored once, each library later): every condition that is not a
+    baseline is compared with the strongest baseline (the one with the highest Mean@k, chosen on these
+    very prompts, which favours the baseline); with no library conditions, every baseline with the first."""
+    if not results:
+        raise ConfigError("no conditions to evaluate")
+    shape = (config.seeds, len(samples), config.k)
+    for result in results:
+        if result.rewards.shape != shape:
+            raise ConfigError(
+                f"condition {result.name!r} was scored on {result.rewards.shape} (seeds, prompts, k), "
+                f"not {shape}: results of other evaluations cannot be compared; evaluate it again"
+            )
     baselines = [r for r in results if r.baseline]
     others = [r for r in results if not r.baseline]
     if baselines and others:
@@ -390,13 +410,29 @@ def evaluate(
     else:
         pairs = [(other, results[0]) for other in results[1:]]
     return EvalReport(
-        results,
+        list(results),
         compare(results, pairs, config),
         len(samples),
         config.k,
         seeds=eval_seeds(config),
         prompt_ids=[str(s.get("id", i)) for i, s in enumerate(samples)],
         settings=config.to_dict(),
+    )
+
+
+def evaluate(
+    backend: Backend,
+    samples: Sequence[dict],
+    reward: Reward,
+    conditions: dict[str, Condition],
+    config: EvalConfig = EvalConfig(),
+    train_prompts: set[str] | None = None,
+    progress: Progress | None = None,
+) -> EvalReport:
+    """`score_conditions`, then `report_of`: every condition on the same held-out samples, each library
+    condition compared with the strongest baseline."""
+    return report_of(
+        score_conditions(backend, samples, reward, conditions, config, train_prompts, progress), samples, config
     )
 
 
