@@ -1,19 +1,32 @@
 """`tfgrpo repeat`: one library per training seed, each evaluated, and the lift over the strongest
-baseline summarised across the seeds (mean, t 95% CI, spread): run-to-run noise seen, not hidden."""
+baseline summarised across the seeds (mean, t 95% CI, spread): run-to-run noise seen, not hidden.
+
+The baselines do not depend on the library (same held-out prompts, generation seeds and training
+prompts), so they are scored once and kept in OUT/baselines.json; each seed's library is scored alone
+and compared with them exactly as `tfgrpo eval` compares (the same functions). A rerun resumes: the
+libraries resume training (nothing to do when done), and a saved evaluation is reused only when it
+was made with the same settings, data and library version; anything else is evaluated again."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
+import sys
+from contextlib import ExitStack
 from pathlib import Path
+
+LIBRARY_OPTIONS = ("library", "strategy", "placement", "out", "json", "track", "track_dir", "print_config")
+"""`tfgrpo eval` options that do not change the baselines."""
 
 
 def add_commands(command) -> None:
     p = command(
         "repeat",
         cmd_repeat,
-        "Train one library per training seed (`tfgrpo train`) and evaluate each (`tfgrpo eval --out`), then "
-        "report the lift over the strongest baseline across the seeds: mean, t 95%% CI and spread.",
+        "Train one library per training seed (`tfgrpo train`) and evaluate each as `tfgrpo eval --out` does, "
+        "the baselines once for all seeds, then report the lift over the strongest baseline across the seeds: "
+        "mean, t 95%% CI and spread. Rerun the same command to resume, or with more --seeds to add seeds.",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     p.add_argument("--out", default="repeat-out", help="folder for the libraries and results")
@@ -31,17 +44,116 @@ def cmd_repeat(args) -> int | None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
     for seed in args.seeds:
-        library, result = out / f"library-seed{seed}.db", out / f"eval-seed{seed}.json"
-        train = [*shlex.split(args.train_args), "--library", str(library), "--seed", str(seed)]
-        evaluate = [*shlex.split(args.eval_args), "--library", str(library), "--out", str(result)]
-        for argv in (["train", *train], ["eval", *evaluate]):
-            if main(argv) not in (0, None):
-                raise TFGRPOError(f"tfgrpo {' '.join(argv)} failed (seed {seed}); see above")
-        results.append({**json.loads(result.read_text()), "train_seed": seed})
-    summary = across_training_seeds(results)
+        train = ["train", *shlex.split(args.train_args), "--library", str(out / f"library-seed{seed}.db")]
+        if main([*train, "--seed", str(seed)]) not in (0, None):
+            raise TFGRPOError(f"tfgrpo {' '.join(train)} --seed {seed} failed; see above")
+    summary = across_training_seeds(evaluate_seeds(args, out))
     atomic_write(out / "repeat.json", lambda f: json.dump(summary, f, indent=1))
     print(repeat_table(summary))
     print(f"results: {out / 'repeat.json'} (tfgrpo report --eval reads it)")
     return None
+
+
+def evaluate_seeds(args, out: Path) -> list[dict]:
+    """Each seed's `eval --out` result (OUT/eval-seedN.json), with "train_seed": the baselines scored
+    once (or read back from OUT/baselines.json), each library scored (or read back from its result),
+    then compared with the strongest baseline by `report_of`, as `tfgrpo eval` does."""
+    from ..core.formats import atomic_write
+    from ..loop.evaluate import ConditionResult, report_of
+    from . import parse_command
+    from .common import load_task, make_backend
+    from .eval import eval_config, library_conditions, score, score_baselines
+    from .report import _library_versions, finish_result
+
+    runs = {
+        seed: parse_command(
+            ["eval", *shlex.split(args.eval_args), "--library", str(out / f"library-seed{seed}.db")]
+            + ["--out", str(out / f"eval-seed{seed}.json")]
+        )
+        for seed in args.seeds
+    }
+    first = runs[args.seeds[0]]
+    task = load_task(first)
+    config = eval_config(first, task)
+    identity = _identity(first, task, config)
+    results = []
+    with ExitStack() as stack:
+        backends: list = []  # the model is loaded only if something is to be scored
+
+        def backend():
+            if not backends:
+                backends.append(stack.enter_context(make_backend(first.model, config.concurrency)))
+            return backends[0]
+
+        path = out / "baselines.json"
+        saved = _read(path)
+        if saved is not None and saved.get("identity") == identity:
+            baselines = [
+                ConditionResult.from_dict(n, c, config.success_threshold) for n, c in saved["conditions"].items()
+            ]
+            print(f"reusing the baselines in {path}: {', '.join(c.name for c in baselines)}", file=sys.stderr)
+        else:
+            if saved is not None:
+                print(
+                    f"{path}: {_why(saved.get('identity'), identity)}; evaluating the baselines again", file=sys.stderr
+                )
+            baselines = score_baselines(first, task, config, backend())
+            record = {"kind": "baselines", "identity": identity, "conditions": {c.name: c.to_dict() for c in baselines}}
+            atomic_write(path, lambda f: json.dump(record, f, indent=1))
+
+        for seed, run in runs.items():
+            library = {"strategy": run.strategy, "placement": run.placement, "train_args": shlex.split(args.train_args)}
+            expected = {**identity, "library": {**library, **_library_versions(run.library)}}
+            saved = _read(Path(run.out))
+            if saved is not None and saved.get("repeat") == expected:
+                conditions = saved["conditions"].items()
+                scored = [ConditionResult.from_dict(n, c, config.success_threshold) for n, c in conditions]
+                libraries = [c for c in scored if not c.baseline]
+                print(f"training seed {seed}: reusing the library's evaluation in {run.out}", file=sys.stderr)
+            else:
+                if saved is not None:
+                    print(f"{run.out}: {_why(saved.get('repeat'), expected)}; evaluating again", file=sys.stderr)
+                with ExitStack() as opened:
+                    libraries = score(task, config, backend(), library_conditions(run, opened))
+            report = report_of([*baselines, *libraries], task.test, config)
+            print(f"training seed {seed}:\n{report.table()}\n")
+            result = json.loads(json.dumps({**report.to_dict(), "repeat": expected}))
+            if saved is None or any(saved.get(key) != value for key, value in result.items()):
+                finish_result(run, result, "eval", run.library)
+            else:
+                result = saved
+            results.append({**result, "train_seed": seed})
+    return results
+
+
+def _identity(args, task, config) -> dict:
+    """What the baselines depend on: the eval options (not the library's), the resolved settings, and
+    the held-out and training samples (by digest), as JSON values."""
+    options = {
+        k: v for k, v in vars(args).items() if k not in LIBRARY_OPTIONS and not k.startswith("_") and not callable(v)
+    }
+    samples = {name: _digest(getattr(task, name)) for name in ("test", "train")}
+    return json.loads(json.dumps({"options": options, "settings": config.to_dict(), "samples": samples}, default=str))
+
+
+def _digest(samples: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(samples, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _why(saved: dict | None, now: dict) -> str:
+    """What differs between a saved identity and the current one, in a few words."""
+    if not saved:
+        return "written without the settings `tfgrpo repeat` checks"
+    differences = []
+    for part in sorted(set(saved) | set(now)):
+        old, new = saved.get(part) or {}, now.get(part) or {}
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                differences.append(f"{key}: {old.get(key)!r:.60} then, {new.get(key)!r:.60} now")
+    more = "; ..." if len(differences) > 6 else ""
+    return f"evaluated with other settings ({'; '.join(differences[:6])}{more})"

@@ -1,0 +1,145 @@
+"""`tfgrpo repeat` against a scripted OpenAI-compatible stand-in on 127.0.0.1 (no model needed): the
+baselines scored once for all training seeds, each seed's result the same as `tfgrpo eval --baselines`
+beside that library, and a rerun that resumes, grows the seeds, or evaluates again when settings differ."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import zlib
+from pathlib import Path
+
+import pytest
+
+from llm.support import StandIn, chat_reply
+from tfgrpo.cli import main
+
+evaluation = importlib.import_module("tfgrpo.loop.evaluate")  # the module (the package exports its function)
+QUESTION = re.compile(r"What is (\d+)\+(\d+)\?")
+
+
+async def policy(index, path, body):
+    """A sum, wrong by one on about a third of the samples, chosen by a checksum of the whole prompt and
+    the request's seed: deterministic, and different for each condition's prompt."""
+    chat = "messages" in body
+    text = "\n".join(m["content"] for m in body["messages"]) if chat else body["prompt"]
+    a, b = map(int, QUESTION.findall(text)[-1])
+    seed = body.get("seed", 0)
+    wrong = [zlib.crc32(f"{text}|{seed}|{i}".encode()) % 3 == 0 for i in range(body.get("n", 1))]
+    return chat_reply([str(a + b + w) for w in wrong], chat=chat)
+
+
+@pytest.fixture
+def stand_in():
+    with StandIn(policy) as server:
+        yield server
+
+
+@pytest.fixture
+def scored(monkeypatch) -> list[str]:
+    """The names of the conditions scored, in order (the real scoring runs)."""
+    names: list[str] = []
+    real = evaluation.score_condition
+
+    def spy(*args, **kwargs):
+        names.append(kwargs.get("name", args[6] if len(args) > 6 else ""))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "score_condition", spy)
+    return names
+
+
+def setup(tmp_path: Path, stand_in) -> tuple[str, str]:
+    data = tmp_path / "sums.jsonl"
+    rows = [{"id": f"s{a}", "prompt": f"What is {a}+{a + 1}?", "answer": str(2 * a + 1)} for a in range(1, 17)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = f"--data {data} --reward exact --test-fraction 0.5 --model openai:scripted@{stand_in.url}"
+    return f"{task} -G 4 --batch-size 4", f"{task} --baselines -k 2 --bootstrap 200"
+
+
+def repeat(out: Path, train: str, evaluate: str, *seeds: int) -> int:
+    return main(
+        ["repeat", "--out", str(out), "--seeds", *map(str, seeds), "--train-args", train, "--eval-args", evaluate]
+    )
+
+
+def test_baselines_are_scored_once_and_each_seed_reads_as_eval_baselines(tmp_path, stand_in, scored, capsys):
+    train, evaluate = setup(tmp_path, stand_in)
+    out = tmp_path / "out"
+    assert repeat(out, train, evaluate, 0, 1) == 0
+    baselines = json.loads((out / "baselines.json").read_text())["conditions"]
+    assert "baseline" in baselines and "labelled 3-shot" in baselines and "zero-shot text" in baselines
+    assert scored == [*baselines, "library", "library"]  # every baseline once, then each seed's library
+
+    seed0 = json.loads((out / "eval-seed0.json").read_text())
+    assert set(seed0["conditions"]) == {*baselines, "library"}
+    assert seed0["conditions"]["library"]["rewards"] != seed0["conditions"]["baseline"]["rewards"]
+    summary = json.loads((out / "repeat.json").read_text())
+    assert summary["train_seeds"] == [0, 1]
+    assert summary["lifts"]["library"]["per_seed"] == [
+        json.loads((out / f"eval-seed{s}.json").read_text())["comparisons"][0]["mean_diff"] for s in (0, 1)
+    ]
+
+    # `tfgrpo eval --baselines` on the same library scores the baselines beside it: the same result.
+    scored.clear()
+    alone = tmp_path / "eval.json"
+    library = out / "library-seed0.db"
+    assert main(["eval", *evaluate.split(), "--library", str(library), "--out", str(alone)]) == 0
+    assert scored == [*baselines, "library"]
+    assert {k: v for k, v in seed0.items() if k != "repeat"} == json.loads(alone.read_text())
+    assert seed0["comparisons"][0]["baseline"] == seed0["strongest_baseline"]
+
+
+def test_a_rerun_resumes_grows_the_seeds_and_evaluates_again_when_settings_differ(tmp_path, stand_in, scored, capsys):
+    train, evaluate = setup(tmp_path, stand_in)
+    out = tmp_path / "out"
+    assert repeat(out, train, evaluate, 0, 1) == 0
+    first = json.loads((out / "repeat.json").read_text())
+    capsys.readouterr()
+
+    # The same command again: nothing trained, nothing scored, not one request to the model.
+    requests, scored[:] = len(stand_in.requests), []
+    assert repeat(out, train, evaluate, 0, 1) == 0
+    err = capsys.readouterr().err
+    assert len(stand_in.requests) == requests and scored == []
+    assert f"reusing the baselines in {out / 'baselines.json'}" in err
+    assert "training seed 0: reusing the library's evaluation" in err and "training seed 1: reusing" in err
+    assert json.loads((out / "repeat.json").read_text()) == first
+
+    # One more seed: only its library is trained and scored; all three are summarised.
+    assert repeat(out, train, evaluate, 0, 1, 2) == 0
+    err = capsys.readouterr().err
+    assert scored == ["library"] and "training seed 2: reusing" not in err
+    summary = json.loads((out / "repeat.json").read_text())
+    assert (
+        summary["train_seeds"] == [0, 1, 2]
+        and summary["lifts"]["library"]["per_seed"][:2] == (first["lifts"]["library"]["per_seed"])
+    )
+
+    # Other evaluation settings: the saved results are not mixed in, everything is scored again.
+    scored.clear()
+    assert repeat(out, train, evaluate.replace("-k 2", "-k 3"), 0, 1) == 0
+    err = capsys.readouterr().err
+    assert "baselines.json: evaluated with other settings (k: 2 then, 3 now" in err
+    assert "eval-seed0.json: evaluated with other settings (k: 2 then, 3 now" in err
+    baselines = json.loads((out / "baselines.json").read_text())["conditions"]
+    assert scored == [*baselines, "library", "library"]
+    assert json.loads((out / "eval-seed1.json").read_text())["k"] == 3
+
+    # A library saved since its evaluation (here: one trained further by hand) is evaluated again.
+    from tfgrpo import TrainingFreeGRPO
+
+    with TrainingFreeGRPO.open(str(out / "library-seed0.db")) as grpo:
+        grpo.add_rollout_group([("What is 1+2?", "3"), ("What is 1+2?", "4")], [1.0, 0.0])
+    scored.clear()
+    assert repeat(out, train, evaluate.replace("-k 2", "-k 3"), 0, 1) == 0
+    err = capsys.readouterr().err
+    assert scored == ["library"] and "eval-seed0.json: evaluated with other settings (experiences:" in err
+
+    # Other training settings for an existing library: refused by `tfgrpo train`, nothing overwritten.
+    before = (out / "eval-seed0.json").read_text()
+    assert repeat(out, train.replace("--batch-size 4", "--batch-size 2"), evaluate, 0, 1) == 1
+    err = capsys.readouterr().err
+    assert "trained (up to step" in err and "by a different run" in err and "failed" in err
+    assert (out / "eval-seed0.json").read_text() == before
