@@ -114,8 +114,9 @@ def build_prompt(
     text inside the user message; without examples, or in plain text, both formats give the same prompt.
 
     With `contrast`, an example whose metadata holds its group's failure (`contrast_response`) shows it
-    first: in text, a `Wrong answer: ...` line after the example's query, before its answer; in turns,
-    the failure as the assistant's first answer, the user's `CORRECTION`, then the right answer."""
+    first: in text, a `Wrong answer: ...` line after the example's prompt (so before the template's answer
+    cue: `Q: ...`, `Wrong answer: ...`, `A: ...`); in turns, the failure as the assistant's first answer,
+    the user's `CORRECTION`, then the right answer. The failure is data: put into the text, never formatted."""
     if example_format not in EXAMPLE_FORMATS:
         raise ConfigError(f"example_format must be one of {', '.join(EXAMPLE_FORMATS)}, got {example_format!r}")
     examples = fit_examples(examples, template, token_budget, count_tokens, contrast)
