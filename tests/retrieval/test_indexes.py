@@ -193,6 +193,52 @@ def test_bm25_pruned_top_k_is_the_exhaustive_top_k(steps, queries, k, save_at):
         lexical._PROBE_POSTINGS = budget
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), st.lists(ZIPF, min_size=1, max_size=10).map(" ".join)),
+            st.tuples(st.just("remove"), st.integers(0, 200)),
+        ),
+        min_size=1,
+        max_size=120,
+    ),
+    queries=st.lists(st.lists(ZIPF, min_size=1, max_size=8).map(" ".join), min_size=1, max_size=4),
+    k=st.integers(1, 12),
+    save_at=st.integers(0, 120),
+)
+def test_bm25_dense_terms_give_the_exhaustive_top_k(steps, queries, k, save_at):
+    """The same with every queried term given a dense row -> frequency array (kept up to date by the adds
+    and removes after it was made)."""
+    budget, share = lexical._PROBE_POSTINGS, lexical._DENSE_SHARE
+    lexical._PROBE_POSTINGS, lexical._DENSE_SHARE = 0, 2**30
+    try:
+        _check_adds_and_removes(steps, queries, k, save_at)
+    finally:
+        lexical._PROBE_POSTINGS, lexical._DENSE_SHARE = budget, share
+
+
+def test_bm25_dense_arrays_follow_adds_past_capacity_and_large_frequencies(prune_early):
+    """A common term's dense array grows with the index and widens for a frequency above 255; with
+    removals on the way, results stay those of scoring every match."""
+    index = BM25Index()
+    texts = {row: f"common w{row % 7} rare{row % 50}" for row in range(200)}
+    for row, text in texts.items():
+        index.add(row, text)
+    index.search("common w3", 5)
+    assert index._get("common").dense is not None and index._get("rare1").dense is None
+    for row in range(200, 3000):  # past the first capacity (1024 rows)
+        texts[row] = ("common " * 300 if row == 2500 else "common ") + f"w{row % 7} rare{row % 50}"
+        index.add(row, texts[row])
+    for row in range(0, 3000, 3):
+        index.remove(row, texts.pop(row))
+    assert index._get("common").dense.dtype == np.int32
+    for query in ("common w3", "rare7 common w1", "w2 w5 common rare49"):
+        for k in (1, 5, 40):
+            assert index.search(query, k)[0].tolist() == index.search(query)[0][:k].tolist()
+            assert index.search(query, k)[1].tolist() == index.search(query)[1][:k].tolist()
+
+
 def _check_adds_and_removes(steps, queries, k, save_at):
     index = BM25Index()
     texts: dict[int, str] = {}

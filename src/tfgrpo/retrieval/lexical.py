@@ -28,6 +28,10 @@ _PROBES_PER_K = 4
 _PROBE_POSTINGS = 16384
 # Terms after the scanned ones whose exact scores count in the threshold estimate.
 _THRESHOLD_TERMS = 4
+# A term in at least one row in this many gets a dense row -> term frequency array (one byte a row while
+# the frequencies fit, so at most twice its postings' memory): looking documents up in the common terms
+# is then a gather instead of a binary search per document.
+_DENSE_SHARE = 16
 
 
 def tokenize(text: str) -> list[str]:
@@ -44,9 +48,12 @@ class _Postings:
     `impacts[:n]`, once a query has needed them, are the term-frequency part of each posting's score
     (the score without the idf) at the average document length `impact_avg`, for scanning a term's
     postings without the length normalisation: with the average length A now, the exact part lies
-    within a factor A / impact_avg (or its inverse) of the impact, and `peak` is the largest impact."""
+    within a factor A / impact_avg (or its inverse) of the impact, and `peak` is the largest impact.
 
-    __slots__ = ("data", "n", "last", "dead", "ordered", "impacts", "impact_avg", "peak")
+    `dense`, for common terms (see `_DENSE_SHARE`): row -> term frequency (0: not in that row), as long as
+    the index's row capacity (searches look up live rows only: a deleted row may keep its frequency)."""
+
+    __slots__ = ("data", "n", "last", "dead", "ordered", "impacts", "impact_avg", "peak", "dense")
 
     def __init__(self, data: np.ndarray | None = None) -> None:
         self.data = np.zeros((2, 1), dtype=np.int32) if data is None else data
@@ -57,6 +64,7 @@ class _Postings:
         self.impacts: np.ndarray | None = None
         self.impact_avg = 0.0
         self.peak = 0.0
+        self.dense: np.ndarray | None = None
 
     @property
     def rows(self) -> np.ndarray:
@@ -122,6 +130,7 @@ class BM25Index:
         self._n_docs = 0
         self._total_length = 0.0
         self._acc = np.zeros(0, dtype=np.float32)  # scratch accumulator, kept zeroed between queries
+        self._dense: dict[str, _Postings] = {}  # the terms with a dense array
 
     def __len__(self) -> int:
         return self._n_docs
@@ -139,6 +148,8 @@ class BM25Index:
                 new = np.zeros(size, dtype=dtype)
                 new[: len(old)] = old
                 setattr(self, name, new)
+            for postings in self._dense.values():
+                postings.dense = _widened(postings.dense, size)
 
     def add(self, row: int, text: str) -> None:
         """Index `text` as document `row` (a row already indexed is left as it is)."""
@@ -154,6 +165,10 @@ class BM25Index:
                 postings = self._postings[term] = _Postings()
             impact = None if postings.impacts is None else self._tf_part(tf, length, postings.impact_avg)
             postings.append(row, tf, impact)
+            if postings.dense is not None:
+                if tf > np.iinfo(postings.dense.dtype).max:
+                    postings.dense = postings.dense.astype(np.int32)
+                postings.dense[row] = tf
         self._lengths[row] = length
         self._alive[row] = True
         self._n_docs += 1
@@ -182,6 +197,7 @@ class BM25Index:
         keep = self._alive[postings.rows]
         if not keep.any():
             del self._postings[term]
+            self._dense.pop(term, None)
             return
         postings.keep(keep)
 
@@ -270,6 +286,14 @@ class BM25Index:
             drift = 1.0
         return postings.impacts[: postings.n], max(drift, 1.0 / drift)
 
+    def _densify(self, term: str, postings: _Postings) -> None:
+        tfs = postings.tfs
+        dense = np.zeros(len(self._lengths), dtype=np.uint8 if tfs.max() <= 255 else np.int32)
+        alive = self._alive[postings.rows]
+        dense[postings.rows[alive]] = tfs[alive]
+        postings.dense = dense
+        self._dense[term] = postings
+
     def search(self, query: str, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores) of the best-scoring documents that share a term with the query, best first
         (ties: the older row first); all of them when `k` is None.
@@ -293,6 +317,8 @@ class BM25Index:
                 continue
             postings.sort()
             df = postings.n - postings.dead
+            if postings.dense is None and df * _DENSE_SHARE >= len(self._lengths):
+                self._densify(term, postings)
             weight = qtf * math.log(1.0 + (self._n_docs - df + 0.5) / (df + 0.5))
             terms.append((weight, postings.rows, postings.tfs, postings))
         if not terms:
@@ -339,9 +365,15 @@ class BM25Index:
         for j in range(i, len(terms)):  # the common tail: looked up for the contenders, dropping the hopeless
             if not len(contenders):
                 break
-            hit, pos = _lookup(terms[j][1], contenders)
             _, impacts, weight, term_drift = scans[j]
-            partial[hit] += weight * impacts[pos]
+            postings = terms[j][3]
+            if postings.dense is not None:  # the impacts of the contenders' postings, computed for them
+                tfs = postings.dense[contenders]
+                hit = np.flatnonzero(tfs)
+                partial[hit] += weight * self._scores(1.0, contenders[hit], tfs[hit], postings.impact_avg)
+            else:
+                hit, pos = _lookup(terms[j][1], contenders)
+                partial[hit] += weight * impacts[pos]
             drift = max(drift, term_drift)
             keep = partial * np.float32(drift * _SLACK) + np.float32(rest[j + 1]) >= threshold
             if not keep.all():
@@ -369,8 +401,10 @@ class BM25Index:
         """The exact scores of each term (a matrix row) in the documents `rows` (0 where absent): the
         formula of `_scores`, evaluated at once."""
         tfs = np.zeros((len(terms), len(rows)), dtype=np.float32)
-        for t, (_, term_rows, term_tfs, _) in enumerate(terms):
-            if len(term_rows):
+        for t, (_, term_rows, term_tfs, postings) in enumerate(terms):
+            if postings.dense is not None:
+                tfs[t] = postings.dense[rows]
+            elif len(term_rows):
                 pos = np.searchsorted(term_rows, rows)
                 np.minimum(pos, len(term_rows) - 1, out=pos)
                 tfs[t] = np.where(term_rows[pos] == rows, term_tfs[pos], np.float32(0.0))
@@ -407,6 +441,13 @@ class BM25Index:
         if not live.all():
             candidates, scores = candidates[live], scores[live]
         return _best(candidates, scores, None)
+
+
+def _widened(dense: np.ndarray | None, size: int) -> np.ndarray:
+    assert dense is not None, "only terms with a dense array are in `_dense`"
+    out = np.zeros(size, dtype=dense.dtype)
+    out[: len(dense)] = dense
+    return out
 
 
 def _lookup(rows: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
