@@ -7,7 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import socket
-import time
+import threading
 
 import httpx
 import pytest
@@ -122,18 +122,27 @@ def test_openai_backend_against_serve_model(server):
         assert backend.generate(["Name a color.", "Name an animal."], params) == groups  # seeded
 
 
-def test_generation_does_not_block_the_event_loop(server):
-    body = {"messages": [{"role": "user", "content": "Count from 1 to 100."}], "n": 4, "max_tokens": 32, "seed": 0}
-    answered_meanwhile = 0
+def test_generation_does_not_block_the_event_loop(server, local_backend, monkeypatch):
+    started, release = threading.Event(), threading.Event()
+    work = local_backend._generate_chunk
+
+    def held(*args, **kwargs):  # the model's work, in the generation thread, held until the test lets it go
+        started.set()
+        release.wait(120)
+        return work(*args, **kwargs)
+
+    monkeypatch.setattr(local_backend, "_generate_chunk", held)
+    body = {"messages": [{"role": "user", "content": "Count from 1 to 100."}], "n": 4, "max_tokens": 8, "seed": 0}
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         slow = pool.submit(httpx.post, f"{server.url}/v1/chat/completions", json=body, timeout=120)
-        while not slow.done():
-            assert httpx.get(f"{server.url}/health", timeout=120).status_code == 200
-            answered_meanwhile += not slow.done()
-            time.sleep(0.05)
+        try:
+            assert started.wait(120), "the generation never started"
+            # A blocked loop would not answer /health until the generation ends.
+            assert [httpx.get(f"{server.url}/health", timeout=30).status_code for _ in range(3)] == [200] * 3
+            assert not slow.done()
+        finally:
+            release.set()
         assert slow.result().status_code == 200 and len(slow.result().json()["choices"]) == 4
-    # A blocked loop would answer /health only before the generation starts or after it ends.
-    assert answered_meanwhile >= 3
 
 
 def test_logit_bias_reaches_the_local_model(client, local_backend):
