@@ -90,6 +90,18 @@ def test_baselines_are_scored_once_and_each_seed_reads_as_eval_baselines(tmp_pat
     assert {k: v for k, v in seed0.items() if k != "repeat"} == json.loads(alone.read_text())
     assert seed0["comparisons"][0]["baseline"] == seed0["strongest_baseline"]
 
+    html = tmp_path / "report.html"
+    report = ["report", "-l", str(library), "--eval", str(out / "eval-seed0.json"), "--eval", str(out / "repeat.json")]
+    assert main([*report, "-o", str(html)]) == 0 and "library" in html.read_text()
+
+
+def test_a_mistake_in_the_eval_args_is_found_before_any_training(tmp_path, stand_in, capsys):
+    train, evaluate = setup(tmp_path, stand_in)
+    with pytest.raises(SystemExit):
+        repeat(tmp_path / "out", train, evaluate + " --no-such-flag", 0)
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+    assert stand_in.requests == [] and not (tmp_path / "out" / "library-seed0.db").exists()
+
 
 def test_a_rerun_resumes_grows_the_seeds_and_evaluates_again_when_settings_differ(tmp_path, stand_in, scored, capsys):
     train, evaluate = setup(tmp_path, stand_in)
@@ -121,8 +133,8 @@ def test_a_rerun_resumes_grows_the_seeds_and_evaluates_again_when_settings_diffe
     scored.clear()
     assert repeat(out, train, evaluate.replace("-k 2", "-k 3"), 0, 1) == 0
     err = capsys.readouterr().err
-    assert "baselines.json: evaluated with other settings (k: 2 then, 3 now" in err
-    assert "eval-seed0.json: evaluated with other settings (k: 2 then, 3 now" in err
+    assert "baselines.json: made by another run (k: 2 then, 3 now" in err
+    assert "eval-seed0.json: made by another run (k: 2 then, 3 now" in err
     baselines = json.loads((out / "baselines.json").read_text())["conditions"]
     assert scored == [*baselines, "library", "library"]
     assert json.loads((out / "eval-seed1.json").read_text())["k"] == 3
@@ -135,7 +147,7 @@ def test_a_rerun_resumes_grows_the_seeds_and_evaluates_again_when_settings_diffe
     scored.clear()
     assert repeat(out, train, evaluate.replace("-k 2", "-k 3"), 0, 1) == 0
     err = capsys.readouterr().err
-    assert scored == ["library"] and "eval-seed0.json: evaluated with other settings (experiences:" in err
+    assert scored == ["library"] and "eval-seed0.json: made by another run (experiences:" in err
 
     # Other training settings for an existing library: refused by `tfgrpo train`, nothing overwritten.
     before = (out / "eval-seed0.json").read_text()

@@ -9,12 +9,17 @@ was made with the same settings, data and library version; anything else is eval
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import shlex
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..loop.evaluate import ConditionResult
 
 LIBRARY_OPTIONS = ("library", "strategy", "placement", "out", "json", "track", "track_dir", "print_config")
 """`tfgrpo eval` options that do not change the baselines."""
@@ -40,40 +45,38 @@ def cmd_repeat(args) -> int | None:
     from ..core.formats import atomic_write
     from ..errors import TFGRPOError
     from ..loop.evaluate import across_training_seeds, repeat_table
-    from . import main
+    from . import main, parse_command
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for seed in args.seeds:
-        train = ["train", *shlex.split(args.train_args), "--library", str(out / f"library-seed{seed}.db")]
-        if main([*train, "--seed", str(seed)]) not in (0, None):
-            raise TFGRPOError(f"tfgrpo {' '.join(train)} --seed {seed} failed; see above")
-    summary = across_training_seeds(evaluate_seeds(args, out))
-    atomic_write(out / "repeat.json", lambda f: json.dump(summary, f, indent=1))
-    print(repeat_table(summary))
-    print(f"results: {out / 'repeat.json'} (tfgrpo report --eval reads it)")
-    return None
-
-
-def evaluate_seeds(args, out: Path) -> list[dict]:
-    """Each seed's `eval --out` result (OUT/eval-seedN.json), with "train_seed": the baselines scored
-    once (or read back from OUT/baselines.json), each library scored (or read back from its result),
-    then compared with the strongest baseline by `report_of`, as `tfgrpo eval` does."""
-    from ..core.formats import atomic_write
-    from ..loop.evaluate import ConditionResult, report_of
-    from . import parse_command
-    from .common import load_task, make_backend
-    from .eval import eval_config, library_conditions, score, score_baselines
-    from .report import _library_versions, finish_result
-
-    runs = {
+    runs = {  # parsed before any training, so a mistake in them is found at once
         seed: parse_command(
             ["eval", *shlex.split(args.eval_args), "--library", str(out / f"library-seed{seed}.db")]
             + ["--out", str(out / f"eval-seed{seed}.json")]
         )
         for seed in args.seeds
     }
-    first = runs[args.seeds[0]]
+    for seed in args.seeds:
+        train = ["train", *shlex.split(args.train_args), "--library", str(out / f"library-seed{seed}.db")]
+        if main([*train, "--seed", str(seed)]) not in (0, None):
+            raise TFGRPOError(f"tfgrpo {' '.join(train)} --seed {seed} failed; see above")
+    summary = across_training_seeds(evaluate_seeds(runs, shlex.split(args.train_args), out))
+    atomic_write(out / "repeat.json", lambda f: json.dump(summary, f, indent=1))
+    print(repeat_table(summary))
+    print(f"results: {out / 'repeat.json'} (tfgrpo report --eval reads it)")
+    return None
+
+
+def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], out: Path) -> list[dict]:
+    """Each seed's `eval --out` result (`runs`: its `tfgrpo eval` arguments), with "train_seed": the
+    baselines scored once (or read back from OUT/baselines.json), each library scored (or read back from
+    its result), then compared with the strongest baseline by `report_of`, as `tfgrpo eval` does."""
+    from ..loop.evaluate import ConditionResult, report_of
+    from .common import load_task, make_backend
+    from .eval import eval_config, library_conditions, score
+    from .report import _library_versions, finish_result
+
+    first = next(iter(runs.values()))
     task = load_task(first)
     config = eval_config(first, task)
     identity = _identity(first, task, config)
@@ -86,24 +89,10 @@ def evaluate_seeds(args, out: Path) -> list[dict]:
                 backends.append(stack.enter_context(make_backend(first.model, config.concurrency)))
             return backends[0]
 
-        path = out / "baselines.json"
-        saved = _read(path)
-        if saved is not None and saved.get("identity") == identity:
-            baselines = [
-                ConditionResult.from_dict(n, c, config.success_threshold) for n, c in saved["conditions"].items()
-            ]
-            print(f"reusing the baselines in {path}: {', '.join(c.name for c in baselines)}", file=sys.stderr)
-        else:
-            if saved is not None:
-                print(
-                    f"{path}: {_why(saved.get('identity'), identity)}; evaluating the baselines again", file=sys.stderr
-                )
-            baselines = score_baselines(first, task, config, backend())
-            record = {"kind": "baselines", "identity": identity, "conditions": {c.name: c.to_dict() for c in baselines}}
-            atomic_write(path, lambda f: json.dump(record, f, indent=1))
+        baselines = _baselines(out / "baselines.json", identity, first, task, config, backend)
 
         for seed, run in runs.items():
-            library = {"strategy": run.strategy, "placement": run.placement, "train_args": shlex.split(args.train_args)}
+            library = {"strategy": run.strategy, "placement": run.placement, "train_args": train_args}
             expected = {**identity, "library": {**library, **_library_versions(run.library)}}
             saved = _read(Path(run.out))
             if saved is not None and saved.get("repeat") == expected:
@@ -125,6 +114,26 @@ def evaluate_seeds(args, out: Path) -> list[dict]:
                 result = saved
             results.append({**result, "train_seed": seed})
     return results
+
+
+def _baselines(path: Path, identity: dict, args, task, config, backend) -> list[ConditionResult]:
+    """The baselines of `tfgrpo eval` (`score_baselines`), read back from `path` when it was written with
+    this `identity`, else scored (`backend()` gives the model) and saved there."""
+    from ..core.formats import atomic_write
+    from ..loop.evaluate import ConditionResult
+    from .eval import score_baselines
+
+    saved = _read(path)
+    if saved is not None and saved.get("identity") == identity:
+        baselines = [ConditionResult.from_dict(n, c, config.success_threshold) for n, c in saved["conditions"].items()]
+        print(f"reusing the baselines in {path}: {', '.join(c.name for c in baselines)}", file=sys.stderr)
+        return baselines
+    if saved is not None:
+        print(f"{path}: {_why(saved.get('identity'), identity)}; evaluating the baselines again", file=sys.stderr)
+    baselines = score_baselines(args, task, config, backend())
+    record = {"kind": "baselines", "identity": identity, "conditions": {c.name: c.to_dict() for c in baselines}}
+    atomic_write(path, lambda f: json.dump(record, f, indent=1))
+    return baselines
 
 
 def _identity(args, task, config) -> dict:
@@ -156,4 +165,4 @@ def _why(saved: dict | None, now: dict) -> str:
             if old.get(key) != new.get(key):
                 differences.append(f"{key}: {old.get(key)!r:.60} then, {new.get(key)!r:.60} now")
     more = "; ..." if len(differences) > 6 else ""
-    return f"evaluated with other settings ({'; '.join(differences[:6])}{more})"
+    return f"made by another run ({'; '.join(differences[:6])}{more})"
