@@ -24,3 +24,39 @@ def test_feedback_batches_commit_with_synchronous_full_and_completions_with_norm
         assert reopened.get("c1")["rewards"] == {"0": 1.0}
     finally:
         reopened.close()
+
+
+def test_counts_and_reward_moments_kept_up_to_date_match_the_tables(tmp_path):
+    """The figures kept by the writer after each commit (stats, lift, --track) are what the tables say,
+    through partial, duplicate, conflicting and unknown feedback, holdouts, and a reopen."""
+    import math
+
+    records = CompletionRecords(tmp_path / "lib.db", group_size=2)
+    try:
+        for i in range(6):
+            records.add(Completion(f"c{i}", "same prompt", ["a", "b", "c"][: 1 + i % 3], holdout=i % 2 == 1)).result()
+        steps = [("c0", {0: 1.0}), ("c1", {0: 0.0}), ("c2", {0: 0.5}), ("c2", {1: 0.25}), ("c2", {1: 0.25}),
+                 ("c2", {1: 0.75}), ("c5", {0: 0.2, 2: 0.9}), ("c5", {1: 0.4}), ("nope", {0: 1.0}), ("c3", {0: 1.0}),
+                 ("c4", {5: 1.0}), ("c2", {2: 1.0})]  # fmt: skip
+        for cid, rewards in steps:
+            records.feedback(cid, rewards).result()
+            counts, moments = records._read_figures()
+            assert records.counts() == counts
+            for arm in (False, True):
+                assert records.reward_moments()[arm][0] == moments[arm][0]
+                assert all(
+                    math.isclose(a, b, abs_tol=1e-12) for a, b in zip(records.reward_moments()[arm], moments[arm])
+                )
+        assert records.counts() == {"completions": 6, "feedback": 9, "groups": 1}
+        kept = records.reward_moments()
+    finally:
+        records.close()
+    reopened = CompletionRecords(tmp_path / "lib.db")
+    try:
+        assert reopened.counts() == {"completions": 6, "feedback": 9, "groups": 1}
+        assert {arm: m[0] for arm, m in reopened.reward_moments().items()} == {False: 2, True: 3}
+        assert all(
+            math.isclose(a, b) for arm in (False, True) for a, b in zip(reopened.reward_moments()[arm], kept[arm])
+        )
+    finally:
+        reopened.close()

@@ -151,6 +151,11 @@ class CompletionRecords:
                     self._db.execute(statement)
         self._read = connect(self.path)  # reads from request handlers, never blocked by the writer
         self._read_lock = threading.Lock()
+        # `counts()` and `reward_moments()` kept up to date by the writer after each commit (read from the
+        # tables once here), so that stats and --track never scan the tables.
+        self._figures_lock = threading.Lock()
+        self._counts, self._moments = self._read_figures()
+        self._pending: tuple[dict[str, int], dict[bool, list[float]]] = ({}, {})  # the batch's changes
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="tfgrpo-records", daemon=True)
         self._closed = False
@@ -203,6 +208,7 @@ class CompletionRecords:
             if synchronous != self._synchronous:
                 self._db.execute(f"PRAGMA synchronous={synchronous}")
                 self._synchronous = synchronous
+            self._pending = ({}, {})
             with transaction(self._db, "recording completions and feedback"):
                 for item, _ in batch:
                     if item[0] == "add":
@@ -214,6 +220,7 @@ class CompletionRecords:
             for _, future in batch:
                 future.set_exception(exc if isinstance(exc, StoreError) else StoreError(f"recording failed: {exc}"))
             return
+        self._apply_pending()
         for group in groups:
             if self.on_group is not None:
                 self.on_group(group)
@@ -235,6 +242,7 @@ class CompletionRecords:
         self._db.executemany(
             "UPDATE proxy_completions SET group_seq = ? WHERE id = ?", [(group.seq, m) for m in members]
         )
+        self._count("groups", 1)
         return group
 
     def _add(self, c: Completion, groups: list[Group]) -> None:
@@ -255,17 +263,19 @@ class CompletionRecords:
                 sample,
             ),
         )
+        self._count("completions", 1)
         if c.scored is not None and not c.holdout:
             groups.append(self._new_group(c.prompt, list(c.scored[0]), list(c.scored[1]), [c.id], sample))
 
     def _feedback(self, completion_id: str, rewards: dict[int, float], groups: list[Group]) -> FeedbackResult:
         row = self._db.execute(
-            "SELECT prompt, prompt_key, n, choices, learnable, group_seq, sample FROM proxy_completions WHERE id = ?",
+            "SELECT prompt, prompt_key, n, choices, holdout, learnable, group_seq, sample FROM proxy_completions"
+            " WHERE id = ?",
             (completion_id,),
         ).fetchone()
         if row is None:
             return FeedbackResult(404, f"no completion {completion_id!r} (ids are the `id` of a proxy response)")
-        prompt, key, n, choices, learnable, group_seq, sample = row
+        prompt, key, n, choices, holdout, learnable, group_seq, sample = row
         bad = [c for c in rewards if not 0 <= c < n]
         if bad:
             return FeedbackResult(400, f"choice {bad[0]} does not exist: that completion has {n} choice(s), 0..{n - 1}")
@@ -285,6 +295,9 @@ class CompletionRecords:
             "INSERT INTO proxy_feedback(completion_id, choice, reward, created) VALUES (?, ?, ?, ?)",
             [(completion_id, c, r, now) for c, r in new.items()],
         )
+        if new:
+            self._count("feedback", len(new))
+            self._moment(bool(holdout), list(existing.values()), [*existing.values(), *new.values()])
         formed: list[int] = []
         if new and learnable and group_seq is None:
             existing.update(new)
@@ -354,27 +367,59 @@ class CompletionRecords:
         }
 
     def counts(self) -> dict[str, int]:
-        with self._read_lock:
-            db = self._read
-            return {
-                "completions": db.execute("SELECT COUNT(*) FROM proxy_completions").fetchone()[0],
-                "feedback": db.execute("SELECT COUNT(*) FROM proxy_feedback").fetchone()[0],
-                "groups": db.execute("SELECT COUNT(*) FROM proxy_groups").fetchone()[0],
-            }
+        """Completions, feedback (rewarded choices) and groups recorded (committed)."""
+        with self._figures_lock:
+            return dict(self._counts)
 
     def reward_moments(self) -> dict[bool, tuple[int, float, float]]:
         """Per arm (holdout True/False): (completions with feedback, sum, sum of squares) of each
         completion's mean reward over its rewarded choices, for the lift and its confidence interval."""
-        with self._read_lock:
-            rows = self._read.execute(
-                "SELECT c.holdout, COUNT(*), SUM(m), SUM(m * m) FROM ("
-                " SELECT completion_id, AVG(reward) AS m FROM proxy_feedback GROUP BY completion_id) f"
-                " JOIN proxy_completions c ON c.id = f.completion_id GROUP BY c.holdout"
-            ).fetchall()
-        out = {False: (0, 0.0, 0.0), True: (0, 0.0, 0.0)}
+        with self._figures_lock:
+            return dict(self._moments)
+
+    def _read_figures(self) -> tuple[dict[str, int], dict[bool, tuple[int, float, float]]]:
+        """`counts()` and `reward_moments()` from the tables (at open; after that they are kept up to date)."""
+        db = self._read
+        counts = {
+            "completions": db.execute("SELECT COUNT(*) FROM proxy_completions").fetchone()[0],
+            "feedback": db.execute("SELECT COUNT(*) FROM proxy_feedback").fetchone()[0],
+            "groups": db.execute("SELECT COUNT(*) FROM proxy_groups").fetchone()[0],
+        }
+        rows = db.execute(
+            "SELECT c.holdout, COUNT(*), SUM(m), SUM(m * m) FROM ("
+            " SELECT completion_id, AVG(reward) AS m FROM proxy_feedback GROUP BY completion_id) f"
+            " JOIN proxy_completions c ON c.id = f.completion_id GROUP BY c.holdout"
+        ).fetchall()
+        moments = {False: (0, 0.0, 0.0), True: (0, 0.0, 0.0)}
         for holdout, count, total, squares in rows:
-            out[bool(holdout)] = (count, total or 0.0, squares or 0.0)
-        return out
+            moments[bool(holdout)] = (count, total or 0.0, squares or 0.0)
+        return counts, moments
+
+    def _count(self, name: str, n: int) -> None:
+        self._pending[0][name] = self._pending[0].get(name, 0) + n
+
+    def _moment(self, holdout: bool, before: list[float], after: list[float]) -> None:
+        """A completion's mean reward went from that of `before` (none: not counted yet) to that of `after`."""
+        delta = self._pending[1].setdefault(holdout, [0, 0.0, 0.0])
+        if before:
+            old = sum(before) / len(before)
+            delta[0] -= 1
+            delta[1] -= old
+            delta[2] -= old * old
+        new = sum(after) / len(after)
+        delta[0] += 1
+        delta[1] += new
+        delta[2] += new * new
+
+    def _apply_pending(self) -> None:
+        """The committed batch's changes into `counts()` and `reward_moments()`."""
+        counts, moments = self._pending
+        with self._figures_lock:
+            for name, n in counts.items():
+                self._counts[name] += n
+            for holdout, (dn, total, squares) in moments.items():
+                count, total0, squares0 = self._moments[holdout]
+                self._moments[holdout] = (count + int(dn), total0 + total, squares0 + squares)
 
     # ----------------------------------------------------------------- closing
 
