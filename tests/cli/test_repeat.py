@@ -155,3 +155,10 @@ def test_a_rerun_resumes_grows_the_seeds_and_evaluates_again_when_settings_diffe
     err = capsys.readouterr().err
     assert "trained (up to step" in err and "by a different run" in err and "failed" in err
     assert (out / "eval-seed0.json").read_text() == before
+
+    # Showing the libraries' failures changes only the libraries' prompts: the baselines are reused.
+    scored.clear()
+    assert repeat(out, train, evaluate.replace("-k 2", "-k 3") + " --contrast", 0, 1) == 0
+    err = capsys.readouterr().err
+    assert f"reusing the baselines in {out / 'baselines.json'}" in err and scored == ["library", "library"]
+    assert "contrast: False then, True now" in err

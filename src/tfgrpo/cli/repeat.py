@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..loop.evaluate import ConditionResult
 
-LIBRARY_OPTIONS = ("library", "strategy", "placement", "out", "json", "track", "track_dir", "print_config")
-"""`tfgrpo eval` options that do not change the baselines."""
+LIBRARY_OPTIONS = ("library", "strategy", "placement", "out", "json", "track", "track_dir", "print_config", "contrast")
+"""`tfgrpo eval` options that do not change the baselines (their fixed examples record no failure to contrast)."""
 
 
 def add_commands(command) -> None:
@@ -92,7 +92,8 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
         baselines = _baselines(out / "baselines.json", identity, first, task, config, backend)
 
         for seed, run in runs.items():
-            library = {"strategy": run.strategy, "placement": run.placement, "train_args": train_args}
+            library = {key: getattr(run, key) for key in ("strategy", "placement", "contrast")}
+            library["train_args"] = train_args
             expected = {**identity, "library": {**library, **_library_versions(run.library)}}
             saved = _read(Path(run.out))
             if saved is not None and saved.get("repeat") == expected:
@@ -142,8 +143,9 @@ def _identity(args, task, config) -> dict:
     options = {
         k: v for k, v in vars(args).items() if k not in LIBRARY_OPTIONS and not k.startswith("_") and not callable(v)
     }
+    settings = {k: v for k, v in config.to_dict().items() if k not in LIBRARY_OPTIONS}
     samples = {name: _digest(getattr(task, name)) for name in ("test", "train")}
-    return json.loads(json.dumps({"options": options, "settings": config.to_dict(), "samples": samples}, default=str))
+    return json.loads(json.dumps({"options": options, "settings": settings, "samples": samples}, default=str))
 
 
 def _digest(samples: list[dict]) -> str:
