@@ -245,16 +245,21 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def latency(direct: str, proxy: str, n: int, stream: bool, rng: random.Random) -> dict[str, list[float]]:
+async def latency(
+    direct: str, proxy: str, n: int, stream: bool, rng: random.Random, proxy_pid: int
+) -> dict[str, list[float]]:
+    """Seconds per request, direct and proxied, and ("cpu") the proxy's CPU seconds per proxied request."""
     out: dict[str, list[float]] = {"direct": [], "proxy": []}
     async with session(4) as client:
         for url in (direct, proxy):  # warm up the connections (and the proxy's first retrieval)
             for _ in range(10):
                 await one(client, url, prompt_of(rng.randrange(10**6), rng), stream)
+        cpu = cpu_seconds(proxy_pid)  # the direct requests in between cost the proxy nothing
         for _ in range(n):
             prompt = prompt_of(rng.randrange(10**6), rng)
             for name, url in (("direct", direct), ("proxy", proxy)):
                 out[name].append((await one(client, url, prompt, stream))[0])
+        out["cpu"] = [(cpu_seconds(proxy_pid) - cpu) / n]
     return out
 
 
@@ -362,12 +367,13 @@ def main() -> None:
 
         rows = []
         if args.requests:
-            lat = run(latency(direct, proxy, args.requests, False, rng))
+            lat = run(latency(direct, proxy, args.requests, False, rng, processes[1].pid))
             rows += [("latency p50 [ms]", 1e3 * pct(lat["direct"], 0.5), 1e3 * pct(lat["proxy"], 0.5)),
                      ("latency p99 [ms]", 1e3 * pct(lat["direct"], 0.99), 1e3 * pct(lat["proxy"], 0.99))]  # fmt: skip
             added = [p - d for p, d in zip(lat["proxy"], lat["direct"])]
             rows.append(("added per request p50 / p99 [ms]", 1e3 * statistics.median(added), 1e3 * pct(added, 0.99)))
-            ttft = run(latency(direct, proxy, args.requests // 2, True, rng))
+            rows.append(("proxy CPU per request, one at a time [ms]", None, 1e3 * lat["cpu"][0]))
+            ttft = run(latency(direct, proxy, args.requests // 2, True, rng, processes[1].pid))
             added = [p - d for p, d in zip(ttft["proxy"], ttft["direct"])]
             rows.append(
                 ("first streamed token p50 [ms]", 1e3 * pct(ttft["direct"], 0.5), 1e3 * pct(ttft["proxy"], 0.5))
