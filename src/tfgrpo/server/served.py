@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,9 @@ T = TypeVar("T")
 
 _SERVED_PROGRESS = "serve_group"
 """The key of the library's progress that holds the last group learned (`seq`)."""
+_CHOSEN_PROMPTS = 1024
+"""Prompts whose retrieved experiences are kept until the library next changes (a prompt is often asked
+again: n = 1 groups are made of its repeats)."""
 
 
 class ServedLibrary:
@@ -57,6 +61,7 @@ class ServedLibrary:
         self.examples = ExampleUpdate(self.grpo, task_name="serve")
         self.lesson_update: LessonUpdate | None = None
         self.lesson_context: dict[str, Any] = {}
+        self._chosen: OrderedDict[str, list] = OrderedDict()  # prompt -> `select_examples`' answer (retrieve)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue | None = None
         self._learned_changed: asyncio.Condition | None = None
@@ -84,9 +89,19 @@ class ServedLibrary:
 
     def inject(self, prompt: str) -> tuple[list, dict[str, str], PromptTemplate]:
         """The experiences that fit the budget, the lessons, and the template carrying them."""
-        examples = select_examples(
-            self.grpo, prompt, self.config.shots, select=self.config.select, retrieval_mode=self.config.retrieval_mode
-        )
+        examples = self._chosen.get(prompt)
+        if examples is None:
+            examples = select_examples(
+                self.grpo,
+                prompt,
+                self.config.shots,
+                select=self.config.select,
+                retrieval_mode=self.config.retrieval_mode,
+            )
+            if self.config.select == "retrieve" and self.config.shots > 0:  # (sampling draws anew each time)
+                self._chosen[prompt] = examples
+                if len(self._chosen) > _CHOSEN_PROMPTS:
+                    self._chosen.popitem(last=False)
         lessons = self.lessons.lessons
         template = self.config.template
         if lessons:
@@ -146,6 +161,7 @@ class ServedLibrary:
         # ExampleUpdate reads only the progress: no policy, reward or rollout config is involved.
         none: Any = None
         ctx = StepContext(policy=none, reward=none, config=none, seed=0, global_step=batch[-1].seq, progress=progress)
+        self._chosen.clear()  # the library changes: retrieval may answer differently
         self.examples.commit(groups, ctx)
         self.learned = batch[-1].seq
         return groups
