@@ -44,7 +44,7 @@ from ..errors import BackendError, ConfigError
 from ..loop.rollouts import RETRIEVAL_MODES, SELECT_MODES
 from ..loop.tracking import Tracker
 from ..loop.updates import LessonUpdate
-from ..prompting import PromptTemplate, build_prompt, inject_messages
+from ..prompting import EXAMPLE_FORMATS, PromptTemplate, build_prompt, inject_messages
 from ..rewards.base import Reward
 from . import records
 from .guards import BodyLimit, bearer_token
@@ -69,6 +69,18 @@ class ProxyConfig:
     )
     retrieval_mode: str = knob(
         "lexical", "with --select retrieve: lexical (BM25), semantic or hybrid", choices=RETRIEVAL_MODES
+    )
+    advantage_weight: float = knob(
+        0.0,
+        "with --select retrieve: rank the candidates by (1 - w) * relevance + w * advantage (0: relevance only)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    example_format: str = knob(
+        "text",
+        "how experiences enter a chat request: text (Q:/A: pairs inside the last user message) or turns (each "
+        "a user message and the assistant's answer, before it), as in training",
+        choices=EXAMPLE_FORMATS,
     )
     token_budget: int = knob(512, "most tokens the experiences may take in one request", minimum=0)
     contrast: bool = knob(False, "show each experience's recorded failure beside it (a 'Wrong answer:' line)")
@@ -298,7 +310,11 @@ def create_proxy_app(
                     last = max(i for i, m in enumerate(messages) if m.get("role") == "user")
                     messages[last]["content"] = prompt  # text parts, joined
                     upstream_body["messages"] = inject_messages(
-                        messages, used_examples, template, contrast=config.contrast
+                        messages,
+                        used_examples,
+                        template,
+                        example_format=config.example_format,
+                        contrast=config.contrast,
                     )
                 else:
                     upstream_body["prompt"] = build_prompt(

@@ -97,6 +97,7 @@ class ServedLibrary:
                 self.config.shots,
                 select=self.config.select,
                 retrieval_mode=self.config.retrieval_mode,
+                advantage_weight=self.config.advantage_weight,
             )
             if self.config.select == "retrieve" and self.config.shots > 0:  # (sampling draws anew each time)
                 self._chosen[prompt] = examples

@@ -1,0 +1,65 @@
+"""`tfgrpo serve --example-format turns` and `--advantage-weight`: the proxy puts experiences into a chat
+request the way training and `tfgrpo eval` put them into a prompt (the same functions, the same knobs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm.support import UvicornThread
+from server.test_proxy import Proxy, Upstream, chat
+from tfgrpo.core.library import TrainingFreeGRPO
+from tfgrpo.errors import ConfigError
+from tfgrpo.server.proxy import ProxyConfig
+
+QUERY = "What is 9 + 18?"
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    stand_in = Upstream()
+    with UvicornThread(stand_in) as running:
+        stand_in.url = f"{running.url}/v1"
+        yield stand_in
+
+
+@pytest.fixture
+def library(upstream, tmp_path):
+    upstream.script.clear()
+    upstream.bodies.clear()
+    path = tmp_path / "lib.db"
+    with TrainingFreeGRPO.open(path) as grpo:
+        # Relevant to QUERY with advantage 0.5; barely relevant with advantage 0.75.
+        grpo.add_rollout_group([("What is 9 + 17?", "9 + 17 = 26"), ("What is 9 + 17?", "3")], [1, 0])
+        grpo.add_rollout_group([("What is 2 + 5?", "7")] + [("What is 2 + 5?", "1")] * 3, [1, 0, 0, 0])
+    return path
+
+
+def test_turns_put_each_experience_in_as_a_user_and_an_assistant_message(upstream, library):
+    system = {"role": "system", "content": "Reply with one number."}
+    config = ProxyConfig(shots=1, example_format="turns")
+    with Proxy(upstream, library, config) as proxy, proxy.client() as client:
+        client.chat.completions.create(
+            model="scripted", messages=[system, {"role": "user", "content": QUERY}], max_tokens=5
+        )
+    assert upstream.bodies[-1]["messages"] == [
+        system,
+        {"role": "user", "content": "Q: What is 9 + 17?\nA:"},
+        {"role": "assistant", "content": "9 + 17 = 26"},
+        {"role": "user", "content": f"Q: {QUERY}\nA:"},
+    ]
+    # The default is the text pairs inside the user message, as before.
+    with Proxy(upstream, library, ProxyConfig(shots=1)) as proxy, proxy.client() as client:
+        chat(client, QUERY)
+    assert upstream.bodies[-1]["messages"] == [
+        {"role": "user", "content": f"Q: What is 9 + 17?\nA: 9 + 17 = 26\n\nQ: {QUERY}\nA:"}
+    ]
+
+
+def test_advantage_weight_trades_relevance_for_advantage(upstream, library):
+    for weight, shown in ((0.0, "9 + 17 = 26"), (1.0, "A: 7")):
+        with Proxy(upstream, library, ProxyConfig(shots=1, advantage_weight=weight)) as proxy:
+            with proxy.client() as client:
+                chat(client, QUERY)
+        assert shown in upstream.bodies[-1]["messages"][-1]["content"]
+    with pytest.raises(ConfigError, match="example_format"):
+        ProxyConfig(example_format="pairs")
