@@ -164,10 +164,7 @@ def _exhaustive_top(index: BM25Index, query: str, k: int) -> tuple[list[int], li
 ZIPF_WORDS = [f"w{i}" for i in range(40)]
 # Zipf-like: a few words are in most documents, most in few (the case the pruning is for); weights as repeats
 ZIPF = st.sampled_from([w for i, w in enumerate(ZIPF_WORDS) for _ in range(max(1, 40 // (i + 1)))])
-
-
-@settings(max_examples=80, deadline=None)
-@given(
+ADDS_REMOVES_AND_QUERIES = given(
     steps=st.lists(
         st.one_of(
             st.tuples(st.just("add"), st.lists(ZIPF, min_size=1, max_size=10).map(" ".join)),
@@ -180,6 +177,10 @@ ZIPF = st.sampled_from([w for i, w in enumerate(ZIPF_WORDS) for _ in range(max(1
     k=st.integers(1, 12),
     save_at=st.integers(0, 120),
 )
+
+
+@settings(max_examples=80, deadline=None)
+@ADDS_REMOVES_AND_QUERIES
 def test_bm25_pruned_top_k_is_the_exhaustive_top_k(steps, queries, k, save_at):
     """After any sequence of adds and removes (and a save and restore on the way), the pruned top k has
     exactly the rows and the float32 scores of scoring every match, ties going to the older row. The
@@ -194,19 +195,7 @@ def test_bm25_pruned_top_k_is_the_exhaustive_top_k(steps, queries, k, save_at):
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    steps=st.lists(
-        st.one_of(
-            st.tuples(st.just("add"), st.lists(ZIPF, min_size=1, max_size=10).map(" ".join)),
-            st.tuples(st.just("remove"), st.integers(0, 200)),
-        ),
-        min_size=1,
-        max_size=120,
-    ),
-    queries=st.lists(st.lists(ZIPF, min_size=1, max_size=8).map(" ".join), min_size=1, max_size=4),
-    k=st.integers(1, 12),
-    save_at=st.integers(0, 120),
-)
+@ADDS_REMOVES_AND_QUERIES
 def test_bm25_dense_terms_give_the_exhaustive_top_k(steps, queries, k, save_at):
     """The same with every queried term given a dense row -> frequency array (kept up to date by the adds
     and removes after it was made)."""

@@ -3,9 +3,7 @@ the proxy's injection shows it (chat and text completions) only when asked, with
 
 from __future__ import annotations
 
-import pytest
-
-from llm.support import UvicornThread
+from server import test_proxy
 from server.test_proxy import Proxy, Q, Upstream, chat
 from tfgrpo.core.library import TrainingFreeGRPO
 from tfgrpo.loop.updates import with_contrast
@@ -14,19 +12,7 @@ from tfgrpo.server.proxy import ProxyConfig
 NEXT = "What is 17 + 26?"
 
 
-@pytest.fixture(scope="module")
-def upstream():
-    stand_in = Upstream()
-    with UvicornThread(stand_in) as running:
-        stand_in.url = f"{running.url}/v1"
-        yield stand_in
-
-
-@pytest.fixture
-def fresh(upstream):
-    upstream.script.clear()
-    upstream.bodies.clear()
-    return upstream
+upstream, fresh = test_proxy.upstream, test_proxy.fresh  # the stand-in upstream and its fixtures
 
 
 def sent_user_text(upstream: Upstream) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from llm.support import UvicornThread
-from server.test_proxy import Proxy, Upstream, chat
+from server import test_proxy
+from server.test_proxy import Proxy, chat
 from tfgrpo.core.library import TrainingFreeGRPO
 from tfgrpo.errors import ConfigError
 from tfgrpo.server.proxy import ProxyConfig
@@ -14,12 +14,7 @@ from tfgrpo.server.proxy import ProxyConfig
 QUERY = "What is 9 + 18?"
 
 
-@pytest.fixture(scope="module")
-def upstream():
-    stand_in = Upstream()
-    with UvicornThread(stand_in) as running:
-        stand_in.url = f"{running.url}/v1"
-        yield stand_in
+upstream = test_proxy.upstream  # the stand-in upstream
 
 
 @pytest.fixture

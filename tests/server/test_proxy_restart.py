@@ -13,19 +13,13 @@ import threading
 from pathlib import Path
 
 import httpx
-import pytest
 
-from llm.support import UvicornThread, free_port, wait_until
+from llm.support import free_port, wait_until
+from server import test_proxy
 from server.test_proxy import Upstream
 from tfgrpo.core.library import TrainingFreeGRPO
 
-
-@pytest.fixture(scope="module")
-def upstream():
-    stand_in = Upstream()
-    with UvicornThread(stand_in) as running:
-        stand_in.url = f"{running.url}/v1"
-        yield stand_in
+upstream = test_proxy.upstream  # the stand-in upstream
 
 
 class ProxyProcess:
