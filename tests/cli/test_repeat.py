@@ -162,3 +162,18 @@ def test_a_rerun_resumes_grows_the_seeds_and_evaluates_again_when_settings_diffe
     err = capsys.readouterr().err
     assert f"reusing the baselines in {out / 'baselines.json'}" in err and scored == ["library", "library"]
     assert "contrast: False then, True now" in err
+
+
+def test_train_on_a_finished_library_loads_no_model(tmp_path, stand_in, monkeypatch, capsys):
+    train, _ = setup(tmp_path, stand_in)
+    library = str(tmp_path / "lib.db")
+    assert main(["train", *train.split(), "-l", library, "--strategy", "both"]) == 0
+    capsys.readouterr()
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a finished run opened a model")
+
+    monkeypatch.setattr("tfgrpo.cli.train.make_backend", no_model)
+    assert main(["train", *train.split(), "-l", library, "--strategy", "both"]) == 0
+    out, err = capsys.readouterr()
+    assert f"resuming {library} after step 2" in err and "steps run: 0" in out and "model usage: {}" in out

@@ -75,7 +75,9 @@ def cmd_train(args) -> int | None:
     from ..core.config import GRPOConfig
     from ..core.formats import is_sqlite_path
     from ..core.library import TrainingFreeGRPO
+    from ..llm.base import Backend
     from ..llm.cache import LLMCache
+    from ..loop.steps import total_steps
     from ..loop.training import check_resume, run_identity, train
     from ..loop.updates import ExampleUpdate, LessonUpdate, Update
     from ..semantic import LessonLibrary
@@ -92,9 +94,7 @@ def cmd_train(args) -> int | None:
     default_metrics = f"{args.library}.lessons.metrics.jsonl" if args.strategy == "lessons" else None
     metrics_path = args.metrics or default_metrics or f"{args.library}.metrics.jsonl"
     with ExitStack() as stack:
-        policy = stack.enter_context(make_backend(args.model, config.concurrency))
-        critic = stack.enter_context(make_backend(args.critic, config.concurrency)) if args.critic else None
-        updates: list[Update] = []
+        grpo = library = None
         if examples:
             grpo_config = None
             if not os.path.exists(args.library):
@@ -103,28 +103,40 @@ def cmd_train(args) -> int | None:
                     changes["max_library_size"] = args.max_library_size
                 grpo_config = GRPOConfig().replace(**changes)
             grpo = stack.enter_context(TrainingFreeGRPO.open(args.library, grpo_config, seed=config.seed))
-            updates.append(ExampleUpdate(grpo, task_name=task.name))
         if lessons:
             library = stack.enter_context(LessonLibrary(args.library, max_words=lesson_config.max_words))
-            updates.append(LessonUpdate(library, lesson_config, critic=critic))
+
+        def strategies(critic: Backend | None) -> list[Update]:
+            return [
+                *([ExampleUpdate(grpo, task_name=task.name)] if grpo is not None else []),
+                *([LessonUpdate(library, lesson_config, critic=critic)] if library is not None else []),
+            ]
+
+        updates = strategies(None)
         check_resume(updates, run_identity(task.train, config, task.run))  # before saying "resuming"
         for update in updates:
             if update.done():
                 what = "" if update.name == "examples" else f"{update.name} in "
                 print(f"resuming {what}{args.library} after step {update.done()}", file=sys.stderr)
+        total = total_steps(len(task.train), config.batch_size, config.epochs)
+        finished = bool(task.train) and min(u.done() for u in updates) >= total
+        # A finished run loads no model (`tfgrpo repeat` calls train for every seed).
+        policy = None if finished else stack.enter_context(make_backend(args.model, config.concurrency))
+        critic = stack.enter_context(make_backend(args.critic, config.concurrency)) if args.critic and policy else None
+        updates = strategies(critic)
         cache = stack.enter_context(LLMCache(args.library)) if is_sqlite_path(args.library) else None
         tracker = stack.enter_context(open_run_tracker(args, "train"))
-        steps = train(
+        steps = [] if policy is None else train(
             policy, task.train, task.reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
             on_step=tracker.on_step,
         )  # fmt: skip
         tracker.log_artifact(args.library)
-        if examples:
+        if grpo is not None:
             print(grpo.stats().summary())
-        if lessons:
+        if library is not None:
             print(f"Lessons ({task.name}): {len(library)} at version {library.version}")
             print(library.render_list())
-        usage = {"policy": policy.usage.to_dict(), **({"critic": critic.usage.to_dict()} if critic else {})}
+        usage = {name: b.usage.to_dict() for name, b in (("policy", policy), ("critic", critic)) if b is not None}
         print(
             f"library: {args.library}   metrics: {metrics_path}   steps run: {len(steps)}   "
             f"cache hits: {sum(m.cache_hits for m in steps)}   model usage: {usage}"

@@ -19,6 +19,11 @@ def epoch_batches(samples: Sequence[dict], batch_size: int, seed: int, epoch: in
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def total_steps(samples: int, batch_size: int, epochs: int) -> int:
+    """How many global steps a run over `samples` samples takes."""
+    return -(-samples // batch_size) * epochs
+
+
 def run_steps(
     samples: Sequence[dict],
     *,
@@ -35,7 +40,7 @@ def run_steps(
     `to_dict()`) is appended to `metrics_path` as a JSON line and passed to `report(metrics, total)`."""
     if not samples:
         raise ConfigError("no training samples")
-    total = -(-len(samples) // batch_size) * epochs
+    total = total_steps(len(samples), batch_size, epochs)
     log = open(metrics_path, "a", encoding="utf-8") if metrics_path is not None else None
     if log is not None and metrics_path is not None:
         _mark_lost_metrics(Path(metrics_path), log, done)

@@ -23,7 +23,7 @@ from ..rewards.base import Reward
 from .progress import Progress
 from .rollouts import RolloutConfig
 from .step import StepMetrics, run_step
-from .steps import run_steps
+from .steps import run_steps, total_steps
 from .updates import Update
 
 
@@ -80,7 +80,7 @@ def train(
     identity = run_identity(samples, config, run)
     check_resume(updates, identity)
     done = min(u.done() for u in updates)
-    total = -(-len(samples) // config.batch_size) * config.epochs
+    total = total_steps(len(samples), config.batch_size, config.epochs)
     display = Progress(total, "step", label="train")
 
     def report(metrics: StepMetrics, total: int) -> None:
