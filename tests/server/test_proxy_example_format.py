@@ -3,6 +3,8 @@ request the way training and `tfgrpo eval` put them into a prompt (the same func
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from server import test_proxy
@@ -58,3 +60,14 @@ def test_advantage_weight_trades_relevance_for_advantage(upstream, library):
         assert shown in upstream.bodies[-1]["messages"][-1]["content"]
     with pytest.raises(ConfigError, match="example_format"):
         ProxyConfig(example_format="pairs")
+
+
+def test_the_lessons_validation_prompts_as_serving_does():
+    from tfgrpo.loop.rollouts import PromptingConfig
+    from tfgrpo.server.proxy import _lessons_update
+
+    config = ProxyConfig(shots=2, example_format="turns", contrast=True, advantage_weight=0.5, token_budget=300)
+    validation = _lessons_update("http://127.0.0.1:9/v1", "m", None, None, 0.0, config)["config"]
+    for name in (f.name for f in dataclasses.fields(PromptingConfig)):
+        assert getattr(validation, name) == getattr(config, name), name
+    assert validation.group_size == config.group_size

@@ -18,8 +18,9 @@ RETRIEVAL_MODES = ("lexical", "semantic", "hybrid")
 
 
 @dataclass(frozen=True)
-class RolloutConfig:
-    """How the policy is prompted and sampled; training, evaluation and serving share it."""
+class PromptingConfig:
+    """How a library's examples go into a prompt; training, evaluation and `tfgrpo serve` share it
+    (serving overrides two defaults)."""
 
     shots: int = knob(3, "few-shot examples from the library in each prompt", minimum=0)
     select: str = knob(
@@ -46,13 +47,22 @@ class RolloutConfig:
         "text, the wrong answer and a correction as turns",
     )
     token_budget: int = knob(512, "most tokens the examples may take in one prompt", minimum=0)
+    template: PromptTemplate = knob(
+        default_factory=PromptTemplate, help="how examples and the query are written", cli=False
+    )
+
+    def __post_init__(self) -> None:
+        check_knobs(self)
+
+
+@dataclass(frozen=True)
+class RolloutConfig(PromptingConfig):
+    """How the policy is prompted and sampled; training and evaluation share it."""
+
     temperature: float = knob(0.7, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
     top_p: float = knob(1.0, "nucleus sampling of the policy", minimum=0.0, maximum=1.0)
     max_tokens: int = knob(128, "longest rollout, in tokens (the CLI's default: the task's hint)", minimum=1)
     stop: tuple[str, ...] = knob((), "stop strings (the CLI's default: the task's)")
-    template: PromptTemplate = knob(
-        default_factory=PromptTemplate, help="how examples and the query are written", cli=False
-    )
     chat: bool | None = knob(None, "send chat messages (true), plain text (false), or the backend's default")
     stop_after_content: bool = knob(
         False,

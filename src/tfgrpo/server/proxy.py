@@ -30,7 +30,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from ..core.formats import is_sqlite_path
-from ..core.knobs import check_knobs, knob
+from ..core.knobs import knob
 from ..errors import BackendError, ConfigError
-from ..loop.rollouts import RETRIEVAL_MODES, SELECT_MODES
+from ..loop.rollouts import RETRIEVAL_MODES, SELECT_MODES, PromptingConfig
 from ..loop.tracking import Tracker
 from ..loop.updates import LessonUpdate
-from ..prompting import EXAMPLE_FORMATS, PromptTemplate, build_prompt, inject_messages
+from ..prompting import build_prompt, inject_messages
 from ..rewards.base import Reward
 from . import records
 from .guards import BodyLimit, bearer_token
@@ -60,30 +60,15 @@ log = logging.getLogger("tfgrpo.serve")
 
 
 @dataclass(frozen=True)
-class ProxyConfig:
+class ProxyConfig(PromptingConfig):
     """Every knob of `tfgrpo serve` (each is a CLI flag: `shots` -> `--shots`)."""
 
-    shots: int = knob(3, "most experiences put into each request", minimum=0)
     select: str = knob(
-        "retrieve", "how experiences are chosen: by relevance (retrieve) or by advantage (sample)", choices=SELECT_MODES
+        "retrieve", "how examples are chosen: by relevance (retrieve) or by advantage (sample)", choices=SELECT_MODES
     )
     retrieval_mode: str = knob(
         "lexical", "with --select retrieve: lexical (BM25), semantic or hybrid", choices=RETRIEVAL_MODES
     )
-    advantage_weight: float = knob(
-        0.0,
-        "with --select retrieve: rank the candidates by (1 - w) * relevance + w * advantage (0: relevance only)",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    example_format: str = knob(
-        "text",
-        "how experiences enter a chat request: text (Q:/A: pairs inside the last user message) or turns (each "
-        "a user message and the assistant's answer, before it), as in training",
-        choices=EXAMPLE_FORMATS,
-    )
-    token_budget: int = knob(512, "most tokens the experiences may take in one request", minimum=0)
-    contrast: bool = knob(False, "show each experience's recorded failure beside it (a 'Wrong answer:' line)")
     placement: str = knob(
         "system", "where lessons go: the system message or before the user's text", choices=("system", "user")
     )
@@ -111,10 +96,6 @@ class ProxyConfig:
     timeout: float = knob(120.0, "seconds to wait for the upstream (connect and each read)", minimum=0.1)
     max_output_bytes: int = knob(16 * 1024 * 1024, "most bytes of one upstream answer", minimum=1024)
     seed: int | None = knob(None, "seed of the holdout draws and of example sampling")
-    template: PromptTemplate = knob(default_factory=PromptTemplate, help="how experiences are written", cli=False)
-
-    def __post_init__(self) -> None:
-        check_knobs(self)
 
 
 # ---------------------------------------------------------------------------------------------- requests
@@ -801,14 +782,9 @@ def _lessons_update(url, model, api_key, critic, validate_margin, config: ProxyC
     policy = OpenAIBackend(model=model, base_url=url, api_key=api_key or "none")
     critic_backend = get_backend(critic) if critic else policy
     lesson_config = LessonConfig(validate_margin=validate_margin, placement=config.placement)
-    train_config = TrainConfig(
-        shots=config.shots,
-        select=config.select,
-        retrieval_mode=config.retrieval_mode,
-        token_budget=config.token_budget,
-        group_size=config.group_size,
-        template=config.template,
-    )
+    # The lessons' validation prompts the policy exactly as serving does.
+    prompting = {f.name: getattr(config, f.name) for f in fields(PromptingConfig)}
+    train_config = TrainConfig(**prompting, group_size=config.group_size)
     return {
         "update": lambda lessons: LessonUpdate(lessons, lesson_config, critic=critic_backend),
         "policy": policy,
