@@ -69,10 +69,10 @@ def test_client_errors_are_not_retried():
 def test_hang_past_timeout_is_retried():
     async def behaviour(index, path, body):
         if index == 0:
-            await asyncio.sleep(30)  # the client gives up long before this
+            await asyncio.sleep(30)  # the client gives up long before this (2 s: ample for the second answer)
         return chat_reply(["late but fine"])
 
-    with StandIn(behaviour) as server, backend_for(server, timeout=0.5) as backend:
+    with StandIn(behaviour) as server, backend_for(server, timeout=2.0) as backend:
         groups = backend.generate(["hi"])
     assert groups[0][0].text == "late but fine"
     assert len(server.requests) == 2 and backend.usage.retries == 1
