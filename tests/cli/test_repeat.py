@@ -99,7 +99,8 @@ def test_a_mistake_in_the_eval_args_is_found_before_any_training(tmp_path, stand
     train, evaluate = setup(tmp_path, stand_in)
     with pytest.raises(SystemExit):
         repeat(tmp_path / "out", train, evaluate + " --no-such-flag", 0)
-    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --no-such-flag" in err and "one training seed (0): no spread" in err
     assert stand_in.requests == [] and not (tmp_path / "out" / "library-seed0.db").exists()
 
 
@@ -177,3 +178,10 @@ def test_train_on_a_finished_library_loads_no_model(tmp_path, stand_in, monkeypa
     assert main(["train", *train.split(), "-l", library, "--strategy", "both"]) == 0
     out, err = capsys.readouterr()
     assert f"resuming {library} after step 2" in err and "steps run: 0" in out and "model usage: {}" in out
+
+
+def test_a_seed_given_twice_is_refused_before_any_training(tmp_path, stand_in, capsys):
+    train, evaluate = setup(tmp_path, stand_in)
+    assert repeat(tmp_path / "out", train, evaluate, 0, 1, 0) != 0
+    assert "a seed given twice" in capsys.readouterr().err
+    assert stand_in.requests == [] and not (tmp_path / "out" / "library-seed0.db").exists()

@@ -33,7 +33,9 @@ def add_commands(command) -> None:
         "the baselines once for all seeds, then report the lift over the strongest baseline across the seeds: "
         "mean, t 95%% CI and spread. Rerun the same command to resume, or with more --seeds to add seeds.",
     )
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="the training seeds' values, e.g. 0 1 2 (not a count)"
+    )
     p.add_argument("--out", default="repeat-out", help="folder for the libraries and results")
     p.add_argument("--train-args", default="", help='arguments for `tfgrpo train`, e.g. "--task arithmetic -G 8"')
     p.add_argument(
@@ -43,10 +45,21 @@ def add_commands(command) -> None:
 
 def cmd_repeat(args) -> int | None:
     from ..core.formats import atomic_write
-    from ..errors import TFGRPOError
+    from ..errors import ConfigError, TFGRPOError
     from ..loop.evaluate import across_training_seeds, repeat_table
     from . import main, parse_command
 
+    if len(set(args.seeds)) < len(args.seeds):
+        raise ConfigError(
+            f"--seeds {' '.join(map(str, args.seeds))}: a seed given twice would count one library twice; "
+            "give each training seed once"
+        )
+    if len(args.seeds) == 1:
+        print(
+            f"one training seed ({args.seeds[0]}): no spread or CI across seeds. --seeds takes the seeds' "
+            "values: --seeds 0 1 2 trains three libraries",
+            file=sys.stderr,
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = {  # parsed before any training, so a mistake in them is found at once
