@@ -16,13 +16,11 @@ from tfgrpo.server.proxy import ProxyConfig
 QUERY = "What is 9 + 18?"
 
 
-upstream = test_proxy.upstream  # the stand-in upstream
+upstream, fresh = test_proxy.upstream, test_proxy.fresh  # the stand-in upstream and its fixtures
 
 
 @pytest.fixture
-def library(upstream, tmp_path):
-    upstream.script.clear()
-    upstream.bodies.clear()
+def library(fresh, tmp_path):
     path = tmp_path / "lib.db"
     with TrainingFreeGRPO.open(path) as grpo:
         # Relevant to QUERY with advantage 0.5; barely relevant with advantage 0.75.

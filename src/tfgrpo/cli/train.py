@@ -120,9 +120,12 @@ def cmd_train(args) -> int | None:
                 print(f"resuming {what}{args.library} after step {update.done()}", file=sys.stderr)
         total = total_steps(len(task.train), config.batch_size, config.epochs)
         finished = bool(task.train) and min(u.done() for u in updates) >= total
-        # A finished run loads no model (`tfgrpo repeat` calls train for every seed).
-        policy = None if finished else stack.enter_context(make_backend(args.model, config.concurrency))
-        critic = stack.enter_context(make_backend(args.critic, config.concurrency)) if args.critic and policy else None
+        policy: Backend | None = None
+        critic: Backend | None = None
+        if not finished:  # a finished run loads no model (`tfgrpo repeat` calls train for every seed)
+            policy = stack.enter_context(make_backend(args.model, config.concurrency))
+            if args.critic:
+                critic = stack.enter_context(make_backend(args.critic, config.concurrency))
         updates = strategies(critic)
         cache = stack.enter_context(LLMCache(args.library)) if is_sqlite_path(args.library) else None
         tracker = stack.enter_context(open_run_tracker(args, "train"))
