@@ -1,6 +1,7 @@
 """tfgrpo: Training-Free GRPO. Make a frozen LLM better at a task from a reward signal, without
 gradients, by keeping what worked in an experience library that goes back into later prompts."""
 
+from . import retrieval as _retrieval  # noqa: F401  (registers the library's default retrieval index)
 from .core.advantages import compute_advantages
 from .core.config import GRPOConfig
 from .core.experience import Experience

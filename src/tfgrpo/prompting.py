@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from .core.experience import Experience
+from .core.experience import Experience, approx_tokens
 from .core.library import TrainingFreeGRPO
 from .errors import ConfigError
 
@@ -16,11 +16,6 @@ WRONG_ANSWER = "Wrong answer:"
 """With `contrast`, in text: the line after an example's query that shows its group's failure."""
 CORRECTION = "That answer is wrong. Try again."
 """With `contrast`, in turns: the user's reply to the failure, before the assistant's right answer."""
-
-
-def approx_tokens(text: str) -> int:
-    """About four characters per token for English text and code; good enough for a budget."""
-    return (len(text) + 3) // 4
 
 
 @dataclass(frozen=True)

@@ -215,3 +215,8 @@ def clean_text(text: str) -> str:
     if text.isascii() or _SURROGATE.search(text) is None:
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def approx_tokens(text: str) -> int:
+    """About four characters per token for English text and code; good enough for a budget."""
+    return (len(text) + 3) // 4

@@ -27,20 +27,18 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, overload
+from typing import overload
 
 from ..errors import ConfigError, InvalidRolloutsError, LibraryFormatError, LibraryNotFoundError, TFGRPOError
 from .advantages import compute_advantages
 from .config import GRPOConfig
 from .experience import MAX_TIMESTAMP, Experience, check_metadata, check_text, check_timestamp
 from .formats import fsync_dir, is_sqlite_file, is_sqlite_path, make_temp, read_json, write_json
+from .index import MODES, ExperienceIndex, default_index
 from .sampler import AdvantageSampler
 from .stats import GRPOStats
 from .store import SQLiteStore, Store, open_store
 from .store.sqlite import read_snapshot
-
-if TYPE_CHECKING:
-    from ..retrieval import Retriever
 
 _COUNTERS = ("total_rollouts", "total_stored", "total_pruned", "total_loaded")
 
@@ -100,7 +98,7 @@ class TrainingFreeGRPO:
         store: Store | str | os.PathLike | None = None,
         seed: int | None = None,
         clock: Callable[[], float] = time.time,
-        retriever: Retriever | None = None,
+        retriever: ExperienceIndex | None = None,
     ) -> None:
         if config is not None and not isinstance(config, GRPOConfig):
             raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
@@ -110,7 +108,7 @@ class TrainingFreeGRPO:
         self.total_rollouts = self.total_stored = self.total_pruned = self.total_loaded = 0
         self.progress: dict | None = None
         self._next_id = 1
-        self._retriever: Retriever | None = None
+        self._retriever: ExperienceIndex | None = None
         self._set_config(config or GRPOConfig())
         self._reset_structures()
         if store is not None:
@@ -460,12 +458,12 @@ class TrainingFreeGRPO:
         if where is not None:
             check_metadata(where, TFGRPOError, "where")
         if mode != "prefix":
-            if mode not in ("lexical", "semantic", "hybrid"):
+            if mode not in MODES:
                 raise TFGRPOError(
                     f"unknown retrieval mode {mode!r}; available: 'prefix', 'lexical', 'semantic', 'hybrid'"
                 )
             retriever = self._retriever or self.enable_retrieval()
-            return retriever.search(prompt, k, mode=mode, where=where, **options)  # type: ignore[return-value]
+            return retriever.search(prompt, k, mode=mode, where=where, **options)
         if options:
             raise TFGRPOError(f"options {sorted(options)} apply to the lexical, semantic and hybrid modes only")
         found = [
@@ -474,15 +472,15 @@ class TrainingFreeGRPO:
         found.sort(key=lambda e: (e.advantage, e.id), reverse=True)
         return found if k is None else found[:k]
 
-    def enable_retrieval(self, embedder=None, *, retriever: Retriever | None = None, **options) -> Retriever:
+    def enable_retrieval(
+        self, embedder=None, *, retriever: ExperienceIndex | None = None, **options
+    ) -> ExperienceIndex:
         """Attach a retriever (lexical, semantic and hybrid `get_experiences_for_prompt`) and index the
         library; it is kept in step with every later change. `embedder`: None (all-MiniLM-L6-v2), a
         sentence-transformers name or path, "openai:MODEL[@BASE_URL]" or an embedder object; `options`
         go to `tfgrpo.retrieval.Retriever`. Nothing is embedded before the first semantic query."""
-        from ..retrieval import Retriever
-
         if retriever is None:
-            retriever = Retriever(embedder, **options)
+            retriever = default_index(embedder, **options)
         elif embedder is not None or options:
             raise TFGRPOError("pass either a retriever or embedder/options to build one, not both")
         # Attaching to a large library makes an object or two per text that live on, as a load does.
@@ -494,7 +492,7 @@ class TrainingFreeGRPO:
         return retriever
 
     @property
-    def retriever(self) -> Retriever | None:
+    def retriever(self) -> ExperienceIndex | None:
         """The attached retriever, if any."""
         return self._retriever
 

@@ -4,9 +4,10 @@ Imports only numpy here; sentence-transformers, openai and faiss are loaded insi
 them, when it is first used (extras `retrieval`, `http` and `retrieval-ann`).
 """
 
+from ..core.index import MODES, register_default_index
 from .embedders import DEFAULT_MODEL, Embedder, OpenAIEmbedder, SentenceTransformerEmbedder, make_embedder
 from .lexical import BM25Index, tokenize
-from .retriever import MODES, Retriever
+from .retriever import Retriever
 from .vectors import VectorIndex
 
 __all__ = [
@@ -21,3 +22,5 @@ __all__ = [
     "make_embedder",
     "tokenize",
 ]
+
+register_default_index(Retriever)

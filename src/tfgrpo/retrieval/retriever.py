@@ -25,27 +25,18 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.experience import Experience
+from ..core.experience import Experience, approx_tokens
+from ..core.index import MODES, IndexedLibrary
 from ..errors import TFGRPOError
 from . import snapshot
 from .embedders import Embedder, make_embedder
 from .lexical import BM25Index, tokenize
 from .vectors import VectorIndex
 
-if TYPE_CHECKING:
-    from ..core.library import TrainingFreeGRPO
-
-MODES = ("lexical", "semantic", "hybrid")
 SAVE_LEXICAL_AT = 20_000  # a BM25 build over at least this many texts is saved (smaller ones are quick to redo)
-
-
-def approx_tokens(text: str) -> int:
-    """About four characters per token (as `tfgrpo.prompting.approx_tokens`)."""
-    return (len(text) + 3) // 4
 
 
 def example_text(exp: Experience) -> str:
@@ -91,7 +82,7 @@ class Retriever:
         self._index_path = Path(index_path) if index_path is not None else None
         self.restored_rows = 0  # rows taken over from a saved index when attached
         self._saved_builds = 0
-        self._library: TrainingFreeGRPO | None = None
+        self._library: IndexedLibrary | None = None
         self._bm25 = BM25Index()
         # (`is None`, not `or`: an empty VectorIndex is falsy, and one passed in must be used)
         self._vectors = vector_index if vector_index is not None else VectorIndex(approximate_threshold)
@@ -117,7 +108,7 @@ class Retriever:
 
     # -- wiring to the library ----------------------------------------------------------------------------
 
-    def attach(self, library: TrainingFreeGRPO) -> None:
+    def attach(self, library: IndexedLibrary) -> None:
         """Index a library's current contents; the library then reports every change (called by
         `TrainingFreeGRPO.enable_retrieval`)."""
         if self._library is not None and self._library is not library:
@@ -639,4 +630,4 @@ def _jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b)
 
 
-__all__ = ["Retriever", "MODES", "approx_tokens", "example_text"]
+__all__ = ["Retriever", "example_text"]
