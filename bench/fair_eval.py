@@ -15,8 +15,9 @@ from pathlib import Path
 
 from tfgrpo.core.config import GRPOConfig
 from tfgrpo.core.library import TrainingFreeGRPO
+from tfgrpo.learn import ExampleUpdate
 from tfgrpo.llm import get_backend
-from tfgrpo.loop import EvalConfig, ExampleUpdate, TrainConfig, evaluate, show_progress, train
+from tfgrpo.loop import EvalConfig, TrainConfig, evaluate, show_progress, train
 from tfgrpo.loop.evaluate import across_training_seeds, fair_baselines, repeat_table
 from tfgrpo.prompting import PromptTemplate
 from tfgrpo.tasks import get_task

@@ -10,11 +10,11 @@ import pytest
 
 from llm.support import StandIn, chat_reply
 from tfgrpo.core.library import TrainingFreeGRPO
+from tfgrpo.learn.rollouts import RolloutConfig, cut_after_content
 from tfgrpo.llm.base import Generation
 from tfgrpo.llm.http import OpenAIBackend
 from tfgrpo.loop import EvalConfig, evaluate
 from tfgrpo.loop.evaluate import Baseline, fair_baselines, holm, labelled_examples, sign_flip_p_value
-from tfgrpo.loop.rollouts import RolloutConfig, cut_after_content
 from tfgrpo.prompting import PromptTemplate
 from tfgrpo.rewards.base import FunctionReward, Score
 

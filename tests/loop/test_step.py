@@ -8,8 +8,9 @@ import pytest
 from llm.support import StandIn, chat_reply
 from tfgrpo import TrainingFreeGRPO
 from tfgrpo.errors import ConfigError
+from tfgrpo.learn import ExampleUpdate, LessonUpdate
 from tfgrpo.llm.http import OpenAIBackend
-from tfgrpo.loop import ExampleUpdate, LessonUpdate, TrainConfig, run_step, train
+from tfgrpo.loop import TrainConfig, run_step, train
 from tfgrpo.rewards.base import FunctionReward, Score
 from tfgrpo.semantic import LessonConfig, LessonLibrary
 

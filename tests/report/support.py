@@ -10,8 +10,9 @@ from pathlib import Path
 
 from llm.support import StandIn, chat_reply
 from tfgrpo.core.library import TrainingFreeGRPO
+from tfgrpo.learn import ExampleUpdate
 from tfgrpo.llm.http import OpenAIBackend
-from tfgrpo.loop import EvalConfig, ExampleUpdate, TrainConfig, attribute_lessons, evaluate, train
+from tfgrpo.loop import EvalConfig, TrainConfig, attribute_lessons, evaluate, train
 from tfgrpo.loop.evaluate import Baseline
 from tfgrpo.rewards.base import FunctionReward, Score
 from tfgrpo.semantic import LessonLibrary, Operation

@@ -11,7 +11,7 @@ from server import test_proxy
 from server.test_proxy import Proxy, chat
 from tfgrpo.core.library import TrainingFreeGRPO
 from tfgrpo.errors import ConfigError
-from tfgrpo.server.proxy import ProxyConfig
+from tfgrpo.server.config import ProxyConfig
 
 QUERY = "What is 9 + 18?"
 
@@ -61,11 +61,16 @@ def test_advantage_weight_trades_relevance_for_advantage(upstream, library):
 
 
 def test_the_lessons_validation_prompts_as_serving_does():
-    from tfgrpo.loop.rollouts import PromptingConfig
-    from tfgrpo.server.proxy import _lessons_update
+    from tfgrpo.learn.rollouts import PromptingConfig
+    from tfgrpo.rewards import ExactMatchReward
+    from tfgrpo.server.proxy import online_lessons
 
     config = ProxyConfig(shots=2, example_format="turns", contrast=True, advantage_weight=0.5, token_budget=300)
-    validation = _lessons_update("http://127.0.0.1:9/v1", "m", None, None, 0.0, config)["config"]
+    lessons = online_lessons("http://127.0.0.1:9/v1", "m", None, None, 0.0, ExactMatchReward(), config)
+    rollouts = lessons.rollouts
     for name in (f.name for f in dataclasses.fields(PromptingConfig)):
-        assert getattr(validation, name) == getattr(config, name), name
-    assert validation.group_size == config.group_size
+        assert getattr(rollouts.config, name) == getattr(config, name), name
+    assert rollouts.group_size == config.group_size
+    assert online_lessons("http://127.0.0.1:9/v1", "m", None, None, None, None, config).rollouts is None
+    for backend in lessons.backends:
+        backend.close()

@@ -6,8 +6,8 @@ import asyncio
 
 from tfgrpo import GRPOConfig, TrainingFreeGRPO
 from tfgrpo.server import records
+from tfgrpo.server.config import ProxyConfig
 from tfgrpo.server.metrics import ProxyMetrics
-from tfgrpo.server.proxy import ProxyConfig
 from tfgrpo.server.served import ServedLibrary
 
 
@@ -25,7 +25,7 @@ def test_a_repeated_prompt_gets_what_retrieval_gives_until_the_library_changes(t
         first = [e.prompt for e in lib.inject("please add 7 and 9")[0]]
         assert len(first) == 2 and "add 7 and 9" not in " ".join(first)
         assert [e.prompt for e in lib.inject("please add 7 and 9")[0]] == first
-        lib._commit([records.Group(1, "add 7 and 9", ["16", "2"], [1.0, 0.0], ["c1"])])
+        lib._commit([records.FormedGroup.of(1, "add 7 and 9", ["16", "2"], [1.0, 0.0], ["c1"], None)])
         again = [e.prompt for e in lib.inject("please add 7 and 9")[0]]
         assert "add 7 and 9" in again
     finally:

@@ -21,7 +21,7 @@ def library_arg(p: argparse.ArgumentParser, default: str = "library.db", help: s
 
 def open_library(path: str, must_exist: bool = True):
     """A library from a path: SQLite files are opened write-through, JSON files loaded into memory."""
-    from ..core.formats import is_sqlite_path
+    from ..core.files import is_sqlite_path
     from ..core.library import TrainingFreeGRPO
     from ..errors import LibraryNotFoundError
 
@@ -37,7 +37,7 @@ def open_library(path: str, must_exist: bool = True):
 
 def check_lesson_path(path: str) -> None:
     """Lessons live in SQLite only: refuse a JSON library path before a database is written there."""
-    from ..core.formats import is_sqlite_path
+    from ..core.files import is_sqlite_path
 
     if not is_sqlite_path(path):
         raise ConfigError(f"lessons are kept in an SQLite library (.db, .sqlite); {path} is not one")

@@ -27,10 +27,11 @@ def add_commands(command) -> None:
 def cmd_demo(args) -> None:
     from ..core.config import GRPOConfig
     from ..core.library import TrainingFreeGRPO
+    from ..learn import ExampleUpdate
     from ..llm import get_backend
+    from ..loop.config import TrainConfig
     from ..loop.evaluate import EvalConfig, evaluate, fair_baselines, show_progress
-    from ..loop.training import TrainConfig, train
-    from ..loop.updates import ExampleUpdate
+    from ..loop.training import train
     from ..prompting import PromptTemplate
     from ..report import write_report
     from ..tasks import get_task

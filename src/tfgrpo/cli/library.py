@@ -96,7 +96,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_import(args) -> None:
-    from ..core.formats import is_sqlite_path
+    from ..core.files import is_sqlite_path
 
     with open_library(args.library, must_exist=False) as grpo:
         grpo.load_from_file(args.input)

@@ -44,7 +44,7 @@ def add_commands(command) -> None:
 
 
 def cmd_repeat(args) -> int | None:
-    from ..core.formats import atomic_write
+    from ..core.files import atomic_write
     from ..errors import ConfigError, TFGRPOError
     from ..loop.evaluate import across_training_seeds, repeat_table
     from . import main, parse_command
@@ -133,7 +133,7 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
 def _baselines(path: Path, identity: dict, args, task, config, backend) -> list[ConditionResult]:
     """The baselines of `tfgrpo eval` (`score_baselines`), read back from `path` when it was written with
     this `identity`, else scored (`backend()` gives the model) and saved there."""
-    from ..core.formats import atomic_write
+    from ..core.files import atomic_write
     from ..loop.evaluate import ConditionResult
     from .eval import score_baselines
 

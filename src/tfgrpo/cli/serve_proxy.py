@@ -10,7 +10,7 @@ from .report import open_run_tracker, result_args
 
 
 def add_commands(command) -> None:
-    from ..server.proxy import ProxyConfig
+    from ..server.config import ProxyConfig
 
     p = command(
         "serve",
@@ -49,7 +49,8 @@ def add_commands(command) -> None:
 
 def cmd_serve(args) -> int | None:
     from ..errors import ConfigError
-    from ..server.proxy import ProxyConfig, run_proxy
+    from ..server.config import ProxyConfig
+    from ..server.proxy import serve
     from ..server.tenants import hash_key
 
     if args.hash_key is not None:
@@ -64,7 +65,7 @@ def cmd_serve(args) -> int | None:
         reward = make_reward(args.reward)
     try:
         with open_run_tracker(args, "serve") as tracker:
-            run_proxy(
+            serve(
                 args.upstream,
                 args.library,
                 args.host,

@@ -13,7 +13,7 @@ from .report import open_run_tracker, result_args
 
 
 def add_commands(command) -> None:
-    from ..loop.training import TrainConfig
+    from ..loop.config import TrainConfig
     from ..semantic import LessonConfig
 
     p = command(
@@ -62,7 +62,7 @@ def add_commands(command) -> None:
 def configs(args, task):
     """The run's `TrainConfig` and `LessonConfig`: the preset (if any), the task's hints, the config
     file and the flags, each over the one before."""
-    from ..loop.training import TrainConfig
+    from ..loop.config import TrainConfig
     from ..semantic import LessonConfig
 
     train_config = config_from_args(
@@ -73,13 +73,13 @@ def configs(args, task):
 
 def cmd_train(args) -> int | None:
     from ..core.config import GRPOConfig
-    from ..core.formats import is_sqlite_path
+    from ..core.files import is_sqlite_path
     from ..core.library import TrainingFreeGRPO
+    from ..learn import ExampleUpdate, LessonUpdate, Update
     from ..llm.base import Backend
     from ..llm.cache import LLMCache
-    from ..loop.steps import total_steps
+    from ..loop.schedule import total_steps
     from ..loop.training import check_resume, run_identity, train
-    from ..loop.updates import ExampleUpdate, LessonUpdate, Update
     from ..semantic import LessonLibrary
 
     task = load_task(args)

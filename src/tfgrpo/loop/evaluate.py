@@ -16,10 +16,10 @@ import numpy as np
 from ..core.knobs import knob
 from ..core.library import TrainingFreeGRPO
 from ..errors import ConfigError
+from ..learn.rollouts import RolloutConfig, rollout_batch
 from ..llm.base import Backend
 from ..rewards.base import Reward
 from .progress import Progress as ProgressDisplay
-from .rollouts import RolloutConfig, rollout_batch
 
 if TYPE_CHECKING:
     from ..semantic.lessons import LessonLibrary

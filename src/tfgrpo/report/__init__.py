@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..core.formats import atomic_write
+from ..core.files import atomic_write
 from ..errors import ConfigError, LibraryNotFoundError
 from . import plots
 
@@ -92,7 +92,7 @@ def render(library: str, results: list[tuple[str, dict]], logs: list[tuple[str, 
 
 
 def _read_library(path: str) -> tuple[list, Any, Any]:
-    from ..core.formats import is_sqlite_path
+    from ..core.files import is_sqlite_path
     from ..core.library import TrainingFreeGRPO
 
     if is_sqlite_path(path):

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..core.formats import atomic_write
+from ..core.files import atomic_write
 from ..core.store.sqlite import connect, transaction
-from ..errors import ConfigError, LibraryFormatError, LibraryNotFoundError
-from .formats import agent_yaml_text, read_agent_yaml
+from ..errors import ConfigError, LibraryFormatError
+from .lesson_files import agent_yaml_text, read_agent_yaml, read_text_file
 from .operations import Operation, normalize_id
 
 log = logging.getLogger("tfgrpo.semantic")
@@ -457,7 +457,7 @@ class LessonLibrary:
 
     def import_json(self, path: str | os.PathLike) -> ApplyResult:
         """Replace the lessons with those of a {"G0": "text", ...} file (a list of strings works too)."""
-        data = _read(path)
+        data = read_text_file(path)
         try:
             value = json.loads(data)
         except ValueError as exc:
@@ -472,7 +472,7 @@ class LessonLibrary:
         """Replace the lessons with the `[G3]. text` lines (or "G3: text", or bullets) of a text file;
         other lines (the instruction) are ignored."""
         entries: dict[object, object] = {}
-        for n, line in enumerate(_read(path).splitlines()):
+        for n, line in enumerate(read_text_file(path).splitlines()):
             match = re.match(r"^\s*\[?(G\d{1,9})\]?\s*[.:)\-]\s*(.+)$", line, flags=re.IGNORECASE)
             bullet = re.match(r"^\s*[-*•]\s+(\S.*)$", line)
             if match:
@@ -691,12 +691,3 @@ def _write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
     atomic_write(path, write)
-
-
-def _read(path: str | os.PathLike) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LibraryNotFoundError(f"no lesson file at {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LibraryFormatError(f"cannot read {path}: {exc}") from None

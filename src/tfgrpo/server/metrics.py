@@ -35,6 +35,12 @@ class ProxyMetrics:
         )
         self.feedback = Counter("tfgrpo_feedback", "feedback posts by outcome", ["library", "status"], registry=r)
         self.groups = Counter("tfgrpo_groups", "groups formed", ["library", "signal"], registry=r)
+        self.groups_skipped = Counter(
+            "tfgrpo_groups_skipped",
+            "groups the learner could not learn (logged with the reason)",
+            ["library"],
+            registry=r,
+        )
         self.library_size = Gauge("tfgrpo_library_size", "experiences in the library", ["library"], registry=r)
         self.library_version = Gauge("tfgrpo_lessons_version", "current lesson version", ["library"], registry=r)
         self.lessons = Gauge("tfgrpo_lessons", "current lessons", ["library"], registry=r)

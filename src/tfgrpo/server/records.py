@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.store.sqlite import connect, transaction
-from ..errors import StoreError
+from ..errors import StoreError, excerpt
+from ..learn.group import Group
+from ..rewards.base import Score
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS proxy_completions (
@@ -100,20 +102,22 @@ class Completion:
 
 
 @dataclass(frozen=True)
-class Group:
-    """A group ready for the library: one prompt, its responses and their rewards."""
+class FormedGroup:
+    """A group formed from served completions, numbered in the order groups formed (`seq`)."""
 
     seq: int
-    prompt: str
-    responses: list[str]
-    rewards: list[float]
+    group: Group
+    """What the library learns from: the caller's prompt (id `serve-SEQ`), the responses, their rewards."""
     members: list[str]
     """Completion ids (one for an n >= 2 request, `group_size` for accumulated n = 1 feedback)."""
-    sample: dict[str, Any] | None = None
 
-    @property
-    def has_signal(self) -> bool:
-        return min(self.rewards) != max(self.rewards)
+    @classmethod
+    def of(
+        cls, seq: int, prompt: str, responses: list[str], rewards: list[float], members: list[str], sample: str | None
+    ) -> FormedGroup:
+        """From what the records hold (`sample`: the request's sample fields as JSON)."""
+        fields = {**(json.loads(sample) if sample else {}), "prompt": prompt, "id": f"serve-{seq}"}
+        return cls(seq, Group(fields, responses, [Score(r) for r in rewards]), members)
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ class CompletionRecords:
         path: str | os.PathLike,
         group_size: int = 4,
         window_s: float = 86400.0,
-        on_group: Callable[[Group], None] | None = None,
+        on_group: Callable[[FormedGroup], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
@@ -198,7 +202,7 @@ class CompletionRecords:
 
     def _commit_batch(self, batch: list[tuple[tuple, Future]]) -> None:
         results: list[Any] = []
-        groups: list[Group] = []
+        groups: list[FormedGroup] = []
         # A batch with feedback is on disk (the WAL fsynced) before any of it is acknowledged: a 200 for
         # feedback survives a power cut, not only a crash; group commit pays the fsync once per batch.
         # Completion records alone survive a crash of the proxy (WAL, synchronous=NORMAL) without an
@@ -232,8 +236,8 @@ class CompletionRecords:
 
     def _new_group(
         self, prompt: str, responses: list[str], rewards: list[float], members: list[str], sample: str | None
-    ) -> Group:
-        group = Group(self._next_seq(), prompt, responses, rewards, members, json.loads(sample) if sample else None)
+    ) -> FormedGroup:
+        group = FormedGroup.of(self._next_seq(), prompt, responses, rewards, members, sample)
         self._db.execute(
             "INSERT INTO proxy_groups(seq, created, prompt, responses, rewards, members, sample)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -245,7 +249,7 @@ class CompletionRecords:
         self._count("groups", 1)
         return group
 
-    def _add(self, c: Completion, groups: list[Group]) -> None:
+    def _add(self, c: Completion, groups: list[FormedGroup]) -> None:
         sample = _dumps(c.sample) if c.sample else None
         self._db.execute(
             "INSERT INTO proxy_completions(id, created, prompt, prompt_key, n, choices, holdout, learnable, info,"
@@ -267,14 +271,14 @@ class CompletionRecords:
         if c.scored is not None and not c.holdout:
             groups.append(self._new_group(c.prompt, list(c.scored[0]), list(c.scored[1]), [c.id], sample))
 
-    def _feedback(self, completion_id: str, rewards: dict[int, float], groups: list[Group]) -> FeedbackResult:
+    def _feedback(self, completion_id: str, rewards: dict[int, float], groups: list[FormedGroup]) -> FeedbackResult:
         row = self._db.execute(
             "SELECT prompt, prompt_key, n, choices, holdout, learnable, group_seq, sample FROM proxy_completions"
             " WHERE id = ?",
             (completion_id,),
         ).fetchone()
         if row is None:
-            return FeedbackResult(404, f"no completion {completion_id!r} (ids are the `id` of a proxy response)")
+            return FeedbackResult(404, f"no completion {excerpt(completion_id)} (ids are the `id` of a proxy response)")
         prompt, key, n, choices, holdout, learnable, group_seq, sample = row
         bad = [c for c in rewards if not 0 <= c < n]
         if bad:
@@ -329,17 +333,14 @@ class CompletionRecords:
 
     # ----------------------------------------------------------------- reading
 
-    def groups_after(self, seq: int) -> list[Group]:
+    def groups_after(self, seq: int) -> list[FormedGroup]:
         """Groups formed after `seq`, in order (those a restarted proxy has still to learn)."""
         with self._read_lock:
             rows = self._read.execute(
                 "SELECT seq, prompt, responses, rewards, members, sample FROM proxy_groups WHERE seq > ? ORDER BY seq",
                 (seq,),
             ).fetchall()
-        return [
-            Group(r[0], r[1], json.loads(r[2]), json.loads(r[3]), json.loads(r[4]), json.loads(r[5]) if r[5] else None)
-            for r in rows
-        ]
+        return [FormedGroup.of(r[0], r[1], json.loads(r[2]), json.loads(r[3]), json.loads(r[4]), r[5]) for r in rows]
 
     def get(self, completion_id: str) -> dict[str, Any] | None:
         with self._read_lock:

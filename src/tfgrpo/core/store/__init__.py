@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ...errors import StoreError
-from ..formats import is_sqlite_path
+from ..files import is_sqlite_path
 from .base import LibraryState, Store
 from .sqlite import SQLiteStore
 

@@ -1,10 +1,10 @@
-"""One batch of rollouts, shared by training and evaluation: build each prompt with examples from the
-library and the lessons, generate a group per prompt, score every rollout."""
+"""One batch of rollouts, shared by training, evaluation and the lessons' validation: build each prompt
+with examples from the library and the lessons, generate a group per prompt, score every rollout."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ..core.experience import clean_text
 from ..core.knobs import check_knobs, knob
@@ -138,6 +138,42 @@ def rollout_batch(
         groups += chunk_groups
         scores += [flat[i * n : (i + 1) * n] for i in range(len(chunk))]
     return groups, scores
+
+
+@dataclass(frozen=True)
+class Rollouts:
+    """How a step's rollouts are made: the policy (behind the run's cache), the reward, the prompt config,
+    G and the examples library in the prompts. A strategy that scores a candidate before committing it
+    (validated lessons) rolls out the same way."""
+
+    policy: Backend
+    reward: Reward
+    config: RolloutConfig
+    group_size: int
+    examples: TrainingFreeGRPO | None = None
+    validation: Sequence[dict] | None = field(default=None)
+    """The samples a validation draws from (None: the step's own batch)."""
+
+    def run(
+        self,
+        batch: Sequence[dict],
+        seed: int,
+        *,
+        lessons: str = "",
+        placement: str = "system",
+        config: RolloutConfig | None = None,
+    ) -> tuple[list[list[Generation]], list[list[Score]]]:
+        return rollout_batch(
+            self.policy,
+            batch,
+            self.reward,
+            self.group_size,
+            config or self.config,
+            seed,
+            examples=self.examples,
+            lessons=lessons,
+            placement=placement,
+        )
 
 
 def cut_after_content(generation: Generation, config: RolloutConfig) -> Generation:
