@@ -36,8 +36,9 @@ class Upstream:
     completion request: "ok" (texts "ok-0".."ok-{n-1}"), ("status", code), "hang" (waits until the
     client disconnects, then sets `cancelled`), "stall" (the same, after the status and part of the body),
     "wait" (answers once `release` is set), ("tools", calls),
-    ("texts", [...]). Empty script: "ok". Every completion
-    request's JSON body is kept in `bodies`."""
+    ("texts", [...]), ("raw", bytes) (a 200 with that body, as hostile as a test needs), ("events", [data...],
+    end) (a stream of those `data:` lines, then `end`: "done", "break" (the connection drops mid-answer) or
+    "stall"). Empty script: "ok". Every completion request's JSON body is kept in `bodies`."""
 
     def __init__(self) -> None:
         self.script: list = []
@@ -92,6 +93,27 @@ class Upstream:
             while (await receive())["type"] != "http.disconnect":
                 pass
             self.cancelled.set()
+            return
+        if isinstance(action, tuple) and action[0] == "raw":
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            )
+            await send({"type": "http.response.body", "body": action[1]})
+            return
+        if isinstance(action, tuple) and action[0] == "events":
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
+            )
+            for data in action[1]:
+                await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
+            if action[2] == "break":
+                raise ConnectionAbortedError("scripted: the upstream drops the connection mid-answer")
+            if action[2] == "stall":
+                self.hanging.set()
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                return
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
             return
         if isinstance(action, tuple) and action[0] == "status":
             await answer(action[1], {"error": {"message": f"scripted {action[1]}", "type": "scripted", "code": None}})

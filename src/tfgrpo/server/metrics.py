@@ -105,6 +105,7 @@ _ENDPOINTS = {
     "/v1/feedback",
     "/v1/libraries",
     "/healthz",
+    "/health",
     "/metrics",
 }
 
