@@ -12,12 +12,14 @@ import httpx
 import pytest
 
 from llm.support import wait_until
-from server.test_proxy import Proxy, chat, fresh, upstream  # noqa: F401  (fixtures)
+from server import test_proxy
+from server.test_proxy import Proxy, chat
 from tfgrpo.server.config import ProxyConfig
 from tfgrpo.server.tenants import Keys, hash_key
 
 openai = pytest.importorskip("openai")
 
+upstream, fresh = test_proxy.upstream, test_proxy.fresh  # the stand-in upstream and its fixtures
 NO_INJECTION = ProxyConfig(shots=0, lessons_every=0)
 
 
@@ -117,7 +119,7 @@ def test_a_client_that_hangs_up_mid_body_is_no_server_error(fresh, tmp_path, cap
         ):
             body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 5000}]}).encode()
             with socket.create_connection(("127.0.0.1", proxy.thread.port)) as sock:
-                head = f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+                head = f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n"
                 sock.sendall(head.encode() + body[:100])
             counted = f'tfgrpo_requests_total{{endpoint="{endpoint}"'
             wait_until(lambda c=counted: c in proxy.get("/metrics").text, what="the hang-up counted")
