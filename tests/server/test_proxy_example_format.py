@@ -52,7 +52,8 @@ def test_turns_put_each_experience_in_as_a_user_and_an_assistant_message(upstrea
 
 def test_advantage_weight_trades_relevance_for_advantage(upstream, library):
     for weight, shown in ((0.0, "9 + 17 = 26"), (1.0, "A: 7")):
-        with Proxy(upstream, library, ProxyConfig(shots=1, advantage_weight=weight)) as proxy:
+        # (min_relevance 0: the barely relevant experience must stay a candidate)
+        with Proxy(upstream, library, ProxyConfig(shots=1, advantage_weight=weight, min_relevance=0.0)) as proxy:
             with proxy.client() as client:
                 chat(client, QUERY)
         assert shown in upstream.bodies[-1]["messages"][-1]["content"]

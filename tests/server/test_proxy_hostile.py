@@ -181,3 +181,24 @@ def test_a_group_that_cannot_be_learned_is_skipped_and_learning_goes_on(fresh, t
         assert lib.learned == 2
         assert 'tfgrpo_groups_skipped_total{library="lib"} 1.0' in proxy.get("/metrics").text
     assert any("cannot be learned" in m for m in errors_logged(caplog))
+
+
+def test_a_request_unlike_anything_learned_gets_no_examples_and_is_counted(fresh, tmp_path):
+    """--min-relevance: an unrelated request (here a DSPy-style prompt) gets none of the arithmetic examples
+    it would otherwise have been handed; a related one still gets them."""
+    from tfgrpo import TrainingFreeGRPO
+
+    grpo = TrainingFreeGRPO.open(tmp_path / "lib.db")
+    for a, b in ((13, 14), (9, 17), (25, 30), (17, 8)):
+        question = f"What is {a} + {b}?"
+        grpo.add_rollout_group([(question, str(a + b)), (question, "0")], [1.0, 0.0])
+    grpo.close()
+    dspy = "[[ ## question ## ]]\nWhat is the capital of France?\n\nRespond with the field `[[ ## answer ## ]]`."
+    with Proxy(fresh, tmp_path / "lib.db", ProxyConfig(lessons_every=0)) as proxy, proxy.client() as client:
+        assert chat(client, dspy).model_extra["tfgrpo"]["experiences"] == []
+        assert fresh.bodies[-1]["messages"] == [{"role": "user", "content": dspy}]
+        assert len(chat(client, "What is 17 + 25?").model_extra["tfgrpo"]["experiences"]) == 3
+        assert 'tfgrpo_injection_skipped_total{library="lib"} 1.0' in proxy.get("/metrics").text
+    with Proxy(fresh, tmp_path / "lib.db", ProxyConfig(lessons_every=0, min_relevance=0.0)) as proxy:
+        with proxy.client() as client:
+            assert chat(client, dspy).model_extra["tfgrpo"]["experiences"]  # without the gate, it is handed some

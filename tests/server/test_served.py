@@ -20,7 +20,7 @@ def test_a_repeated_prompt_gets_what_retrieval_gives_until_the_library_changes(t
                              for a in range(5)])  # fmt: skip
     grpo.save_to_file(path)
     grpo.close()
-    lib = ServedLibrary("lib", path, ProxyConfig(shots=2), ProxyMetrics())
+    lib = ServedLibrary("lib", path, ProxyConfig(shots=2, min_relevance=0.0), ProxyMetrics())
     try:
         first = [e.prompt for e in lib.inject("please add 7 and 9")[0]]
         assert len(first) == 2 and "add 7 and 9" not in " ".join(first)

@@ -35,6 +35,14 @@ class PromptingConfig:
         minimum=0.0,
         maximum=1.0,
     )
+    min_relevance: float = knob(
+        0.0,
+        "with select=retrieve: leave out experiences less relevant than this (0..1: lexical, the share of the "
+        "prompt's words, weighed by rarity, that the experience's prompt holds; semantic and hybrid, cosine "
+        "similarity), so an unrelated request gets no examples",
+        minimum=0.0,
+        maximum=1.0,
+    )
     example_format: str = knob(
         "text",
         "how examples enter a chat prompt: text (the template's Q:/A: pairs inside the user message) or turns "
@@ -112,6 +120,7 @@ def rollout_batch(
                     select=config.select,
                     retrieval_mode=config.retrieval_mode,
                     advantage_weight=config.advantage_weight,
+                    min_relevance=config.min_relevance,
                 ),
                 template,
                 config.token_budget,

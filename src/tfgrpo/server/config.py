@@ -22,6 +22,14 @@ class ProxyConfig(PromptingConfig):
     retrieval_mode: str = knob(
         "lexical", "with --select retrieve: lexical (BM25), semantic or hybrid", choices=RETRIEVAL_MODES
     )
+    min_relevance: float = knob(
+        0.2,
+        "leave out retrieved experiences less relevant than this (0..1: lexical, the share of the request's "
+        "words, weighed by rarity, that the experience's prompt holds; semantic and hybrid, cosine similarity), "
+        "so a request unlike anything learned goes up without examples (train and eval default to 0)",
+        minimum=0.0,
+        maximum=1.0,
+    )
     placement: str = knob(
         "system", "where lessons go: the system message or before the user's text", choices=("system", "user")
     )

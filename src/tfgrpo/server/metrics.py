@@ -33,6 +33,12 @@ class ProxyMetrics:
         self.injected = Counter(
             "tfgrpo_injected_items", "lessons and experiences put into prompts", ["library", "kind"], registry=r
         )
+        self.injection_skipped = Counter(
+            "tfgrpo_injection_skipped",
+            "requests that got no experience: none in the library was relevant enough (--min-relevance)",
+            ["library"],
+            registry=r,
+        )
         self.feedback = Counter("tfgrpo_feedback", "feedback posts by outcome", ["library", "status"], registry=r)
         self.groups = Counter("tfgrpo_groups", "groups formed", ["library", "signal"], registry=r)
         self.groups_skipped = Counter(

@@ -116,11 +116,14 @@ class ServedLibrary:
                 select=self.config.select,
                 retrieval_mode=self.config.retrieval_mode,
                 advantage_weight=self.config.advantage_weight,
+                min_relevance=self.config.min_relevance,
             )
             if self.config.select == "retrieve" and self.config.shots > 0:  # (sampling draws anew each time)
                 self._chosen[prompt] = examples
                 if len(self._chosen) > _CHOSEN_PROMPTS:
                     self._chosen.popitem(last=False)
+        if not examples and self.config.select == "retrieve" and self.config.shots > 0 and len(self.experiences):
+            self.metrics.injection_skipped.labels(self.name).inc()
         lessons = self.lessons.lessons
         template = self.config.template
         if lessons:
