@@ -78,7 +78,7 @@ def cmd_train(args) -> int | None:
     from ..learn import ExampleUpdate, LessonUpdate, Update
     from ..llm.base import Backend
     from ..llm.cache import LLMCache
-    from ..loop.schedule import total_steps
+    from ..loop import total_steps
     from ..loop.training import check_resume, run_identity, train
     from ..semantic import LessonLibrary
 

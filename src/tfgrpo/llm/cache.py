@@ -29,11 +29,6 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS lesson_llm_cache (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL)"""
 
 
-def cache_key(model: str, prompt: Prompt, params: GenerationParams, chat: bool | None, namespace: str = "") -> str:
-    request = _request_json(model, prompt, params, chat, namespace)
-    return hashlib.sha256(request.encode()).hexdigest()
-
-
 def _request_json(model: str, prompt: Prompt, params: GenerationParams, chat: bool | None, namespace: str) -> str:
     return json.dumps(
         {"model": model, "prompt": prompt, "params": dataclasses.asdict(params), "chat": chat, "ns": namespace},

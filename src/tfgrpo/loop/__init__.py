@@ -1,6 +1,7 @@
 """The drivers: epochs and batches of a training run (resumable), held-out evaluation, lesson
 attribution. What a step learns, and how, is `tfgrpo.learn`."""
 
+from ._schedule import total_steps
 from .attribution import AttributionReport, LessonAttribution, attribute_lessons
 from .config import TrainConfig
 from .evaluate import EvalConfig, EvalReport, LessonCondition, evaluate, show_progress
@@ -20,5 +21,6 @@ __all__ = [
     "run_step",
     "show_progress",
     "step_seed",
+    "total_steps",
     "train",
 ]

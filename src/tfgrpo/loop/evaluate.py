@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..learn.rollouts import RolloutConfig, rollout_batch
 from ..llm.base import Backend
 from ..rewards.base import Reward
-from .progress import Progress as ProgressDisplay
+from ._progress import Progress as ProgressDisplay
 
 if TYPE_CHECKING:
     from ..semantic.lessons import LessonLibrary

@@ -19,9 +19,9 @@ from ..learn.update import Update
 from ..llm.base import Backend
 from ..llm.cache import LLMCache
 from ..rewards.base import Reward
+from ._progress import Progress
+from ._schedule import run_steps, total_steps
 from .config import RUN_FIELDS, TrainConfig
-from .progress import Progress
-from .schedule import run_steps, total_steps
 from .step import StepMetrics, run_step
 
 

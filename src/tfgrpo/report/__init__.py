@@ -19,7 +19,7 @@ import numpy as np
 from .. import __version__
 from ..core.files import atomic_write
 from ..errors import ConfigError, LibraryNotFoundError
-from . import plots
+from . import _plots as plots
 
 TOP_EXPERIENCES = 10
 

@@ -31,7 +31,7 @@ import numpy as np
 from ..core.experience import Experience, approx_tokens
 from ..core.index import MODES, IndexedLibrary
 from ..errors import TFGRPOError
-from . import snapshot
+from . import _snapshot as snapshot
 from .embedders import Embedder, make_embedder
 from .lexical import BM25Index, tokenize
 from .vectors import VectorIndex

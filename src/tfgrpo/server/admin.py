@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import records
+from ._state import ProxyState
 from .openai_api import bad_request
 from .served import ServedLibrary
-from .state import ProxyState
 
 
 class Admin(ProxyState):

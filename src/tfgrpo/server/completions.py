@@ -17,13 +17,14 @@ from typing import Any
 from starlette.types import Receive
 
 from ..prompting import build_prompt, inject_messages
-from . import answers, records
+from . import _answers as answers
+from . import records
+from ._state import Passthrough, ProxyState
+from ._streaming import until_disconnected
 from .limits import check_limits
 from .metrics import log_fields
 from .openai_api import bad_request
 from .served import ServedLibrary
-from .state import Passthrough, ProxyState
-from .streaming import until_disconnected
 
 log = logging.getLogger("tfgrpo.serve")
 

@@ -10,10 +10,10 @@ import math
 from typing import Any
 
 from ..errors import excerpt
+from ._state import ProxyState
 from .metrics import log_fields
 from .openai_api import OpenAIError, bad_request
 from .served import ServedLibrary
-from .state import ProxyState
 
 log = logging.getLogger("tfgrpo.serve")
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
 from ..llm.base import Backend, Generation, GenerationParams, Prompt
+from ._streaming import ClientDisconnected, EventStream, until_disconnected
 from .guards import ApiKey, BodyLimit
 from .limits import ServerLimits, check_limits
 from .openai_api import (
@@ -29,7 +30,6 @@ from .openai_api import (
     read_json,
     refuse_unsupported,
 )
-from .streaming import ClientDisconnected, EventStream, until_disconnected
 
 
 class _Request(BaseModel):

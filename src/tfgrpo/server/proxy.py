@@ -25,6 +25,8 @@ from ..errors import ConfigError
 from ..learn import LessonUpdate, PromptingConfig, RolloutConfig, Rollouts
 from ..rewards.base import Reward
 from ..tracking import Tracker
+from ._state import Passthrough
+from ._streaming import ClientDisconnected, EventStream
 from .config import ProxyConfig, is_loopback, parse_upstream
 from .guards import BodyLimit
 from .limits import ServerLimits
@@ -32,8 +34,6 @@ from .metrics import Observe
 from .openai_api import error_of, install_error_handlers, read_json
 from .served import OnlineLessons
 from .service import ProxyService
-from .state import Passthrough
-from .streaming import ClientDisconnected, EventStream
 from .tenants import Keys
 
 log = logging.getLogger("tfgrpo.serve")

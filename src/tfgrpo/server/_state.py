@@ -13,6 +13,7 @@ from ..core.files import is_sqlite_path
 from ..errors import ConfigError, excerpt
 from ..rewards.base import Reward
 from ..tracking import Tracker
+from ._upstream import Upstream
 from .config import ProxyConfig
 from .guards import bearer_token
 from .limits import ServerLimits
@@ -20,7 +21,6 @@ from .metrics import ProxyMetrics, log_fields
 from .openai_api import OpenAIError
 from .served import OnlineLessons, ServedLibrary
 from .tenants import Keys, Tenant
-from .upstream import Upstream
 
 log = logging.getLogger("tfgrpo.serve")
 
