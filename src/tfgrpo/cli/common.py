@@ -122,8 +122,9 @@ class LoadedTask(NamedTuple):
 def load_task(args) -> LoadedTask:
     """The task or --data file named by the flags, split (or with --eval-data as its held-out side)
     and limited."""
+    from ..rewards import get_reward
     from ..tasks import load_samples, split
-    from .specs import load_task_spec, make_reward
+    from .specs import load_task_spec
 
     def read(path: str) -> list[dict]:
         return load_samples(path, prompt_field=args.prompt_field, answer_field=args.answer_field)
@@ -137,7 +138,7 @@ def load_task(args) -> LoadedTask:
             train, test = split(samples, args.test_fraction, seed=0)
             fraction = args.test_fraction
         run = {"data": str(Path(args.data).resolve()), "split": fraction, "eval_data": eval_data}
-        reward = make_reward(args.reward or "numeric", allow_unsandboxed=args.allow_unsandboxed)
+        reward = get_reward(args.reward or "numeric", allow_unsandboxed=args.allow_unsandboxed)
         loaded = LoadedTask(Path(args.data).stem, train, test, reward, "", 256, ("\n",), run)
     else:
         options = dict(_parse_option(item) for item in args.task_option)
@@ -148,7 +149,7 @@ def load_task(args) -> LoadedTask:
             "split": None if eval_data else task.test_fraction,
             "eval_data": eval_data,
         }
-        reward = make_reward(args.reward, allow_unsandboxed=args.allow_unsandboxed) if args.reward else task.reward
+        reward = get_reward(args.reward, allow_unsandboxed=args.allow_unsandboxed) if args.reward else task.reward
         loaded = LoadedTask(task.name, train, test, reward, task.instruction, task.max_tokens, task.stop, run)
     if args.limit:
         loaded = loaded._replace(train=loaded.train[: args.limit], test=loaded.test[: args.limit])

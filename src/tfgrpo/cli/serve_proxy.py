@@ -60,9 +60,9 @@ def cmd_serve(args) -> int | None:
         raise ConfigError("give --upstream SPEC (openai:MODEL@http://host:port/v1, a URL, or local)")
     reward = None
     if args.reward:
-        from .specs import make_reward
+        from ..rewards import get_reward
 
-        reward = make_reward(args.reward)
+        reward = get_reward(args.reward)
     try:
         with open_run_tracker(args, "serve") as tracker:
             serve(
