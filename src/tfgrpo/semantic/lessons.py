@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ..core.experience import clean_text as replace_surrogates
+from ..core.experience import json_text
 from ..core.files import atomic_write
 from ..core.store.sqlite import connect, transaction
 from ..errors import ConfigError, LibraryFormatError
@@ -335,7 +337,8 @@ class LessonLibrary:
         """Validate `operations` against the current lessons, in order, and commit one new version.
 
         Nothing raises for bad operations: each is applied, repaired (an overlong lesson shortened, an
-        update of a missing id added as new, a merge's invented ids dropped) or skipped, and every repair
+        update of a missing id added as new, a merge's invented ids dropped, a lone surrogate replaced by
+        U+FFFD as in model output everywhere) or skipped, and every repair
         or skip is logged and recorded with its reason. The version (and `progress`, when given) is
         written in one transaction: after a crash the library is at the old version or the new one.
 
@@ -414,6 +417,9 @@ class LessonLibrary:
                 if not text:
                     skipped.append(Skipped(op, f"entry {key!r:.40}: empty or not text"))
                     continue
+                if replace_surrogates(text) != text:
+                    text = replace_surrogates(text)
+                    skipped.append(Skipped(op, f"entry {key!r:.40}: a lone surrogate replaced by U+FFFD; kept"))
                 fp = _fingerprint(text)
                 if fp in seen:
                     skipped.append(Skipped(op, f"entry {key!r:.40}: duplicate of {seen[fp]}"))
@@ -549,8 +555,11 @@ class LessonLibrary:
         if not _WORD.search(op.text):
             # What a small critic writes when it copies the prompt's placeholder "...".
             return Outcome(None, f"{op.kind} with a lesson that has no words ({op.text!r:.60})")
-        text, note = self._fit(op.text)
+        cleaned = replace_surrogates(op.text)
+        text, note = self._fit(cleaned)
         notes = [note] if note else []
+        if cleaned != op.text:
+            notes.append("a lone surrogate (not text) in the lesson replaced by U+FFFD")
 
         if op.kind == "merge":
             existing = list(dict.fromkeys(i for i in op.ids if i in lessons))  # a repeated id merges once
@@ -643,10 +652,12 @@ class LessonLibrary:
                 time.time(),
                 step,
                 kind,
-                json.dumps(lessons, ensure_ascii=False),
-                json.dumps([op.to_dict() for op in applied], ensure_ascii=False),
-                json.dumps([s.to_dict() for s in skipped], ensure_ascii=False),
-                None if context is None else json.dumps(context, ensure_ascii=False, default=str),
+                # Reasons, the skipped proposals and the context hold model output as it came: stored
+                # so that any text can be (a lone surrogate as U+FFFD).
+                json_text(lessons),
+                json_text([op.to_dict() for op in applied]),
+                json_text([s.to_dict() for s in skipped]),
+                None if context is None else json_text(context, default=str),
             ),
         )
 
