@@ -328,3 +328,13 @@ def test_a_lone_surrogate_in_a_lesson_is_repaired_like_other_bad_text(lib, tmp_p
     result = other.import_json(tmp_path / "in.json")
     assert other.lessons == {"G0": "Keep \ufffd going.", "G1": "Fine."}
     assert [s.reason for s in result.skipped] == ["entry 'G0': a lone surrogate replaced by U+FFFD; kept"]
+
+
+def test_no_lesson_gets_an_id_beyond_the_last_one():
+    lib = LessonLibrary()
+    lib.replace_all({"G999999999": "The last id.", "custom": "No room for it."})
+    assert lib.lessons == {"G999999999": "The last id."}
+    result = lib.apply([Operation("add", "Another one."), Operation("update", "Changed.", id="G999999999")])
+    assert lib.lessons == {"G999999999": "Changed."}
+    assert result.skipped[0].reason == "no lesson id is left (G999999999 is the last); skipped"
+    assert lib["G999999999"] == "Changed." and 10**30 not in lib

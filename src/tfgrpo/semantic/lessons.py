@@ -32,7 +32,7 @@ from ..core.files import atomic_write
 from ..core.store.sqlite import connect, transaction
 from ..errors import ConfigError, LibraryFormatError
 from .lesson_files import agent_yaml_text, read_agent_yaml, read_text_file
-from .operations import Operation, normalize_id
+from .operations import MAX_LESSON_ID, Operation, normalize_id
 
 log = logging.getLogger("tfgrpo.semantic")
 
@@ -138,6 +138,8 @@ class LessonDiff:
         lines += [f"+ [{i}]. {t}" for i, t in self.added.items()]
         return "\n".join(lines) if lines else "(no changes)"
 
+
+_NO_ID_LEFT = f"no lesson id is left (G{MAX_LESSON_ID} is the last); skipped"
 
 _WORD = re.compile(r"[^\W_]")
 """A letter or digit: a lesson has at least one (even "15 + 17 = 22" can help, by showing a format)."""
@@ -433,6 +435,9 @@ class LessonLibrary:
                     seen[fp] = "(new)"
             next_id = max([self._next_id, *(_id_number(i) + 1 for i in result)])
             for key, text in pending:
+                if next_id > MAX_LESSON_ID:
+                    skipped.append(Skipped(Operation("add", text), f"entry {key!r:.40}: {_NO_ID_LEFT}"))
+                    continue
                 result[f"G{next_id}"] = text
                 skipped.append(
                     Skipped(Operation("add", text), f"entry {key!r:.40} has no usable id; stored as G{next_id}")
@@ -600,6 +605,8 @@ class LessonLibrary:
             notes.append(f"update leaves {target} unchanged; skipped")
             return Outcome(None, "; ".join(notes))
 
+        if op_kind == "add" and draft.next_id > MAX_LESSON_ID:
+            return Outcome(None, "; ".join([*notes, _NO_ID_LEFT]))
         if op_kind == "add":
             target = f"G{draft.next_id}"
             draft.next_id += 1
