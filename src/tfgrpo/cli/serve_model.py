@@ -16,7 +16,8 @@ def add_commands(command) -> None:
     p.add_argument(
         "--api-key",
         default=None,
-        help="require 'Authorization: Bearer KEY' on every route but /health (default: $TFGRPO_API_KEY; none: open)",
+        help="require 'Authorization: Bearer KEY' on every route but /health and /healthz "
+        "(default: $TFGRPO_API_KEY; none: open)",
     )
     add_limit_arguments(p)
 
