@@ -221,19 +221,41 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def config_key(action: argparse.Action) -> str:
+    """An option's name in a config file: its (first) long flag without the dashes, '_' for '-'
+    (`--max-ops-per-query` is `max_ops_per_query`); an option with no long flag goes by its dest."""
+    long = next((o for o in action.option_strings if o.startswith("--")), None)
+    return long[2:].replace("-", "_") if long else action.dest
+
+
+def _file_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if a.dest not in INTERNAL and a.dest != argparse.SUPPRESS]
+
+
 def apply_config_file(parser: argparse.ArgumentParser, path: str | Path) -> dict[str, Any]:
     """Make a config file's values the defaults of `parser` (a command's parser), after checking that
-    each key is one of its options and each value has the option's type. Returns the values."""
+    each key is one of its options and each value has the option's type. Returns the values by dest.
+    A key is the option's `config_key`; the Python field name of a knob whose flag differs from it
+    (`max_operations_per_query`) is read too, as `--print-config` wrote it before."""
     data = read_config_file(path)
-    actions = {a.dest: a for a in parser._actions if a.dest not in INTERNAL and a.dest != argparse.SUPPRESS}
-    names = {key.replace("-", "_") if isinstance(key, str) else key: key for key in data}
-    unknown = sorted(str(names[k]) for k in names if k not in actions)
+    options = _file_options(parser)
+    actions = {config_key(a): a for a in options}
+    for action in options:
+        actions.setdefault(action.dest, action)
+    names = {key: key.replace("-", "_") if isinstance(key, str) else key for key in data}
+    unknown = sorted(str(key) for key, name in names.items() if name not in actions)
     if unknown:
+        example = ", ".join(sorted(config_key(a) for a in options)[:5])
         raise ConfigError(
             f"{path}: unknown option {', '.join(unknown)}; the keys are the option names of "
-            f"`{parser.prog}` (flags without the dashes, '_' for '-'), e.g. {', '.join(sorted(actions)[:5])}"
+            f"`{parser.prog}` (flags without the dashes, '_' for '-'), e.g. {example}"
         )
-    values = {name: _coerce(path, name, data[key], actions[name]) for name, key in names.items()}
+    values: dict[str, Any] = {}
+    for key, name in names.items():
+        action = actions[name]
+        if action.dest in values:
+            raise ConfigError(f"{path}: {config_key(action)} is given twice (as {key} too); keep one")
+        values[action.dest] = _coerce(path, config_key(action), data[key], action)
     parser.set_defaults(**values)
     return values
 
@@ -267,22 +289,18 @@ _TYPE_WORDS = {int: "a whole number", float: "a number", str: "text"}
 
 
 def resolved_options(args: argparse.Namespace, *configs: Any) -> dict[str, Any]:
-    """Every option of the command as it will run, in a form `--config` reads back: the plain
-    options from `args`, each knob field from the built `configs` (so hints filled in show), and the
-    instruction from a config's template."""
-    parser = args._config_parser
-    values = {
-        a.dest: getattr(args, a.dest)
-        for a in parser._actions
-        if a.dest not in INTERNAL and a.dest != argparse.SUPPRESS and hasattr(args, a.dest)
-    }
+    """Every option of the command as it will run, by `config_key`, in a form `--config` reads back:
+    the plain options from `args`, each knob field from the built `configs` (so hints filled in show),
+    and the instruction from a config's template."""
+    options = [a for a in _file_options(args._config_parser) if hasattr(args, a.dest)]
+    values = {a.dest: getattr(args, a.dest) for a in options}
     for config in configs:
         for field in knob_fields(type(config)):
             if field.name in values:
                 values[field.name] = getattr(config, field.name)
         if "instruction" in values and hasattr(config, "template"):
             values["instruction"] = config.template.instruction
-    return values
+    return {config_key(a): values[a.dest] for a in options}
 
 
 def print_config(values: dict[str, Any], fmt: str = "toml") -> str:
