@@ -25,3 +25,19 @@ def test_paired_bootstrap_covers_the_true_difference_and_is_seeded():
 
 def test_no_difference_gives_an_interval_around_zero():
     assert paired_bootstrap_ci(np.zeros(30)) == (0.0, 0.0)
+
+
+def test_evaluation_seeds_are_values_not_a_count():
+    from tfgrpo.errors import ConfigError
+    from tfgrpo.loop.evaluate import SEED_STRIDE, EvalConfig, eval_seeds
+
+    assert eval_seeds(EvalConfig(seed=5)) == [5]  # the default, one seed: the sampling of before
+    assert eval_seeds(EvalConfig(seed=5, seeds=(0, 1, 2))) == [5, 5 + SEED_STRIDE, 5 + 2 * SEED_STRIDE]
+    assert eval_seeds(EvalConfig(seed=5, seeds=[3])) == [5 + 3 * SEED_STRIDE]  # one seed, the value 3
+    with pytest.raises(ConfigError, match=r"seeds' values, e\.g\. \(0, 1, 2\), not a count; got 3"):
+        EvalConfig(seeds=3)
+    with pytest.raises(ConfigError, match="each evaluation seed once"):
+        EvalConfig(seeds=(1, 1))
+    for bad in ((), (-1,), (True,), ("0",), (10**30,)):
+        with pytest.raises(ConfigError, match="EvalConfig.seeds"):
+            EvalConfig(seeds=bad)

@@ -18,7 +18,14 @@ from .common import (
     task_hints,
     template,
 )
-from .options import add_config_args, add_config_file_args, config_from_args, print_config, resolved_options
+from .options import (
+    add_config_args,
+    add_config_file_args,
+    config_from_args,
+    explicit,
+    print_config,
+    resolved_options,
+)
 from .report import finish_result, result_args
 
 if TYPE_CHECKING:
@@ -76,7 +83,14 @@ def eval_config(args, task):
     """The `EvalConfig` of the flags and config file, with the task's hints where neither set a field."""
     from ..loop.evaluate import EvalConfig
 
-    return config_from_args(EvalConfig, args, hints=task_hints(task), template=template(args, task))
+    config = config_from_args(EvalConfig, args, hints=task_hints(task), template=template(args, task))
+    if "seeds" in explicit(args) and len(config.seeds) == 1:
+        print(
+            f"one evaluation seed ({config.seeds[0]}): no spread across seeds. --seeds takes the seeds' values: "
+            "--seeds 0 1 2 evaluates three times",
+            file=sys.stderr,
+        )
+    return config
 
 
 def library_conditions(args, stack: ExitStack) -> dict:

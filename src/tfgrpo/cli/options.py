@@ -43,6 +43,8 @@ class _KnobAction(argparse.Action):
         if kind == "bool":
             option_strings = [s for o in option_strings for s in (o, "--no-" + o[2:])]
             kwargs["nargs"] = 0
+        if kind == "values":
+            kwargs["nargs"] = "+"
         super().__init__(option_strings, dest, **kwargs)
         self.kind = kind
 
@@ -52,6 +54,8 @@ class _KnobAction(argparse.Action):
             value: Any = not (option_string or "").startswith("--no-")
         elif self.kind == "append":
             value = (*getattr(namespace, self.dest), values) if self.dest in given else (values,)
+        elif self.kind == "values":
+            value = tuple(values)
         else:
             value = values
         setattr(namespace, self.dest, value)
@@ -62,7 +66,8 @@ class _KnobAction(argparse.Action):
 
 
 def _flag_kind(cls: type, name: str, annotation: Any) -> tuple[str, type | None]:
-    """("store" | "bool" | "append", the argparse `type`) of a field's annotation."""
+    """("store" | "bool" | "append" | "values", the argparse `type`) of a field's annotation ("values":
+    one flag followed by one or more values, `--seeds 0 1 2`)."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1
     base = args[0] if optional else annotation
@@ -70,8 +75,10 @@ def _flag_kind(cls: type, name: str, annotation: Any) -> tuple[str, type | None]
         return "bool", None
     if base in (int, float, str):
         return "store", base
-    if typing.get_origin(base) is tuple and typing.get_args(base) in ((str, Ellipsis),):
+    if typing.get_origin(base) is tuple and typing.get_args(base) == (str, Ellipsis):
         return "append", str
+    if typing.get_origin(base) is tuple and typing.get_args(base) == (int, Ellipsis):
+        return "values", int
     raise TypeError(f"{cls.__name__}.{name}: no CLI flag for type {annotation!r}; declare it with cli=False")
 
 
@@ -271,10 +278,17 @@ def _coerce(path: str | Path, name: str, value: Any, action: argparse.Action) ->
         return tuple(items) if getattr(action, "kind", None) == "append" else list(items)
     if value is None:
         return None
+    if action.nargs == "+":  # values: a list, or one value alone (as `--seeds 3` is one)
+        items = value if isinstance(value, list) else [value]
+        return tuple(_coerce_one(path, name, item, action, flag) for item in items)
     if action.nargs == 0 or getattr(action, "kind", None) == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: {name} ({flag}) takes true or false, got {value!r}")
         return value
+    return _coerce_one(path, name, value, action, flag)
+
+
+def _coerce_one(path: str | Path, name: str, value: Any, action: argparse.Action, flag: str) -> Any:
     kind = action.type or str
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)

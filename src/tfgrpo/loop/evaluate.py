@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..semantic.lessons import LessonLibrary
 
 SEED_STRIDE = 1_000_003
-"""Evaluation seed j draws from `seed + j * SEED_STRIDE`: far from the per-batch offsets of one seed."""
+"""Evaluation seed value v draws from `seed + v * SEED_STRIDE`: far from the per-batch offsets of one seed."""
 
 
 @dataclass(frozen=True)
@@ -35,14 +35,28 @@ class EvalConfig(RolloutConfig):
     k: int = knob(4, "samples per prompt", minimum=1, flag="-k")
     temperature: float = knob(0.3, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
     seed: int = knob(1234, "seed of the examples drawn and the sampling (the same for every condition)")
-    seeds: int = knob(
-        1,
-        "evaluation seeds: the whole evaluation is repeated with this many sampling seeds, derived from seed",
-        minimum=1,
+    seeds: tuple[int, ...] = knob(
+        (0,),
+        "evaluation seeds, as values (0 1 2: three evaluations; not a count): the whole evaluation is repeated "
+        "once per value, sampling with a seed derived from --seed and the value",
+        minimum=0,
+        maximum=1_000_000,
     )
     batch_size: int = knob(8, "prompts per generation call", minimum=1)
     success_threshold: float = knob(1.0, "a sample counts as solved for Pass@k when its reward is at least this")
     bootstrap: int = knob(2000, "bootstrap resamples for the confidence intervals and p-values", minimum=100)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seeds, int) and not isinstance(self.seeds, bool):
+            raise ConfigError(
+                f"EvalConfig.seeds takes the evaluation seeds' values, e.g. (0, 1, 2), not a count; got {self.seeds}"
+            )
+        super().__post_init__()
+        if not self.seeds or len(set(self.seeds)) < len(self.seeds):
+            raise ConfigError(
+                f"EvalConfig.seeds must hold each evaluation seed once (a seed given twice would count one "
+                f"evaluation twice), got {self.seeds}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting, as JSON values (the template as its three texts)."""
@@ -305,7 +319,8 @@ Progress = Callable[[str, int, int], None]
 
 
 def eval_seeds(config: EvalConfig) -> list[int]:
-    return [config.seed + j * SEED_STRIDE for j in range(config.seeds)]
+    """The sampling seed of each evaluation seed value."""
+    return [config.seed + value * SEED_STRIDE for value in config.seeds]
 
 
 def score_condition(
@@ -366,7 +381,7 @@ def score_conditions(
     progress: Progress | None = None,
 ) -> list[ConditionResult]:
     """Each condition (name -> library, `LessonCondition`, `Baseline`, None for zero-shot) scored on the
-    same held-out samples, `config.seeds` times. `train_prompts`, when given, is checked: evaluating on
+    same held-out samples, once per value of `config.seeds`. `train_prompts`, when given, is checked: evaluating on
     a training prompt is an error."""
     if not samples:
         raise ConfigError("no evaluation samples")
@@ -395,7 +410,7 @@ def report_of(results: Sequence[ConditionResult], samples: Sequence[dict], confi
     very prompts, which favours the baseline); with no library conditions, every baseline with the first."""
     if not results:
         raise ConfigError("no conditions to evaluate")
-    shape = (config.seeds, len(samples), config.k)
+    shape = (len(config.seeds), len(samples), config.k)
     for result in results:
         if result.rewards.shape != shape:
             raise ConfigError(
