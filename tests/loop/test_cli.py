@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -131,8 +132,9 @@ def test_train_resumes_after_a_kill_without_double_counting(tmp_path: Path):
     steps = [json.loads(line)["global_step"] for line in metrics.read_text().splitlines()]
     assert sorted(set(steps)) == sorted(steps) and set(steps) <= {1, 2, 3} and 3 in steps
 
-    report = json.loads(run("eval", *TINY_TRAIN, "-k", "2", "--max-tokens", "4", "-l", str(lib), "--json").stdout)
-    assert set(report["conditions"]) == {"baseline", "library"} and report["n_prompts"] == 6
+    quick = ["-k", "2", "--max-tokens", "4", "--no-baselines", "--json"]
+    report = json.loads(run("eval", *TINY_TRAIN, *quick, "-l", str(lib)).stdout)
+    assert set(report["conditions"]) == {"zero-shot", "library"} and report["n_prompts"] == 6
     assert (
         report["comparisons"][0]["ci_low"]
         <= report["comparisons"][0]["mean_diff"]
@@ -167,9 +169,13 @@ def test_demo_runs_end_to_end_at_small_size(tmp_path: Path):
     assert "(strongest baseline)" in result.stdout and "paired bootstrap 95% CI" in result.stdout
     report = json.loads((out / "report.json").read_text())
     conditions = set(report["conditions"])
-    assert report["n_prompts"] == 4 and {"baseline", "library", "zero-shot chat", "zero-shot text"} <= conditions
+    assert report["n_prompts"] == 4 and {"library", "zero-shot chat", "zero-shot text"} <= conditions
+    assert "baseline" not in conditions  # zero-shot text as the demo prompts, under one name
     [headline] = [c for c in report["comparisons"] if c["name"] == "library"]
     assert headline["baseline"] in conditions - {"library"}
     assert f"library - {headline['baseline']}: Mean@k" in result.stdout
+    assert re.search(
+        rf"^Headline: library (beat|lost to|tied with) {headline['baseline']} \(the strongest of", result.stdout, re.M
+    )
     assert (out / "report.html").exists()
     assert (out / "library.db").exists() and (out / "metrics.jsonl").read_text().count("\n") == 1

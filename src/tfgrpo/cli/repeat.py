@@ -38,9 +38,7 @@ def add_commands(command) -> None:
     )
     p.add_argument("--out", default="repeat-out", help="folder for the libraries and results")
     p.add_argument("--train-args", default="", help='arguments for `tfgrpo train`, e.g. "--task arithmetic -G 8"')
-    p.add_argument(
-        "--eval-args", default="", help='arguments for `tfgrpo eval`, e.g. "--task arithmetic --baselines -k 4"'
-    )
+    p.add_argument("--eval-args", default="", help='arguments for `tfgrpo eval`, e.g. "--task arithmetic -k 4"')
 
 
 def cmd_repeat(args) -> int | None:

@@ -143,17 +143,29 @@ def is_baseline(condition: Condition) -> bool:
 
 
 def show_progress() -> Callable[[str, int, int], None]:
-    """A `progress` callback for `evaluate` and `attribute_lessons`: the package's progress display
-    (a bar on a terminal, lines otherwise), one per condition."""
-    displays: dict[str, ProgressDisplay] = {}
+    """A `progress` callback for `evaluate` and `attribute_lessons`: the package's progress display (a
+    bar on a terminal, lines otherwise, with the time taken and left), one over all the conditions
+    scored together, naming the one being scored."""
+    displays: list[ProgressDisplay] = []
 
     def report(condition: str, done: int, total: int) -> None:
-        display = displays.get(condition)
-        if display is None:
-            display = displays[condition] = ProgressDisplay(total, "prompt", label=f"eval {condition}")
-        display.update(done)
+        if not displays:
+            displays.append(ProgressDisplay(total, "prompt", label="eval"))
+        displays[0].update(done, condition)
         if done >= total:
-            display.close()
+            displays.pop().close()
+
+    return report
+
+
+def across(progress: Progress | None, index: int, count: int) -> Progress | None:
+    """`progress` of condition `index` of `count` conditions of equal size scored one after the other,
+    counted over all of them (so the display's time left is the whole evaluation's)."""
+    if progress is None:
+        return None
+
+    def report(condition: str, done: int, total: int) -> None:
+        progress(condition, index * total + done, count * total)
 
     return report
 
@@ -203,7 +215,7 @@ class ConditionResult:
             "pass_at_k": self.pass_at_k,
             "per_seed_mean_at_k": seeds.tolist(),
             "per_seed_pass_at_k": self.per_seed_pass().tolist(),
-            "seed_std": float(seeds.std(ddof=1)) if len(seeds) > 1 else 0.0,
+            "seed_std": float(seeds.std(ddof=1)) if len(seeds) > 1 else None,  # one seed: no spread
             "per_prompt": self.per_prompt().tolist(),
             "rewards": self.rewards.tolist(),
             "description": self.description,
@@ -261,7 +273,27 @@ class EvalReport:
             lines.append(
                 f"p: paired sign-flip test over prompts; Holm-corrected over {len(self.comparisons)} comparisons"
             )
-        return "\n".join(lines)
+        return "\n".join(lines + self.headline())
+
+    def headline(self) -> list[str]:
+        """One line per library condition: the baseline it beat or lost to (the strongest), by how much,
+        and whether the confidence interval shows a difference at all."""
+        baselines = sum(c.baseline for c in self.conditions)
+        libraries = {c.name for c in self.conditions if not c.baseline}
+        lines = []
+        for d in self.comparisons:
+            if d.name not in libraries:
+                continue
+            verb = "beat" if d.mean_diff > 0 else "lost to" if d.mean_diff < 0 else "tied with"
+            which = f"the strongest of {baselines} baselines" if baselines > 1 else "the only baseline evaluated"
+            shown = d.ci_low > 0 or d.ci_high < 0
+            lines.append(
+                f"Headline: {d.name} {verb} {d.baseline} ({which}) by {abs(d.mean_diff):.3f} Mean@k "
+                f"(95% CI {d.ci_low:+.3f} .. {d.ci_high:+.3f}"
+                + ("" if shown else "; it includes 0: no difference shown")
+                + ")"
+            )
+        return lines
 
     def to_dict(self) -> dict:
         return {
@@ -394,12 +426,12 @@ def score_conditions(
     return [
         ConditionResult(
             name,
-            score_condition(backend, samples, reward, grpo, config, progress, name),
+            score_condition(backend, samples, reward, grpo, config, across(progress, i, len(conditions)), name),
             config.success_threshold,
             baseline=is_baseline(grpo),
             description=grpo.describe() if isinstance(grpo, Baseline) else {"kind": _kind(grpo)},
         )
-        for name, grpo in conditions.items()
+        for i, (name, grpo) in enumerate(conditions.items())
     ]
 
 
@@ -490,6 +522,14 @@ def bootstrap_examples(
     return tuple(found)
 
 
+def zero_shot_name(chat: bool | None, stop_after_content: bool) -> str:
+    """What a zero-shot condition is called: its mode ("zero-shot chat", "zero-shot text"; plain
+    "zero-shot" in the backend's default mode) and the stop rule when on. The zero-shot condition as a
+    config prompts (`None`) has the name of the fair baseline it equals, so no condition has two names."""
+    mode = {True: " chat", False: " text", None: ""}[chat]
+    return f"zero-shot{mode}" + (", stop after content" if stop_after_content else "")
+
+
 def fair_baselines(
     backend: Backend,
     train_samples: Sequence[dict],
@@ -501,13 +541,14 @@ def fair_baselines(
     """The baselines a library should be compared with: zero-shot in chat and in text mode, each with
     the task's stop strings as they are and with `stop_after_content` (when a stop string is only
     whitespace, so the rule changes something), labelled few-shot (when the training samples have
-    reference answers) and bootstrapped few-shot (when any zero-shot rollout succeeded)."""
+    reference answers) and bootstrapped few-shot (when any zero-shot rollout succeeded). The zero-shot
+    condition `config` itself prompts is among them (with `config.chat` None: the one of the backend's
+    default mode)."""
     conditions: dict[str, Baseline] = {}
-    stop_variants = [False, True] if any(s.isspace() for s in config.stop) else [False]
+    rule_matters = config.stop_after_content or any(s.isspace() for s in config.stop)
     for chat in (True, False):
-        for after in stop_variants:
-            name = f"zero-shot {'chat' if chat else 'text'}" + (", stop after content" if after else "")
-            conditions[name] = Baseline(chat=chat, stop_after_content=after)
+        for after in [False, True] if rule_matters else [False]:
+            conditions[zero_shot_name(chat, after)] = Baseline(chat=chat, stop_after_content=after)
     labelled = labelled_examples(train_samples, shots, reference_field)
     if labelled:
         conditions[f"labelled {len(labelled)}-shot"] = Baseline("labelled", labelled)
