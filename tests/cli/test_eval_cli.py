@@ -27,3 +27,15 @@ def test_seeds_take_values_on_the_command_line_and_in_a_config_file(tmp_path, ca
     assert json.loads(out)["seeds"] == [0] and "evaluation seed" not in err
     assert main(["attribute", "--seeds", "1", "1", "--print-config"]) == 1
     assert "each evaluation seed once" in capsys.readouterr().err
+
+
+def test_print_config_needs_no_dataset_file(tmp_path, capsys):
+    # "--print-config: every option as it would run, no training" failed when the data file was not there yet.
+    missing = str(tmp_path / "not-yet.jsonl")
+    for command in ("train", "eval", "attribute"):
+        assert main([command, "--data", missing, "--eval-data", missing, "--print-config", "json"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["data"] == missing and printed["max_tokens"] == 256 and printed["stop"] == ["\n"]
+    assert main(["train", "--data", missing, "-l", str(tmp_path / "lib.db")]) == 1  # running needs the file
+    assert "no dataset file at" in capsys.readouterr().err
+    assert not (tmp_path / "lib.db").exists()

@@ -23,7 +23,7 @@ def add_commands(command) -> None:
     p.add_argument("--model", default="local", help="backend spec (see `train --help`)")
     p.add_argument("--train-prompts", type=int, default=32, help="training prompts")
     p.add_argument("--eval-prompts", type=int, default=40, help="held-out prompts")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the task's questions, training and evaluation")
 
 
 def cmd_demo(args) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .common import (
+    HINTED,
     load_task,
     make_backend,
     model_arg,
@@ -40,7 +41,7 @@ def add_commands(command) -> None:
     def common(p) -> None:
         task_args(p)
         model_arg(p.add_argument_group("model"))
-        add_config_args(p.add_argument_group("evaluation (EvalConfig)"), EvalConfig)
+        add_config_args(p.add_argument_group("evaluation (EvalConfig)"), EvalConfig, defaults=HINTED)
         add_config_args(p, LessonConfig, only=["placement"])
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         result_args(p)
@@ -145,7 +146,7 @@ def score_baselines(args, task, config, backend) -> list[ConditionResult]:
 def cmd_eval(args) -> int | None:
     from ..loop.evaluate import report_of
 
-    task = load_task(args)
+    task = load_task(args, with_samples=not args.print_config)
     config = eval_config(args, task)
     if args.print_config:
         print(print_config(resolved_options(args, config), args.print_config))
@@ -168,7 +169,7 @@ def cmd_attribute(args) -> int | None:
     from ..loop.evaluate import show_progress
     from ..semantic import LessonLibrary
 
-    task = load_task(args)
+    task = load_task(args, with_samples=not args.print_config)
     config = eval_config(args, task)
     if args.print_config:
         print(print_config(resolved_options(args, config), args.print_config))

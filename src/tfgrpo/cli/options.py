@@ -35,6 +35,30 @@ INTERNAL = frozenset({"func", "config", "print_config", "help", GIVEN, FILE_VALU
 """Namespace attributes that are no option a config file may set."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default once, at the end of its help: as the help says it in words when it does
+    ("(default: the task's)"), else its value; none for an unset option (None), an on/off switch that is
+    off, or an empty list."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "(default" in text
+            or not action.option_strings
+            or default is None
+            or default is argparse.SUPPRESS
+            or isinstance(action, argparse._StoreTrueAction)
+            or (isinstance(default, (tuple, list)) and not default)
+        ):
+            return text
+        if isinstance(default, (tuple, list)):
+            shown = " ".join(repr(v) if isinstance(v, str) else str(v) for v in default).replace("%", "%%")
+        else:
+            shown = "%(default)s"
+        return f"{text} (default: {shown})"
+
+
 class _KnobAction(argparse.Action):
     """Stores a config flag's value and records that it was given. `kind`: "store", "bool"
     (`--x/--no-x`) or "append" (repeatable; the first use replaces the default)."""
@@ -96,9 +120,11 @@ def add_config_args(
     *,
     only: Iterable[str] | None = None,
     aliases: dict[str, Sequence[str]] | None = None,
+    defaults: dict[str, str] | None = None,
 ) -> list[str]:
     """Add a flag for every CLI knob of `cls` (or those in `only`) but those in `exclude`; `aliases`
-    adds other flags for a field (e.g. {"group_size": ["-G"]}). Returns the field names added."""
+    adds other flags for a field (e.g. {"group_size": ["-G"]}); `defaults` says in words the default
+    of a field whose value the command sets, not the class (a task's hint). Returns the field names added."""
     hints = typing.get_type_hints(cls)
     skip = set(exclude)
     keep = set(only) if only is not None else None
@@ -115,6 +141,10 @@ def add_config_args(
                   f"<= {meta['maximum']}" if meta.get("maximum") is not None else ""]  # fmt: skip
         if any(bounds):
             help_text += f" [{', '.join(b for b in bounds if b)}]"
+        if kind == "append":
+            help_text += " (repeatable)"
+        if defaults and field.name in defaults:
+            help_text += f" (default: {defaults[field.name]})"
         extra: dict[str, Any] = {}
         if type_ is not None:
             extra["type"] = type_
@@ -129,7 +159,7 @@ def add_config_args(
             action=_KnobAction,
             kind=kind,
             default=default,
-            help=help_text + (" (repeatable)" if kind == "append" else ""),
+            help=help_text,
             **extra,
         )
         added.append(field.name)

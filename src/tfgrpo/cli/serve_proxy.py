@@ -25,7 +25,7 @@ def add_commands(command) -> None:
     )
     p.add_argument("--library", "-l", default=None, help="SQLite library file (created if missing); not with --keys")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (without --keys: loopback only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=8080, help="port to listen on")
     p.add_argument("--keys", default=None, metavar="KEYS.TOML", help="tenants: hashed API keys -> library and role")
     p.add_argument(
         "--reward",

@@ -7,7 +7,16 @@ import os
 import sys
 from contextlib import ExitStack
 
-from .common import check_lesson_path, load_task, make_backend, model_arg, task_args, task_hints, template
+from .common import (
+    HINTED,
+    check_lesson_path,
+    load_task,
+    make_backend,
+    model_arg,
+    task_args,
+    task_hints,
+    template,
+)
 from .options import add_config_args, add_config_file_args, config_from_args, print_config, resolved_options
 from .report import open_run_tracker, result_args
 
@@ -49,7 +58,9 @@ def add_commands(command) -> None:
     g = p.add_argument_group("model")
     model_arg(g)
     g.add_argument("--critic", default=None, help="backend spec of the critic LLM (default: the policy model)")
-    add_config_args(p.add_argument_group("training (TrainConfig)"), TrainConfig, aliases={"group_size": ["-G"]})
+    add_config_args(
+        p.add_argument_group("training (TrainConfig)"), TrainConfig, aliases={"group_size": ["-G"]}, defaults=HINTED
+    )
     add_config_args(
         p.add_argument_group("lessons (LessonConfig; --strategy lessons or both)"),
         LessonConfig,
@@ -82,7 +93,7 @@ def cmd_train(args) -> int | None:
     from ..loop.training import check_resume, run_identity, train
     from ..semantic import LessonLibrary
 
-    task = load_task(args)
+    task = load_task(args, with_samples=not args.print_config)
     config, lesson_config = configs(args, task)
     if args.print_config:
         print(print_config(resolved_options(args, config, lesson_config), args.print_config))
