@@ -80,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
 
     client = OpenAI(base_url=args.proxy, api_key="none")
+    feedback = client.with_options(max_retries=0)  # a 409 is an answer, not a failure to retry
     pool = questions(args.rounds * args.questions, args.seed)
     print("round | reward (library) | reward (holdout) | experiences")
     for r in range(args.rounds):
@@ -95,7 +96,7 @@ def main() -> None:
             )
             args.library = served_library(response, args.library)
             rewards = [checker(c.message.content or "", answer) for c in response.choices]
-            client.post("/feedback", body={"id": response.id, "rewards": rewards}, cast_to=httpx.Response)
+            feedback.post("/feedback", body={"id": response.id, "rewards": rewards}, cast_to=httpx.Response)
             arms[response.model_extra["tfgrpo"]["holdout"]].append(sum(rewards) / len(rewards))
         stats = get_json(f"{args.proxy}/libraries/{args.library}")
         library, holdout = (f"{sum(v) / len(v):.3f} ({len(v)})" if v else "-" for v in (arms[False], arms[True]))
