@@ -59,6 +59,17 @@ def test_library_commands(small_library: Path, tmp_path: Path):
     found = run("query", "-l", lib, "Read file", "--json").stdout.splitlines()
     assert [json.loads(line)["prompt"] for line in found] == ["Read file a.txt"]
     assert run("query", "-l", lib, "Re", "--where", "domain=str", "--json").stdout.count("\n") == 1
+    # No match is a valid, empty answer (exit 0, stdout empty), said on stderr; it printed nothing at all.
+    for args in (["Write a poem"], ["Re", "--where", "domain=io"]):
+        none = run("query", "-l", lib, *args, "--json")
+        assert none.returncode == 0 and none.stdout == ""
+        assert none.stderr.startswith(f"no experiences match: no stored prompt starts with {args[0]!r}")
+        assert "(2 experiences in" in none.stderr
+    assert "with domain=io (2 experiences" in none.stderr
+    empty = tmp_path / "empty.db"
+    TrainingFreeGRPO.open(empty).close()
+    nothing = run("sample", "-l", str(empty), "-k", "2")
+    assert nothing.stdout == "" and f"no experiences to sample: {empty} is empty" in nothing.stderr
 
     exported = tmp_path / "out.json"
     run("export", "-l", lib, str(exported))
