@@ -338,3 +338,13 @@ def test_no_lesson_gets_an_id_beyond_the_last_one():
     assert lib.lessons == {"G999999999": "Changed."}
     assert result.skipped[0].reason == "no lesson id is left (G999999999 is the last); skipped"
     assert lib["G999999999"] == "Changed." and 10**30 not in lib
+
+
+def test_a_version_that_cannot_exist_is_named_not_an_overflow(lib):
+    # A 31-digit version reached SQLite and came back as OverflowError from `lessons rollback/diff`.
+    for bad in (10**30, -1, lib.version + 1, True):
+        with pytest.raises(ConfigError, match=r"no lesson library version .*; versions are 0\.\.1"):
+            lib.rollback(bad)
+        with pytest.raises(ConfigError, match="no lesson library version"):
+            lib.diff(bad)
+    assert lib.version == 1

@@ -287,10 +287,10 @@ class LessonLibrary:
         return [self._row_to_version(row) for row in rows]
 
     def get_version(self, version: int) -> Version:
-        row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM lesson_versions WHERE version = ?",
-            (version,),
-        ).fetchone()
+        known = isinstance(version, int) and not isinstance(version, bool) and 0 <= version <= self._version
+        row = None
+        if known:  # (a number beyond SQLite's integers is no version either)
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM lesson_versions WHERE version = ?", (version,)).fetchone()
         if row is None:
             raise ConfigError(f"no lesson library version {version}; versions are 0..{self._version}")
         return self._row_to_version(row)
