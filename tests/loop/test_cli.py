@@ -70,6 +70,8 @@ def test_library_commands(small_library: Path, tmp_path: Path):
     TrainingFreeGRPO.open(empty).close()
     nothing = run("sample", "-l", str(empty), "-k", "2")
     assert nothing.stdout == "" and f"no experiences to sample: {empty} is empty" in nothing.stderr
+    huge = run("sample", "-l", lib, "-k", str(10**20), check=False)  # ran out of memory drawing them
+    assert huge.returncode == 1 and "give at most 1,000,000" in huge.stderr
 
     exported = tmp_path / "out.json"
     run("export", "-l", lib, str(exported))

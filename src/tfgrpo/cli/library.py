@@ -73,7 +73,13 @@ def cmd_stats(args) -> None:
         print(f"Lessons: {lessons['count']} at version {lessons['version']} (tfgrpo lessons show)")
 
 
+MAX_DRAWS = 1_000_000
+"""Most experiences `sample` draws: beyond it a draw with replacement would only run out of memory."""
+
+
 def cmd_sample(args) -> None:
+    if args.k > MAX_DRAWS:
+        raise TFGRPOError(f"-k {args.k} is more draws than sample makes; give at most {MAX_DRAWS:,}")
     with open_library(args.library) as grpo:
         grpo.seed(args.seed)
         drawn = grpo.sample_multiple(args.k, replace=not args.distinct)
