@@ -271,6 +271,8 @@ def test_eval_all_compares_every_condition_on_the_same_prompts(server, data, tmp
     # One progress display over the conditions scored together, with the time taken and left.
     assert re.search(r"^eval prompt 4/24 \| zero-shot chat \| \d+:\d\d elapsed, ~\d+:\d\d left$", result.stderr, re.M)
     assert re.search(r"^eval prompt 12/12 \| both \| \d+:\d\d elapsed$", result.stderr, re.M), result.stderr
+    # and the model's work before the first condition is said too
+    assert "INFO tfgrpo.eval: bootstrapped few-shot: looking for 3 successful rollouts in up to 4" in result.stderr
 
     report = json.loads(run("eval", "--strategy", "all", *args, "-l", lib, "-k", "2", "--json").stdout)
     assert list(report["conditions"]) == [*baselines, "examples", "lessons", "both"] and report["n_prompts"] == 4

@@ -7,6 +7,7 @@ comparisons of one evaluation."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ from ._progress import Progress as ProgressDisplay
 
 if TYPE_CHECKING:
     from ..semantic.lessons import LessonLibrary
+
+log = logging.getLogger("tfgrpo.eval")
 
 SEED_STRIDE = 1_000_003
 """Evaluation seed value v draws from `seed + v * SEED_STRIDE`: far from the per-batch offsets of one seed."""
@@ -509,6 +512,8 @@ def bootstrap_examples(
     bootstrapped few-shot). Seeded by `config.seed`, so the set is fixed for a run."""
     found: list[tuple[str, str]] = []
     pool = list(samples[:max_prompts])
+    # Before any condition is scored, so no progress display yet: say what the model is doing.
+    log.info("bootstrapped few-shot: looking for %d successful rollouts in up to %d training prompts", shots, len(pool))
     for start in range(0, len(pool), config.batch_size):
         batch = pool[start : start + config.batch_size]
         groups, scores = rollout_batch(backend, batch, reward, config.k, config, config.seed + start)
