@@ -154,8 +154,8 @@ def test_every_option_has_help_that_shows_its_default_once():
 
 def test_the_prompting_help_says_which_command_defaults_to_what():
     # train and serve share these knobs with different defaults, and showed the same help text.
-    from tfgrpo.loop.rollouts import PromptingConfig
-    from tfgrpo.server.proxy import ProxyConfig
+    from tfgrpo.learn.rollouts import PromptingConfig
+    from tfgrpo.server.config import ProxyConfig
 
     fields = {f.name: f for f in dataclasses.fields(PromptingConfig)}
     proxy = {f.name: f for f in dataclasses.fields(ProxyConfig)}

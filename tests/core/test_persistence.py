@@ -264,7 +264,7 @@ def mode(path) -> int:
 
 def test_saved_files_get_the_mode_open_would_give_them(tmp_path, umask):
     # mkstemp makes 0600 files, and the rename gave that to every file the user asked for.
-    from tfgrpo.core.formats import atomic_write
+    from tfgrpo.core.files import atomic_write
     from tfgrpo.semantic import LessonLibrary, Operation
 
     lib = fresh()

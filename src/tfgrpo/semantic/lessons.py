@@ -340,9 +340,9 @@ class LessonLibrary:
 
         Nothing raises for bad operations: each is applied, repaired (an overlong lesson shortened, an
         update of a missing id added as new, a merge's invented ids dropped, a lone surrogate replaced by
-        U+FFFD as in model output everywhere) or skipped, and every repair
-        or skip is logged and recorded with its reason. The version (and `progress`, when given) is
-        written in one transaction: after a crash the library is at the old version or the new one.
+        U+FFFD as in all model output) or skipped, and every repair or skip is logged and recorded with
+        its reason. The version (and `progress`, when given) is written in one transaction: after a
+        crash the library is at the old version or the new one.
 
         `rejected=True` records the result as a version of kind "rejected" (inspectable in the history)
         followed, in the same transaction, by a "rollback" version restoring the current lessons: the
