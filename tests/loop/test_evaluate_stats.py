@@ -77,7 +77,7 @@ def test_the_headline_names_the_baseline_the_library_beat_or_lost_to():
 
 
 def test_progress_lines_say_the_time_taken_and_left(capsys):
-    from tfgrpo.loop.progress import Progress
+    from tfgrpo.loop._progress import Progress
 
     now = [100.0]
     with Progress(40, "prompt", label="eval", clock=lambda: now[0]) as display:
