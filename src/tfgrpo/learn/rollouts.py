@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from ..core.experience import clean_text
 from ..core.knobs import check_knobs, knob
 from ..core.library import TrainingFreeGRPO
 from ..llm.base import Backend, Generation, GenerationParams
@@ -144,9 +143,9 @@ def rollout_batch(
             stop=[s for s in config.stop if not (config.stop_after_content and s.isspace())] or None,
             seed=chunk_seed,
         )
-        # Model output is untrusted text: a lone surrogate becomes U+FFFD before it is scored or stored.
+        # (A `Generation`'s text is already clean: a lone surrogate became U+FFFD where it was made.)
         chunk_groups = [
-            [cut_after_content(replace(g, text=clean_text(g.text)), config) for g in group]
+            [cut_after_content(g, config) for g in group]
             for group in backend.generate(prompts, params, chat=config.chat)
         ]
         flat = reward.score_batch([(s["prompt"], g.text, s) for s, group in zip(chunk, chunk_groups) for g in group])

@@ -17,10 +17,16 @@ class ProxyConfig(PromptingConfig):
     """Every knob of `tfgrpo serve` (each is a CLI flag: `shots` -> `--shots`)."""
 
     select: str = knob(
-        "retrieve", "how examples are chosen: by relevance (retrieve) or by advantage (sample)", choices=SELECT_MODES
+        "retrieve",
+        "how examples are chosen: by relevance (retrieve) or by advantage (sample); serve defaults to retrieve, "
+        "train and eval to sample",
+        choices=SELECT_MODES,
     )
     retrieval_mode: str = knob(
-        "lexical", "with --select retrieve: lexical (BM25), semantic or hybrid", choices=RETRIEVAL_MODES
+        "lexical",
+        "with --select retrieve: lexical (BM25), semantic (embeddings) or hybrid; serve defaults to lexical, "
+        "train and eval to semantic",
+        choices=RETRIEVAL_MODES,
     )
     min_relevance: float = knob(
         0.2,
