@@ -63,6 +63,13 @@ class ProxyConfig(PromptingConfig):
     timeout: float = knob(120.0, "seconds to wait for the upstream (connect and each read)", minimum=0.1)
     max_output_bytes: int = knob(16 * 1024 * 1024, "most bytes of one upstream answer", minimum=1024)
     seed: int | None = knob(None, "seed of the holdout draws and of example sampling")
+    workers: int = knob(
+        1,
+        "processes serving on the one port, each with its own event loop, sampler and indexes, all on the same "
+        "library; completions and feedback may go to any of them",
+        minimum=1,
+        maximum=256,
+    )
 
 
 def parse_upstream(spec: str) -> tuple[str | None, str | None]:
