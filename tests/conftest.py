@@ -6,7 +6,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import pytest
 from hypothesis import settings
 
-from llm.support import bundled_backend
+from support.llm import bundled_backend
 
 # No property test may fail because the machine is slow or busy.
 settings.register_profile("tfgrpo", deadline=None)

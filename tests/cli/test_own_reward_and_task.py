@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn, chat_reply
 from tfgrpo import TrainingFreeGRPO
 
 TFGRPO = shutil.which("tfgrpo") or str(Path(sys.executable).parent / "tfgrpo")

@@ -24,11 +24,10 @@ from hypothesis.stateful import (  # noqa: E402
     rule,
 )
 
+from support.core import NOW, FakeClock, quiet_config  # noqa: E402
 from tfgrpo import Experience, InvalidRolloutsError, TrainingFreeGRPO, compute_advantages  # noqa: E402
 from tfgrpo.core.files import read_json, write_json  # noqa: E402
 from tfgrpo.core.store import SQLiteStore  # noqa: E402
-
-from .support import NOW, FakeClock, quiet_config  # noqa: E402
 
 # -- the reference model --------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import LogitsProcessorList
 
+from support.llm import StandIn, chat_reply
 from tfgrpo import Experience, TrainingFreeGRPO
 from tfgrpo.errors import ConfigError
 from tfgrpo.llm import GenerationParams
@@ -21,8 +22,6 @@ from tfgrpo.llm.guidance import (
     token_encoder,
 )
 from tfgrpo.llm.http import OpenAIBackend
-
-from .support import StandIn, chat_reply
 
 QUESTION = "What is the capital of France?"
 RESPONSES = ["The capital of France is Paris.", "Paris is the capital of France."]

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm.support import bundled_backend
+from support.llm import bundled_backend
 from tfgrpo.errors import ConfigError
 from tfgrpo.llm.base import GenerationParams
 from tfgrpo.llm.structured import Grammar, TokenTable

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from support.rewards import sandbox_pids
 from tfgrpo.errors import ConfigError
 from tfgrpo.rewards import FunctionReward, SandboxConfig, SandboxError, run_python
 from tfgrpo.rewards.sandbox import interpreter_view
-
-from .support import sandbox_pids
 
 LIMITS = SandboxConfig(timeout_s=10, memory_mb=256, max_processes=8, max_output_bytes=50_000)
 SHORT = dataclasses.replace(LIMITS, timeout_s=2)  # for programs that are meant to time out

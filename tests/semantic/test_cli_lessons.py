@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llm.support import StandIn, chat_reply, error_reply
+from support.llm import StandIn, chat_reply, error_reply
 from tfgrpo import TrainingFreeGRPO
 from tfgrpo.semantic import LessonLibrary, Operation
 

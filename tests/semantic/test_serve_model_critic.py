@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm.support import UvicornThread
+from support.llm import UvicornThread
 from tfgrpo.learn import LessonUpdate
 from tfgrpo.llm.base import Backend, Generation, Usage
 from tfgrpo.llm.http import OpenAIBackend

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from llm.support import UvicornThread
-from server.test_proxy import Proxy, Upstream, seeded_library
+from support.llm import UvicornThread
+from support.proxy import Proxy, Upstream, seeded_library
 from tfgrpo.server.config import ProxyConfig
 from tfgrpo.server.model_server import create_app
 

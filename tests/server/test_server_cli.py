@@ -9,7 +9,7 @@ import sys
 
 import httpx
 
-from llm.support import StandIn, chat_reply, free_port, wait_until
+from support.llm import StandIn, chat_reply, free_port, wait_until
 
 
 async def answer(index: int, path: str, body: dict):

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from latency_server import create_latency_app
-from llm.support import UvicornThread, free_port, wait_until
+from support.llm import UvicornThread, free_port, wait_until
 from tfgrpo.llm import GenerationParams, get_backend
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from report.support import build
+from support.report import build
 from tfgrpo.report import read_metrics
 from tfgrpo.tracking import open_tracker
 
