@@ -1,3 +1,4 @@
+import gc
 import os
 
 # No test reaches past this machine: LiteLLM would fetch its price list at import otherwise.
@@ -13,7 +14,19 @@ settings.register_profile("tfgrpo", deadline=None)
 settings.load_profile("tfgrpo")
 
 
+def pytest_collection_finish(session):
+    """Freeze what collection imported (torch, transformers, the HTTP stacks: most of a million objects),
+    which lives for the whole session: the library runs a full `gc.collect()` before every load and
+    open, and each would otherwise walk all of it again (about half a second each, most of the time of
+    the tests that load many files)."""
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(scope="session")
 def local_backend():
-    """The bundled SmolLM2-135M-Instruct on CPU, loaded once for the whole test session."""
-    return bundled_backend()
+    """The bundled SmolLM2-135M-Instruct on CPU, loaded once for the whole test session (per worker)."""
+    backend = bundled_backend()
+    gc.collect()
+    gc.freeze()  # it lives for the session too (see pytest_collection_finish)
+    return backend
