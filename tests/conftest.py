@@ -8,10 +8,24 @@ import pytest
 from hypothesis import settings
 
 from support.llm import bundled_backend
+from support.properties import PROFILE
 
-# No property test may fail because the machine is slow or busy.
-settings.register_profile("tfgrpo", deadline=None)
-settings.load_profile("tfgrpo")
+# No property test may fail because the machine is slow or busy. TFGRPO_HYPOTHESIS picks the profile (see
+# support/properties.py); a test that sets its own max_examples passes it through `examples()`.
+settings.register_profile("full", deadline=None, max_examples=100)
+settings.register_profile("fast", deadline=None, max_examples=20)
+settings.load_profile(PROFILE)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the bundled model says so with the `model` marker."""
+    unmarked = [
+        i.nodeid
+        for i in items
+        if "local_backend" in getattr(i, "fixturenames", ()) and not i.get_closest_marker("model")
+    ]
+    if unmarked:
+        raise pytest.UsageError("these tests use the bundled model but are not marked model:\n" + "\n".join(unmarked))
 
 
 def pytest_collection_finish(session):

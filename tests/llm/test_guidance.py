@@ -23,6 +23,8 @@ from tfgrpo.llm.guidance import (
 )
 from tfgrpo.llm.http import OpenAIBackend
 
+pytestmark = pytest.mark.model  # the real SmolLM2 tokenizer, from the bundled model
+
 QUESTION = "What is the capital of France?"
 RESPONSES = ["The capital of France is Paris.", "Paris is the capital of France."]
 # The SmolLM2 token ids of RESPONSES (checked against the tokenizer below), and its EOS (<|im_end|>).

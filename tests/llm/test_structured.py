@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from support.llm import bundled_backend
+from support.properties import examples
 from tfgrpo.errors import ConfigError
 from tfgrpo.llm.base import GenerationParams
 from tfgrpo.llm.structured import Grammar, TokenTable
@@ -104,7 +105,7 @@ def walk(data, grammar: Grammar, steps: int) -> str:
     return "".join(out)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150))
 @given(st.data(), st.integers(0, 200))
 def test_every_completed_output_parses_and_validates(data, steps: int) -> None:
     text = walk(data, GRAMMAR, steps)
@@ -247,7 +248,7 @@ def run_constraint(schema: dict, max_tokens: int, seed: int) -> tuple[list[int],
     return out, "".join(TOKENIZER.vocab[i] for i in out)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(st.integers(0, 2**31), st.integers(40, 120))
 def test_sampled_tokens_always_end_in_a_valid_answer_within_the_budget(seed: int, max_tokens: int) -> None:
     tokens, text = run_constraint(SCHEMA, max_tokens, seed)
