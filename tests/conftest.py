@@ -44,3 +44,19 @@ def local_backend():
     gc.collect()
     gc.freeze()  # it lives for the session too (see pytest_collection_finish)
     return backend
+
+
+@pytest.fixture
+def local_model(local_backend, monkeypatch):
+    """`--model local` (the default) answered by the session's bundled model instead of a copy loaded for
+    the command (see support/cli.py); the command's `with backend:` leaves it open for the tests after it."""
+    import tfgrpo.llm
+
+    make = tfgrpo.llm.get_backend
+
+    def get_backend(spec, **kwargs):
+        return local_backend if spec == "local" and not kwargs else make(spec, **kwargs)
+
+    monkeypatch.setattr(tfgrpo.llm, "get_backend", get_backend)
+    monkeypatch.setattr(local_backend, "close", lambda: None)
+    return local_backend
