@@ -17,8 +17,10 @@ settings.register_profile("fast", deadline=None, max_examples=20)
 settings.load_profile(PROFILE)
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects
 def pytest_collection_modifyitems(config, items):
-    """Every test that uses the bundled model says so with the `model` marker."""
+    """Every test that uses the bundled model says so with the `model` marker, and counts as slow: loading
+    the model takes 20 s or more (once per test process), more than the whole of a quick run can spare."""
     unmarked = [
         i.nodeid
         for i in items
@@ -26,6 +28,9 @@ def pytest_collection_modifyitems(config, items):
     ]
     if unmarked:
         raise pytest.UsageError("these tests use the bundled model but are not marked model:\n" + "\n".join(unmarked))
+    for item in items:
+        if item.get_closest_marker("model"):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_collection_finish(session):

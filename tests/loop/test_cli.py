@@ -113,7 +113,6 @@ def reward(prompt, response, sample):
 
 
 @pytest.mark.model
-@pytest.mark.slow
 def test_train_resumes_after_a_kill_without_double_counting(tmp_path: Path, local_model):
     lib, metrics, marker = tmp_path / "lib.db", tmp_path / "m.jsonl", tmp_path / "in-step-2"
     reward = tmp_path / "stop_at_step_two.py"
@@ -172,7 +171,6 @@ def test_train_on_your_own_jsonl_dataset(tmp_path: Path, local_model):
 
 
 @pytest.mark.model
-@pytest.mark.slow
 def test_demo_runs_end_to_end_at_small_size(tmp_path: Path, local_model):
     out = tmp_path / "demo"
     result = run("demo", "--out", str(out), "--train-prompts", "4", "--eval-prompts", "4")

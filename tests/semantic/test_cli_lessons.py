@@ -280,7 +280,6 @@ def test_eval_all_compares_every_condition_on_the_same_prompts(server, data, tmp
 
 
 @pytest.mark.model
-@pytest.mark.slow
 def test_train_and_eval_lessons_on_the_bundled_model(tmp_path, local_model):
     lib = tmp_path / "model.db"
     task = ["--task", "arithmetic", "--task-option", "n=40", "--task-option", "seed=5", "--limit", "2"]
