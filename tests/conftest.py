@@ -33,11 +33,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
-def pytest_collection_finish(session):
-    """Freeze what collection imported (torch, transformers, the HTTP stacks: most of a million objects),
-    which lives for the whole session: the library runs a full `gc.collect()` before every load and
-    open, and each would otherwise walk all of it again (about half a second each, most of the time of
-    the tests that load many files)."""
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Collect the garbage of the tests before, then freeze what is still alive (the modules imported so
+    far: torch, transformers, the HTTP stacks, most of a million objects; the model; module-scoped servers):
+    the library runs a full `gc.collect()` before every load and open, and each would otherwise walk all
+    of it again, half a second or more each time, most of the time of the tests that load many files.
+    Refcounting still frees frozen objects; only cyclic garbage among them stays."""
     gc.collect()
     gc.freeze()
 
@@ -45,10 +47,7 @@ def pytest_collection_finish(session):
 @pytest.fixture(scope="session")
 def local_backend():
     """The bundled SmolLM2-135M-Instruct on CPU, loaded once for the whole test session (per worker)."""
-    backend = bundled_backend()
-    gc.collect()
-    gc.freeze()  # it lives for the session too (see pytest_collection_finish)
-    return backend
+    return bundled_backend()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from support.llm import bundled_backend
 from support.properties import examples
 from tfgrpo.errors import ConfigError
 from tfgrpo.llm.base import GenerationParams
@@ -303,10 +302,10 @@ def test_the_budget_closes_an_answer_that_would_run_on() -> None:
 
 
 @pytest.mark.model
-def test_the_bundled_model_writes_parseable_operations_through_the_constraint() -> None:
+def test_the_bundled_model_writes_parseable_operations_through_the_constraint(local_backend) -> None:
     from tfgrpo.semantic.prompts import SemanticPrompts, group_prompt
 
-    backend = bundled_backend()
+    backend = local_backend
     prompt = group_prompt(
         SemanticPrompts(),
         question="What is 9 + 17?",
