@@ -52,6 +52,7 @@ class Counting:
         await self.app(scope, receive, send)
 
 
+@pytest.mark.slow
 def test_every_python_example_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}

@@ -13,10 +13,13 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from support.llm import free_port, wait_until
 from support.proxy import Upstream
 from tfgrpo.core.library import TrainingFreeGRPO
+
+pytestmark = pytest.mark.slow  # proxies started (and restarted) as processes of their own
 
 
 class ProxyProcess:

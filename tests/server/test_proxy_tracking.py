@@ -57,6 +57,7 @@ def test_a_failing_tracker_warns_and_serving_goes_on(fresh, tmp_path, caplog):
     assert [r for r in caplog.records if "tracking stopped" in r.getMessage() and "disk full" in r.getMessage()]
 
 
+@pytest.mark.slow  # `tfgrpo serve` in a process of its own, and mlflow
 def test_serve_track_mlflow_from_the_command_line(fresh, tmp_path, monkeypatch):
     pytest.importorskip("mlflow", reason="pip install 'tfgrpo[track]'")
     from mlflow.tracking import MlflowClient
