@@ -192,7 +192,7 @@ def test_numbers_json_or_the_schema_refuse_are_refused(field: str, value: str) -
     assert state is TYPED_GRAMMAR.empty or not state.nullable
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150))
 @given(st.data(), st.integers(0, 60))
 def test_every_completed_typed_output_parses_and_validates(data, steps: int) -> None:
     text = walk(data, TYPED_GRAMMAR, steps)
@@ -256,7 +256,7 @@ def test_sampled_tokens_always_end_in_a_valid_answer_within_the_budget(seed: int
     assert "\ufffd" not in text  # a token that is part of a character is never allowed
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(st.integers(0, 2**31), st.integers(TYPED_GRAMMAR.root.shortest, TYPED_GRAMMAR.root.shortest + 80))
 def test_sampled_tokens_always_end_in_a_valid_typed_answer(seed: int, max_tokens: int) -> None:
     # (Fewer tokens than the shortest answer has characters cannot be promised an answer.)
@@ -327,9 +327,9 @@ def test_the_bundled_model_writes_parseable_operations_through_the_constraint(lo
 
 
 @pytest.mark.model
-def test_the_bundled_model_writes_an_integer_and_a_number_through_the_constraint() -> None:
+def test_the_bundled_model_writes_an_integer_and_a_number_through_the_constraint(local_backend) -> None:
     # Integer and number were refused (a ConfigError, a 400 from serve-model): DSPy's typed outputs use them.
-    backend = bundled_backend()
+    backend = local_backend
     schema = {
         "type": "object",
         "properties": {"answer": {"type": "integer"}, "confidence": {"type": "number", "minimum": 0}},

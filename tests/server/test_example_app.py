@@ -1,4 +1,4 @@
-"""`examples/arithmetic_app.py` against a real proxy (in front of test_proxy's stand-in upstream), as a
+"""`examples/arithmetic_app.py` against a real proxy (in front of the scripted stand-in upstream), as a
 user runs it: a subprocess of the script."""
 
 from __future__ import annotations
@@ -7,11 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from server import test_proxy
-from server.test_proxy import Proxy
+from support.proxy import Proxy
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "arithmetic_app.py"
-upstream, fresh = test_proxy.upstream, test_proxy.fresh  # the stand-in upstream and its fixtures
 
 
 def run_app(proxy: Proxy, *args: str) -> subprocess.CompletedProcess:
