@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from support.proxy import Proxy
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "arithmetic_app.py"
@@ -17,6 +19,7 @@ def run_app(proxy: Proxy, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # the example app as a process of its own, twice
 def test_the_app_names_the_library_the_proxy_serves(fresh, tmp_path):
     # The proxy serves lib.db as "lib"; the app assumed "arithmetic" and died with KeyError: 'experiences'.
     with Proxy(fresh, tmp_path / "lib.db") as proxy:

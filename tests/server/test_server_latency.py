@@ -59,6 +59,7 @@ def latency_process():
     process.wait(10)
 
 
+@pytest.mark.slow  # two servers as processes of their own
 def test_serve_model_command_proxies_another_backend(latency_process):
     port = free_port()
     tfgrpo = shutil.which("tfgrpo") or str(Path(sys.executable).parent / "tfgrpo")
