@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn, chat_reply
 from tfgrpo.cli import main
 
 evaluation = importlib.import_module("tfgrpo.loop.evaluate")  # the module (the package exports its function)

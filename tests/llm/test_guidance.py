@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import LogitsProcessorList
 
+from support.llm import StandIn, chat_reply
 from tfgrpo import Experience, TrainingFreeGRPO
 from tfgrpo.errors import ConfigError
 from tfgrpo.llm import GenerationParams
@@ -22,7 +23,7 @@ from tfgrpo.llm.guidance import (
 )
 from tfgrpo.llm.http import OpenAIBackend
 
-from .support import StandIn, chat_reply
+pytestmark = pytest.mark.model  # the real SmolLM2 tokenizer, from the bundled model
 
 QUESTION = "What is the capital of France?"
 RESPONSES = ["The capital of France is Paris.", "Paris is the capital of France."]
