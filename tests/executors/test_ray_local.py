@@ -70,7 +70,7 @@ def test_a_replica_killed_mid_step_is_replaced_and_the_library_is_the_same(local
     control.mkdir()
     (control / "block-4-1").touch()  # question 4's first generation stops: its process is killed there
     seen: list[dict] = []
-    config = ExecutorConfig(**RAY, retries=2)
+    config = ExecutorConfig(**RAY, worker_retries=2)
     with open_executor(config) as executor:
         killer = kill_when_started(control, 1, check=lambda: seen.append(executor.in_flight()))
         with caplog.at_level(logging.WARNING, logger="tfgrpo.executors"):
@@ -91,12 +91,12 @@ def run_training_with(executor, library: Path, control: Path) -> None:
 def test_past_the_retries_the_step_fails_uncommitted_and_a_rerun_resumes(local_run, tmp_path):
     control = tmp_path / "control"
     control.mkdir()
-    for attempt in range(2):  # question 1 is lost twice: once more than --retries 1 allows
+    for attempt in range(2):  # question 1 is lost twice: once more than --worker-retries 1 allows
         (control / f"block-1-{attempt}").touch()
     library = tmp_path / "library.db"
     killer = kill_when_started(control, 2)
     with pytest.raises(ExecutorError, match="Rerun the same command to resume"):
-        run_training(ExecutorConfig(**RAY, retries=1), library, control)
+        run_training(ExecutorConfig(**RAY, worker_retries=1), library, control)
     joined(killer)
     failed = library_state(library)
     done = failed["position"].get("global_step", 0)
@@ -116,7 +116,7 @@ def test_a_reward_worker_killed_mid_task_is_retried_and_scores_stay_in_order(tmp
         return float(response == sample["answer"])
 
     items = [(s["prompt"], str(i % 3), s) for i, s in enumerate(SAMPLES)]
-    with open_executor(ExecutorConfig(**RAY, retries=1)) as executor:
+    with open_executor(ExecutorConfig(**RAY, worker_retries=1)) as executor:
         killer = kill_when_started(control, 1)
         scores = executor.reward(FunctionReward(digit_reward)).score_batch(items)
         joined(killer)

@@ -7,7 +7,17 @@ import os
 import sys
 from contextlib import ExitStack
 
-from .common import check_lesson_path, load_task, make_backend, model_arg, task_args, task_hints, template
+from .common import (
+    check_lesson_path,
+    executor_args,
+    load_task,
+    make_backend,
+    model_arg,
+    open_executor_of,
+    task_args,
+    task_hints,
+    template,
+)
 from .options import add_config_args, add_config_file_args, config_from_args, print_config, resolved_options
 from .report import open_run_tracker, result_args
 
@@ -50,6 +60,7 @@ def add_commands(command) -> None:
     model_arg(g)
     g.add_argument("--critic", default=None, help="backend spec of the critic LLM (default: the policy model)")
     add_config_args(p.add_argument_group("training (TrainConfig)"), TrainConfig, aliases={"group_size": ["-G"]})
+    executor_args(p)
     add_config_args(
         p.add_argument_group("lessons (LessonConfig; --strategy lessons or both)"),
         LessonConfig,
@@ -122,15 +133,18 @@ def cmd_train(args) -> int | None:
         finished = bool(task.train) and min(u.done() for u in updates) >= total
         policy: Backend | None = None
         critic: Backend | None = None
+        reward = task.reward
         if not finished:  # a finished run loads no model (`tfgrpo repeat` calls train for every seed)
-            policy = stack.enter_context(make_backend(args.model, config.concurrency))
+            executor = stack.enter_context(open_executor_of(args))
+            policy = stack.enter_context(make_backend(args.model, config.concurrency, executor))
+            reward = executor.reward(task.reward)
             if args.critic:
                 critic = stack.enter_context(make_backend(args.critic, config.concurrency))
         updates = strategies(critic)
         cache = stack.enter_context(LLMCache(args.library)) if is_sqlite_path(args.library) else None
         tracker = stack.enter_context(open_run_tracker(args, "train"))
         steps = [] if policy is None else train(
-            policy, task.train, task.reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
+            policy, task.train, reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
             on_step=tracker.on_step,
         )  # fmt: skip
         tracker.log_artifact(args.library)

@@ -27,7 +27,7 @@ class ExecutorConfig:
     replica_cpus: float = knob(1.0, "with Ray: CPUs each model replica holds (and its torch threads)", minimum=0.0)
     replica_gpus: float = knob(0.0, "with Ray: GPUs each model replica holds (fractions share one GPU)", minimum=0.0)
     reward_cpus: float = knob(1.0, "with Ray: CPUs each reward task holds (one task per scored rollout)", minimum=0.0)
-    retries: int = knob(
+    worker_retries: int = knob(
         2,
         "with Ray: times work lost with a dead worker is sent to another worker; past it the step fails and "
         "nothing of it is committed (rerun to resume)",

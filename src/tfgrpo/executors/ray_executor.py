@@ -5,7 +5,7 @@
   spread over the replicas, at most `DEPTH` at a time on each. A seeded group depends only on its
   prompt and params (`GenerationParams.seed`), so the groups come back as the local backend makes them,
   whichever replica made them. A call lost with its replica (the process died) is sent to another one,
-  up to `ExecutorConfig.retries` times per group; past that, `ExecutorError`.
+  up to `ExecutorConfig.worker_retries` times per group; past that, `ExecutorError`.
 - `RayReward`: one Ray task per scored rollout, with its own CPUs, retried by Ray on another worker when
   its worker dies; the task runs the reward exactly as `score_batch` runs it inline (the sandbox, its
   limits and its defences are the reward's own), and the scores come back in order.
@@ -177,12 +177,13 @@ class RayBackend(Backend):
         actor = ray.remote(Replica).options(
             num_cpus=config.replica_cpus,
             num_gpus=config.replica_gpus,
-            max_restarts=config.retries,  # a replica whose process died comes back, this often
+            max_restarts=config.worker_retries,  # a replica whose process died comes back, this often
             max_task_retries=0,  # its lost calls are ours to send elsewhere
         )
-        self.retries = config.retries
+        self.retries = config.worker_retries
         self._progress = progress or (lambda: None)
         self._usage = Usage()
+        self._lost = False
         self._actors: list[Any] = [actor.remote(spec, kwargs) for _ in range(config.replicas)]
         self._busy = [0] * len(self._actors)
         self._down: set[int] = set()  # lost a call; back once it answers `info` again
@@ -202,6 +203,7 @@ class RayBackend(Backend):
             self.close()
             raise ExecutorError(f"a model replica could not start: {exc}") from None
         except ConnectionError as exc:
+            self._lost = True
             raise _cluster_lost(exc) from None
         self._pids = [info["pid"] for info in infos]
         return infos
@@ -221,6 +223,7 @@ class RayBackend(Backend):
         try:
             return self._run(prompts, params, chat)
         except ConnectionError as exc:
+            self._lost = True
             raise _cluster_lost(exc) from None
 
     def _run(self, prompts: list[Prompt], params: GenerationParams, chat: bool | None) -> list[list[Generation]]:
@@ -255,8 +258,9 @@ class RayBackend(Backend):
                 attempts[group] += 1
                 if attempts[group] > self.retries:
                     raise ExecutorError(
-                        f"a group was lost with its model replica {attempts[group]} times (--retries {self.retries}): "
-                        f"{type(exc).__name__}; nothing of this step is committed. Rerun the same command to resume"
+                        f"a group was lost with its model replica {attempts[group]} times (--worker-retries "
+                        f"{self.retries}): {type(exc).__name__}; nothing of this step is committed. Rerun the same "
+                        "command to resume"
                     ) from None
                 logger.warning(
                     "ray: model replica %d died (%s); its group goes to another", replica, type(exc).__name__
@@ -289,7 +293,10 @@ class RayBackend(Backend):
         return min(choices, key=lambda i: self._busy[i]) if choices else None
 
     def close(self) -> None:
-        for actor in self.__dict__.pop("_actors", []):
+        actors = self.__dict__.pop("_actors", [])
+        if self._lost:  # nothing left to kill, and each try would wait on the lost connection
+            return
+        for actor in actors:
             try:
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 (a cluster already gone has nothing left to kill)
@@ -313,7 +320,7 @@ class RayReward(Reward):
                 f"{str(exc).strip().splitlines()[0]}); score it with --executor local"
             ) from None
         self._task = ray.remote(_score).options(
-            num_cpus=config.reward_cpus, max_retries=config.retries, retry_exceptions=False
+            num_cpus=config.reward_cpus, max_retries=config.worker_retries, retry_exceptions=False
         )
 
     def __repr__(self) -> str:
@@ -341,8 +348,8 @@ class RayReward(Reward):
             return ray.get(refs)
         except LOST as exc:
             raise ExecutorError(
-                f"a reward task was lost with its worker more often than --retries allows: {type(exc).__name__}; "
-                "nothing of this step is committed. Rerun the same command to resume"
+                "a reward task was lost with its worker more often than --worker-retries allows: "
+                f"{type(exc).__name__}; nothing of this step is committed. Rerun the same command to resume"
             ) from None
         except ray_errors.RayTaskError as exc:
             raise exc.as_instanceof_cause() from None
