@@ -3,6 +3,7 @@ without Ray, a replica killed mid-step, rewards and their sandbox inside Ray wor
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from pathlib import Path
@@ -122,6 +123,15 @@ def test_a_reward_worker_killed_mid_task_is_retried_and_scores_stay_in_order(tmp
         joined(killer)
     assert [s.value for s in scores] == [float(str(i % 3) == s["answer"]) for i, s in enumerate(SAMPLES)]
     assert not list(control.glob("block-*"))  # the stop happened, in a worker that was then killed
+
+
+def test_the_proxys_awaited_scores_come_back_in_order():
+    # `tfgrpo serve --reward ... --executor ray` awaits the batch (best-of-G) on its event loop.
+    items = [(s["prompt"], str(i % 2), s) for i, s in enumerate(SAMPLES)]
+    inline = NumericMatchReward()
+    with open_executor(ExecutorConfig(**RAY)) as executor:
+        remote = asyncio.run(executor.reward(inline).ascore_batch(items))
+    assert remote == inline.score_batch(items) and {s.value for s in remote} == {0.0, 1.0}
 
 
 SANDBOX = SandboxConfig(timeout_s=4, memory_mb=256)
