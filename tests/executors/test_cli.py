@@ -3,6 +3,7 @@ bundled model on two replicas that leaves the library the same run leaves withou
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -76,3 +77,31 @@ def test_the_bundled_model_on_two_replicas_trains_the_library_of_a_local_run(tmp
     assert local["position"]["global_step"] == 1
     assert library_state(tmp_path / "ray.db") == local
     assert metrics_lines(tmp_path / "ray.db.metrics.jsonl") == metrics_lines(tmp_path / "local.db.metrics.jsonl")
+
+
+@pytest.mark.slow
+def test_repeat_with_rewards_on_ray_gives_the_results_of_a_local_repeat(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ray")
+    from cli.test_repeat import policy, repeat, setup
+    from llm.support import StandIn
+    from tfgrpo.executors.ray_executor import RayReward
+
+    sent: list[int] = []
+    real = RayReward._collect
+    monkeypatch.setattr(RayReward, "_collect", lambda self, refs: sent.append(len(refs)) or real(self, refs))
+
+    with StandIn(policy) as server:
+        train, evaluate = setup(tmp_path, server)
+        assert repeat(tmp_path / "local", train, evaluate, 0, 1) == 0
+        ray = ["--executor", "ray", "--ray-cpus", "2", "--reward-cpus", "0.5"]
+        assert main(["repeat", "--out", str(tmp_path / "ray"), "--seeds", "0", "1", "--train-args", train,
+                     "--eval-args", evaluate, *ray]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert sum(sent) > 100  # every rollout of both trainings and of the evaluations scored in Ray tasks
+    for seed in (0, 1):
+        name = f"library-seed{seed}.db"
+        assert library_state(tmp_path / "ray" / name) == library_state(tmp_path / "local" / name)
+    local, remote = (json.loads((tmp_path / run / "repeat.json").read_text()) for run in ("local", "ray"))
+    for evaluation in remote["evaluations"]:  # where each library lies: the one difference
+        evaluation["library"]["path"] = evaluation["library"]["path"].replace(f"{tmp_path}/ray", f"{tmp_path}/local")
+    assert remote == local and local["train_seeds"] == [0, 1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tfgrpo.rewards import FunctionReward, NumericMatchReward, SandboxConfig, Un
 from .support import SAMPLES, DigitModel, kill_when_started, library_state, metrics_lines, stop_if_told
 
 pytest.importorskip("ray")
+ray_executor = pytest.importorskip("tfgrpo.executors.ray_executor")
 pytestmark = pytest.mark.slow
 
 CONFIG = TrainConfig(batch_size=3, group_size=4, epochs=2, seed=5, max_tokens=4)
@@ -66,15 +68,21 @@ def test_the_same_library_and_figures_as_a_local_run(local_run, tmp_path):
     assert len(list(control.glob("calls-*"))) == 2  # the groups went to both replicas
 
 
-def test_a_replica_killed_mid_step_is_replaced_and_the_library_is_the_same(local_run, tmp_path, caplog):
+def test_a_replica_killed_mid_step_is_replaced_and_the_library_is_the_same(local_run, tmp_path, caplog, monkeypatch):
     control = tmp_path / "control"
     control.mkdir()
     (control / "block-4-1").touch()  # question 4's first generation stops: its process is killed there
+    monkeypatch.setattr(ray_executor, "PROGRESS_EVERY_S", 0.05)
     seen: list[dict] = []
-    config = ExecutorConfig(**RAY, worker_retries=2)
-    with open_executor(config) as executor:
-        killer = kill_when_started(control, 1, check=lambda: seen.append(executor.in_flight()))
-        with caplog.at_level(logging.WARNING, logger="tfgrpo.executors"):
+
+    def check() -> None:  # while the generation is stopped: the progress line, and what it is made of
+        while "ray: in flight: replica 0 (pid" not in caplog.text:
+            time.sleep(0.01)
+        seen.append(executor.in_flight())
+
+    with open_executor(ExecutorConfig(**RAY, worker_retries=2)) as executor:
+        killer = kill_when_started(control, 1, check=check)
+        with caplog.at_level(logging.INFO, logger="tfgrpo.executors"):
             run_training_with(executor, tmp_path / "library.db", control)
         joined(killer)
     assert any(busy for name, busy in seen[0].items() if name.startswith("replica"))  # work in flight, per worker
