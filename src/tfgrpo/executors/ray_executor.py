@@ -162,7 +162,7 @@ class RayExecutor(Executor):
             backend.close()
         self._backends.clear()
         self._rewards.clear()
-        if self._started and ray.is_initialized():
+        if self._started:  # also after the cluster went away: a lost Ray Client is left in client mode
             ray.shutdown()
         self._started = False
 
