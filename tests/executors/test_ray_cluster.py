@@ -56,7 +56,10 @@ class Cluster:
         path = os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])
         # Two nodes on one machine: multi-node allowed, each on a loopback address of its own (Ray would
         # bind the machine's network address for 127.0.0.1 itself).
-        self.env = {**os.environ, "PYTHONPATH": path, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+        # What earlier Ray sessions of this process left in its environment is not the cluster's.
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        self.env.update(PYTHONPATH=path, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", RAY_USAGE_STATS_ENABLED="0",
+                        RAY_AUTH_MODE="disabled")  # fmt: skip
         common = ["--block", "--num-cpus", "1", "--object-store-memory", str(100 * 2**20), "--disable-usage-stats"]
         head = ["--head", "--node-ip-address", "127.0.0.2", "--port", str(self.gcs), "--temp-dir", self.temp]
         head += ["--ray-client-server-port", str(self.client), "--include-dashboard=false"]
