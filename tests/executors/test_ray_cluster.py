@@ -80,8 +80,8 @@ class Cluster:
         while not accepts(self.client):
             assert self.head.poll() is None, "ray start --head ended"
             time.sleep(0.1)
-        ray.init(self.address)
         try:
+            ray.init(self.address)
             while sum(n["Alive"] for n in ray.nodes()) < 2:
                 assert self.node.poll() is None, "ray start --address ended"
                 time.sleep(0.1)

@@ -101,6 +101,7 @@ class RayExecutor(Executor):
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            ray.shutdown()  # a half-made connection (a Ray Client's) would stay behind
             raise ExecutorError(f"cannot join the Ray cluster at {address}: {exc}") from None
         self._started = True
 
