@@ -10,9 +10,11 @@ from contextlib import ExitStack
 from .common import (
     HINTED,
     check_lesson_path,
+    executor_args,
     load_task,
     make_backend,
     model_arg,
+    open_executor_of,
     task_args,
     task_hints,
     template,
@@ -61,6 +63,7 @@ def add_commands(command) -> None:
     add_config_args(
         p.add_argument_group("training (TrainConfig)"), TrainConfig, aliases={"group_size": ["-G"]}, defaults=HINTED
     )
+    executor_args(p)
     add_config_args(
         p.add_argument_group("lessons (LessonConfig; --strategy lessons or both)"),
         LessonConfig,
@@ -133,15 +136,18 @@ def cmd_train(args) -> int | None:
         finished = bool(task.train) and min(u.done() for u in updates) >= total
         policy: Backend | None = None
         critic: Backend | None = None
+        reward = task.reward
         if not finished:  # a finished run loads no model (`tfgrpo repeat` calls train for every seed)
-            policy = stack.enter_context(make_backend(args.model, config.concurrency))
+            executor = stack.enter_context(open_executor_of(args))
+            policy = stack.enter_context(make_backend(args.model, config.concurrency, executor))
+            reward = executor.reward(task.reward)
             if args.critic:
                 critic = stack.enter_context(make_backend(args.critic, config.concurrency))
         updates = strategies(critic)
         cache = stack.enter_context(LLMCache(args.library)) if is_sqlite_path(args.library) else None
         tracker = stack.enter_context(open_run_tracker(args, "train"))
         steps = [] if policy is None else train(
-            policy, task.train, task.reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
+            policy, task.train, reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
             on_step=tracker.on_step,
         )  # fmt: skip
         tracker.log_artifact(args.library)
