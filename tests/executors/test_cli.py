@@ -83,8 +83,7 @@ def test_the_bundled_model_on_two_replicas_trains_the_library_of_a_local_run(tmp
 def test_repeat_with_rewards_on_ray_gives_the_results_of_a_local_repeat(tmp_path, capsys, monkeypatch):
     pytest.importorskip("ray")
     from support.llm import StandIn
-
-    from cli.test_repeat import policy, repeat, setup
+    from support.repeat import policy, repeat, setup
     from tfgrpo.executors.ray_executor import RayReward
 
     sent: list[int] = []
