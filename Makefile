@@ -20,9 +20,10 @@ demo: $(STAMP)
 
 # `make test` runs every test (what CI runs), with the full hypothesis budget; `make test-fast` leaves out
 # the tests marked slow and tries a fifth of the hypothesis examples. TFGRPO_HYPOTHESIS=full|fast overrides
-# the budget of either. Each runs on TEST_WORKERS processes (pytest-xdist), a test file per worker at a time.
+# the budget of either. Each runs on TEST_WORKERS processes (pytest-xdist), a test file per worker at a time,
+# each with one math thread (torch's default of one per core makes the workers fight over the cores).
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test: $(STAMP)
 	TFGRPO_HYPOTHESIS=$${TFGRPO_HYPOTHESIS:-full} $(PYTEST) $(PYTEST_ARGS)
