@@ -14,7 +14,12 @@ from tfgrpo.semantic.operations import Operation
 
 path = sys.argv[1]
 t = [1_718_000_000]
-clock = lambda: t[0]
+
+
+def clock():
+    return t[0]
+
+
 cfg = GRPOConfig(max_library_size=50, sampling_temperature=0.7, max_experience_age=10**9)
 with TrainingFreeGRPO.open(path, cfg, clock=clock) as lib:
     for g in range(6):
