@@ -3,7 +3,7 @@ memory and disk unchanged, and nothing reported as added is lost when the proces
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import random
 import signal
@@ -74,7 +74,8 @@ def test_every_group_is_written_through(tmp_path, how):
         on_disk = rows(path)
         assert [r[0] for r in on_disk] == [e.id for e in lib.experience_library]
         db = sqlite3.connect(path)
-        counters = json.loads(db.execute("SELECT value FROM meta WHERE key='counters'").fetchone()[0])
+        query = "SELECT total_rollouts, total_stored, total_pruned FROM library_state"
+        counters = dict(zip(["total_rollouts", "total_stored", "total_pruned"], db.execute(query).fetchone()))
         db.close()
         assert counters["total_rollouts"] == 4 * (g + 1)
         assert counters["total_stored"] == lib.stats().total_stored
@@ -151,8 +152,8 @@ def test_clear_load_and_prune_are_written_through(tmp_path):
 def test_not_a_store_path():
     with pytest.raises(StoreError, match=r"\.db"):
         TrainingFreeGRPO(store="library.json")
-    with pytest.raises(StoreError, match="PostgreSQL"):
-        TrainingFreeGRPO(store="postgresql://localhost/x")
+    with pytest.raises(StoreError, match="cannot connect to postgresql://nobody@127.0.0.1:1/x"):
+        TrainingFreeGRPO(store="postgresql://nobody:secret@127.0.0.1:1/x")  # (the password is not shown)
 
 
 # -- a store that fails ----------------------------------------------------------------------------------------
@@ -218,14 +219,24 @@ def test_write_failing_inside_the_transaction_with_evictions(tmp_path):
 
 
 class FlakyStore:
-    """A stand-in store whose writes fail on demand (what a real disk cannot be made to do reliably)."""
+    """A stand-in store whose writes fail on demand (what a real disk cannot be made to do reliably);
+    it is its own transaction."""
 
     def __init__(self) -> None:
         self.fail = False
         self.commits = []
+        self.changes = None  # (what other processes committed: nothing)
+        self.next_id = self.seq = 0
 
     def load(self) -> LibraryState:
         return LibraryState()
+
+    def changes_since(self, seq):
+        return None
+
+    @contextlib.contextmanager
+    def write(self, seq):
+        yield self
 
     def _maybe_fail(self) -> None:
         if self.fail:
