@@ -7,6 +7,7 @@ import pytest
 from hypothesis import settings
 
 from llm.support import bundled_backend
+from store.server import postgres_server, store_target  # noqa: F401  (fixtures for every test)
 
 # No property test may fail because the machine is slow or busy.
 settings.register_profile("tfgrpo", deadline=None)

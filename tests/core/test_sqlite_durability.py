@@ -1,5 +1,6 @@
-"""The write-through SQLite store: WAL mode, everything restored on reopen, a failed commit leaves
-memory and disk unchanged, and nothing reported as added is lost when the process is SIGKILLed."""
+"""The write-through stores: WAL mode, everything restored on reopen (SQLite and PostgreSQL, through the
+`store_target` fixture), a failed commit leaves memory and disk unchanged, and nothing reported as added
+is lost when the process is SIGKILLed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 
 import pytest
 
+from store.server import raw_query
 from tfgrpo import GRPOConfig, StoreError, TFGRPOError, TrainingFreeGRPO
 from tfgrpo.core.store import LibraryState
 
@@ -30,13 +32,9 @@ def contents(lib: TrainingFreeGRPO) -> list:
 
 
 def rows(path) -> list:
-    db = sqlite3.connect(path)
-    try:
-        return db.execute(
-            "SELECT id, prompt, response, advantage, timestamp, metadata FROM experiences ORDER BY id"
-        ).fetchall()
-    finally:
-        db.close()
+    return raw_query(
+        str(path), "SELECT id, prompt, response, advantage, timestamp, metadata FROM experiences ORDER BY id"
+    )
 
 
 def populate(lib: TrainingFreeGRPO, groups: int = 6) -> None:
@@ -58,8 +56,8 @@ def test_open_creates_a_wal_database(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["open", "store="])
-def test_every_group_is_written_through(tmp_path, how):
-    path = tmp_path / "lib.sqlite"
+def test_every_group_is_written_through(store_target, how):
+    path = store_target
     clock = FakeClock()
     config = quiet_config(max_library_size=5)
     lib = (
@@ -73,10 +71,8 @@ def test_every_group_is_written_through(tmp_path, how):
         # Visible to another connection right away, without closing: the group was committed.
         on_disk = rows(path)
         assert [r[0] for r in on_disk] == [e.id for e in lib.experience_library]
-        db = sqlite3.connect(path)
         query = "SELECT total_rollouts, total_stored, total_pruned FROM library_state"
-        counters = dict(zip(["total_rollouts", "total_stored", "total_pruned"], db.execute(query).fetchone()))
-        db.close()
+        counters = dict(zip(["total_rollouts", "total_stored", "total_pruned"], raw_query(path, query)[0]))
         assert counters["total_rollouts"] == 4 * (g + 1)
         assert counters["total_stored"] == lib.stats().total_stored
         assert counters["total_pruned"] == lib.stats().total_pruned
@@ -84,8 +80,8 @@ def test_every_group_is_written_through(tmp_path, how):
     lib.close()
 
 
-def test_reopening_restores_contents_counters_and_config(tmp_path):
-    path = tmp_path / "lib.db"
+def test_reopening_restores_contents_counters_and_config(store_target):
+    path = store_target
     clock = FakeClock()
     config = quiet_config(
         max_library_size=7,
@@ -115,8 +111,8 @@ def test_reopening_restores_contents_counters_and_config(tmp_path):
     reopened.close()
 
 
-def test_a_given_config_replaces_the_stored_one(tmp_path):
-    path = tmp_path / "lib.db"
+def test_a_given_config_replaces_the_stored_one(store_target):
+    path = store_target
     TrainingFreeGRPO.open(path, GRPOConfig(sampling_temperature=0.5)).close()
     new = GRPOConfig(sampling_temperature=1.5)
     TrainingFreeGRPO.open(path, new).close()
@@ -124,8 +120,8 @@ def test_a_given_config_replaces_the_stored_one(tmp_path):
         assert lib.config == new
 
 
-def test_clear_load_and_prune_are_written_through(tmp_path):
-    path = tmp_path / "lib.db"
+def test_clear_load_and_prune_are_written_through(store_target, tmp_path):
+    path = store_target
     clock = FakeClock()
     lib = TrainingFreeGRPO.open(path, quiet_config(max_experience_age=100), clock=clock)
     populate(lib, 3)
