@@ -101,6 +101,10 @@ class Database(Protocol):
         if it raises. Writers that lock the same row (`dialect.for_update`) or, in SQLite, the same file
         run one at a time."""
 
+    def creating(self) -> Any:
+        """A write transaction that may create tables: like `writing()`, and in PostgreSQL also one at a
+        time across the database (two `CREATE TABLE IF NOT EXISTS` of one table at once can collide)."""
+
     def tables(self) -> set[str]:
         """The names of the tables there (in PostgreSQL: of the schema in use)."""
 
@@ -168,6 +172,8 @@ class SQLiteDatabase:
     def writing(self) -> Iterator[Transaction]:
         with transaction(self.connection, self.where):
             yield self.connection
+
+    creating = writing  # (one writer at a time already)
 
     def tables(self) -> set[str]:
         rows = self.query("SELECT name FROM sqlite_master WHERE type='table'")

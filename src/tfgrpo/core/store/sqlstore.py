@@ -167,7 +167,7 @@ class SQLStore:
         db = self._conn
         if library_status(db, db.tables()) == SCHEMA_VERSION:
             return
-        with self._creating() as tx:  # made or upgraded by one process at a time; look again inside
+        with self._conn.creating() as tx:  # made or upgraded by one process at a time; look again inside
             version = library_status(db, db.tables(), tx)
             if version is None:
                 _script(tx, db, _TABLES)
@@ -183,10 +183,6 @@ class SQLStore:
             elif version < SCHEMA_VERSION:
                 upgrade(tx, db.where, version, SCHEMA_VERSION, {1: lambda tx: _v1_to_v2(tx, db)})
                 tx.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-
-    def _creating(self) -> Any:
-        creating = getattr(self._conn, "creating", None)
-        return creating() if creating is not None else self._conn.writing()
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -279,7 +275,7 @@ class SQLStore:
         return [text for (text,) in self._conn.query("SELECT text FROM embeddings WHERE model = ?", (model,))]
 
     def save_embeddings(self, model: str, items: Sequence[tuple[str, bytes]]) -> None:
-        with self._creating() as tx:
+        with self._conn.creating() as tx:
             _script(tx, self._conn, _EMBEDDINGS)
             tx.executemany(
                 upsert("embeddings", ("model", "text", "vector"), ("model", "text")),
