@@ -51,8 +51,16 @@ from .formats import fsync_dir, is_sqlite_file, is_sqlite_path, make_temp, read_
 from .index import MODES, ExperienceIndex, default_index
 from .sampler import AdvantageSampler
 from .stats import GRPOStats
-from .store import Changes, LibraryState, SQLiteStore, Store, StoreTransaction, open_store
-from .store.sqlite import read_snapshot
+from .store import (
+    Changes,
+    LibraryState,
+    SQLiteStore,
+    Store,
+    StoreTransaction,
+    is_postgres_url,
+    open_store,
+    read_library,
+)
 
 _COUNTERS = ("total_rollouts", "total_stored", "total_pruned", "total_loaded")
 log = logging.getLogger("tfgrpo.library")
@@ -769,13 +777,14 @@ class TrainingFreeGRPO:
         fsync_dir(target.parent)
 
     def load_from_file(self, path: str | os.PathLike) -> None:
-        """Replace the library with a file's experiences (JSON or SQLite, told apart by content).
+        """Replace the library with a file's experiences (JSON or SQLite, told apart by content; or
+        those of the library at a `postgresql://` URL).
 
         The whole file is read and checked first: a bad file raises `LibraryFormatError` and leaves the
         library (and its store) as it was. The file is only read, never changed. Its order is kept.
         Counters are kept; loaded experiences count as `total_loaded` and are pruned like new ones.
         """
-        if not os.path.exists(path):
+        if not is_postgres_url(path) and not os.path.exists(path):
             raise LibraryNotFoundError(f"no library file at {path}")
         _collect_before_load()
         with _gc_paused():
@@ -838,9 +847,9 @@ def _check_rollout(i: int, rollout: object) -> tuple[str, str]:
 
 
 def _read_library_file(path: str | os.PathLike) -> list[Experience]:
-    if not is_sqlite_file(path):
+    if not is_postgres_url(path) and not is_sqlite_file(path):
         return read_json(path)
-    experiences = read_snapshot(path).experiences
+    experiences = read_library(path).experiences
     for exp in experiences:
         exp.id = None  # new ids in this library
     return experiences

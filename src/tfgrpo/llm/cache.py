@@ -32,7 +32,8 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS lesson_llm_cache (
     response TEXT NOT NULL,
     created {real} NOT NULL
 )"""
-_PUT = upsert("lesson_llm_cache", ("key", "model", "request", "response", "created"), ("key",))
+_COLUMNS = "key, model, request, response, created"
+_PUT = upsert("lesson_llm_cache", tuple(_COLUMNS.split(", ")), ("key",))
 
 
 def cache_key(model: str, prompt: Prompt, params: GenerationParams, chat: bool | None, namespace: str = "") -> str:
@@ -88,6 +89,16 @@ class LLMCache:
                     tx.executemany(_PUT, rows)
             except StoreError as exc:
                 raise StoreError(f"cannot write the LLM cache: {exc}") from None
+
+    def rows(self) -> list[tuple[str, str, str, str, float]]:
+        """Every cached call as stored: (key, model, request JSON, generations JSON, created)."""
+        with self._lock:
+            return [tuple(row) for row in self._db.query(f"SELECT {_COLUMNS} FROM lesson_llm_cache ORDER BY key")]
+
+    def put_rows(self, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
+        """Store rows as `rows()` gives them (a copy of another cache), in one transaction."""
+        with self._lock, self._db.writing() as tx:
+            tx.executemany(_PUT, [tuple(row) for row in rows])
 
     def __len__(self) -> int:
         with self._lock:

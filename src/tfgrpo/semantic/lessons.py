@@ -129,6 +129,30 @@ class Version:
             "context": self.context,
         }
 
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "lesson version") -> Version:
+        """The inverse of `to_dict`, every field checked (a copy read from a file is untrusted)."""
+        try:
+            version, created, step, kind = data["version"], data["created"], data.get("step"), data["kind"]
+            lessons = data["lessons"]
+            if not (
+                type(version) is int and version >= 0 and isinstance(created, (int, float)) and isinstance(kind, str)
+            ):
+                raise ValueError("version, created or kind is not what a version holds")
+            if step is not None and type(step) is not int:
+                raise ValueError(f"step {step!r:.40} is not a whole number")
+            if not (
+                isinstance(lessons, dict)
+                and all(isinstance(v, str) and normalize_id(k) == k for k, v in lessons.items())
+            ):
+                raise ValueError("lessons must map ids (G0, G1, ...) to text")
+            applied = [Operation.from_dict(op) for op in data["applied"]]
+            skipped = [Skipped.from_dict(item) for item in data["skipped"]]
+            json.dumps(data.get("context"))
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            raise LibraryFormatError(f"{where} is damaged: {exc}") from None
+        return cls(version, float(created), step, kind, dict(lessons), applied, skipped, data.get("context"))
+
 
 @dataclass(frozen=True)
 class LessonDiff:
@@ -291,6 +315,11 @@ class LessonLibrary:
         with self._lock:
             self._catch_up()
             return self._version
+
+    @property
+    def next_id(self) -> int:
+        """The number the next new lesson's id gets (ids are never reused)."""
+        return self._next_id
 
     def refresh(self) -> bool:
         """Catch up with the versions other processes committed (one indexed read when there are none).
@@ -571,6 +600,28 @@ class LessonLibrary:
         source = base if base is not None else (path if Path(path).exists() else None)
         _write_text(path, agent_yaml_text(self.lessons, None if source is None else read_agent_yaml(source)))
 
+    def restore(self, versions: Sequence[Version], next_id: int, progress: dict | None) -> None:
+        """Make this library, which holds no change yet (version 0 only), hold these versions, every one
+        as it was, with the id counter and the training position (a copy of another library)."""
+        if [v.version for v in versions] != list(range(len(versions))) or not versions:
+            raise LibraryFormatError("lesson versions to restore must be numbered 0, 1, 2, ... without a gap")
+        used = [_id_number(i) + 1 for v in versions for i in v.lessons]
+        with self._lock:
+            with self._writing() as tx:
+                if self._version != 0:
+                    raise ConfigError(
+                        f"{self.where} already holds lessons (version {self._version}); copy into an empty one"
+                    )
+                tx.execute("DELETE FROM lesson_versions")
+                for v in versions:
+                    self._insert_version(
+                        tx, v.version, v.lessons, v.step, v.kind, v.applied, v.skipped, v.context, created=v.created
+                    )
+                self._put(tx, "next_id", max([next_id, *used]))
+                if progress is not None:
+                    self._put(tx, "progress", progress)
+            self._load()
+
     def close(self) -> None:
         self._db.close()
 
@@ -713,13 +764,15 @@ class LessonLibrary:
             check_version(self.where, schema, SCHEMA_VERSION)
         self._version, self._lessons, self._next_id = row[0], lessons, next_id
 
-    def _insert_version(self, tx: Transaction, version, lessons, step, kind, applied, skipped, context) -> None:
+    def _insert_version(
+        self, tx: Transaction, version, lessons, step, kind, applied, skipped, context, created: float | None = None
+    ) -> None:
         tx.execute(
             "INSERT INTO lesson_versions(version, created, step, kind, lessons, applied, skipped, context) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 version,
-                time.time(),
+                time.time() if created is None else created,
                 step,
                 kind,
                 json.dumps(lessons, ensure_ascii=False),

@@ -5,13 +5,70 @@ from __future__ import annotations
 
 import os
 
-from ...errors import StoreError
+from ...errors import LibraryNotFoundError, StoreError
 from ..formats import is_sqlite_path
 from .base import Changes, LibraryState, Store, StoreTransaction
-from .sql import is_postgres_url
-from .sqlite import SQLiteStore
+from .sql import connect_db, is_postgres_url
+from .sqlite import SQLiteStore, read_snapshot
+from .sqlstore import SQLStore, library_status, read_state
 
-__all__ = ["Changes", "LibraryState", "Store", "StoreTransaction", "SQLiteStore", "is_postgres_url", "open_store"]
+__all__ = [
+    "Changes",
+    "LibraryState",
+    "Store",
+    "StoreTransaction",
+    "SQLiteStore",
+    "is_postgres_url",
+    "is_store_target",
+    "open_store",
+    "read_library",
+    "sql_store",
+    "store_exists",
+]
+
+
+def sql_store(target: str | os.PathLike) -> SQLStore:
+    """The store at a `postgresql://` URL, or in the SQLite file at any other path."""
+    if is_postgres_url(target):
+        from .postgres import PostgresStore
+
+        return PostgresStore(str(target))
+    return SQLiteStore(target)
+
+
+def is_store_target(target: str | os.PathLike) -> bool:
+    """Whether a library at `target` is written through to a store: an SQLite path (.db, .sqlite,
+    .sqlite3) or a `postgresql://` URL (a .json file is read and written whole instead)."""
+    return is_postgres_url(target) or is_sqlite_path(target)
+
+
+def read_library(target: str | os.PathLike) -> LibraryState:
+    """What the library at an SQLite path or a `postgresql://` URL holds, read and checked without
+    changing anything there (no upgrade, nothing created; empty when there is no library yet)."""
+    if not is_postgres_url(target):
+        if not os.path.exists(target):
+            raise LibraryNotFoundError(f"no library file at {target}")
+        return read_snapshot(target)
+    db = connect_db(str(target))
+    try:
+        if library_status(db, db.tables()) is None:
+            return LibraryState()
+        with db.reading() as tx:
+            return read_state(tx, db.where)
+    finally:
+        db.close()
+
+
+def store_exists(target: str | os.PathLike) -> bool:
+    """Whether there is anything at `target`: a file, or a PostgreSQL database (schema) holding tables
+    (nothing is created to find out)."""
+    if not is_postgres_url(target):
+        return os.path.exists(target)
+    db = connect_db(str(target))
+    try:
+        return bool(db.tables())
+    finally:
+        db.close()
 
 
 def open_store(store: Store | str | os.PathLike) -> Store:
@@ -19,12 +76,8 @@ def open_store(store: Store | str | os.PathLike) -> Store:
     `postgresql://` URL (PostgreSQL; needs `pip install 'tfgrpo[postgres]'`)."""
     if not isinstance(store, (str, os.PathLike)):
         return store
-    if is_postgres_url(store):
-        from .postgres import PostgresStore
-
-        return PostgresStore(str(store))
-    if is_sqlite_path(store):
-        return SQLiteStore(store)
+    if is_store_target(store):
+        return sql_store(store)
     raise StoreError(
         f"cannot tell which store to open for {str(store)!r}: use a path ending in .db, .sqlite or "
         ".sqlite3 for SQLite or a postgresql:// URL (JSON files are loaded with load_from_file, not written "

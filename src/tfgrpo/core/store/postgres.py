@@ -93,11 +93,7 @@ class PostgresDatabase:
         try:
             # One connection first: a wrong address or password fails here, at once and clearly,
             # instead of as a pool timeout.
-            with psycopg.connect(conninfo, autocommit=True, connect_timeout=int(connect_timeout_s)) as conn:
-                if self.schema is not None:
-                    with conn.transaction():
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-                        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            psycopg.connect(conninfo, autocommit=True, connect_timeout=int(connect_timeout_s)).close()
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.where}: {_message(exc)}") from None
         self._pool = ConnectionPool(
@@ -144,9 +140,12 @@ class PostgresDatabase:
 
     @contextmanager
     def creating(self) -> Iterator[Transaction]:
-        """A write transaction that may create tables (serialised database-wide)."""
+        """A write transaction that may create tables (serialised database-wide), in the URL's schema
+        (made here when missing: merely connecting creates nothing)."""
         with self.writing() as tx:
             tx.execute("SELECT pg_advisory_xact_lock(?)", (_DDL_LOCK,))
+            if self.schema is not None:
+                tx.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             yield tx
 
     def tables(self) -> set[str]:

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ...errors import LibraryFormatError
+from ...errors import ConfigError, LibraryFormatError
 from ..experience import Experience
 from .base import Changes, LibraryState
 from .sql import Database, Transaction, check_version, upgrade, upsert
@@ -252,6 +252,19 @@ class SQLStore:
     def save_config(self, config: dict) -> None:
         with self.write(None) as tx:
             tx.save_config(config)
+
+    def restore(self, state: LibraryState) -> None:
+        """Make this store, which holds no experience yet, hold exactly `state` (ids, counters, config,
+        progress, the next id): a copy of another store, in one transaction."""
+        with self.write(None) as tx:
+            (count,) = tx._tx.execute("SELECT COUNT(*) FROM experiences").fetchone()
+            if count or tx._seq:
+                raise ConfigError(f"{self.where} already holds a library; copy into an empty one")
+            tx.replace(state.experiences, state.counters)
+            if state.config is not None:
+                tx.save_config(state.config)
+            tx._progress = state.progress
+            tx.next_id = max(tx.next_id, state.next_id)
 
     # -- embeddings of indexed texts (see tfgrpo.retrieval): a cache keyed by (model, text), in a table
     # made on first use.
