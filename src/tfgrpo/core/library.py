@@ -145,6 +145,7 @@ class TrainingFreeGRPO:
             raise ConfigError(f"refresh_interval must be a number of seconds >= 0 or None, got {refresh_interval!r}")
         self.refresh_interval = refresh_interval
         self._seq = 0  # the last change of the store this library has applied
+        self._contended = False  # whether the last write found changes of other processes to apply
         self._next_check = 0.0  # (time.monotonic) when a read next asks the store for changes
         self._retriever: ExperienceIndex | None = None
         self._set_config(config or GRPOConfig())
@@ -356,9 +357,14 @@ class TrainingFreeGRPO:
         block then changes memory, notes in `change` what it added and removed, and tells `change.tx`.
         If anything fails before the commit returns, memory is put back as it was after catching up."""
         assert self._store is not None
+        if self._contended:
+            # Others write too: read most of what they committed before taking the lock, so that it is
+            # held (and they wait) only for the little committed in between.
+            self.refresh()
         change = None
         try:
             with self._store.write(self._seq) as tx:
+                self._contended = tx.changes is not None
                 if tx.changes is not None:
                     self._follow(tx.changes)
                 self._next_id = max(self._next_id, tx.next_id)

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ...errors import ConfigError, StoreError
 from .sql import POSTGRES, Cursor, Transaction
@@ -27,6 +27,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed extras
     psycopg = None  # type: ignore[assignment]
 
+_TABLES = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Creating tables is serialised database-wide (two `CREATE TABLE IF NOT EXISTS` of one name at once
 # can both pass the check and one then fails), under this advisory lock key.
@@ -46,7 +47,7 @@ def split_url(url: str) -> tuple[str, str | None, str]:
             f"schema={schema!r:.80} is not a usable schema name: lowercase letters, digits and _, "
             "starting with a letter or _, at most 63 characters"
         )
-    rest = urlencode([(key, value) for key, value in query if key != "schema"])
+    rest = urlencode([(key, value) for key, value in query if key != "schema"], quote_via=quote)  # (libpq: %20, not +)
     conninfo = urlunsplit(parts._replace(query=rest))
     return conninfo, schema, _shown(parts) + (f" (schema {schema})" if schema else "")
 
@@ -133,7 +134,9 @@ class PostgresDatabase:
     @contextmanager
     def writing(self) -> Iterator[Transaction]:
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            # Pipeline mode: statements whose rows nobody fetches (the writes) travel together, so a
+            # transaction costs a few round trips, not one per statement (its lock is held for less).
+            with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 yield _PgTransaction(conn.cursor())
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: write failed, nothing was changed: {_message(exc)}") from None
@@ -143,13 +146,13 @@ class PostgresDatabase:
         """A write transaction that may create tables (serialised database-wide), in the URL's schema
         (made here when missing: merely connecting creates nothing)."""
         with self.writing() as tx:
-            tx.execute("SELECT pg_advisory_xact_lock(?)", (_DDL_LOCK,))
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (_DDL_LOCK,)).fetchone()  # (waits here, not queued)
             if self.schema is not None:
                 tx.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             yield tx
 
-    def tables(self) -> set[str]:
-        rows = self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+    def tables(self, tx: Transaction | None = None) -> set[str]:
+        rows = tx.execute(_TABLES).fetchall() if tx is not None else self.query(_TABLES)
         return {name for (name,) in rows}
 
     def close(self) -> None:

@@ -105,8 +105,8 @@ class Database(Protocol):
         """A write transaction that may create tables: like `writing()`, and in PostgreSQL also one at a
         time across the database (two `CREATE TABLE IF NOT EXISTS` of one table at once can collide)."""
 
-    def tables(self) -> set[str]:
-        """The names of the tables there (in PostgreSQL: of the schema in use)."""
+    def tables(self, tx: Transaction | None = None) -> set[str]:
+        """The names of the tables there (in PostgreSQL: of the schema in use), seen by `tx` if given."""
 
     def close(self) -> None: ...
 
@@ -175,8 +175,9 @@ class SQLiteDatabase:
 
     creating = writing  # (one writer at a time already)
 
-    def tables(self) -> set[str]:
-        rows = self.query("SELECT name FROM sqlite_master WHERE type='table'")
+    def tables(self, tx: Transaction | None = None) -> set[str]:
+        query = "SELECT name FROM sqlite_master WHERE type='table'"
+        rows = tx.execute(query).fetchall() if tx is not None else self.query(query)
         if not all(isinstance(name, str) for (name,) in rows):
             raise LibraryFormatError(f"{self.where}: stored library is damaged: its table names are not text")
         return {name for (name,) in rows}

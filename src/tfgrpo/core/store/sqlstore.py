@@ -168,7 +168,7 @@ class SQLStore:
         if library_status(db, db.tables()) == SCHEMA_VERSION:
             return
         with self._conn.creating() as tx:  # made or upgraded by one process at a time; look again inside
-            version = library_status(db, db.tables(), tx)
+            version = library_status(db, db.tables(tx), tx)
             if version is None:
                 _script(tx, db, _TABLES)
                 _script(tx, db, _TABLES_2)
