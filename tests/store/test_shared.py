@@ -36,7 +36,7 @@ def test_a_second_library_follows_adds_removals_tags_and_counters(store_target):
     a, b = opened(store_target), opened(store_target)
     first = add(a, "one")
     second = add(a, "two", (3.0, 1.0, 0.0))
-    assert b.library_size() == 0  # not caught up yet
+    assert b.sample_experience() is None and b.library_size() == 0  # not caught up yet
     assert b.refresh() and not b.refresh()
     assert contents(b) == contents(a)
     assert b.stats().to_dict() == a.stats().to_dict()
@@ -122,8 +122,8 @@ def test_reads_catch_up_after_the_refresh_interval(store_target):
     eager = TrainingFreeGRPO.open(store_target, refresh_interval=0)
     lazy = opened(store_target)
     add(writer, "one")
-    assert eager.library_size() == 1 and eager.sample_experience().prompt == "one"  # every read looks
-    assert lazy.library_size() == 0 and lazy.sample_experience() is None  # until asked
+    assert eager.sample_experience().prompt == "one" and eager.library_size() == 1  # every draw looks
+    assert lazy.sample_experience() is None and lazy.library_size() == 0  # until asked
     lazy.refresh()
     assert lazy.library_size() == 1
     for lib in (writer, eager, lazy):

@@ -116,11 +116,12 @@ class TrainingFreeGRPO:
 
     Any number of processes may open one store at once. Each change (`add_rollout_group`, `prune`,
     `tag`, ...) first catches up with what the others committed, inside its own write transaction, so
-    it never acts on a stale library. Reads (`sample_experience`, `sample_multiple`,
-    `get_experiences_for_prompt`, `stats`, `library_size`, `get`, ...) catch up when the last check is
-    more than `refresh_interval` seconds old (one indexed read when nothing changed): a read sees every
-    change another process committed at least `refresh_interval` seconds before it (None: only after
-    this process's own writes or `refresh()`).
+    it never acts on a stale library. Draws (`sample_experience`, `sample_multiple`,
+    `get_experiences_for_prompt`) catch up when the last check is more than `refresh_interval` seconds
+    old (one indexed read when nothing changed): a draw sees every change another process committed at
+    least `refresh_interval` seconds before it (None: only after this process's own writes or
+    `refresh()`). The other reads (`stats`, `library_size`, `get`, `experience_library`, ...) show what
+    this process has caught up with, and never change the library (other threads may call them).
     """
 
     def __init__(
@@ -560,11 +561,9 @@ class TrainingFreeGRPO:
         return ExperienceLibrary(self)
 
     def library_size(self) -> int:
-        self._catch_up()
         return len(self._sampler)
 
     def is_at_capacity(self) -> bool:
-        self._catch_up()
         return len(self._sampler) >= self.config.max_library_size
 
     def sample_experience(self) -> Experience | None:
@@ -655,16 +654,13 @@ class TrainingFreeGRPO:
 
     def filter_by_metadata(self, **where: str) -> list[Experience]:
         """Experiences whose metadata has all the given key/value pairs, oldest first."""
-        self._catch_up()
         return [e for e in self.experience_library if e.matches(where)]
 
     def get(self, experience_id: int) -> Experience | None:
         """The stored experience with this id, or None; O(1)."""
-        self._catch_up()
         return self._by_id.get(experience_id)
 
     def stats(self) -> GRPOStats:
-        self._catch_up()
         if self._stats_cache is None:
             advantages = [e.advantage for e in self.experience_library]
             self._stats_cache = GRPOStats(

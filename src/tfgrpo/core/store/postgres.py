@@ -66,19 +66,20 @@ def _require_driver() -> None:
 
 
 class _PgTransaction:
-    """A `Transaction` on one psycopg cursor (statements written with `?` placeholders)."""
+    """A `Transaction` on one psycopg connection (statements written with `?` placeholders). Each
+    statement has a cursor of its own: in pipeline mode several are in flight at once."""
 
-    __slots__ = ("_cursor",)
+    __slots__ = ("_conn",)
 
-    def __init__(self, cursor: Any) -> None:
-        self._cursor = cursor
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        return self._cursor.execute(POSTGRES.sql(sql), params or None)
+        return self._conn.cursor().execute(POSTGRES.sql(sql), params or None)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self._cursor.executemany(POSTGRES.sql(sql), rows)
+            self._conn.cursor().executemany(POSTGRES.sql(sql), rows)
 
 
 class PostgresDatabase:
@@ -125,7 +126,7 @@ class PostgresDatabase:
             with self._pool.connection() as conn:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 try:
-                    yield _PgTransaction(conn.cursor())
+                    yield _PgTransaction(conn)
                 finally:
                     conn.execute("COMMIT")
         except psycopg.Error as exc:
@@ -137,7 +138,7 @@ class PostgresDatabase:
             # Pipeline mode: statements whose rows nobody fetches (the writes) travel together, so a
             # transaction costs a few round trips, not one per statement (its lock is held for less).
             with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-                yield _PgTransaction(conn.cursor())
+                yield _PgTransaction(conn)
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: write failed, nothing was changed: {_message(exc)}") from None
 
