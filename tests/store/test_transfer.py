@@ -154,3 +154,22 @@ def test_a_damaged_full_copy_is_refused_and_changes_nothing(tmp_path, capsys, da
     assert run("import", dump, "-l", target) == 1
     assert capsys.readouterr().err.startswith(f"tfgrpo: error: {dump}")
     assert not target.exists()
+
+
+def test_commands_take_a_postgresql_url(postgres_server, capsys):
+    url = postgres_server.new_url()
+    assert run("stats", "-l", url) == 1
+    assert "no library at" in capsys.readouterr().err
+    with TrainingFreeGRPO.open(url) as lib:
+        lib.add_rollout_group([("Reverse a string", "s[::-1]"), ("Reverse a string", "s")], [1.0, 0.0])
+    with LessonLibrary(url) as lessons:
+        lessons.apply([Operation("add", "Check the units.")])
+    assert run("stats", "-l", url, "--json") == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["current_library_size"] == 1 and stats["lessons"] == {"count": 1, "version": 1}
+    assert run("query", "-l", url, "Reverse", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["response"] == "s[::-1]"
+    assert run("lessons", "show", "-l", url) == 0
+    assert "Check the units." in capsys.readouterr().out
+    assert run("stats", "-l", "postgresql://nobody@127.0.0.1:1/x") == 1
+    assert "cannot connect to postgresql://nobody@127.0.0.1:1/x" in capsys.readouterr().err

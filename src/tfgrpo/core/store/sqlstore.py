@@ -72,6 +72,13 @@ _SIDE_TABLES = ("lesson_", "proxy_", "sqlite_")
 
 _STATE = "SELECT seq, next_id, total_rollouts, total_stored, total_pruned, total_loaded, progress FROM library_state"
 _COLUMNS = "id, prompt, response, advantage, timestamp, metadata"
+# The feed after a change number, with the current row of each experience it adds or re-tags (NULLs
+# once removed): what a reader applies, a page per query. (A small page also keeps PostgreSQL's generic
+# plan of the prepared statement an index nested loop, not a hash join over every experience.)
+_FEED_PAGE = 1000
+_FEED = f"""SELECT c.seq, c.op, c.experience_id, {", ".join("e." + c for c in _COLUMNS.split(", ")[1:])}
+FROM library_changes c LEFT JOIN experiences e ON e.id = c.experience_id AND c.op IN ('add', 'metadata')
+WHERE c.seq > ? ORDER BY c.seq LIMIT {_FEED_PAGE}"""
 _INSERT = f"INSERT INTO experiences({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 
 
@@ -139,8 +146,11 @@ def read_state(tx: Transaction, where: str) -> LibraryState:
     return LibraryState(config, counters, experiences, progress, seq, next_id)
 
 
-def _read_state_row(tx: Transaction, damaged: str, lock: str = "") -> tuple[int, int, dict[str, int], dict | None]:
-    row = tx.execute(_STATE + " WHERE id = 1" + lock).fetchone()
+def _read_state_row(tx: Transaction, damaged: str) -> tuple[int, int, dict[str, int], dict | None]:
+    return _state_row(tx.execute(_STATE + " WHERE id = 1").fetchone(), damaged)
+
+
+def _state_row(row: Any, damaged: str) -> tuple[int, int, dict[str, int], dict | None]:
     if row is None:
         raise LibraryFormatError(f"{damaged} its state row is missing")
     seq, next_id, *values, progress = row
@@ -193,41 +203,35 @@ class SQLStore:
     def _load(self, tx: Transaction) -> LibraryState:
         return read_state(tx, self.where)
 
-    def _state(self, tx: Transaction, lock: bool = False) -> tuple[int, int, dict[str, int], dict | None]:
-        damaged = f"{self.where}: stored library is damaged:"
-        return _read_state_row(tx, damaged, self._conn.dialect.for_update if lock else "")
+    def _state(self, tx: Transaction) -> tuple[int, int, dict[str, int], dict | None]:
+        return _read_state_row(tx, f"{self.where}: stored library is damaged:")
 
     def changes_since(self, seq: int) -> Changes | None:
         rows = self._conn.query("SELECT seq FROM library_state WHERE id = 1")
         if rows and rows[0][0] == seq:
             return None
         with self._conn.reading() as tx:
-            return self._changes(tx, seq, self._state(tx))
+            state, feed = self._state(tx), tx.execute(_FEED, (seq,))
+            return self._changes(tx, seq, state, feed.fetchall())
 
-    def _changes(self, tx: Transaction, seq: int, state: tuple) -> Changes | None:
+    def _changes(self, tx: Transaction, seq: int, state: tuple, feed: list) -> Changes | None:
+        """What the feed after `seq` says (`feed`: its first page), for a reader at `seq` (None: nothing new)."""
         now, next_id, counters, progress = state
         if now == seq:
             return None
-        damaged = f"{self.where}: stored library is damaged:"
-        ops = []
         if seq < now <= seq + KEEP_CHANGES:
-            rows = tx.execute(
-                "SELECT seq, op, experience_id FROM library_changes WHERE seq > ? AND seq <= ? ORDER BY seq", (seq, now)
-            ).fetchall()
-            if rows and rows[0][0] == seq + 1 and len(rows) == now - seq:
-                ops = [(op, id_) for _, op, id_ in rows]
-        if not ops or any(op == "replace" for op, _ in ops):
+            page = feed
+            while len(page) == _FEED_PAGE:
+                page = tx.execute(_FEED, (page[-1][0],)).fetchall()
+                feed = feed + page
+        ops = [(op, id_) for _, op, id_, *_ in feed]
+        if not (feed and feed[0][0] == seq + 1 and len(feed) == now - seq) or any(op == "replace" for op, _ in ops):
+            # Further behind than the feed goes back, or everything was replaced: start over.
             return Changes(now, counters, progress, next_id, reload=self._load(tx))
         changes = Changes(now, counters, progress, next_id, ops)
-        added = [id_ for op, id_ in ops if op == "add"]
-        if added:
-            query = f"SELECT {_COLUMNS} FROM experiences WHERE id >= ? ORDER BY id"
-            changes.rows.update((e.id, e) for e in _experiences(tx.execute(query, (min(added),)), damaged, 0))  # type: ignore[misc]
-        tagged = sorted({id_ for op, id_ in ops if op == "metadata"} - changes.rows.keys())
-        for start in range(0, len(tagged), 500):
-            chunk = tagged[start : start + 500]
-            query = f"SELECT {_COLUMNS} FROM experiences WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id"
-            changes.rows.update((e.id, e) for e in _experiences(tx.execute(query, chunk), damaged, 0))  # type: ignore[misc]
+        rows = sorted({row[2]: row[2:] for row in feed if row[3] is not None}.values())
+        damaged = f"{self.where}: stored library is damaged:"
+        changes.rows = {e.id: e for e in _experiences(rows, damaged, 0)}  # type: ignore[misc]
         if any(op == "config" for op, _ in ops):
             meta = dict(tx.execute("SELECT key, value FROM meta WHERE key = 'config'").fetchall())
             changes.config = _json_field(meta, "config", damaged)
@@ -239,8 +243,13 @@ class SQLStore:
     def write(self, seq: int | None) -> Iterator[_Transaction]:
         """A write transaction (`seq` None: the writer keeps no copy, so no changes are read for it)."""
         with self._conn.writing() as tx:
-            state = self._state(tx, lock=True)
-            writer = _Transaction(tx, state, None if seq is None else self._changes(tx, seq, state))
+            # Both statements go at once (PostgreSQL: one round trip in pipeline mode); the feed is read
+            # after the lock is held, so it holds everything committed before.
+            locked = tx.execute(_STATE + " WHERE id = 1" + self._conn.dialect.for_update)
+            feed = None if seq is None else tx.execute(_FEED, (seq,))
+            state = _state_row(locked.fetchone(), f"{self.where}: stored library is damaged:")
+            changes = None if feed is None else self._changes(tx, seq, state, feed.fetchall())  # type: ignore[arg-type]
+            writer = _Transaction(tx, state, changes)
             yield writer
             writer._finish()
 
