@@ -68,6 +68,7 @@ def read_snapshot(path: str | os.PathLike) -> LibraryState:
         if version is None:
             return LibraryState()  # only lessons or embeddings: no experiences yet
         if version >= 2:
+            connection.execute("BEGIN")  # one snapshot, while other processes may be writing
             return read_state(connection, str(path))
         meta = dict(connection.execute("SELECT key, value FROM meta"))  # schema 1: counters in meta
         rows = connection.execute(
