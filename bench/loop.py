@@ -27,8 +27,9 @@ import urllib.request
 from pathlib import Path
 
 from tfgrpo import GRPOConfig, TrainingFreeGRPO
+from tfgrpo.learn import ExampleUpdate
 from tfgrpo.llm.http import OpenAIBackend
-from tfgrpo.loop import ExampleUpdate, TrainConfig, train
+from tfgrpo.loop import TrainConfig, train
 from tfgrpo.rewards import FunctionReward
 
 G = 8

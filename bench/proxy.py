@@ -192,7 +192,7 @@ def save_lexical_index(library: Path) -> None:
     import warnings
 
     from tfgrpo import TrainingFreeGRPO
-    from tfgrpo.retrieval import snapshot
+    from tfgrpo.retrieval import _snapshot as snapshot
 
     index = Path(f"{library}.index")
     with warnings.catch_warnings():

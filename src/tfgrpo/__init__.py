@@ -20,9 +20,25 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+# The layers above the core, imported only when one of their names is asked for (the core needs only
+# numpy; these bring their own optional extras when used).
+_LAZY = {
+    "CompilerFeedback": "tfgrpo.rewards.compiler",
+    "EvalConfig": "tfgrpo.loop.evaluate",
+    "ExampleUpdate": "tfgrpo.learn",
+    "LessonConfig": "tfgrpo.semantic.critic",
+    "LessonLibrary": "tfgrpo.semantic.lessons",
+    "LessonUpdate": "tfgrpo.learn",
+    "Reward": "tfgrpo.rewards.base",
+    "TrainConfig": "tfgrpo.loop.config",
+    "evaluate": "tfgrpo.loop.evaluate",
+    "get_backend": "tfgrpo.llm",
+    "serve": "tfgrpo.server.proxy",
+    "train": "tfgrpo.loop.training",
+}
+
 __all__ = [
     "BackendError",
-    "CompilerFeedback",
     "ConfigError",
     "Experience",
     "ExperienceLibrary",
@@ -36,13 +52,13 @@ __all__ = [
     "TFGRPOWarning",
     "TrainingFreeGRPO",
     "compute_advantages",
+    *_LAZY,
 ]
 
 
 def __getattr__(name: str):
-    # The reward layer sits above the core; import it only when asked for.
-    if name == "CompilerFeedback":
-        from .rewards.compiler import CompilerFeedback
+    if name in _LAZY:
+        import importlib
 
-        return CompilerFeedback
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tfgrpo' has no attribute {name!r}")

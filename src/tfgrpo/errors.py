@@ -52,3 +52,8 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
 
 class TFGRPOWarning(UserWarning):
     """A value that works but lies outside the recommended range."""
+
+
+def excerpt(text: str, most: int = 100) -> str:
+    """Client-given text as an error message or a log line quotes it: repr, cut to `most` characters."""
+    return repr(text[:most]) + ("..." if len(text) > most else "")

@@ -21,16 +21,16 @@ from typing import IO, Any
 
 from .core.config import GRPOConfig
 from .core.experience import Experience
-from .core.formats import atomic_write, fsync_dir, is_sqlite_file, make_temp, read_json, write_json
+from .core.files import atomic_write, fsync_dir, is_sqlite_file, make_temp, read_json, write_json
 from .core.store import (
     LibraryState,
+    connect_db,
     is_postgres_url,
     is_store_target,
     read_library,
     sql_store,
     store_exists,
 )
-from .core.store.sql import connect_db
 from .errors import ConfigError, LibraryFormatError, LibraryNotFoundError, TFGRPOError
 from .llm.cache import LLMCache
 from .semantic.lessons import LessonLibrary, Version

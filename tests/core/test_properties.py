@@ -25,7 +25,7 @@ from hypothesis.stateful import (  # noqa: E402
 )
 
 from tfgrpo import Experience, InvalidRolloutsError, TrainingFreeGRPO, compute_advantages  # noqa: E402
-from tfgrpo.core.formats import read_json, write_json  # noqa: E402
+from tfgrpo.core.files import read_json, write_json  # noqa: E402
 from tfgrpo.core.store import SQLiteStore  # noqa: E402
 
 from .support import NOW, FakeClock, quiet_config  # noqa: E402

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,19 @@ def test_library_commands(small_library: Path, tmp_path: Path):
     found = run("query", "-l", lib, "Read file", "--json").stdout.splitlines()
     assert [json.loads(line)["prompt"] for line in found] == ["Read file a.txt"]
     assert run("query", "-l", lib, "Re", "--where", "domain=str", "--json").stdout.count("\n") == 1
+    # No match is a valid, empty answer (exit 0, stdout empty), said on stderr; it printed nothing at all.
+    for args in (["Write a poem"], ["Re", "--where", "domain=io"]):
+        none = run("query", "-l", lib, *args, "--json")
+        assert none.returncode == 0 and none.stdout == ""
+        assert none.stderr.startswith(f"no experiences match: no stored prompt starts with {args[0]!r}")
+        assert "(2 experiences in" in none.stderr
+    assert "with domain=io (2 experiences" in none.stderr
+    empty = tmp_path / "empty.db"
+    TrainingFreeGRPO.open(empty).close()
+    nothing = run("sample", "-l", str(empty), "-k", "2")
+    assert nothing.stdout == "" and f"no experiences to sample: {empty} is empty" in nothing.stderr
+    huge = run("sample", "-l", lib, "-k", str(10**20), check=False)  # ran out of memory drawing them
+    assert huge.returncode == 1 and "give at most 1,000,000" in huge.stderr
 
     exported = tmp_path / "out.json"
     run("export", "-l", lib, str(exported))
@@ -131,8 +145,9 @@ def test_train_resumes_after_a_kill_without_double_counting(tmp_path: Path):
     steps = [json.loads(line)["global_step"] for line in metrics.read_text().splitlines()]
     assert sorted(set(steps)) == sorted(steps) and set(steps) <= {1, 2, 3} and 3 in steps
 
-    report = json.loads(run("eval", *TINY_TRAIN, "-k", "2", "--max-tokens", "4", "-l", str(lib), "--json").stdout)
-    assert set(report["conditions"]) == {"baseline", "library"} and report["n_prompts"] == 6
+    quick = ["-k", "2", "--max-tokens", "4", "--no-baselines", "--json"]
+    report = json.loads(run("eval", *TINY_TRAIN, *quick, "-l", str(lib)).stdout)
+    assert set(report["conditions"]) == {"zero-shot", "library"} and report["n_prompts"] == 6
     assert (
         report["comparisons"][0]["ci_low"]
         <= report["comparisons"][0]["mean_diff"]
@@ -167,9 +182,13 @@ def test_demo_runs_end_to_end_at_small_size(tmp_path: Path):
     assert "(strongest baseline)" in result.stdout and "paired bootstrap 95% CI" in result.stdout
     report = json.loads((out / "report.json").read_text())
     conditions = set(report["conditions"])
-    assert report["n_prompts"] == 4 and {"baseline", "library", "zero-shot chat", "zero-shot text"} <= conditions
+    assert report["n_prompts"] == 4 and {"library", "zero-shot chat", "zero-shot text"} <= conditions
+    assert "baseline" not in conditions  # zero-shot text as the demo prompts, under one name
     [headline] = [c for c in report["comparisons"] if c["name"] == "library"]
     assert headline["baseline"] in conditions - {"library"}
     assert f"library - {headline['baseline']}: Mean@k" in result.stdout
+    assert re.search(
+        rf"^Headline: library (beat|lost to|tied with) {headline['baseline']} \(the strongest of", result.stdout, re.M
+    )
     assert (out / "report.html").exists()
     assert (out / "library.db").exists() and (out / "metrics.jsonl").read_text().count("\n") == 1

@@ -11,10 +11,11 @@ from tfgrpo import GRPOConfig, TrainingFreeGRPO
 from tfgrpo.cli import main
 from tfgrpo.core.experience import Experience
 from tfgrpo.errors import InvalidRolloutsError
+from tfgrpo.learn import ExampleUpdate
+from tfgrpo.learn.example_update import CONTRAST_CHARS, with_contrast
+from tfgrpo.learn.rollouts import RolloutConfig, rollout_batch
 from tfgrpo.llm.http import OpenAIBackend
-from tfgrpo.loop import ExampleUpdate, TrainConfig, run_step
-from tfgrpo.loop.rollouts import RolloutConfig, rollout_batch
-from tfgrpo.loop.updates import CONTRAST_CHARS, with_contrast
+from tfgrpo.loop import TrainConfig, run_step
 from tfgrpo.prompting import PromptTemplate, build_prompt, fit_examples, inject_messages
 from tfgrpo.rewards.base import FunctionReward, Score
 

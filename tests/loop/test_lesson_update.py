@@ -9,10 +9,11 @@ import pytest
 
 from llm.support import StandIn, chat_reply, error_reply
 from tfgrpo.errors import BackendError, ConfigError
+from tfgrpo.learn import LessonUpdate
 from tfgrpo.llm.base import GenerationParams
 from tfgrpo.llm.cache import CachedBackend, LLMCache
 from tfgrpo.llm.http import OpenAIBackend
-from tfgrpo.loop import LessonUpdate, TrainConfig, run_step, train
+from tfgrpo.loop import TrainConfig, run_step, train
 from tfgrpo.rewards.base import FunctionReward, Score
 from tfgrpo.semantic import LessonConfig, LessonLibrary, Operation
 
@@ -270,7 +271,8 @@ def test_training_prompts_the_policy_exactly_as_evaluation_does(tmp_path):
     """The lesson rollouts use the evaluation's template, stop strings and few-shot examples, with the
     lessons put in the same place, so what is learned is what is measured."""
     from tfgrpo import GRPOConfig, TrainingFreeGRPO
-    from tfgrpo.loop import EvalConfig, ExampleUpdate, LessonCondition, evaluate
+    from tfgrpo.learn import ExampleUpdate
+    from tfgrpo.loop import EvalConfig, LessonCondition, evaluate
     from tfgrpo.prompting import PromptTemplate
 
     template = PromptTemplate(instruction="Reply with one number.")

@@ -4,8 +4,9 @@ consistent."""
 
 import pytest
 
+from tfgrpo.learn import LessonUpdate
 from tfgrpo.llm.cache import LLMCache
-from tfgrpo.loop import LessonUpdate, TrainConfig, train
+from tfgrpo.loop import TrainConfig, train
 from tfgrpo.semantic import LessonConfig, LessonLibrary, Operation
 from tfgrpo.tasks import get_task
 

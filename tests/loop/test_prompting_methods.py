@@ -6,8 +6,8 @@ import pytest
 from llm.support import StandIn, chat_reply
 from tfgrpo import ConfigError, TrainingFreeGRPO
 from tfgrpo.core.experience import Experience
+from tfgrpo.learn.rollouts import RolloutConfig, rollout_batch
 from tfgrpo.llm.http import OpenAIBackend
-from tfgrpo.loop.rollouts import RolloutConfig, rollout_batch
 from tfgrpo.prompting import PromptTemplate, build_prompt, inject_messages, select_examples
 from tfgrpo.rewards.base import FunctionReward, Score
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 import pytest
 
 from tfgrpo.errors import ConfigError
-from tfgrpo.loop.steps import epoch_batches, run_steps
+from tfgrpo.loop._schedule import epoch_batches, run_steps
 
 SAMPLES = [{"id": str(i), "prompt": f"q{i}"} for i in range(5)]
 

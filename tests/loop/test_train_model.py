@@ -5,7 +5,8 @@ import json
 import pytest
 
 from tfgrpo import ConfigError, TrainingFreeGRPO
-from tfgrpo.loop import ExampleUpdate, TrainConfig, train
+from tfgrpo.learn import ExampleUpdate
+from tfgrpo.loop import TrainConfig, train
 from tfgrpo.loop.evaluate import EvalConfig, evaluate
 from tfgrpo.tasks import get_task
 

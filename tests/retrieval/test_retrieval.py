@@ -88,8 +88,24 @@ def test_min_similarity(grpo):
     assert grpo.get_experiences_for_prompt("Read file", k=5, mode="semantic", min_similarity=0.999) == []
     hybrid = grpo.get_experiences_for_prompt("Read file", mode="hybrid", min_similarity=0.6)
     assert {e.prompt for e in hybrid} == {e.prompt for e, _ in close}
-    lexical = grpo.get_experiences_for_prompt("Read file", mode="lexical", min_similarity=1.0, with_scores=True)
-    assert lexical and all(s >= 1.0 for _, s in lexical)
+    # Lexical: the share of the query's words (by idf) the prompt holds, whatever the library's size.
+    both = grpo.get_experiences_for_prompt("Read file", mode="lexical", min_similarity=1.0)
+    assert {e.prompt for e in both} == {"Read file lines", "Read file as bytes"}
+    one = grpo.get_experiences_for_prompt("Read file", mode="lexical", min_similarity=0.3)
+    assert {e.prompt for e in one} >= {e.prompt for e in both} | {"Write file atomically"}
+    assert grpo.get_experiences_for_prompt("Read a poem aloud", mode="lexical", min_similarity=0.5) == []
+
+
+def test_lexical_coverage_is_a_share_of_the_query_weighed_by_idf():
+    from tfgrpo.retrieval import BM25Index
+
+    index = BM25Index()
+    for row, text in enumerate(["what is 2 plus 3", "what is the capital of France", "what is 7 plus 8"]):
+        index.add(row, text)
+    cover = index.coverage("what is 4 plus 4", ["what is 2 plus 3", "what is the capital of France", ""])
+    assert 0 < cover[1] < cover[0] < 1 and cover[2] == 0  # "what is" are common, "plus" rarer, "4" unseen
+    assert index.coverage("what is 4 plus 4", ["4 plus is what"])[0] == 1.0
+    assert index.coverage("", ["anything"])[0] == 0
 
 
 @pytest.mark.parametrize("mode", MODES)

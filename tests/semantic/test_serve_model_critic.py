@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from llm.support import UvicornThread
+from tfgrpo.learn import LessonUpdate
 from tfgrpo.llm.base import Backend, Generation, Usage
 from tfgrpo.llm.http import OpenAIBackend
-from tfgrpo.loop import LessonUpdate, TrainConfig, train
+from tfgrpo.loop import TrainConfig, train
 from tfgrpo.rewards.base import FunctionReward, Score
 from tfgrpo.semantic import LessonConfig, LessonLibrary, Operation
 from tfgrpo.server.model_server import create_app

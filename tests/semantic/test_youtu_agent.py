@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tfgrpo.errors import LibraryFormatError, LibraryNotFoundError
 from tfgrpo.semantic import LessonLibrary, Operation
-from tfgrpo.semantic.formats import EXPERIENCE_HEADER
+from tfgrpo.semantic.lesson_files import EXPERIENCE_HEADER
 
 FIXTURES = Path(__file__).parent / "fixtures" / "youtu-agent"
 PAPER_FILES = {"math_practice_agent.yaml": (27, 36), "web_practice_agent.yaml": (46, 44)}

@@ -21,8 +21,9 @@ from tfgrpo.errors import ConfigError
 from tfgrpo.rewards import FunctionReward
 from tfgrpo.semantic.lessons import LessonLibrary
 from tfgrpo.semantic.operations import Operation
+from tfgrpo.server.config import ProxyConfig
 from tfgrpo.server.limits import ServerLimits
-from tfgrpo.server.proxy import ProxyConfig, create_proxy_app, run_proxy
+from tfgrpo.server.proxy import create_proxy_app, serve
 from tfgrpo.server.tenants import Keys, hash_key
 
 openai = pytest.importorskip("openai")
@@ -35,8 +36,9 @@ class Upstream:
     completion request: "ok" (texts "ok-0".."ok-{n-1}"), ("status", code), "hang" (waits until the
     client disconnects, then sets `cancelled`), "stall" (the same, after the status and part of the body),
     "wait" (answers once `release` is set), ("tools", calls),
-    ("texts", [...]). Empty script: "ok". Every completion
-    request's JSON body is kept in `bodies`."""
+    ("texts", [...]), ("raw", bytes) (a 200 with that body, as hostile as a test needs), ("events", [data...],
+    end) (a stream of those `data:` lines, then `end`: "done", "break" (the connection drops mid-answer) or
+    "stall"). Empty script: "ok". Every completion request's JSON body is kept in `bodies`."""
 
     def __init__(self) -> None:
         self.script: list = []
@@ -91,6 +93,27 @@ class Upstream:
             while (await receive())["type"] != "http.disconnect":
                 pass
             self.cancelled.set()
+            return
+        if isinstance(action, tuple) and action[0] == "raw":
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            )
+            await send({"type": "http.response.body", "body": action[1]})
+            return
+        if isinstance(action, tuple) and action[0] == "events":
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
+            )
+            for data in action[1]:
+                await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
+            if action[2] == "break":
+                raise ConnectionAbortedError("scripted: the upstream drops the connection mid-answer")
+            if action[2] == "stall":
+                self.hanging.set()
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                return
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
             return
         if isinstance(action, tuple) and action[0] == "status":
             await answer(action[1], {"error": {"message": f"scripted {action[1]}", "type": "scripted", "code": None}})
@@ -177,7 +200,7 @@ class Proxy:
 
     @property
     def library(self):
-        return self.app.state.proxy["libraries"]["lib"]
+        return self.app.service.libraries["lib"]
 
 
 def chat(client, content: str = Q, **kwargs):
@@ -237,7 +260,7 @@ def test_lessons_and_retrieved_experiences_are_injected_as_training_does(fresh, 
         info = response.model_extra["tfgrpo"]
         assert info["lessons"] == ["G0", "G1"] and info["version"] == 1
         lib = proxy.library
-        (exp,) = [lib.grpo.get(i) for i in info["experiences"]]
+        (exp,) = [lib.experiences.get(i) for i in info["experiences"]]
         assert exp.prompt == "What is 2 + 3?" and exp.response.startswith("2 + 3 = 5")  # retrieved, the better one
         sent = fresh.bodies[-1]["messages"]
         expected = build_prompt("What is 2 + 4?", [exp], with_lessons(PromptTemplate(), lib.lessons.render()))
@@ -268,12 +291,12 @@ def test_feedback_semantics(fresh, tmp_path):
         unknown = proxy.post("/v1/feedback", {"id": "chatcmpl-nope", "reward": 1.0})
         assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "invalid_request_error"
         assert proxy.post("/v1/feedback", {"id": cid, "reward": 1.0, "choice": 2}).status_code == 400
-        assert proxy.library.records.counts()["feedback"] == 1 and proxy.library.grpo.library_size() == 0
+        assert proxy.library.records.counts()["feedback"] == 1 and proxy.library.experiences.library_size() == 0
         done = proxy.post("/v1/feedback", {"id": cid, "reward": 0.0, "choice": 1})
         assert done.status_code == 200 and done.json()["groups"] == [1]
-        (exp,) = list(proxy.library.grpo.experience_library)  # the group went in at once: the better choice
+        (exp,) = list(proxy.library.experiences.experience_library)  # the group went in at once: the better choice
         assert (exp.prompt, exp.response, exp.advantage) == (Q, "ok-0", 0.5)
-        assert proxy.library.grpo.progress["serve_group"] == 1
+        assert proxy.library.experiences.progress["serve_group"] == 1
 
 
 @pytest.mark.parametrize(
@@ -309,7 +332,7 @@ def test_rewards_for_every_choice_form_one_group(fresh, tmp_path):
         cid = chat(client, n=3).id
         response = proxy.post("/v1/feedback", {"id": cid, "rewards": [0.0, 1.0, 0.0]})
         assert response.json()["groups"] == [1] and response.json()["recorded"] == 3
-        assert [e.response for e in proxy.library.grpo.experience_library] == ["ok-1"]
+        assert [e.response for e in proxy.library.experiences.experience_library] == ["ok-1"]
 
 
 def test_n1_feedback_on_one_prompt_accumulates_into_groups(fresh, tmp_path):
@@ -319,7 +342,7 @@ def test_n1_feedback_on_one_prompt_accumulates_into_groups(fresh, tmp_path):
         ids = [chat(client).id, chat(client).id, chat(client, "Another question").id, chat(client).id]
         results = [proxy.post("/v1/feedback", {"id": i, "reward": r}).json() for i, r in zip(ids, [1, 0, 1, 0])]
         assert [r["groups"] for r in results] == [[], [], [], [1]]
-        assert [(e.prompt, e.response) for e in proxy.library.grpo.experience_library] == [(Q, "right")]
+        assert [(e.prompt, e.response) for e in proxy.library.experiences.experience_library] == [(Q, "right")]
         assert proxy.library.records.get(ids[2])["group"] is None
 
 
@@ -361,7 +384,7 @@ def test_best_of_g_with_a_server_reward_learns_without_feedback(fresh, tmp_path)
         assert [c.message.content for c in response.choices] == ["ok-2"] and response.choices[0].index == 0
         assert response.model_extra["tfgrpo"]["rewards"] == [1.0]
         wait_until(lambda: proxy.library.learned == 1, what="the group to be learned")
-        assert [e.response for e in proxy.library.grpo.experience_library] == ["ok-2"]
+        assert [e.response for e in proxy.library.experiences.experience_library] == ["ok-2"]
         assert proxy.post("/v1/feedback", {"id": response.id, "reward": 1.0}).json()["groups"] == []
 
 
@@ -621,7 +644,7 @@ def test_tenants_see_and_change_only_their_own_library(fresh, tmp_path, tenants)
 
 def test_without_keys_only_loopback_addresses(tmp_path):
     with pytest.raises(ConfigError, match="loopback"):
-        run_proxy("openai:m@http://127.0.0.1:9/v1", str(tmp_path / "lib.db"), host="0.0.0.0")
+        serve("openai:m@http://127.0.0.1:9/v1", str(tmp_path / "lib.db"), host="0.0.0.0")
 
 
 def test_bad_keys_files(tmp_path):
@@ -648,7 +671,8 @@ def test_healthz_and_metrics(fresh, tmp_path):
     with Proxy(fresh, tmp_path / "lib.db") as proxy, proxy.client() as client:
         cid = chat(client, "What is 2 + 4?", n=2).id
         proxy.post("/v1/feedback", {"id": cid, "rewards": [1, 0]})
-        assert proxy.get("/healthz").json() == {"status": "ok", "libraries": {"lib": 3}}
+        for path in ("/healthz", "/health"):  # no key asked, so nothing about a library told
+            assert proxy.get(path).json() == {"status": "ok"}
         text = proxy.get("/metrics").text
     for line in [
         'tfgrpo_requests_total{endpoint="/v1/chat/completions",status="200"} 1.0',
@@ -665,9 +689,10 @@ def test_healthz_and_metrics(fresh, tmp_path):
 
 def test_lessons_update_runs_in_the_background_every_n_groups_with_signal(fresh, tmp_path):
     from llm.support import StandIn, chat_reply
+    from tfgrpo.learn import LessonUpdate
     from tfgrpo.llm.http import OpenAIBackend
-    from tfgrpo.loop import LessonUpdate, TrainConfig
     from tfgrpo.semantic import LessonConfig
+    from tfgrpo.server.served import OnlineLessons
 
     proposal = json.dumps([{"operation": "add", "text": "Check the sum twice before answering."}])
 
@@ -680,11 +705,7 @@ def test_lessons_update_runs_in_the_background_every_n_groups_with_signal(fresh,
 
     with StandIn(critic_script) as critic_server:
         critic = OpenAIBackend(base_url=critic_server.url, api_key="none", model="critic", max_retries=0)
-        lessons = {
-            "update": lambda library: LessonUpdate(library, LessonConfig(), critic=critic),
-            "policy": critic,
-            "config": TrainConfig(group_size=2),
-        }
+        lessons = OnlineLessons(lambda library: LessonUpdate(library, LessonConfig(), critic=critic))
         config = ProxyConfig(lessons_every=2, shots=0)
         with Proxy(fresh, tmp_path / "lib.db", config, lessons=lessons) as proxy, proxy.client() as client:
             first = chat(client, "What is 1 + 1?", n=2)
@@ -743,9 +764,10 @@ def test_validated_lessons_update_keeps_or_rejects_by_the_server_reward(fresh, t
     policy is the upstream); a candidate that scores worse than the current lessons is kept as a
     rejected version and the lessons stay as they were."""
     from llm.support import StandIn, chat_reply
+    from tfgrpo.learn import LessonUpdate, RolloutConfig, Rollouts
     from tfgrpo.llm.http import OpenAIBackend
-    from tfgrpo.loop import LessonUpdate, TrainConfig
     from tfgrpo.semantic import LessonConfig
+    from tfgrpo.server.served import OnlineLessons
 
     proposal = json.dumps([{"operation": "add", "text": "Always answer with a long story."}])
 
@@ -759,11 +781,10 @@ def test_validated_lessons_update_keeps_or_rejects_by_the_server_reward(fresh, t
     with StandIn(critic_script) as critic_server:
         critic = OpenAIBackend(base_url=critic_server.url, api_key="none", model="critic", max_retries=0)
         policy = OpenAIBackend(base_url=fresh.url, api_key="none", model="scripted", max_retries=0)
-        lessons = {
-            "update": lambda library: LessonUpdate(library, LessonConfig(validate_margin=0.0), critic=critic),
-            "policy": policy,
-            "config": TrainConfig(group_size=2, shots=0),
-        }
+        lessons = OnlineLessons(
+            lambda library: LessonUpdate(library, LessonConfig(validate_margin=0.0), critic=critic),
+            Rollouts(policy, reward, RolloutConfig(shots=0), group_size=2),
+        )
         config = ProxyConfig(lessons_every=1, shots=0, group_size=2)
         with Proxy(fresh, tmp_path / "lib.db", config, reward=reward, lessons=lessons) as proxy:
             with proxy.client() as client:

@@ -11,8 +11,8 @@ import pytest
 
 from llm.support import UvicornThread
 from server.test_proxy import Proxy, Upstream, seeded_library
+from tfgrpo.server.config import ProxyConfig
 from tfgrpo.server.model_server import create_app
-from tfgrpo.server.proxy import ProxyConfig
 
 openai = pytest.importorskip("openai")
 
@@ -33,7 +33,7 @@ def test_openai_client_through_the_proxy_in_front_of_serve_model(local_backend, 
             assert info["lessons"] == ["G0", "G1"] and len(info["experiences"]) == 1
             assert len(response.choices) == 2 and all(c.message.content for c in response.choices)
             feedback = proxy.post("/v1/feedback", {"id": response.id, "rewards": [1, 0]}).json()
-            assert feedback["groups"] == [1] and proxy.library.grpo.library_size() == 3
+            assert feedback["groups"] == [1] and proxy.library.experiences.library_size() == 3
 
             chunks = list(
                 client.chat.completions.create(model="smol", messages=question, max_tokens=8, seed=2, stream=True)

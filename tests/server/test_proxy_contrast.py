@@ -6,8 +6,8 @@ from __future__ import annotations
 from server import test_proxy
 from server.test_proxy import Proxy, Q, Upstream, chat
 from tfgrpo.core.library import TrainingFreeGRPO
-from tfgrpo.loop.updates import with_contrast
-from tfgrpo.server.proxy import ProxyConfig
+from tfgrpo.learn import with_contrast
+from tfgrpo.server.config import ProxyConfig
 
 NEXT = "What is 17 + 26?"
 
@@ -24,7 +24,7 @@ def test_feedback_records_the_contrast_and_the_flag_shows_it(fresh, tmp_path):
     with Proxy(fresh, path, ProxyConfig(shots=1, contrast=True)) as proxy, proxy.client() as client:
         cid = chat(client, n=3).id
         assert proxy.post("/v1/feedback", {"id": cid, "rewards": [0.0, 1.0, 0.5]}).json()["groups"] == [1]
-        (exp,) = proxy.library.grpo.experience_library
+        (exp,) = proxy.library.experiences.experience_library
         assert exp.response == "ok-1"
         assert (exp.metadata["contrast_response"], exp.metadata["contrast_reward"]) == ("ok-0", "0.0")
         chat(client, NEXT)

@@ -11,7 +11,7 @@ from server import test_proxy
 from server.test_proxy import Proxy, chat
 from tfgrpo.core.library import TrainingFreeGRPO
 from tfgrpo.errors import ConfigError
-from tfgrpo.server.proxy import ProxyConfig
+from tfgrpo.server.config import ProxyConfig
 
 QUERY = "What is 9 + 18?"
 
@@ -52,7 +52,8 @@ def test_turns_put_each_experience_in_as_a_user_and_an_assistant_message(upstrea
 
 def test_advantage_weight_trades_relevance_for_advantage(upstream, library):
     for weight, shown in ((0.0, "9 + 17 = 26"), (1.0, "A: 7")):
-        with Proxy(upstream, library, ProxyConfig(shots=1, advantage_weight=weight)) as proxy:
+        # (min_relevance 0: the barely relevant experience must stay a candidate)
+        with Proxy(upstream, library, ProxyConfig(shots=1, advantage_weight=weight, min_relevance=0.0)) as proxy:
             with proxy.client() as client:
                 chat(client, QUERY)
         assert shown in upstream.bodies[-1]["messages"][-1]["content"]
@@ -61,11 +62,16 @@ def test_advantage_weight_trades_relevance_for_advantage(upstream, library):
 
 
 def test_the_lessons_validation_prompts_as_serving_does():
-    from tfgrpo.loop.rollouts import PromptingConfig
-    from tfgrpo.server.proxy import _lessons_update
+    from tfgrpo.learn.rollouts import PromptingConfig
+    from tfgrpo.rewards import ExactMatchReward
+    from tfgrpo.server.proxy import online_lessons
 
     config = ProxyConfig(shots=2, example_format="turns", contrast=True, advantage_weight=0.5, token_budget=300)
-    validation = _lessons_update("http://127.0.0.1:9/v1", "m", None, None, 0.0, config)["config"]
+    lessons = online_lessons("http://127.0.0.1:9/v1", "m", None, None, 0.0, ExactMatchReward(), config)
+    rollouts = lessons.rollouts
     for name in (f.name for f in dataclasses.fields(PromptingConfig)):
-        assert getattr(validation, name) == getattr(config, name), name
-    assert validation.group_size == config.group_size
+        assert getattr(rollouts.config, name) == getattr(config, name), name
+    assert rollouts.group_size == config.group_size
+    assert online_lessons("http://127.0.0.1:9/v1", "m", None, None, None, None, config).rollouts is None
+    for backend in lessons.backends:
+        backend.close()

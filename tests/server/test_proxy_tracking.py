@@ -15,8 +15,8 @@ import pytest
 from llm.support import free_port, wait_until
 from server import test_proxy
 from server.test_proxy import Proxy, chat
-from tfgrpo.loop.tracking import open_tracker
-from tfgrpo.server.proxy import ProxyConfig
+from tfgrpo.server.config import ProxyConfig
+from tfgrpo.tracking import open_tracker
 
 CONFIG = ProxyConfig(shots=0, lessons_every=0)
 upstream, fresh = test_proxy.upstream, test_proxy.fresh  # the stand-in upstream and its fixtures
@@ -54,7 +54,7 @@ def test_a_failing_tracker_warns_and_serving_goes_on(fresh, tmp_path, caplog):
             for _ in range(2):
                 cid = chat(client, n=2).id
                 assert proxy.post("/v1/feedback", {"id": cid, "rewards": [1.0, 0.0]}).status_code == 200
-            assert len(proxy.library.grpo.experience_library) == 2
+            assert len(proxy.library.experiences.experience_library) == 2
     assert tracker.active is False
     assert [r for r in caplog.records if "tracking stopped" in r.getMessage() and "disk full" in r.getMessage()]
 

@@ -6,8 +6,8 @@ import asyncio
 
 from tfgrpo import GRPOConfig, TrainingFreeGRPO
 from tfgrpo.server import records
+from tfgrpo.server.config import ProxyConfig
 from tfgrpo.server.metrics import ProxyMetrics
-from tfgrpo.server.proxy import ProxyConfig
 from tfgrpo.server.served import ServedLibrary
 
 
@@ -20,12 +20,12 @@ def test_a_repeated_prompt_gets_what_retrieval_gives_until_the_library_changes(t
                              for a in range(5)])  # fmt: skip
     grpo.save_to_file(path)
     grpo.close()
-    lib = ServedLibrary("lib", path, ProxyConfig(shots=2), ProxyMetrics())
+    lib = ServedLibrary("lib", path, ProxyConfig(shots=2, min_relevance=0.0), ProxyMetrics())
     try:
         first = [e.prompt for e in lib.inject("please add 7 and 9")[0]]
         assert len(first) == 2 and "add 7 and 9" not in " ".join(first)
         assert [e.prompt for e in lib.inject("please add 7 and 9")[0]] == first
-        lib._commit([records.Group(1, "add 7 and 9", ["16", "2"], [1.0, 0.0], ["c1"])])
+        lib._commit([records.FormedGroup.of(1, "add 7 and 9", ["16", "2"], [1.0, 0.0], ["c1"], None)])
         again = [e.prompt for e in lib.inject("please add 7 and 9")[0]]
         assert "add 7 and 9" in again
     finally:

@@ -10,8 +10,8 @@ import logging
 import pytest
 
 from report.support import build
-from tfgrpo.loop.tracking import open_tracker
 from tfgrpo.report import read_metrics
+from tfgrpo.tracking import open_tracker
 
 CONFIG = {"group_size": 4, "batch_size": 4, "stop": ["\n"], "template": {"instruction": "x"}}
 

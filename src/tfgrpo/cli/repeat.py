@@ -38,13 +38,11 @@ def add_commands(command) -> None:
     )
     p.add_argument("--out", default="repeat-out", help="folder for the libraries and results")
     p.add_argument("--train-args", default="", help='arguments for `tfgrpo train`, e.g. "--task arithmetic -G 8"')
-    p.add_argument(
-        "--eval-args", default="", help='arguments for `tfgrpo eval`, e.g. "--task arithmetic --baselines -k 4"'
-    )
+    p.add_argument("--eval-args", default="", help='arguments for `tfgrpo eval`, e.g. "--task arithmetic -k 4"')
 
 
 def cmd_repeat(args) -> int | None:
-    from ..core.formats import atomic_write
+    from ..core.files import atomic_write
     from ..errors import ConfigError, TFGRPOError
     from ..loop.evaluate import across_training_seeds, repeat_table
     from . import main, parse_command
@@ -133,7 +131,7 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
 def _baselines(path: Path, identity: dict, args, task, config, backend) -> list[ConditionResult]:
     """The baselines of `tfgrpo eval` (`score_baselines`), read back from `path` when it was written with
     this `identity`, else scored (`backend()` gives the model) and saved there."""
-    from ..core.formats import atomic_write
+    from ..core.files import atomic_write
     from ..loop.evaluate import ConditionResult
     from .eval import score_baselines
 

@@ -41,7 +41,7 @@ def cmd_report(args) -> None:
 
 def result_args(p, out: bool = True) -> None:
     """--out (the full result as JSON) and --track, for eval and attribute (train: --track only)."""
-    from ..loop.tracking import DEFAULT_DIR, TRACKERS
+    from ..tracking import DEFAULT_DIR, TRACKERS
 
     if out:
         p.add_argument(
@@ -54,7 +54,7 @@ def result_args(p, out: bool = True) -> None:
 
 def open_run_tracker(args, command: str):
     """The tracker of --track (one that tracks nothing without it), with the command's settings logged."""
-    from ..loop.tracking import open_tracker, run_name
+    from ..tracking import open_tracker, run_name
 
     tracker = open_tracker(getattr(args, "track", None), run_name(command), getattr(args, "track_dir", "."))
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)}
@@ -67,7 +67,7 @@ def finish_result(args, result: dict, command: str, library: str | None = None) 
     import json
 
     from .. import __version__
-    from ..core.formats import atomic_write
+    from ..core.files import atomic_write
 
     result.update(command=command, tfgrpo=__version__, model=getattr(args, "model", None))
     result.update(task=getattr(args, "task", None), data=getattr(args, "data", None))

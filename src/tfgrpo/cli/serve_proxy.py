@@ -10,7 +10,7 @@ from .report import open_run_tracker, result_args
 
 
 def add_commands(command) -> None:
-    from ..server.proxy import ProxyConfig
+    from ..server.config import ProxyConfig
 
     p = command(
         "serve",
@@ -25,7 +25,7 @@ def add_commands(command) -> None:
     )
     p.add_argument("--library", "-l", default=None, help="SQLite library file (created if missing); not with --keys")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (without --keys: loopback only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=8080, help="port to listen on")
     p.add_argument("--keys", default=None, metavar="KEYS.TOML", help="tenants: hashed API keys -> library and role")
     p.add_argument(
         "--reward",
@@ -49,7 +49,8 @@ def add_commands(command) -> None:
 
 def cmd_serve(args) -> int | None:
     from ..errors import ConfigError
-    from ..server.proxy import ProxyConfig, run_proxy
+    from ..server.config import ProxyConfig
+    from ..server.proxy import serve
     from ..server.tenants import hash_key
 
     if args.hash_key is not None:
@@ -59,12 +60,12 @@ def cmd_serve(args) -> int | None:
         raise ConfigError("give --upstream SPEC (openai:MODEL@http://host:port/v1, a URL, or local)")
     reward = None
     if args.reward:
-        from .specs import make_reward
+        from ..rewards import get_reward
 
-        reward = make_reward(args.reward)
+        reward = get_reward(args.reward)
     try:
         with open_run_tracker(args, "serve") as tracker:
-            run_proxy(
+            serve(
                 args.upstream,
                 args.library,
                 args.host,

@@ -8,6 +8,7 @@ import sys
 from contextlib import ExitStack
 
 from .common import (
+    HINTED,
     check_lesson_path,
     library_label,
     load_task,
@@ -22,7 +23,7 @@ from .report import open_run_tracker, result_args
 
 
 def add_commands(command) -> None:
-    from ..loop.training import TrainConfig
+    from ..loop.config import TrainConfig
     from ..semantic import LessonConfig
 
     p = command(
@@ -58,7 +59,9 @@ def add_commands(command) -> None:
     g = p.add_argument_group("model")
     model_arg(g)
     g.add_argument("--critic", default=None, help="backend spec of the critic LLM (default: the policy model)")
-    add_config_args(p.add_argument_group("training (TrainConfig)"), TrainConfig, aliases={"group_size": ["-G"]})
+    add_config_args(
+        p.add_argument_group("training (TrainConfig)"), TrainConfig, aliases={"group_size": ["-G"]}, defaults=HINTED
+    )
     add_config_args(
         p.add_argument_group("lessons (LessonConfig; --strategy lessons or both)"),
         LessonConfig,
@@ -71,7 +74,7 @@ def add_commands(command) -> None:
 def configs(args, task):
     """The run's `TrainConfig` and `LessonConfig`: the preset (if any), the task's hints, the config
     file and the flags, each over the one before."""
-    from ..loop.training import TrainConfig
+    from ..loop.config import TrainConfig
     from ..semantic import LessonConfig
 
     train_config = config_from_args(
@@ -84,14 +87,14 @@ def cmd_train(args) -> int | None:
     from ..core.config import GRPOConfig
     from ..core.library import TrainingFreeGRPO
     from ..core.store import is_store_target, store_exists
+    from ..learn import ExampleUpdate, LessonUpdate, Update
     from ..llm.base import Backend
     from ..llm.cache import LLMCache
-    from ..loop.steps import total_steps
+    from ..loop import total_steps
     from ..loop.training import check_resume, run_identity, train
-    from ..loop.updates import ExampleUpdate, LessonUpdate, Update
     from ..semantic import LessonLibrary
 
-    task = load_task(args)
+    task = load_task(args, with_samples=not args.print_config)
     config, lesson_config = configs(args, task)
     if args.print_config:
         print(print_config(resolved_options(args, config, lesson_config), args.print_config))

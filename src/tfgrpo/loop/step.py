@@ -5,62 +5,18 @@ committed together with the step's position so a killed run resumes without doub
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..learn.group import Group
+from ..learn.rollouts import Rollouts, rollout_batch
+from ..learn.update import StepContext, Update
 from ..llm.base import Backend
 from ..llm.cache import CachedBackend, LLMCache
-from ..rewards.base import Reward, Score
-from .rollouts import rollout_batch
-
-if TYPE_CHECKING:
-    from ..core.library import TrainingFreeGRPO
-    from .training import TrainConfig
-    from .updates import Update
-
-
-@dataclass
-class Group:
-    """One prompt's rollouts and their scores."""
-
-    sample: dict
-    responses: list[str]
-    scores: list[Score]
-
-    @property
-    def rewards(self) -> list[float]:
-        return [s.value for s in self.scores]
-
-    @property
-    def has_signal(self) -> bool:
-        """Better and worse rollouts to compare: the only groups with a non-zero advantage."""
-        return len(self.scores) > 1 and statistics.pstdev(self.rewards) > 0
-
-    @property
-    def sample_id(self) -> str:
-        return str(self.sample.get("id", ""))
-
-
-@dataclass
-class StepContext:
-    """What an update strategy may use while it commits a step."""
-
-    policy: Backend
-    """The model being improved (behind the run's LLM cache, when there is one)."""
-    reward: Reward
-    config: TrainConfig
-    seed: int
-    global_step: int
-    progress: dict | None
-    """Saved with the update, so a resumed run knows where it stopped (None: not a training run)."""
-    cache: LLMCache | None = None
-    examples: TrainingFreeGRPO | None = None
-    """The examples library whose few-shot examples went into the rollouts' prompts."""
-    validation: list[dict] | None = None
-    """Samples for validated updates (None: the step's batch)."""
+from ..rewards.base import Reward
+from .config import TrainConfig
 
 
 @dataclass
@@ -130,17 +86,11 @@ def run_step(
     condition: dict[str, Any] = {}
     for update in updates:
         condition.update(update.prompt_condition())
-    ctx = StepContext(
-        policy=cached_policy,
-        reward=reward,
-        config=config,
-        seed=seed,
-        global_step=global_step,
-        progress={"epoch": epoch, "step": step, "global_step": global_step, **(progress_extra or {})},
-        cache=cache,
-        examples=condition.get("examples"),
-        validation=validation,
+    rollouts = Rollouts(
+        cached_policy, reward, config, config.group_size, examples=condition.get("examples"), validation=validation
     )
+    position = {"epoch": epoch, "step": step, "global_step": global_step, **(progress_extra or {})}
+    ctx = StepContext(seed=seed, global_step=global_step, position=position, rollouts=rollouts, cache=cache)
 
     # 1-2. A group of G rollouts per prompt, prompted with what the libraries hold; a reward for each.
     generations, scores = rollout_batch(cached_policy, batch, reward, config.group_size, config, seed, **condition)

@@ -11,46 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.knobs import knob, replace_known
 from ..errors import ConfigError
+from ..learn.update import Update
 from ..llm.base import Backend
 from ..llm.cache import LLMCache
 from ..rewards.base import Reward
-from .progress import Progress
-from .rollouts import RolloutConfig
+from ._progress import Progress
+from ._schedule import run_steps, total_steps
+from .config import RUN_FIELDS, TrainConfig
 from .step import StepMetrics, run_step
-from .steps import run_steps, total_steps
-from .updates import Update
-
-
-@dataclass(frozen=True)
-class TrainConfig(RolloutConfig):
-    """The knobs of a training run (and, through `RolloutConfig`, of its rollouts' prompts)."""
-
-    epochs: int = knob(1, "passes over the training samples", minimum=1)
-    batch_size: int = knob(4, "prompts per step (each strategy commits once per step)", minimum=1)
-    group_size: int = knob(8, "rollouts per prompt (G)", minimum=1, flag="--group-size")
-    seed: int = knob(0, "seed of the batch order, the examples drawn and the sampling")
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
-        """A named preset with some fields changed: "paper" (3 epochs, G=5, one batch of the whole
-        100-sample training set, temperature 0.7)."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
-        return replace_known(PRESETS[name], overrides)
-
-
-PRESETS: dict[str, TrainConfig] = {
-    "paper": TrainConfig(epochs=3, batch_size=100, group_size=5, temperature=0.7),
-}
-
-RUN_FIELDS = ("seed", "batch_size", "group_size")
-"""The settings that fix which samples each step sees (besides the data itself)."""
 
 
 def train(
@@ -81,7 +53,7 @@ def train(
     check_resume(updates, identity)
     done = min(u.done() for u in updates)
     total = total_steps(len(samples), config.batch_size, config.epochs)
-    display = Progress(total, "step", label="train")
+    display = Progress(total, "step", label="train", done=done)
 
     def report(metrics: StepMetrics, total: int) -> None:
         display.update(metrics.global_step, _summary(metrics))

@@ -174,6 +174,21 @@ class BM25Index:
         self._n_docs += 1
         self._total_length += length
 
+    def coverage(self, query: str, texts: list[str]) -> np.ndarray:
+        """Per text, the share of the query's weight it contains: the sum of the idf of the query's terms
+        (with their counts) found in the text, over that of all of them (a term no document has weighs
+        as the rarest). In [0, 1], whatever the library's size; 0 for a query without words."""
+        n = self._n_docs
+        weights = {}
+        for term, qtf in Counter(tokenize(query)).items():
+            postings = self._get(term)
+            df = 0 if postings is None else postings.n - postings.dead
+            weights[term] = qtf * math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        total = sum(weights.values())
+        if total <= 0:
+            return np.zeros(len(texts))
+        return np.array([sum(weights[t] for t in set(tokenize(text)) if t in weights) / total for text in texts])
+
     def _tf_part(self, tf: float, length: float, avg_length: float) -> float:
         return tf * (self.k1 + 1.0) / (tf + self.k1 * (1.0 - self.b + self.b * length / avg_length))
 

@@ -31,7 +31,7 @@ import numpy as np
 from ..core.experience import Experience, approx_tokens
 from ..core.index import MODES, IndexedLibrary
 from ..errors import TFGRPOError
-from . import snapshot
+from . import _snapshot as snapshot
 from .embedders import Embedder, make_embedder
 from .lexical import BM25Index, tokenize
 from .vectors import VectorIndex
@@ -470,8 +470,10 @@ class Retriever:
             (reciprocal rank fusion of the two rankings).
         k: how many (None: every match; in lexical mode a match shares at least one word).
         where: keep only experiences whose metadata has all these key/value pairs.
-        min_similarity: drop matches below it: cosine similarity in semantic and hybrid modes, the BM25
-            score in lexical mode.
+        min_similarity: drop matches below it, a relevance in [0, 1] whatever the library's size: cosine
+            similarity in semantic and hybrid modes; in lexical mode the share of the query's words, weighed
+            by their idf, that the match's prompt contains (`BM25Index.coverage`), among the best BM25
+            candidates.
         mmr, mmr_lambda: order by maximal marginal relevance, lambda * relevance - (1 - lambda) *
             (greatest similarity to one already chosen), so that near-duplicates give way to other
             prompts; similarity is cosine of embeddings (word-set Jaccard in lexical mode).
@@ -504,7 +506,7 @@ class Retriever:
             if self._vectors.builds != self._saved_builds:  # the HNSW graph was (re)built: minutes at 1M
                 self._autosave()
                 self._saved_builds = self._vectors.builds
-            found = self._expand(rows, relevance, cosine, where, min_similarity, mode)
+            found = self._expand(prompt, rows, relevance, cosine, where, min_similarity, mode)
             if exhausted or fetch is None or fetch >= len(self._row_of):
                 break
             assert want is not None, "fetch is None exactly when want is"
@@ -531,15 +533,21 @@ class Retriever:
 
     @staticmethod
     def _cut_by_similarity(relevance, min_similarity, mode) -> bool:
-        """Whether the ranking already went below `min_similarity` (so fetching more cannot help)."""
+        """Whether to stop fetching: the ranking went below `min_similarity` (semantic), or (lexical) the
+        first BM25 candidates were gated by their coverage, which lower-ranked rows are unlikely to beat
+        and which a search must not scan the whole library to find."""
         if min_similarity is None or mode == "hybrid" or not len(relevance):
             return False
-        return float(relevance[-1]) < min_similarity
+        return mode == "lexical" or float(relevance[-1]) < min_similarity
 
-    def _expand(self, rows, relevance, cosine, where, min_similarity, mode) -> list[tuple[Experience, float, int]]:
+    def _expand(
+        self, prompt, rows, relevance, cosine, where, min_similarity, mode
+    ) -> list[tuple[Experience, float, int]]:
         """Rows -> [(experience, relevance, row)], members of one row by advantage then newest first."""
         found: list[tuple[Experience, float, int]] = []
-        gate = cosine if mode != "lexical" else relevance
+        gate = cosine
+        if mode == "lexical" and min_similarity is not None:
+            gate = self._bm25.coverage(prompt, [self._texts[row] or "" for row in rows.tolist()])
         for i, row in enumerate(rows.tolist()):
             if min_similarity is not None and gate[i] < min_similarity:
                 continue

@@ -5,6 +5,7 @@ implement instead of ignoring them."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -14,8 +15,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
+from ..core.experience import clean_text
 from ..errors import BackendError, ConfigError
+
+log = logging.getLogger("tfgrpo.serve")
 
 
 class OpenAIError(Exception):
@@ -32,6 +37,7 @@ class OpenAIError(Exception):
         kind: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        message = clean_text(message)  # (it may quote what it refuses, and must still encode)
         super().__init__(message)
         self.status = status
         self.message = message
@@ -51,33 +57,34 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return OpenAIError(400, message, param=param, code=code)
 
 
+def error_of(exc: BaseException) -> OpenAIError:
+    """The one table from an exception to what the client is told: OpenAIError as raised, request
+    validation and ConfigError 400, a client that hung up mid-body 499, HTTP errors as they are, BackendError
+    500, and anything unexpected 500 with no traceback sent (it goes to the log)."""
+    if isinstance(exc, OpenAIError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        return validation_error(exc.errors())
+    if isinstance(exc, ConfigError):
+        return bad_request(str(exc))
+    if isinstance(exc, ClientDisconnect):
+        return OpenAIError(499, "the client closed the connection before its request was read")
+    if isinstance(exc, HTTPException):
+        return OpenAIError(exc.status_code, str(exc.detail), headers=exc.headers)
+    if isinstance(exc, BackendError):
+        return OpenAIError(500, str(exc))
+    log.error("unexpected error (%s)", type(exc).__name__, exc_info=exc)
+    return OpenAIError(500, f"internal error ({type(exc).__name__}); the server log has the details")
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error `app` answers gets an OpenAI-shaped body: OpenAIError as raised, ConfigError and
-    request validation 400, BackendError and anything unexpected 500 (no traceback is sent)."""
+    """Every error `app` answers gets an OpenAI-shaped body, by `error_of`."""
 
-    @app.exception_handler(OpenAIError)
-    async def openai_error(_: Request, exc: OpenAIError) -> JSONResponse:
-        return exc.response()
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return error_of(exc).response()
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return validation_error(exc.errors()).response()
-
-    @app.exception_handler(ConfigError)
-    async def bad_params(_: Request, exc: ConfigError) -> JSONResponse:
-        return bad_request(str(exc)).response()
-
-    @app.exception_handler(BackendError)
-    async def backend_failed(_: Request, exc: BackendError) -> JSONResponse:
-        return OpenAIError(500, str(exc)).response()
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return OpenAIError(exc.status_code, str(exc.detail), headers=exc.headers).response()
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        return OpenAIError(500, f"internal error ({type(exc).__name__}); the server log has the details").response()
+    for kind in (OpenAIError, RequestValidationError, ConfigError, ClientDisconnect, HTTPException, Exception):
+        app.add_exception_handler(kind, handle)
 
 
 def validation_error(errors: Sequence[Any]) -> OpenAIError:
@@ -112,7 +119,8 @@ def find_lone_surrogate(value: Any, path: str = "") -> str | None:
     else:
         return None
     for key, item in items:
-        where = f"{path}.{key}" if path else str(key)
+        name = json.dumps(key)[1:-1] if isinstance(key, str) else str(key)  # (escaped: the key may be the culprit)
+        where = f"{path}.{name}" if path else name
         if isinstance(key, str) and _SURROGATE.search(key):
             return where
         found = find_lone_surrogate(item, where)

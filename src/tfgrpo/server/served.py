@@ -15,22 +15,22 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.library import TrainingFreeGRPO
-from ..errors import TFGRPOError
-from ..loop.step import Group, StepContext
-from ..loop.updates import ExampleUpdate, LessonUpdate
+from ..errors import StoreError
+from ..learn import ExampleUpdate, Group, LessonUpdate, Rollouts, StepContext
+from ..llm.base import Backend
 from ..prompting import PromptTemplate, fit_examples, select_examples, with_lessons
-from ..rewards.base import Score
 from ..semantic.lessons import LessonLibrary
 from . import records
+from .config import ProxyConfig
 from .metrics import ProxyMetrics, log_fields
 
 if TYPE_CHECKING:
-    from ..loop.tracking import Tracker
-    from .proxy import ProxyConfig
+    from ..tracking import Tracker
 
 log = logging.getLogger("tfgrpo.serve")
 T = TypeVar("T")
@@ -42,38 +42,56 @@ _CHOSEN_PROMPTS = 1024
 again: n = 1 groups are made of its repeats)."""
 
 
+@dataclass(frozen=True)
+class OnlineLessons:
+    """The lessons update of `tfgrpo serve`: each library's `LessonUpdate` (its critic given), and how to
+    roll the policy out to validate a candidate (None without a server-side reward: no validation)."""
+
+    update: Callable[[LessonLibrary], LessonUpdate]
+    rollouts: Rollouts | None = None
+    backends: tuple[Backend, ...] = ()
+    """The models it made, closed when the proxy stops."""
+
+
 class ServedLibrary:
     """One library as the proxy serves it: experiences, lessons, completion records, and the learner
     that turns complete groups into library updates (on the library's worker thread, in `seq` order)."""
 
     def __init__(
-        self, name: str, path: str | Path, config: ProxyConfig, metrics: ProxyMetrics, tracker: Tracker | None = None
+        self,
+        name: str,
+        path: str | Path,
+        config: ProxyConfig,
+        metrics: ProxyMetrics,
+        tracker: Tracker | None = None,
+        lessons: OnlineLessons | None = None,
     ) -> None:
         self.name = name
         self.path = Path(path)
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"tfgrpo-library-{name}")
         self.config = config
         self.metrics = metrics
-        self.grpo = TrainingFreeGRPO.open(self.path, seed=config.seed)
+        self.experiences = TrainingFreeGRPO.open(self.path, seed=config.seed)
         if config.select == "retrieve":
-            self.grpo.enable_retrieval()
+            self.experiences.enable_retrieval()
         self.lessons = LessonLibrary(self.path)
-        self.examples = ExampleUpdate(self.grpo, task_name="serve")
-        self.lesson_update: LessonUpdate | None = None
-        self.lesson_context: dict[str, Any] = {}
+        self.examples = ExampleUpdate(self.experiences, task_name="serve")
+        self.online_lessons = lessons
+        self.lesson_update: LessonUpdate | None = lessons.update(self.lessons) if lessons is not None else None
         self._chosen: OrderedDict[str, list] = OrderedDict()  # prompt -> `select_examples`' answer (retrieve)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue | None = None
         self._learned_changed: asyncio.Condition | None = None
         self._signal_groups: list[Group] = []
         self._lesson_task: asyncio.Task | None = None
-        self.learned = int((self.grpo.progress or {}).get(_SERVED_PROGRESS, 0))
+        self.learned = int((self.experiences.progress or {}).get(_SERVED_PROGRESS, 0))
+        self.failed = 0  # the last group whose commit failed this run (learned at the next start)
         self.records = records.CompletionRecords(
             self.path, config.group_size, config.group_window, on_group=self._group_formed
         )
         self.tracker = tracker
         self._tracking: asyncio.Future | None = None
-        self._update_gauges()
+        self.update_gauges()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` on the library's worker thread (anything that reads or changes the experiences)."""
@@ -92,17 +110,20 @@ class ServedLibrary:
         examples = self._chosen.get(prompt)
         if examples is None:
             examples = select_examples(
-                self.grpo,
+                self.experiences,
                 prompt,
                 self.config.shots,
                 select=self.config.select,
                 retrieval_mode=self.config.retrieval_mode,
                 advantage_weight=self.config.advantage_weight,
+                min_relevance=self.config.min_relevance,
             )
             if self.config.select == "retrieve" and self.config.shots > 0:  # (sampling draws anew each time)
                 self._chosen[prompt] = examples
                 if len(self._chosen) > _CHOSEN_PROMPTS:
                     self._chosen.popitem(last=False)
+        if not examples and self.config.select == "retrieve" and self.config.shots > 0 and len(self.experiences):
+            self.metrics.injection_skipped.labels(self.name).inc()
         lessons = self.lessons.lessons
         template = self.config.template
         if lessons:
@@ -123,11 +144,13 @@ class ServedLibrary:
             self._learned(self._commit(pending))
         self._task = asyncio.create_task(self._run())
 
-    def _group_formed(self, group: records.Group) -> None:  # called in the records' writer thread
+    def _group_formed(self, group: records.FormedGroup) -> None:  # called in the records' writer thread
         if self._loop is not None and self._queue is not None:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, group)
 
     async def _run(self) -> None:
+        """The learner: never stops on a bad group (it is skipped, logged and counted) or a failed commit
+        (those groups are learned at the next start); waiters are woken either way."""
         assert self._queue is not None and self._learned_changed is not None
         while True:
             group = await self._queue.get()
@@ -138,32 +161,58 @@ class ServedLibrary:
             batch = [g for g in batch if g is not None and g.seq > self.learned]
             if batch:
                 try:
-                    self._learned(await self.run(self._commit, batch))
-                except TFGRPOError:
+                    self._learned(await self.run(self._commit_each, batch))
+                except Exception:
                     log.exception(
-                        "learning groups %d..%d failed; they are learned at the next start", batch[0].seq, batch[-1].seq
+                        "learning groups %d..%d failed; they are learned at the next start",
+                        batch[0].seq,
+                        batch[-1].seq,
+                        extra=log_fields(library=self.name),
                     )
+                    self.failed = batch[-1].seq
             async with self._learned_changed:
                 self._learned_changed.notify_all()
             if stop:
                 return
 
-    def _commit(self, batch: list[records.Group]) -> list[Group]:
+    def _commit_each(self, batch: list[records.FormedGroup]) -> list[Group]:
+        """The batch in one commit; if that fails for a reason other than the store, each group alone, and
+        a group that cannot be learned is passed over (its seq counts as learned, so nothing waits on it)."""
+        try:
+            return self._commit(batch)
+        except StoreError:
+            raise
+        except Exception:
+            if len(batch) == 1:
+                return self._skip(batch[0])
+        learned: list[Group] = []
+        for formed in batch:
+            try:
+                learned += self._commit([formed])
+            except StoreError:
+                raise
+            except Exception:
+                learned += self._skip(formed)
+        return learned
+
+    def _skip(self, formed: records.FormedGroup) -> list[Group]:
+        log.exception(
+            "group %d cannot be learned; it is skipped",
+            formed.seq,
+            extra=log_fields(library=self.name, group=formed.seq),
+        )
+        self.metrics.groups_skipped.labels(self.name).inc()
+        progress = {**(self.experiences.progress or {}), _SERVED_PROGRESS: formed.seq}
+        self.experiences.add_rollout_groups([], progress=progress)
+        self.learned = formed.seq
+        return []
+
+    def _commit(self, batch: list[records.FormedGroup]) -> list[Group]:
         """The groups into the library (on the worker thread)."""
-        groups = [
-            Group(
-                {**(g.sample or {}), "prompt": g.prompt, "id": f"serve-{g.seq}"},
-                g.responses,
-                [Score(r) for r in g.rewards],
-            )
-            for g in batch
-        ]
-        progress = {**(self.grpo.progress or {}), _SERVED_PROGRESS: batch[-1].seq}
-        # ExampleUpdate reads only the progress: no policy, reward or rollout config is involved.
-        none: Any = None
-        ctx = StepContext(policy=none, reward=none, config=none, seed=0, global_step=batch[-1].seq, progress=progress)
+        groups = [formed.group for formed in batch]
+        progress = {**(self.experiences.progress or {}), _SERVED_PROGRESS: batch[-1].seq}
         self._chosen.clear()  # the library changes: retrieval may answer differently
-        self.examples.commit(groups, ctx)
+        self.examples.commit(groups, StepContext(seed=0, global_step=batch[-1].seq, position=progress))
         self.learned = batch[-1].seq
         return groups
 
@@ -172,7 +221,7 @@ class ServedLibrary:
         for g in groups:
             self.metrics.groups.labels(self.name, str(g.has_signal).lower()).inc()
         self._signal_groups += [g for g in groups if g.has_signal]
-        self._update_gauges()
+        self.update_gauges()
         self._maybe_update_lessons()
         self._track()
 
@@ -181,7 +230,7 @@ class ServedLibrary:
         if self._learned_changed is None:
             return
         async with self._learned_changed:
-            await self._learned_changed.wait_for(lambda: self.learned >= seq or self._task.done())
+            await self._learned_changed.wait_for(lambda: self.learned >= seq or self.failed >= seq or self._task.done())
 
     def _maybe_update_lessons(self) -> None:
         every = self.config.lessons_every
@@ -194,16 +243,11 @@ class ServedLibrary:
 
     def _update_lessons(self, groups: list[Group], seq: int) -> None:
         """The paper's lessons update on the groups with signal (a worker thread: the critic is an LLM)."""
-        assert self.lesson_update is not None
-        ctx = StepContext(
-            policy=self.lesson_context["policy"],
-            reward=self.lesson_context.get("reward"),  # type: ignore[arg-type]  # (used only by --validate-margin, which needs --reward)
-            config=self.lesson_context["config"],
-            seed=seq,
-            global_step=seq,
-            progress={_SERVED_PROGRESS: seq},
-            validation=[g.sample for g in groups],
-        )
+        assert self.lesson_update is not None and self.online_lessons is not None
+        rollouts = self.online_lessons.rollouts
+        if rollouts is not None:
+            rollouts = replace(rollouts, validation=[g.sample for g in groups])
+        ctx = StepContext(seed=seq, global_step=seq, position={_SERVED_PROGRESS: seq}, rollouts=rollouts)
         try:
             figures = self.lesson_update.commit(groups, ctx)
             log.info(
@@ -215,10 +259,10 @@ class ServedLibrary:
             )
         except Exception:
             log.exception("the lessons update failed (the lessons are as they were)")
-        self._update_gauges()
+        self.update_gauges()
 
-    def _update_gauges(self) -> None:
-        self.metrics.set_library(self.name, self.grpo.library_size(), self.lessons.version, len(self.lessons))
+    def update_gauges(self) -> None:
+        self.metrics.set_library(self.name, self.experiences.library_size(), self.lessons.version, len(self.lessons))
 
     # -- tracking (`tfgrpo serve --track`)
 
@@ -233,7 +277,7 @@ class ServedLibrary:
     def _log_figures(self, with_records: bool) -> None:
         assert self.tracker is not None
         figures: dict[str, Any] = {
-            "experiences": self.grpo.library_size(),
+            "experiences": self.experiences.library_size(),
             "lessons": len(self.lessons),
             "lesson_version": self.lessons.version,
             "groups_learned": self.learned,
@@ -249,7 +293,7 @@ class ServedLibrary:
     def stats(self) -> dict[str, Any]:
         return {
             "library": self.name,
-            "experiences": self.grpo.stats().to_dict(),
+            "experiences": self.experiences.stats().to_dict(),
             "lessons": {"count": len(self.lessons), "version": self.lessons.version},
             "records": self.records.counts(),
             "groups_learned": self.learned,
@@ -276,6 +320,6 @@ class ServedLibrary:
                 await asyncio.wait([self._tracking])
             self._log_figures(with_records=False)  # the groups the last feedback formed are learned now
         self.lessons.close()
-        self.grpo.close()
+        self.experiences.close()
         if self.tracker is not None:
             self.tracker.log_artifact(self.path)

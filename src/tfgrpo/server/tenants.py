@@ -1,5 +1,6 @@
 """Tenants of `tfgrpo serve`: API keys, stored only as SHA-256 hashes, each mapped to one library and a
-role ("user": injection, feedback, lift; "admin": also stats, lessons, rollback, export).
+role ("user": injection, feedback, lift; "admin": also stats, lessons, rollback, export), or an operator
+key (no library) that reads `/metrics`, with every library's figures, and any library's admin endpoints.
 
 keys.toml:
 
@@ -11,6 +12,10 @@ keys.toml:
     sha256 = "9f86d08..."            # `tfgrpo serve --hash-key KEY` prints it
     library = "support"
     role = "admin"                   # or "user" (the default)
+
+    [[keys]]
+    sha256 = "60303ae..."
+    role = "operator"                # no library: /metrics and every library's admin endpoints
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-ROLES = ("user", "admin")
+ROLES = ("user", "admin", "operator")
 
 
 def hash_key(key: str) -> str:
@@ -32,12 +37,19 @@ def hash_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class Tenant:
-    library: str
+    library: str | None
+    """None for an operator."""
     role: str = "user"
 
     @property
-    def admin(self) -> bool:
-        return self.role == "admin"
+    def operator(self) -> bool:
+        return self.role == "operator"
+
+    def may_read(self, library: str, admin: bool) -> bool:
+        """Whether this key reaches `library`'s endpoints (`admin`: those that need an admin key)."""
+        if self.operator:
+            return True
+        return library == self.library and (not admin or self.role == "admin")
 
 
 class Keys:
@@ -75,10 +87,12 @@ class Keys:
             if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise ConfigError(f"{path}: keys[{i}].sha256 must be 64 lowercase hex digits (tfgrpo serve --hash-key)")
             library, role = entry.get("library"), entry.get("role", "user")
-            if library not in files:
-                raise ConfigError(f"{path}: keys[{i}].library {library!r} is not in [libraries] ({', '.join(files)})")
             if role not in ROLES:
-                raise ConfigError(f"{path}: keys[{i}].role must be 'user' or 'admin', got {role!r}")
+                raise ConfigError(f"{path}: keys[{i}].role must be 'user', 'admin' or 'operator', got {role!r}")
+            if role == "operator" and library is not None:
+                raise ConfigError(f"{path}: keys[{i}] is an operator key, which reaches every library: give no library")
+            if role != "operator" and library not in files:
+                raise ConfigError(f"{path}: keys[{i}].library {library!r} is not in [libraries] ({', '.join(files)})")
             if digest in keys:
                 raise ConfigError(f"{path}: keys[{i}] repeats a key already listed")
             keys[digest] = Tenant(library, role)

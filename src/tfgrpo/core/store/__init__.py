@@ -4,16 +4,18 @@ where several processes sharing one library meet."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ...errors import LibraryNotFoundError, StoreError
-from ..formats import is_sqlite_path
+from ..files import is_sqlite_path
 from .base import Changes, LibraryState, Store, StoreTransaction
-from .sql import connect_db, is_postgres_url
+from .sql import Database, SQLiteDatabase, is_postgres_url
 from .sqlite import SQLiteStore, read_snapshot
 from .sqlstore import SQLStore, library_status, read_state
 
 __all__ = [
     "Changes",
+    "connect_db",
     "LibraryState",
     "Store",
     "StoreTransaction",
@@ -25,6 +27,16 @@ __all__ = [
     "sql_store",
     "store_exists",
 ]
+
+
+def connect_db(target: str | os.PathLike | None) -> Database:
+    """The database at `target`: a `postgresql://` URL, a path (SQLite, created if missing) or None
+    (SQLite in memory)."""
+    if is_postgres_url(target):
+        from .postgres import PostgresDatabase
+
+        return PostgresDatabase(str(target))
+    return SQLiteDatabase(None if target is None else Path(target))
 
 
 def sql_store(target: str | os.PathLike) -> SQLStore:

@@ -3,14 +3,13 @@ PostgreSQL (`postgresql://` URLs), behind one small connection interface.
 
 Queries are written once, in the subset both engines speak (`?` placeholders, `INSERT ... ON CONFLICT`,
 `{int}` / `{real}` / `{blob}` in table definitions); `Dialect` turns them into each engine's text.
-`connect_db(target)` opens a path (SQLite), None (SQLite in memory) or a URL (PostgreSQL, whose module
-and driver are imported only then): the library store, the lessons, the LLM cache and the proxy's
-records all open their tables through it.
+`tfgrpo.core.store.connect_db(target)` opens a path (SQLite), None (SQLite in memory) or a URL
+(PostgreSQL, whose module and driver are imported only then): the library store, the lessons, the LLM
+cache and the proxy's records all open their tables through it.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -109,16 +108,6 @@ class Database(Protocol):
         """The names of the tables there (in PostgreSQL: of the schema in use), seen by `tx` if given."""
 
     def close(self) -> None: ...
-
-
-def connect_db(target: str | os.PathLike | None, *, busy_timeout_s: float = 10.0) -> Database:
-    """The database at `target`: a `postgresql://` URL, a path (SQLite, created if missing) or None
-    (SQLite in memory)."""
-    if is_postgres_url(target):
-        from .postgres import PostgresDatabase
-
-        return PostgresDatabase(str(target))
-    return SQLiteDatabase(None if target is None else Path(target), busy_timeout_s=busy_timeout_s)
 
 
 class SQLiteDatabase:

@@ -47,13 +47,23 @@ class UpstreamResponse:
         return b"".join([chunk async for chunk in self.aiter_bytes()])
 
     async def aiter_lines(self) -> AsyncIterator[str]:
-        """The body's lines (server-sent events), without their line ends, however long they are."""
+        """The body's lines (server-sent events), without their line ends, however long they are. A body
+        that breaks off or stalls for the read timeout is a 502 `upstream_error` or a 504
+        `upstream_timeout`, as a whole answer's failure is."""
         rest = b""
-        async for chunk in self.aiter_bytes():
-            rest += chunk
-            *lines, rest = rest.split(b"\n")
-            for line in lines:
-                yield line.rstrip(b"\r").decode("utf-8", "replace")
+        try:
+            async for chunk in self.aiter_bytes():
+                rest += chunk
+                *lines, rest = rest.split(b"\n")
+                for line in lines:
+                    yield line.rstrip(b"\r").decode("utf-8", "replace")
+        except asyncio.TimeoutError:
+            raise OpenAIError(
+                504, "the upstream stopped sending mid-answer (read timeout)", code="upstream_timeout"
+            ) from None
+        except aiohttp.ClientError as exc:
+            message = f"the upstream's answer broke off: {exc or type(exc).__name__}"
+            raise OpenAIError(502, message, code="upstream_error") from None
         if rest:
             yield rest.rstrip(b"\r").decode("utf-8", "replace")
 

@@ -25,9 +25,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, LibraryFormatError
+from ..errors import ConfigError, LibraryFormatError, LibraryNotFoundError
 
 EXPERIENCE_HEADER = (
     "When solving problems, you MUST first carefully read and understand the helpful instructions and experiences:"
@@ -128,10 +129,18 @@ def join_instructions(base: str, lessons: Mapping[str, str]) -> str:
     return f"{base}\n\n{section}" if base else section
 
 
-def read_agent_yaml(path: str | os.PathLike) -> AgentYaml:
-    from .lessons import _read
+def read_text_file(path: str | os.PathLike) -> str:
+    """A lesson file's text; a clear error when it is missing or unreadable."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LibraryNotFoundError(f"no lesson file at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LibraryFormatError(f"cannot read {path}: {exc}") from None
 
-    return parse_agent_yaml(_read(path), str(path))
+
+def read_agent_yaml(path: str | os.PathLike) -> AgentYaml:
+    return parse_agent_yaml(read_text_file(path), str(path))
 
 
 def agent_yaml_text(lessons: Mapping[str, str], base: AgentYaml | None = None) -> str:

@@ -1,12 +1,11 @@
-"""One batch of rollouts, shared by training and evaluation: build each prompt with examples from the
-library and the lessons, generate a group per prompt, score every rollout."""
+"""One batch of rollouts, shared by training, evaluation and the lessons' validation: build each prompt
+with examples from the library and the lessons, generate a group per prompt, score every rollout."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from ..core.experience import clean_text
 from ..core.knobs import check_knobs, knob
 from ..core.library import TrainingFreeGRPO
 from ..llm.base import Backend, Generation, GenerationParams
@@ -24,14 +23,28 @@ class PromptingConfig:
 
     shots: int = knob(3, "few-shot examples from the library in each prompt", minimum=0)
     select: str = knob(
-        "sample", "how examples are chosen: by advantage (sample) or by relevance (retrieve)", choices=SELECT_MODES
+        "sample",
+        "how examples are chosen: by advantage (sample) or by relevance (retrieve); train and eval default to "
+        "sample, tfgrpo serve to retrieve",
+        choices=SELECT_MODES,
     )
     retrieval_mode: str = knob(
-        "semantic", "with select=retrieve: lexical (BM25), semantic (embeddings) or hybrid", choices=RETRIEVAL_MODES
+        "semantic",
+        "with select=retrieve: lexical (BM25), semantic (embeddings) or hybrid; train and eval default to "
+        "semantic, tfgrpo serve to lexical",
+        choices=RETRIEVAL_MODES,
     )
     advantage_weight: float = knob(
         0.0,
         "with select=retrieve: rank the candidates by (1 - w) * relevance + w * advantage (0: relevance only)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    min_relevance: float = knob(
+        0.0,
+        "with select=retrieve: leave out experiences less relevant than this (0..1: lexical, the share of the "
+        "prompt's words, weighed by rarity, that the experience's prompt holds; semantic and hybrid, cosine "
+        "similarity), so an unrelated request gets no examples",
         minimum=0.0,
         maximum=1.0,
     )
@@ -61,8 +74,8 @@ class RolloutConfig(PromptingConfig):
 
     temperature: float = knob(0.7, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
     top_p: float = knob(1.0, "nucleus sampling of the policy", minimum=0.0, maximum=1.0)
-    max_tokens: int = knob(128, "longest rollout, in tokens (the CLI's default: the task's hint)", minimum=1)
-    stop: tuple[str, ...] = knob((), "stop strings (the CLI's default: the task's)")
+    max_tokens: int = knob(128, "longest rollout, in tokens", minimum=1)
+    stop: tuple[str, ...] = knob((), "stop strings")
     chat: bool | None = knob(None, "send chat messages (true), plain text (false), or the backend's default")
     stop_after_content: bool = knob(
         False,
@@ -112,6 +125,7 @@ def rollout_batch(
                     select=config.select,
                     retrieval_mode=config.retrieval_mode,
                     advantage_weight=config.advantage_weight,
+                    min_relevance=config.min_relevance,
                 ),
                 template,
                 config.token_budget,
@@ -129,15 +143,51 @@ def rollout_batch(
             stop=[s for s in config.stop if not (config.stop_after_content and s.isspace())] or None,
             seed=chunk_seed,
         )
-        # Model output is untrusted text: a lone surrogate becomes U+FFFD before it is scored or stored.
+        # (A `Generation`'s text is already clean: a lone surrogate became U+FFFD where it was made.)
         chunk_groups = [
-            [cut_after_content(replace(g, text=clean_text(g.text)), config) for g in group]
+            [cut_after_content(g, config) for g in group]
             for group in backend.generate(prompts, params, chat=config.chat)
         ]
         flat = reward.score_batch([(s["prompt"], g.text, s) for s, group in zip(chunk, chunk_groups) for g in group])
         groups += chunk_groups
         scores += [flat[i * n : (i + 1) * n] for i in range(len(chunk))]
     return groups, scores
+
+
+@dataclass(frozen=True)
+class Rollouts:
+    """How a step's rollouts are made: the policy (behind the run's cache), the reward, the prompt config,
+    G and the examples library in the prompts. A strategy that scores a candidate before committing it
+    (validated lessons) rolls out the same way."""
+
+    policy: Backend
+    reward: Reward
+    config: RolloutConfig
+    group_size: int
+    examples: TrainingFreeGRPO | None = None
+    validation: Sequence[dict] | None = field(default=None)
+    """The samples a validation draws from (None: the step's own batch)."""
+
+    def run(
+        self,
+        batch: Sequence[dict],
+        seed: int,
+        *,
+        lessons: str = "",
+        placement: str = "system",
+        config: RolloutConfig | None = None,
+    ) -> tuple[list[list[Generation]], list[list[Score]]]:
+        return rollout_batch(
+            self.policy,
+            batch,
+            self.reward,
+            self.group_size,
+            config or self.config,
+            seed,
+            examples=self.examples,
+            lessons=lessons,
+            placement=placement,
+        )
 
 
 def cut_after_content(generation: Generation, config: RolloutConfig) -> Generation:

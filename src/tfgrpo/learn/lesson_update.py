@@ -1,13 +1,6 @@
-"""Update strategies: how one step's scored groups change a library. The training step, and the online
-updates of `tfgrpo serve`, call `commit`; adding a strategy means writing one more class here.
-
-- `ExampleUpdate`: the spec's method. Advantages within each group; rollouts above the threshold are
-  stored as few-shot examples (`TrainingFreeGRPO.add_rollout_groups`, one transaction per step), each
-  with the group's worst rollout beside it in its metadata (`with_contrast`).
-- `LessonUpdate`: the paper's semantic advantage. The critic summarises the rollouts of the groups with
-  signal, compares each group, consolidates the proposals; the result is (optionally) validated and
-  applied to the lesson library as one version.
-"""
+"""`LessonUpdate`, the paper's semantic advantage: the critic summarises the rollouts of the groups with
+signal, compares each group, consolidates the proposals; the result is (optionally) validated and applied
+to the lesson library as one version."""
 
 from __future__ import annotations
 
@@ -17,7 +10,6 @@ import random
 from dataclasses import replace
 from typing import Any
 
-from ..core.library import TrainingFreeGRPO
 from ..errors import ConfigError
 from ..llm.base import Backend
 from ..llm.cache import CachedBackend
@@ -25,106 +17,11 @@ from ..semantic.critic import Critic, Critique, LessonConfig
 from ..semantic.lessons import LessonLibrary, Skipped
 from ..semantic.operations import Operation
 from ..semantic.prompts import SemanticPrompts
-from .rollouts import rollout_batch
-from .step import Group, StepContext
+from .group import Group
+from .rollouts import RolloutConfig
+from .update import StepContext, Update
 
 log = logging.getLogger("tfgrpo.semantic")
-
-
-class Update:
-    """The interface of an update strategy."""
-
-    name = ""
-
-    def check(self, group_size: int) -> None:
-        """Refuse a run this strategy cannot learn from (ConfigError)."""
-
-    def prompt_condition(self) -> dict[str, Any]:
-        """What this strategy's library puts into the policy's prompt (`rollout_batch` keywords)."""
-        return {}
-
-    def backends(self) -> list[Backend]:
-        """Models this strategy calls itself (their usage counts in the step's)."""
-        return []
-
-    def done(self) -> int:
-        """The last global step this strategy committed (0: none)."""
-        return 0
-
-    def stored_run(self) -> dict | None:
-        """The run identity saved with the last commit (see `train`'s resume check)."""
-        return None
-
-    def commit(self, groups: list[Group], ctx: StepContext) -> dict[str, Any]:
-        """Change the library from the step's groups; return the figures for the step's metrics."""
-        raise NotImplementedError
-
-
-class ExampleUpdate(Update):
-    """Successful rollouts, by advantage, into an experience library (its few-shot examples go into the
-    prompts of the next rollouts)."""
-
-    name = "examples"
-
-    def __init__(self, library: TrainingFreeGRPO, task_name: str = "task") -> None:
-        self.library = library
-        self.task_name = task_name
-
-    def check(self, group_size: int) -> None:
-        if group_size < 2:
-            raise ConfigError("the examples strategy needs group_size >= 2: advantages compare rollouts within a group")
-
-    def prompt_condition(self) -> dict[str, Any]:
-        return {"examples": self.library}
-
-    def done(self) -> int:
-        return int((self.library.progress or {}).get("global_step", 0))
-
-    def stored_run(self) -> dict | None:
-        return (self.library.progress or {}).get("run")
-
-    def commit(self, groups: list[Group], ctx: StepContext) -> dict[str, Any]:
-        grpo = self.library
-        stored, pruned = grpo.total_stored, grpo.total_pruned
-        grpo.add_rollout_groups(
-            [
-                (
-                    [(g.sample["prompt"], text) for text in g.responses],
-                    g.rewards,
-                    with_contrast(g.responses, g.rewards, {"task": self.task_name, "sample_id": g.sample_id}),
-                )
-                for g in groups
-            ],
-            progress=ctx.progress,
-        )
-        stats = grpo.stats()
-        return {
-            "stored": grpo.total_stored - stored,
-            "pruned": grpo.total_pruned - pruned,
-            "library_size": stats.current_library_size,
-            "avg_advantage": stats.avg_advantage,
-            "max_advantage": stats.max_advantage,
-            "min_advantage": stats.min_advantage,
-        }
-
-
-CONTRAST_CHARS = 2000
-"""Most characters of a failed rollout kept as a success's contrast."""
-
-
-def with_contrast(responses: list[str], rewards: list[float], metadata: dict[str, str]) -> list[dict[str, str] | None]:
-    """Per rollout, `metadata` and its contrast: the group's worst rollout (the first, on a tie) when its
-    reward is lower, as `contrast_response` (model output kept as plain text, cut to CONTRAST_CHARS) and
-    `contrast_reward`. Recorded whether or not prompts show it (`RolloutConfig.contrast`)."""
-    if not rewards:
-        return []
-    worst = min(range(len(rewards)), key=rewards.__getitem__)
-    contrast = {
-        **metadata,
-        "contrast_response": responses[worst][:CONTRAST_CHARS],
-        "contrast_reward": repr(float(rewards[worst])),
-    }
-    return [contrast if reward > rewards[worst] else metadata for reward in rewards]
 
 
 class LessonUpdate(Update):
@@ -223,22 +120,17 @@ class LessonUpdate(Update):
         candidate = self.library.preview(operations)
         if candidate == self.library.lessons:
             return None
-        pool = ctx.validation or batch
+        rollouts = ctx.rollouts
+        if rollouts is None:
+            raise ConfigError("validating lessons (validate_margin) rolls out the policy: give the step a reward")
+        pool = list(rollouts.validation or batch)
         chosen = random.Random(ctx.seed).sample(pool, min(config.validation_size, len(pool)))
-        rollout = replace(ctx.config, temperature=config.eval_temperature)
+        rollout = replace(rollouts.config, temperature=config.eval_temperature)
         means = []
         with self.library.detached(candidate) as after:
             for library in (self.library, after):
-                _, scores = rollout_batch(
-                    ctx.policy,
-                    chosen,
-                    ctx.reward,
-                    ctx.config.group_size,
-                    rollout,
-                    ctx.seed + 500_009,
-                    examples=ctx.examples,
-                    lessons=library.render(),
-                    placement=config.placement,
+                _, scores = rollouts.run(
+                    chosen, ctx.seed + 500_009, lessons=library.render(), placement=config.placement, config=rollout
                 )
                 values = [s.value for group in scores for s in group]
                 means.append(sum(values) / max(1, len(values)))
@@ -266,7 +158,7 @@ class LessonUpdate(Update):
         validation = context.get("validation")
         rejected = validation is not None and not validation["accepted"]
         result = self.library.apply(
-            operations, step=ctx.global_step, context=context, progress=ctx.progress, kind="step", rejected=rejected
+            operations, step=ctx.global_step, context=context, progress=ctx.position, kind="step", rejected=rejected
         )
         return {
             "proposed": sum(len(c["operations"]) for c in context["critiques"]),
@@ -282,10 +174,15 @@ class LessonUpdate(Update):
         }
 
     def _critic(self, ctx: StepContext) -> Critic:
-        backend = ctx.policy
+        """The critic: the given model behind the run's cache, or the policy (already behind it)."""
         if self.critic is not None:
             backend = CachedBackend(self.critic, ctx.cache, namespace="critic") if ctx.cache else self.critic
-        return Critic(backend, self.config, self.prompts, concurrency=ctx.config.concurrency)
+        elif ctx.rollouts is not None:
+            backend = ctx.rollouts.policy
+        else:
+            raise ConfigError("the lessons update needs a critic model when the groups come without a policy")
+        concurrency = ctx.rollouts.config.concurrency if ctx.rollouts is not None else RolloutConfig().concurrency
+        return Critic(backend, self.config, self.prompts, concurrency=concurrency)
 
 
 def _summary_record(group: Group, rows: list[tuple[Any, str]]) -> dict[str, Any]:

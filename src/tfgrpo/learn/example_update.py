@@ -1,0 +1,79 @@
+"""`ExampleUpdate`, the spec's method: advantages within each group; rollouts above the threshold are
+stored as few-shot examples (`TrainingFreeGRPO.add_rollout_groups`, one transaction per step), each with
+the group's worst rollout beside it in its metadata (`with_contrast`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.library import TrainingFreeGRPO
+from ..errors import ConfigError
+from .group import Group
+from .update import StepContext, Update
+
+
+class ExampleUpdate(Update):
+    """Successful rollouts, by advantage, into an experience library (its few-shot examples go into the
+    prompts of the next rollouts)."""
+
+    name = "examples"
+
+    def __init__(self, library: TrainingFreeGRPO, task_name: str = "task") -> None:
+        self.library = library
+        self.task_name = task_name
+
+    def check(self, group_size: int) -> None:
+        if group_size < 2:
+            raise ConfigError("the examples strategy needs group_size >= 2: advantages compare rollouts within a group")
+
+    def prompt_condition(self) -> dict[str, Any]:
+        return {"examples": self.library}
+
+    def done(self) -> int:
+        return int((self.library.progress or {}).get("global_step", 0))
+
+    def stored_run(self) -> dict | None:
+        return (self.library.progress or {}).get("run")
+
+    def commit(self, groups: list[Group], ctx: StepContext) -> dict[str, Any]:
+        grpo = self.library
+        stored, pruned = grpo.total_stored, grpo.total_pruned
+        grpo.add_rollout_groups(
+            [
+                (
+                    [(g.prompt, text) for text in g.responses],
+                    g.rewards,
+                    with_contrast(g.responses, g.rewards, {"task": self.task_name, "sample_id": g.sample_id}),
+                )
+                for g in groups
+            ],
+            progress=ctx.position,
+        )
+        stats = grpo.stats()
+        return {
+            "stored": grpo.total_stored - stored,
+            "pruned": grpo.total_pruned - pruned,
+            "library_size": stats.current_library_size,
+            "avg_advantage": stats.avg_advantage,
+            "max_advantage": stats.max_advantage,
+            "min_advantage": stats.min_advantage,
+        }
+
+
+CONTRAST_CHARS = 2000
+"""Most characters of a failed rollout kept as a success's contrast."""
+
+
+def with_contrast(responses: list[str], rewards: list[float], metadata: dict[str, str]) -> list[dict[str, str] | None]:
+    """Per rollout, `metadata` and its contrast: the group's worst rollout (the first, on a tie) when its
+    reward is lower, as `contrast_response` (model output kept as plain text, cut to CONTRAST_CHARS) and
+    `contrast_reward`. Recorded whether or not prompts show it (`RolloutConfig.contrast`)."""
+    if not rewards:
+        return []
+    worst = min(range(len(rewards)), key=rewards.__getitem__)
+    contrast = {
+        **metadata,
+        "contrast_response": responses[worst][:CONTRAST_CHARS],
+        "contrast_reward": repr(float(rewards[worst])),
+    }
+    return [contrast if reward > rewards[worst] else metadata for reward in rewards]

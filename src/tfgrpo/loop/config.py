@@ -1,0 +1,36 @@
+"""`TrainConfig`: the knobs of a training run, and its presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.knobs import knob, replace_known
+from ..errors import ConfigError
+from ..learn.rollouts import RolloutConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig(RolloutConfig):
+    """The knobs of a training run (and, through `RolloutConfig`, of its rollouts' prompts)."""
+
+    epochs: int = knob(1, "passes over the training samples", minimum=1)
+    batch_size: int = knob(4, "prompts per step (each strategy commits once per step)", minimum=1)
+    group_size: int = knob(8, "rollouts per prompt (G)", minimum=1, flag="--group-size")
+    seed: int = knob(0, "seed of the batch order, the examples drawn and the sampling")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """A named preset with some fields changed: "paper" (3 epochs, G=5, one batch of the whole
+        100-sample training set, temperature 0.7)."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+        return replace_known(PRESETS[name], overrides)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(epochs=3, batch_size=100, group_size=5, temperature=0.7),
+}
+
+RUN_FIELDS = ("seed", "batch_size", "group_size")
+"""The settings that fix which samples each step sees (besides the data itself)."""
