@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tfgrpo demo
 
+# `make test` runs every test (what CI runs), with the full hypothesis budget; `make test-fast` leaves out
+# the tests marked slow and tries a fifth of the hypothesis examples. TFGRPO_HYPOTHESIS=full|fast overrides
+# the budget of either. Each runs on TEST_WORKERS processes (pytest-xdist), a test file per worker at a time.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	TFGRPO_HYPOTHESIS=$${TFGRPO_HYPOTHESIS:-full} $(PYTEST) $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	TFGRPO_HYPOTHESIS=$${TFGRPO_HYPOTHESIS:-fast} $(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llm.support import StandIn, UvicornThread, chat_reply
+from support.llm import StandIn, UvicornThread, chat_reply
 from tfgrpo.server.proxy import create_proxy_app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -52,6 +52,7 @@ class Counting:
         await self.app(scope, receive, send)
 
 
+@pytest.mark.slow
 def test_every_python_example_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}

@@ -13,13 +13,14 @@ import yaml
 from tfgrpo.cli import build_parser
 from tfgrpo.cli.options import _KnobAction, config_from_args
 from tfgrpo.core.knobs import knob_fields
+from tfgrpo.executors import ExecutorConfig
 from tfgrpo.loop import EvalConfig, TrainConfig
 from tfgrpo.semantic import LessonConfig
 
 COMMANDS = {
-    "train": (TrainConfig, LessonConfig),
-    "eval": (EvalConfig, LessonConfig),
-    "attribute": (EvalConfig, LessonConfig),
+    "train": (TrainConfig, LessonConfig, ExecutorConfig),
+    "eval": (EvalConfig, LessonConfig, ExecutorConfig),
+    "attribute": (EvalConfig, LessonConfig, ExecutorConfig),
 }
 ONLY = {("eval", LessonConfig): {"placement"}, ("attribute", LessonConfig): {"placement"}}
 
@@ -53,6 +54,8 @@ def test_no_flags_build_the_python_defaults():
     assert config_from_args(TrainConfig, args) == TrainConfig()
     assert config_from_args(LessonConfig, args) == LessonConfig()
     assert config_from_args(EvalConfig, build_parser().parse_args(["eval"])) == EvalConfig()
+    for command in ("train", "eval", "attribute", "repeat", "serve"):
+        assert config_from_args(ExecutorConfig, build_parser().parse_args([command])) == ExecutorConfig()
     assert config_from_args(TrainConfig, build_parser().parse_args(["train", "--preset", "paper"]), preset="paper") == (
         TrainConfig.preset("paper")
     )

@@ -9,6 +9,7 @@ import sqlite3
 
 import pytest
 
+from support.core import NOW, FakeClock, quiet_config, snapshot
 from tfgrpo import (
     Experience,
     LibraryFormatError,
@@ -16,8 +17,6 @@ from tfgrpo import (
     TFGRPOError,
     TrainingFreeGRPO,
 )
-
-from .support import NOW, FakeClock, quiet_config, snapshot
 
 FIELDS = ["prompt", "response", "advantage", "timestamp", "metadata"]
 

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm.support import bundled_backend
+from support.properties import examples
 from tfgrpo.errors import ConfigError
 from tfgrpo.llm.base import GenerationParams
 from tfgrpo.llm.structured import Grammar, TokenTable
@@ -104,7 +104,7 @@ def walk(data, grammar: Grammar, steps: int) -> str:
     return "".join(out)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150))
 @given(st.data(), st.integers(0, 200))
 def test_every_completed_output_parses_and_validates(data, steps: int) -> None:
     text = walk(data, GRAMMAR, steps)
@@ -192,7 +192,7 @@ def test_numbers_json_or_the_schema_refuse_are_refused(field: str, value: str) -
     assert state is TYPED_GRAMMAR.empty or not state.nullable
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150))
 @given(st.data(), st.integers(0, 60))
 def test_every_completed_typed_output_parses_and_validates(data, steps: int) -> None:
     text = walk(data, TYPED_GRAMMAR, steps)
@@ -247,7 +247,7 @@ def run_constraint(schema: dict, max_tokens: int, seed: int) -> tuple[list[int],
     return out, "".join(TOKENIZER.vocab[i] for i in out)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(st.integers(0, 2**31), st.integers(40, 120))
 def test_sampled_tokens_always_end_in_a_valid_answer_within_the_budget(seed: int, max_tokens: int) -> None:
     tokens, text = run_constraint(SCHEMA, max_tokens, seed)
@@ -256,7 +256,7 @@ def test_sampled_tokens_always_end_in_a_valid_answer_within_the_budget(seed: int
     assert "\ufffd" not in text  # a token that is part of a character is never allowed
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(st.integers(0, 2**31), st.integers(TYPED_GRAMMAR.root.shortest, TYPED_GRAMMAR.root.shortest + 80))
 def test_sampled_tokens_always_end_in_a_valid_typed_answer(seed: int, max_tokens: int) -> None:
     # (Fewer tokens than the shortest answer has characters cannot be promised an answer.)
@@ -302,10 +302,10 @@ def test_the_budget_closes_an_answer_that_would_run_on() -> None:
 
 
 @pytest.mark.model
-def test_the_bundled_model_writes_parseable_operations_through_the_constraint() -> None:
+def test_the_bundled_model_writes_parseable_operations_through_the_constraint(local_backend) -> None:
     from tfgrpo.semantic.prompts import SemanticPrompts, group_prompt
 
-    backend = bundled_backend()
+    backend = local_backend
     prompt = group_prompt(
         SemanticPrompts(),
         question="What is 9 + 17?",
@@ -327,9 +327,9 @@ def test_the_bundled_model_writes_parseable_operations_through_the_constraint() 
 
 
 @pytest.mark.model
-def test_the_bundled_model_writes_an_integer_and_a_number_through_the_constraint() -> None:
+def test_the_bundled_model_writes_an_integer_and_a_number_through_the_constraint(local_backend) -> None:
     # Integer and number were refused (a ConfigError, a 400 from serve-model): DSPy's typed outputs use them.
-    backend = bundled_backend()
+    backend = local_backend
     schema = {
         "type": "object",
         "properties": {"answer": {"type": "integer"}, "confidence": {"type": "number", "minimum": 0}},

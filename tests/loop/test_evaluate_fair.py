@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn, chat_reply
 from tfgrpo.core.library import TrainingFreeGRPO
 from tfgrpo.learn.rollouts import RolloutConfig, cut_after_content
 from tfgrpo.llm.base import Generation

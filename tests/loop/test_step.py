@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn, chat_reply
 from tfgrpo import TrainingFreeGRPO
 from tfgrpo.errors import ConfigError
 from tfgrpo.learn import ExampleUpdate, LessonUpdate

@@ -7,10 +7,9 @@ import json
 
 import pytest
 
-from llm.support import StandIn
+from support.llm import StandIn
+from support.report import TEST, TRAIN, build, policy
 from tfgrpo.cli import main
-
-from .support import TEST, TRAIN, build, policy
 
 
 def test_eval_writes_its_full_result_and_the_report_reads_it(tmp_path, capsys):

@@ -9,12 +9,11 @@ import shutil
 
 import pytest
 
+from support.browser import Browser, chromium_path
+from support.report import HOSTILE, KEY, build
 from tfgrpo.cli import main
 from tfgrpo.errors import ConfigError
 from tfgrpo.report import write_report
-
-from .browser import Browser, chromium_path
-from .support import HOSTILE, KEY, build
 
 PLOTS = {
     "plot-reward",

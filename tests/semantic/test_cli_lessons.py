@@ -1,31 +1,19 @@
-"""Paper mode from the command line, as a user types it: real subprocesses of the `tfgrpo` script,
-talking over HTTP to a scripted OpenAI-compatible stand-in on 127.0.0.1 (policy and critic), so no model
-is needed; one small run on the bundled model at the end."""
+"""Paper mode from the command line, as a user types it (`tfgrpo.cli.main` in-process), talking over HTTP
+to a scripted OpenAI-compatible stand-in on 127.0.0.1 (policy and critic), so no model is needed; one
+small run on the bundled model at the end."""
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from llm.support import StandIn, chat_reply, error_reply
+from support.cli import tfgrpo as run
+from support.llm import StandIn, chat_reply, error_reply
 from tfgrpo import TrainingFreeGRPO
 from tfgrpo.semantic import LessonLibrary, Operation
 
-TFGRPO = shutil.which("tfgrpo") or str(Path(sys.executable).parent / "tfgrpo")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 QUESTION = re.compile(r"What is (\d+)\+(\d+)\?")
-
-
-def run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run([TFGRPO, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"tfgrpo {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr}")
-    return result
 
 
 class Script:
@@ -292,7 +280,7 @@ def test_eval_all_compares_every_condition_on_the_same_prompts(server, data, tmp
 
 
 @pytest.mark.model
-def test_train_and_eval_lessons_on_the_bundled_model(tmp_path):
+def test_train_and_eval_lessons_on_the_bundled_model(tmp_path, local_model):
     lib = tmp_path / "model.db"
     task = ["--task", "arithmetic", "--task-option", "n=40", "--task-option", "seed=5", "--limit", "2"]
     out = run(
@@ -310,7 +298,6 @@ def test_train_and_eval_lessons_on_the_bundled_model(tmp_path):
         "4",
         "--critic-max-tokens",
         "24",
-        timeout=600,
     ).stdout
     assert "Lessons (arithmetic):" in out
     with LessonLibrary(lib) as lessons:

@@ -1,4 +1,4 @@
-"""`examples/arithmetic_app.py` against a real proxy (in front of test_proxy's stand-in upstream), as a
+"""`examples/arithmetic_app.py` against a real proxy (in front of the scripted stand-in upstream), as a
 user runs it: a subprocess of the script."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from server import test_proxy
-from server.test_proxy import Proxy
+import pytest
+
+from support.proxy import Proxy
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "arithmetic_app.py"
-upstream, fresh = test_proxy.upstream, test_proxy.fresh  # the stand-in upstream and its fixtures
 
 
 def run_app(proxy: Proxy, *args: str) -> subprocess.CompletedProcess:
@@ -19,6 +19,7 @@ def run_app(proxy: Proxy, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # the example app as a process of its own, twice
 def test_the_app_names_the_library_the_proxy_serves(fresh, tmp_path):
     # The proxy serves lib.db as "lib"; the app assumed "arithmetic" and died with KeyError: 'experiences'.
     with Proxy(fresh, tmp_path / "lib.db") as proxy:

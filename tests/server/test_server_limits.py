@@ -10,7 +10,7 @@ import socket
 import httpx
 import pytest
 
-from llm.support import UvicornThread
+from support.llm import UvicornThread
 from tfgrpo.server.limits import ServerLimits, check_limits
 from tfgrpo.server.model_server import create_app
 from tfgrpo.server.openai_api import OpenAIError

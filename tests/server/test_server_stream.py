@@ -11,8 +11,8 @@ import socket
 import httpx
 import pytest
 
-from llm.support import UvicornThread
-from server.scripted import ScriptedBackend
+from support.llm import UvicornThread
+from support.scripted import ScriptedBackend
 from tfgrpo.server.guards import key_matches
 from tfgrpo.server.model_server import create_app
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    from ..executors import Executor
     from ..rewards import Reward
 
 
@@ -199,12 +200,31 @@ def _parse_option(item: str) -> tuple[str, object]:
         return key, value
 
 
-def make_backend(spec: str, concurrency: int):
-    """The backend a spec names; `concurrency` applies to HTTP backends."""
+def make_backend(spec: str, concurrency: int, executor: Executor | None = None):
+    """The backend a spec names, made where `executor` runs models (default: in this process);
+    `concurrency` applies to HTTP backends."""
+    if executor is not None:
+        return executor.backend(spec, concurrency=concurrency)
     from ..llm import get_backend
 
     kwargs = {"concurrency": concurrency} if spec.startswith(("openai", "http")) else {}
     return get_backend(spec, **kwargs)
+
+
+def executor_args(p: argparse.ArgumentParser, only: list[str] | None = None) -> None:
+    """The `ExecutorConfig` flags (--executor, --replicas, ...), or those in `only`."""
+    from ..executors import ExecutorConfig
+    from .options import add_config_args
+
+    add_config_args(p.add_argument_group("where work runs (ExecutorConfig)"), ExecutorConfig, only=only)
+
+
+def open_executor_of(args) -> Executor:
+    """The executor the flags name (Ray started or joined here); close it, or use it with `with`."""
+    from ..executors import ExecutorConfig, open_executor
+    from .options import config_from_args
+
+    return open_executor(config_from_args(ExecutorConfig, args))
 
 
 def task_hints(task: LoadedTask) -> dict:

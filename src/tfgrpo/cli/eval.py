@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError
 from .common import (
     HINTED,
+    executor_args,
     load_task,
     make_backend,
     model_arg,
+    open_executor_of,
     open_library,
     require_lesson_library,
     task_args,
@@ -42,6 +44,7 @@ def add_commands(command) -> None:
         task_args(p)
         model_arg(p.add_argument_group("model"))
         add_config_args(p.add_argument_group("evaluation (EvalConfig)"), EvalConfig, defaults=HINTED)
+        executor_args(p)
         add_config_args(p, LessonConfig, only=["placement"])
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         result_args(p)
@@ -153,7 +156,9 @@ def cmd_eval(args) -> int | None:
         return 0
     with ExitStack() as stack:
         conditions = library_conditions(args, stack)
-        backend = stack.enter_context(make_backend(args.model, config.concurrency))
+        executor = stack.enter_context(open_executor_of(args))
+        backend = stack.enter_context(make_backend(args.model, config.concurrency, executor))
+        task = task._replace(reward=executor.reward(task.reward))
         baselines = score_baselines(args, task, config, backend)
         report = report_of([*baselines, *score(task, config, backend, conditions)], task.test, config)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
@@ -175,7 +180,12 @@ def cmd_attribute(args) -> int | None:
         print(print_config(resolved_options(args, config), args.print_config))
         return 0
     require_lesson_library(args.library)
-    with LessonLibrary(args.library) as library, make_backend(args.model, config.concurrency) as backend:
+    with (
+        LessonLibrary(args.library) as library,
+        open_executor_of(args) as executor,
+        make_backend(args.model, config.concurrency, executor) as backend,
+    ):
+        task = task._replace(reward=executor.reward(task.reward))
         if not len(library):
             raise ConfigError(f"{args.library} holds no lessons (version {library.version}); nothing to attribute")
         report = attribute_lessons(

@@ -10,10 +10,12 @@ from contextlib import ExitStack
 from .common import (
     HINTED,
     check_lesson_path,
+    executor_args,
     library_label,
     load_task,
     make_backend,
     model_arg,
+    open_executor_of,
     task_args,
     task_hints,
     template,
@@ -62,6 +64,7 @@ def add_commands(command) -> None:
     add_config_args(
         p.add_argument_group("training (TrainConfig)"), TrainConfig, aliases={"group_size": ["-G"]}, defaults=HINTED
     )
+    executor_args(p)
     add_config_args(
         p.add_argument_group("lessons (LessonConfig; --strategy lessons or both)"),
         LessonConfig,
@@ -135,15 +138,18 @@ def cmd_train(args) -> int | None:
         finished = bool(task.train) and min(u.done() for u in updates) >= total
         policy: Backend | None = None
         critic: Backend | None = None
+        reward = task.reward
         if not finished:  # a finished run loads no model (`tfgrpo repeat` calls train for every seed)
-            policy = stack.enter_context(make_backend(args.model, config.concurrency))
+            executor = stack.enter_context(open_executor_of(args))
+            policy = stack.enter_context(make_backend(args.model, config.concurrency, executor))
+            reward = executor.reward(task.reward)
             if args.critic:
                 critic = stack.enter_context(make_backend(args.critic, config.concurrency))
         updates = strategies(critic)
         cache = stack.enter_context(LLMCache(args.library)) if is_store_target(args.library) else None
         tracker = stack.enter_context(open_run_tracker(args, "train"))
         steps = [] if policy is None else train(
-            policy, task.train, task.reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
+            policy, task.train, reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
             on_step=tracker.on_step,
         )  # fmt: skip
         if os.path.exists(args.library):  # (a file, not a database server)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import math
 import threading
 from abc import ABC, abstractmethod
@@ -36,7 +38,10 @@ class GenerationParams:
     stop: list[str] | None = None
     """Generation ends at the first of these strings, which is not included in the text."""
     seed: int | None = None
-    """Same seed, same prompts, same params: same output (locally; servers honour it when they can)."""
+    """Same seed, same prompt, same params: same output (locally; servers honour it when they can). A
+    prompt's group depends on that prompt and the params only, never on the other prompts of the call,
+    so groups may be generated apart (in other calls, on other replicas) with the same result: the local
+    backend samples each prompt's group alone, seeded by `group_seed(seed, prompt)`."""
     logit_bias: Mapping[int, float] | None = field(default=None, hash=False)
     """OpenAI-style logit bias: token id -> bias in [-100, 100], added to the logits before sampling (sent
     as `logit_bias` to servers; token ids are the served model's). `tfgrpo.llm.guidance.LogitBias` builds
@@ -250,6 +255,12 @@ def to_messages(prompt: Prompt) -> list[Message]:
             raise ConfigError(f'each chat message must be a dict {{"role": str, "content": str}}, got {message!r:.200}')
         check_text(message["content"], f"a {message['role']!r:.20} message", ConfigError)
     return [{"role": m["role"], "content": m["content"]} for m in prompt]
+
+
+def group_seed(seed: int, prompt: Prompt) -> int:
+    """The seed one prompt's group is sampled from, given the call's `seed`: fixed by the two alone."""
+    text = json.dumps([seed, prompt], ensure_ascii=False, sort_keys=True)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1  # < 2**63
 
 
 def check_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn, chat_reply
 from tfgrpo.core.library import TrainingFreeGRPO
 from tfgrpo.learn import ExampleUpdate
 from tfgrpo.llm.http import OpenAIBackend
