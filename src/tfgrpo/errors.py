@@ -29,6 +29,10 @@ class StoreError(TFGRPOError):
     """A persistence failure (disk full, database locked, ...). Nothing was changed in memory."""
 
 
+class ConflictError(StoreError):
+    """Another process changed what an update was conditioned on first; this update changed nothing."""
+
+
 class BackendError(TFGRPOError):
     """A model backend failed: the model could not be loaded, or a server refused the request or kept
     failing after every retry (the message says which, and what it answered)."""

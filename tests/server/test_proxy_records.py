@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tfgrpo.server.records import Completion, CompletionRecords
+from tfgrpo.server.records import Completion, CompletionRecords, _scan_figures
 
 FULL, NORMAL = 2, 1  # PRAGMA synchronous values
 
@@ -11,12 +11,12 @@ def test_feedback_batches_commit_with_synchronous_full_and_completions_with_norm
     records = CompletionRecords(tmp_path / "lib.db")
     try:
         records.add(Completion("c1", "2+2?", ["4"])).result()
-        assert records._db.execute("PRAGMA synchronous").fetchone()[0] == NORMAL
+        assert records._sqlite.execute("PRAGMA synchronous").fetchone()[0] == NORMAL
         result = records.feedback("c1", {0: 1.0}).result()
         assert result.status == 200 and result.recorded == 1
-        assert records._db.execute("PRAGMA synchronous").fetchone()[0] == FULL
+        assert records._sqlite.execute("PRAGMA synchronous").fetchone()[0] == FULL
         records.add(Completion("c2", "2+3?", ["5"])).result()
-        assert records._db.execute("PRAGMA synchronous").fetchone()[0] == NORMAL
+        assert records._sqlite.execute("PRAGMA synchronous").fetchone()[0] == NORMAL
     finally:
         records.close()
     reopened = CompletionRecords(tmp_path / "lib.db")
@@ -41,7 +41,8 @@ def test_counts_and_reward_moments_kept_up_to_date_match_the_tables(tmp_path):
                  ("c4", {5: 1.0}), ("c2", {2: 1.0})]  # fmt: skip
         for cid, rewards in steps:
             records.feedback(cid, rewards).result()
-            scanned = dict(records._scan_figures())
+            with records._db.reading() as tx:
+                scanned = dict(_scan_figures(tx))
             counts = {name: scanned[name] for name in ("completions", "feedback", "groups")}
             moments = {
                 arm: (scanned[f"n:{int(arm)}"], scanned[f"sum:{int(arm)}"], scanned[f"sq:{int(arm)}"])

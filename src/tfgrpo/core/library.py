@@ -38,6 +38,7 @@ from typing import overload
 
 from ..errors import (
     ConfigError,
+    ConflictError,
     InvalidRolloutsError,
     LibraryFormatError,
     LibraryNotFoundError,
@@ -272,17 +273,24 @@ class TrainingFreeGRPO:
             tuple[Iterable[tuple[str, str]], Iterable[float], dict[str, str] | list[dict[str, str] | None] | None]
         ],
         progress: dict | None = None,
+        *,
+        only_if: Callable[[dict | None], bool] | None = None,
     ) -> list[list[Experience]]:
         """Several (rollouts, rewards, metadata) groups as one update: with a store, one transaction.
         A group's metadata is copied onto each experience it stores, or is a list with one per rollout.
 
         `progress` (any JSON-serialisable dict, e.g. a training loop's position) is saved in that same
         transaction and read back as `self.progress`, so a resumed run neither repeats nor loses a group.
+        `only_if`: a test of the stored progress, made under the store's write lock after catching up
+        with other processes; when it fails nothing is added and `ConflictError` is raised (so that two
+        processes that set out to add the same groups add them once).
         """
         prepared = [self._prepare_group(*_check_group(i, group)) for i, group in enumerate(groups)]
         if self._store is None:
+            _check_progress(only_if, self.progress)
             return self._add_prepared(prepared, progress)[0]
         with self._update() as change:
+            _check_progress(only_if, self.progress)
             added_per_group, change.removed = self._add_prepared(prepared, progress)
             change.added = [e for added in added_per_group for e in added]
             change.tx.commit(change.added, change.removed, self._counters(), progress)
@@ -871,6 +879,11 @@ def _gc_paused() -> Iterator[None]:
 
 
 _FREEZE_AT = 100_000
+
+
+def _check_progress(only_if: Callable[[dict | None], bool] | None, progress: dict | None) -> None:
+    if only_if is not None and not only_if(progress):
+        raise ConflictError(f"the library's progress is no longer what this update expected (it is {progress!r})")
 
 
 def _collect_before_load() -> None:

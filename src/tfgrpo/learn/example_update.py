@@ -48,6 +48,7 @@ class ExampleUpdate(Update):
                 for g in groups
             ],
             progress=ctx.position,
+            only_if=ctx.expect,
         )
         stats = grpo.stats()
         return {

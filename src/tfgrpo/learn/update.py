@@ -4,6 +4,7 @@ more class with this interface (`ExampleUpdate` and `LessonUpdate` are the two t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,9 @@ class StepContext:
     the groups came from elsewhere (a client's feedback)."""
     cache: LLMCache | None = None
     """The run's LLM cache, for the models a strategy calls itself."""
+    expect: Callable[[dict | None], bool] | None = None
+    """A test the library's stored progress must pass when the change commits, else nothing is changed and
+    `ConflictError` is raised (several processes learning one library's groups: each is learned once)."""
 
 
 class Update:

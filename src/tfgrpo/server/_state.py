@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.files import is_sqlite_path
+from ..core.store import is_store_target
 from ..errors import ConfigError, excerpt
 from ..rewards.base import Reward
 from ..tracking import Tracker
@@ -56,9 +56,10 @@ class ProxyState:
         if keys is None and len(libraries) != 1:
             raise ConfigError("without --keys tfgrpo serve serves exactly one library")
         for path in libraries.values():
-            if not is_sqlite_path(path):
+            if not is_store_target(path):
                 raise ConfigError(
-                    f"tfgrpo serve keeps its records in the library file, which must be SQLite (.db): {path}"
+                    f"tfgrpo serve keeps its records beside the library, which must be an SQLite file (.db) or a "
+                    f"postgresql:// URL: {path}"
                 )
         self.upstream_url = upstream_url
         self.library_paths = dict(libraries)

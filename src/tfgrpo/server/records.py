@@ -26,16 +26,15 @@ import hashlib
 import json
 import os
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ..core.store.sqlite import connect, transaction
+from ..core.store import connect_db
+from ..core.store.sql import SQLiteDatabase
 from ..errors import StoreError, excerpt
 from ..learn.group import Group
 from ..rewards.base import Score
@@ -43,32 +42,37 @@ from ..rewards.base import Score
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS proxy_completions (
     id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
+    created {real} NOT NULL,
     prompt TEXT NOT NULL,
     prompt_key TEXT NOT NULL,
-    n INTEGER NOT NULL,
+    n {int} NOT NULL,
     choices TEXT NOT NULL,
-    holdout INTEGER NOT NULL,
-    learnable INTEGER NOT NULL,
+    holdout {int} NOT NULL,
+    learnable {int} NOT NULL,
     info TEXT NOT NULL,
     sample TEXT,
-    group_seq INTEGER
+    group_seq {int}
 );
 CREATE INDEX IF NOT EXISTS proxy_open ON proxy_completions(prompt_key, created) WHERE group_seq IS NULL AND n = 1;
 CREATE TABLE IF NOT EXISTS proxy_feedback (
     completion_id TEXT NOT NULL,
-    choice INTEGER NOT NULL,
-    reward REAL NOT NULL,
-    created REAL NOT NULL,
+    choice {int} NOT NULL,
+    reward {real} NOT NULL,
+    created {real} NOT NULL,
     PRIMARY KEY (completion_id, choice)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS proxy_figures (
     name TEXT PRIMARY KEY,
-    value REAL NOT NULL
-) WITHOUT ROWID;
+    value {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS proxy_leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until {real} NOT NULL
+);
 CREATE TABLE IF NOT EXISTS proxy_groups (
-    seq INTEGER PRIMARY KEY,
-    created REAL NOT NULL,
+    seq {int} PRIMARY KEY,
+    created {real} NOT NULL,
     prompt TEXT NOT NULL,
     responses TEXT NOT NULL,
     rewards TEXT NOT NULL,
@@ -138,32 +142,40 @@ class FeedbackResult:
 
 
 class CompletionRecords:
-    """The proxy's records for one library file. `on_group(group)` is called from the writer thread,
-    in `seq` order, after the transaction that formed the group committed."""
+    """The proxy's records for one library (an SQLite file or a `postgresql://` URL, beside the library's own
+    tables). `on_group(group)` is called from the writer thread, in `seq` order, after the transaction that
+    formed the group committed. Several processes may write the same records (`tfgrpo serve --workers`):
+    each batch holds the records' lock row, so every group is formed once and numbered in one order."""
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        target: str | os.PathLike,
         group_size: int = 4,
         window_s: float = 86400.0,
         on_group: Callable[[FormedGroup], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.path = Path(path)
+        self.target = target
         self.group_size = group_size
         self.window_s = window_s
         self.on_group = on_group
         self._clock = clock
-        self._db = connect(self.path)
-        self._synchronous = "NORMAL"  # as `connect` left it
-        with transaction(self._db, "creating the proxy's tables"):
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            if self._db.execute("SELECT COUNT(*) FROM proxy_figures").fetchone()[0] == 0:
-                self._db.executemany("INSERT INTO proxy_figures(name, value) VALUES (?, ?)", self._scan_figures())
-        self._read = connect(self.path)  # reads from request handlers, never blocked by the writer
-        self._read_lock = threading.Lock()
+        self._db = connect_db(target)  # the writer's
+        self._sqlite = self._db.connection if isinstance(self._db, SQLiteDatabase) else None
+        self._synchronous = "NORMAL"  # as an SQLite connection starts
+        try:
+            with self._db.creating() as tx:
+                for statement in self._db.dialect.ddl(_SCHEMA).split(";"):
+                    if statement.strip():
+                        tx.execute(statement)
+                if tx.execute("SELECT COUNT(*) FROM proxy_figures").fetchone()[0] == 0:
+                    tx.executemany("INSERT INTO proxy_figures(name, value) VALUES (?, ?)", _scan_figures(tx))
+            # Reads from request handlers, and leases: never inside the writer's transaction (SQLite: a
+            # connection of their own; PostgreSQL: a pool).
+            self._other = connect_db(target)
+        except BaseException:
+            self._db.close()
+            raise
         self._pending: dict[str, float] = {}  # the batch's changes of `proxy_figures`
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="tfgrpo-records", daemon=True)
@@ -208,24 +220,19 @@ class CompletionRecords:
     def _commit_batch(self, batch: list[tuple[tuple, Future]]) -> None:
         results: list[Any] = []
         groups: list[FormedGroup] = []
-        # A batch with feedback is on disk (the WAL fsynced) before any of it is acknowledged: a 200 for
-        # feedback survives a power cut, not only a crash; group commit pays the fsync once per batch.
-        # Completion records alone survive a crash of the proxy (WAL, synchronous=NORMAL) without an
-        # fsync on every answer's path (one costs 4 ms p50, 16 ms p99 on the benchmark machine's disk).
-        synchronous = "FULL" if any(item[0] == "feedback" for item, _ in batch) else "NORMAL"
         try:
-            if synchronous != self._synchronous:
-                self._db.execute(f"PRAGMA synchronous={synchronous}")
-                self._synchronous = synchronous
+            self._sync(any(item[0] == "feedback" for item, _ in batch))
             self._pending = {}
-            with transaction(self._db, "recording completions and feedback"):
+            with self._db.writing() as tx:
+                # The lock row: writers of these records in other processes wait here (SQLite: the file's lock).
+                tx.execute("SELECT value FROM proxy_figures WHERE name = 'groups'" + self._db.dialect.for_update)
                 for item, _ in batch:
                     if item[0] == "add":
-                        self._add(item[1], groups)
+                        self._add(tx, item[1], groups)
                         results.append(None)
                     else:
-                        results.append(self._feedback(item[1], item[2], groups))
-                self._db.executemany(
+                        results.append(self._feedback(tx, item[1], item[2], groups))
+                tx.executemany(
                     "UPDATE proxy_figures SET value = value + ? WHERE name = ?",
                     [(delta, name) for name, delta in self._pending.items()],
                 )
@@ -239,27 +246,34 @@ class CompletionRecords:
         for (_, future), result in zip(batch, results):
             future.set_result(result)
 
-    def _next_seq(self) -> int:
-        return (self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM proxy_groups").fetchone()[0] or 0) + 1
+    def _sync(self, feedback: bool) -> None:
+        """SQLite: a batch with feedback is on disk (the WAL fsynced) before any of it is acknowledged, so a
+        200 for feedback survives a power cut, not only a crash; group commit pays the fsync once per batch.
+        Completion records alone survive a crash of the proxy (WAL, synchronous=NORMAL) without an fsync on
+        every answer's path (one costs 4 ms p50, 16 ms p99 on the benchmark machine's disk). PostgreSQL
+        commits durably as the server is configured."""
+        synchronous = "FULL" if feedback else "NORMAL"
+        if self._sqlite is not None and synchronous != self._synchronous:
+            self._sqlite.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
 
     def _new_group(
-        self, prompt: str, responses: list[str], rewards: list[float], members: list[str], sample: str | None
+        self, tx, prompt: str, responses: list[str], rewards: list[float], members: list[str], sample: str | None
     ) -> FormedGroup:
-        group = FormedGroup.of(self._next_seq(), prompt, responses, rewards, members, sample)
-        self._db.execute(
+        seq = tx.execute("SELECT COALESCE(MAX(seq), 0) FROM proxy_groups").fetchone()[0] + 1
+        group = FormedGroup.of(seq, prompt, responses, rewards, members, sample)
+        tx.execute(
             "INSERT INTO proxy_groups(seq, created, prompt, responses, rewards, members, sample)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (group.seq, self._clock(), prompt, _dumps(responses), json.dumps(rewards), json.dumps(members), sample),
         )
-        self._db.executemany(
-            "UPDATE proxy_completions SET group_seq = ? WHERE id = ?", [(group.seq, m) for m in members]
-        )
+        tx.executemany("UPDATE proxy_completions SET group_seq = ? WHERE id = ?", [(group.seq, m) for m in members])
         self._count("groups", 1)
         return group
 
-    def _add(self, c: Completion, groups: list[FormedGroup]) -> None:
+    def _add(self, tx, c: Completion, groups: list[FormedGroup]) -> None:
         sample = _dumps(c.sample) if c.sample else None
-        self._db.execute(
+        tx.execute(
             "INSERT INTO proxy_completions(id, created, prompt, prompt_key, n, choices, holdout, learnable, info,"
             " sample) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -277,10 +291,10 @@ class CompletionRecords:
         )
         self._count("completions", 1)
         if c.scored is not None and not c.holdout:
-            groups.append(self._new_group(c.prompt, list(c.scored[0]), list(c.scored[1]), [c.id], sample))
+            groups.append(self._new_group(tx, c.prompt, list(c.scored[0]), list(c.scored[1]), [c.id], sample))
 
-    def _feedback(self, completion_id: str, rewards: dict[int, float], groups: list[FormedGroup]) -> FeedbackResult:
-        row = self._db.execute(
+    def _feedback(self, tx, completion_id: str, rewards: dict[int, float], groups: list[FormedGroup]) -> FeedbackResult:
+        row = tx.execute(
             "SELECT prompt, prompt_key, n, choices, holdout, learnable, group_seq, sample FROM proxy_completions"
             " WHERE id = ?",
             (completion_id,),
@@ -292,7 +306,7 @@ class CompletionRecords:
         if bad:
             return FeedbackResult(400, f"choice {bad[0]} does not exist: that completion has {n} choice(s), 0..{n - 1}")
         existing = dict(
-            self._db.execute("SELECT choice, reward FROM proxy_feedback WHERE completion_id = ?", (completion_id,))
+            tx.execute("SELECT choice, reward FROM proxy_feedback WHERE completion_id = ?", (completion_id,)).fetchall()
         )
         for choice, reward in rewards.items():
             if choice in existing and existing[choice] != reward:
@@ -303,7 +317,7 @@ class CompletionRecords:
                 )
         new = {c: r for c, r in rewards.items() if c not in existing}
         now = self._clock()
-        self._db.executemany(
+        tx.executemany(
             "INSERT INTO proxy_feedback(completion_id, choice, reward, created) VALUES (?, ?, ?, ?)",
             [(completion_id, c, r, now) for c, r in new.items()],
         )
@@ -315,12 +329,12 @@ class CompletionRecords:
             existing.update(new)
             if n >= 2 and len(existing) == n:
                 group = self._new_group(
-                    prompt, json.loads(choices), [existing[i] for i in range(n)], [completion_id], sample
+                    tx, prompt, json.loads(choices), [existing[i] for i in range(n)], [completion_id], sample
                 )
                 groups.append(group)
                 formed.append(group.seq)
             elif n == 1:
-                members = self._db.execute(
+                members = tx.execute(
                     "SELECT c.id, c.choices, f.reward, c.sample FROM proxy_completions c"
                     " JOIN proxy_feedback f ON f.completion_id = c.id"
                     " WHERE c.prompt_key = ? AND c.group_seq IS NULL AND c.n = 1 AND c.learnable = 1"
@@ -329,6 +343,7 @@ class CompletionRecords:
                 ).fetchall()
                 if len(members) >= self.group_size:
                     group = self._new_group(
+                        tx,
                         prompt,
                         [json.loads(m[1])[0] for m in members],
                         [m[2] for m in members],
@@ -339,29 +354,32 @@ class CompletionRecords:
                     formed.append(group.seq)
         return FeedbackResult(200, recorded=len(new), duplicates=len(rewards) - len(new), groups=tuple(formed))
 
-    # ----------------------------------------------------------------- reading
+    # ----------------------------------------------------------------- reading, and the learner's lease
 
     def groups_after(self, seq: int) -> list[FormedGroup]:
-        """Groups formed after `seq`, in order (those a restarted proxy has still to learn)."""
-        with self._read_lock:
-            rows = self._read.execute(
-                "SELECT seq, prompt, responses, rewards, members, sample FROM proxy_groups WHERE seq > ? ORDER BY seq",
-                (seq,),
-            ).fetchall()
+        """Groups formed after `seq`, in order (those the library has still to learn)."""
+        rows = self._other.query(
+            "SELECT seq, prompt, responses, rewards, members, sample FROM proxy_groups WHERE seq > ? ORDER BY seq",
+            (seq,),
+        )
         return [FormedGroup.of(r[0], r[1], json.loads(r[2]), json.loads(r[3]), json.loads(r[4]), r[5]) for r in rows]
 
+    def last_group(self) -> int:
+        """The seq of the last group formed (0: none), by any process writing these records."""
+        return self._other.query("SELECT COALESCE(MAX(seq), 0) FROM proxy_groups")[0][0]
+
     def get(self, completion_id: str) -> dict[str, Any] | None:
-        with self._read_lock:
-            row = self._read.execute(
+        with self._other.reading() as tx:
+            row = tx.execute(
                 "SELECT prompt, n, choices, holdout, learnable, info, group_seq FROM proxy_completions WHERE id = ?",
                 (completion_id,),
             ).fetchone()
             if row is None:
                 return None
             rewards = dict(
-                self._read.execute(
+                tx.execute(
                     "SELECT choice, reward FROM proxy_feedback WHERE completion_id = ?", (completion_id,)
-                )
+                ).fetchall()
             )
         prompt, n, choices, holdout, learnable, info, group_seq = row
         return {
@@ -377,43 +395,44 @@ class CompletionRecords:
 
     def counts(self) -> dict[str, int]:
         """Completions, feedback (rewarded choices) and groups recorded (committed), by every process that
-        writes this file."""
+        writes these records."""
         figures = self._figures()
         return {name: int(figures[name]) for name in _COUNTED}
 
     def reward_moments(self) -> dict[bool, tuple[int, float, float]]:
         """Per arm (holdout True/False): (completions with feedback, sum, sum of squares) of each
         completion's mean reward over its rewarded choices, for the lift and its confidence interval."""
-        figures = self._figures()
+        got = self._figures()
         return {
-            arm: (
-                int(figures.get(f"n:{int(arm)}", 0)),
-                figures.get(f"sum:{int(arm)}", 0.0),
-                figures.get(f"sq:{int(arm)}", 0.0),
-            )
-            for arm in (False, True)
+            arm: (int(got[f"n:{int(arm)}"]), got[f"sum:{int(arm)}"], got[f"sq:{int(arm)}"]) for arm in (False, True)
         }
 
     def _figures(self) -> dict[str, float]:
-        """`proxy_figures`: kept in the transaction of every batch, so one row read answers for all writers."""
-        with self._read_lock:
-            return dict(self._read.execute("SELECT name, value FROM proxy_figures"))
+        """`proxy_figures`: kept in the transaction of every batch, so one read answers for all writers."""
+        return dict(self._other.query("SELECT name, value FROM proxy_figures"))
 
-    def _scan_figures(self) -> list[tuple[str, float]]:
-        """The figures from the tables themselves (once, for a file recorded before `proxy_figures` existed)."""
-        db = self._db
-        rows = [(name, db.execute(f"SELECT COUNT(*) FROM proxy_{name}").fetchone()[0]) for name in _COUNTED]
-        found = db.execute(
-            "SELECT c.holdout, COUNT(*), SUM(m), SUM(m * m) FROM ("
-            " SELECT completion_id, AVG(reward) AS m FROM proxy_feedback GROUP BY completion_id) f"
-            " JOIN proxy_completions c ON c.id = f.completion_id GROUP BY c.holdout"
-        ).fetchall()
-        moments = {arm: (0, 0.0, 0.0) for arm in (0, 1)}
-        for holdout, count, total, squares in found:
-            moments[int(holdout)] = (count, total or 0.0, squares or 0.0)
-        for arm, (count, total, squares) in moments.items():
-            rows += [(f"n:{arm}", count), (f"sum:{arm}", total), (f"sq:{arm}", squares)]
-        return rows
+    def hold(self, lease: str, holder: str, seconds: float) -> bool:
+        """Take or renew `lease` for `holder` until `seconds` from now, unless another holder's is still
+        running; whether `holder` holds it. (The clock is each process's wall clock: hosts sharing one
+        PostgreSQL library must keep theirs in step, as NTP does, to well under the lease.)"""
+        now = self._clock()
+        with self._other.writing() as tx:
+            row = tx.execute(
+                "SELECT holder, until FROM proxy_leases WHERE name = ?" + self._other.dialect.for_update, (lease,)
+            ).fetchone()
+            if row is not None and row[0] != holder and row[1] > now:
+                return False
+            tx.execute(
+                "INSERT INTO proxy_leases(name, holder, until) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
+                "SET holder = excluded.holder, until = excluded.until",
+                (lease, holder, now + seconds),
+            )
+        return True
+
+    def release(self, lease: str, holder: str) -> None:
+        """Give `lease` up, if `holder` holds it (another process may take it at once)."""
+        with self._other.writing() as tx:
+            tx.execute("DELETE FROM proxy_leases WHERE name = ? AND holder = ?", (lease, holder))
 
     def _count(self, name: str, n: float) -> None:
         self._pending[name] = self._pending.get(name, 0) + n
@@ -433,18 +452,38 @@ class CompletionRecords:
 
     # ----------------------------------------------------------------- closing
 
-    def close(self) -> None:
-        """Commit what is queued, then stop the writer and close the connections. Safe to call twice."""
+    def drain(self) -> None:
+        """Commit what is queued and stop taking more (the reads go on). Safe to call twice."""
         if self._closed:
             return
         self._closed = True
         self._queue.put(None)
         self._thread.join()
-        for db in (self._db, self._read):
+
+    def close(self) -> None:
+        """`drain`, then close the connections. Safe to call twice."""
+        self.drain()
+        for db in (self._db, self._other):
             try:
                 db.close()
-            except sqlite3.Error:
+            except StoreError:
                 pass
+
+
+def _scan_figures(tx) -> list[tuple[str, float]]:
+    """The figures from the tables themselves (once, for records kept before `proxy_figures` existed)."""
+    rows = [(name, tx.execute(f"SELECT COUNT(*) FROM proxy_{name}").fetchone()[0]) for name in _COUNTED]
+    found = tx.execute(
+        "SELECT c.holdout, COUNT(*), SUM(m), SUM(m * m) FROM ("
+        " SELECT completion_id, AVG(reward) AS m FROM proxy_feedback GROUP BY completion_id) f"
+        " JOIN proxy_completions c ON c.id = f.completion_id GROUP BY c.holdout"
+    ).fetchall()
+    moments = {arm: (0, 0.0, 0.0) for arm in (0, 1)}
+    for holdout, count, total, squares in found:
+        moments[int(holdout)] = (count, total or 0.0, squares or 0.0)
+    for arm, (count, total, squares) in moments.items():
+        rows += [(f"n:{arm}", count), (f"sum:{arm}", total), (f"sq:{arm}", squares)]
+    return rows
 
 
 def _dumps(value: Any) -> str:

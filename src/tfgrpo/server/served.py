@@ -12,6 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.library import TrainingFreeGRPO
-from ..errors import StoreError
+from ..core.store import is_postgres_url
+from ..errors import ConflictError, StoreError
 from ..learn import ExampleUpdate, Group, LessonUpdate, Rollouts, StepContext
 from ..llm.base import Backend
 from ..prompting import PromptTemplate, fit_examples, select_examples, with_lessons
@@ -37,6 +42,10 @@ T = TypeVar("T")
 
 _SERVED_PROGRESS = "serve_group"
 """The key of the library's progress that holds the last group learned (`seq`)."""
+_LEASE_S = 2.0
+"""How long the learner lease lasts unrenewed: a holder that dies is taken over within this."""
+_POLL_S = 0.02
+"""How often a process looks for groups to learn (the lease's holder) or for the library's changes (the others)."""
 _CHOSEN_PROMPTS = 1024
 """Prompts whose retrieved experiences are kept until the library next changes (a prompt is often asked
 again: n = 1 groups are made of its repeats)."""
@@ -67,7 +76,7 @@ class ServedLibrary:
         lessons: OnlineLessons | None = None,
     ) -> None:
         self.name = name
-        self.path = Path(path)
+        self.path = path  # an SQLite file or a postgresql:// URL
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"tfgrpo-library-{name}")
         self.config = config
         self.metrics = metrics
@@ -80,9 +89,15 @@ class ServedLibrary:
         self.lesson_update: LessonUpdate | None = lessons.update(self.lessons) if lessons is not None else None
         self._chosen: OrderedDict[str, list] = OrderedDict()  # prompt -> `select_examples`' answer (retrieve)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue | None = None
+        self._wake: asyncio.Event | None = None
         self._learned_changed: asyncio.Condition | None = None
+        self._stopping = False
         self._signal_groups: list[Group] = []
+        # One process at a time learns the library's groups: the holder of this lease.
+        self._lease = f"learner:{name}"
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._held = False
+        self._renew_at = 0.0
         self._lesson_task: asyncio.Task | None = None
         self.learned = int((self.experiences.progress or {}).get(_SERVED_PROGRESS, 0))
         self.failed = 0  # the last group whose commit failed this run (learned at the next start)
@@ -136,44 +151,83 @@ class ServedLibrary:
     async def start(self) -> None:
         """Learn the groups formed before a restart but not yet in the library; then learn as they form."""
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
+        self._wake = asyncio.Event()
         self._learned_changed = asyncio.Condition()
-        pending = self.records.groups_after(self.learned)
-        if pending:
-            log.info("learning %d groups formed before the restart", len(pending), extra=log_fields(library=self.name))
-            self._learned(self._commit(pending))
-        self._task = asyncio.create_task(self._run())
+        self._signal_groups = await asyncio.to_thread(self._unconsidered_signal_groups)
+        if await self._holding():
+            await self._learn_pending()
+        self._task = asyncio.create_task(self._learner())
 
     def _group_formed(self, group: records.FormedGroup) -> None:  # called in the records' writer thread
-        if self._loop is not None and self._queue is not None:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, group)
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
 
-    async def _run(self) -> None:
-        """The learner: never stops on a bad group (it is skipped, logged and counted) or a failed commit
-        (those groups are learned at the next start); waiters are woken either way."""
-        assert self._queue is not None and self._learned_changed is not None
-        while True:
-            group = await self._queue.get()
-            batch = [group]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            stop = None in batch
-            batch = [g for g in batch if g is not None and g.seq > self.learned]
-            if batch:
-                try:
-                    self._learned(await self.run(self._commit_each, batch))
-                except Exception:
-                    log.exception(
-                        "learning groups %d..%d failed; they are learned at the next start",
-                        batch[0].seq,
-                        batch[-1].seq,
-                        extra=log_fields(library=self.name),
-                    )
-                    self.failed = batch[-1].seq
+    async def _learner(self) -> None:
+        """Learns every group formed and not yet in the library, in `seq` order. Any number of processes may
+        serve one library (`--workers`, or proxies on several machines sharing a PostgreSQL library): the one
+        holding the library's learner lease learns every group (at once for those it formed, within a poll
+        for those the others formed), and the others follow the library. Never stops on a bad group (it is
+        skipped, logged and counted) or a failed commit (those groups are learned at the next start or by
+        the next holder); waiters are woken either way."""
+        assert self._wake is not None and self._learned_changed is not None
+        while not self._stopping:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), _POLL_S)
+            self._wake.clear()
+            try:
+                if await self._holding():
+                    await self._learn_pending()
+                else:
+                    await self.run(self._follow)
+            except Exception:
+                log.exception(
+                    "the learner could not look for groups; it tries again", extra=log_fields(library=self.name)
+                )
             async with self._learned_changed:
                 self._learned_changed.notify_all()
-            if stop:
-                return
+
+    async def _learn_pending(self) -> None:
+        pending = await asyncio.to_thread(self.records.groups_after, self.learned)
+        if not pending:
+            return
+        try:
+            self._learned(await self.run(self._commit_each, pending))
+        except Exception:
+            log.exception(
+                "learning groups %d..%d failed; they are learned at the next start",
+                pending[0].seq,
+                pending[-1].seq,
+                extra=log_fields(library=self.name),
+            )
+            self.failed = pending[-1].seq
+
+    async def _holding(self) -> bool:
+        """Whether this process holds the learner lease (taken, or renewed when a quarter of it has gone)."""
+        now = time.monotonic()
+        if now >= self._renew_at:
+            held = await asyncio.to_thread(self.records.hold, self._lease, self._holder, _LEASE_S)
+            if held and not self._held:
+                log.info("this worker learns the library's groups now", extra=log_fields(library=self.name))
+                await self.run(self._follow)  # what the last holder learned
+                self._signal_groups = await asyncio.to_thread(self._unconsidered_signal_groups)
+            self._held = held
+            self._renew_at = now + (_LEASE_S / 4 if held else _POLL_S * 5)
+        return self._held
+
+    def _follow(self) -> None:
+        """What other processes committed, into this one's library (on the worker thread)."""
+        if self.experiences.refresh():
+            self._chosen.clear()
+        self.learned = max(self.learned, int((self.experiences.progress or {}).get(_SERVED_PROGRESS, 0)))
+        self.update_gauges()
+
+    def _unconsidered_signal_groups(self) -> list[Group]:
+        """Groups with signal learned since the last lessons update considered them (so that a restart, or a
+        new learner, takes up the count where it was)."""
+        if self.lesson_update is None:
+            return []
+        considered = int((self.lessons.progress or {}).get(_SERVED_PROGRESS, 0))
+        return [f.group for f in self.records.groups_after(considered) if f.seq <= self.learned and f.group.has_signal]
 
     def _commit_each(self, batch: list[records.FormedGroup]) -> list[Group]:
         """The batch in one commit; if that fails for a reason other than the store, each group alone, and
@@ -202,18 +256,26 @@ class ServedLibrary:
             extra=log_fields(library=self.name, group=formed.seq),
         )
         self.metrics.groups_skipped.labels(self.name).inc()
-        progress = {**(self.experiences.progress or {}), _SERVED_PROGRESS: formed.seq}
-        self.experiences.add_rollout_groups([], progress=progress)
-        self.learned = formed.seq
+        self._commit([formed], skip=True)
         return []
 
-    def _commit(self, batch: list[records.FormedGroup]) -> list[Group]:
-        """The groups into the library (on the worker thread)."""
-        groups = [formed.group for formed in batch]
-        progress = {**(self.experiences.progress or {}), _SERVED_PROGRESS: batch[-1].seq}
+    def _commit(self, batch: list[records.FormedGroup], skip: bool = False) -> list[Group]:
+        """The groups into the library (on the worker thread), with the last one's seq as the library's
+        progress, in one transaction, unless the stored progress shows them learned already (by another
+        process: then nothing is written, and this one catches up). `skip`: only the progress moves."""
+        first, last = batch[0].seq, batch[-1].seq
+        groups = [] if skip else [formed.group for formed in batch]
+        progress = {**(self.experiences.progress or {}), _SERVED_PROGRESS: last}
+        ctx = StepContext(
+            seed=0, global_step=last, position=progress, expect=lambda stored: _learned_in(stored) < first
+        )
         self._chosen.clear()  # the library changes: retrieval may answer differently
-        self.examples.commit(groups, StepContext(seed=0, global_step=batch[-1].seq, position=progress))
-        self.learned = batch[-1].seq
+        try:
+            self.examples.commit(groups, ctx)
+        except ConflictError:
+            self._follow()
+            return []
+        self.learned = last
         return groups
 
     def _learned(self, groups: list[Group]) -> None:
@@ -307,10 +369,15 @@ class ServedLibrary:
                 await asyncio.wait([self._tracking])
             # Every acknowledged feedback is committed by now (uvicorn has finished the requests).
             await asyncio.to_thread(self._log_figures, True)
-        await asyncio.to_thread(self.records.close)
-        if self._queue is not None and not self._task.done():
-            self._queue.put_nowait(None)
+        await asyncio.to_thread(self.records.drain)
+        if self._wake is not None and not self._task.done():
+            self._stopping = True
+            self._wake.set()
             await self._task
+            if self._held:  # what the last batch of records formed; then another process may learn
+                await self._learn_pending()
+                await asyncio.to_thread(self.records.release, self._lease, self._holder)
+        await asyncio.to_thread(self.records.close)
         if self._lesson_task is not None:
             with contextlib.suppress(Exception):
                 await self._lesson_task
@@ -321,5 +388,9 @@ class ServedLibrary:
             self._log_figures(with_records=False)  # the groups the last feedback formed are learned now
         self.lessons.close()
         self.experiences.close()
-        if self.tracker is not None:
-            self.tracker.log_artifact(self.path)
+        if self.tracker is not None and not is_postgres_url(self.path):
+            self.tracker.log_artifact(Path(self.path))
+
+
+def _learned_in(progress: dict | None) -> int:
+    return int((progress or {}).get(_SERVED_PROGRESS, 0))

@@ -4,7 +4,7 @@ key (no library) that reads `/metrics`, with every library's figures, and any li
 
 keys.toml:
 
-    [libraries]                      # name = library file (relative paths: from this file's folder)
+    [libraries]                      # name = library file (relative paths: from this file's folder) or URL
     support = "support.db"
     billing = "billing.db"
 
@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.store import is_postgres_url
 from ..errors import ConfigError
 
 ROLES = ("user", "admin", "operator")
@@ -55,7 +56,7 @@ class Tenant:
 class Keys:
     """Hashed API keys -> tenants, and library names -> files."""
 
-    def __init__(self, libraries: dict[str, Path], keys: dict[str, Tenant]) -> None:
+    def __init__(self, libraries: dict[str, str], keys: dict[str, Tenant]) -> None:
         self.libraries = libraries
         self._keys = keys
 
@@ -77,7 +78,7 @@ class Keys:
         for name, file in libraries.items():
             if not isinstance(file, str) or not file:
                 raise ConfigError(f"{path}: libraries.{name} must be a file path (a string)")
-            files[name] = (path.parent / file) if not os.path.isabs(file) else Path(file)
+            files[name] = file if is_postgres_url(file) or os.path.isabs(file) else str(path.parent / file)
         keys: dict[str, Tenant] = {}
         entries = data.get("keys")
         if not isinstance(entries, list) or not entries:
