@@ -10,6 +10,7 @@ import random
 from dataclasses import replace
 from typing import Any
 
+from ..agents.trajectory import Trajectory
 from ..errors import ConfigError
 from ..llm.base import Backend
 from ..llm.cache import CachedBackend
@@ -98,8 +99,12 @@ class LessonUpdate(Update):
         return [g for g in groups if g.has_signal]
 
     def summarise(self, critic: Critic, groups: list[Group], lessons: str, seed: int) -> list[list[tuple[Any, str]]]:
-        """Per group, (score, summary) for every rollout."""
-        items = [(g.sample, text, score) for g in groups for text, score in zip(g.responses, g.scores)]
+        """Per group, (score, summary) for every rollout (a trajectory summarised as one: its tool calls,
+        what failed, where the reasoning went wrong)."""
+        items = []
+        for g in groups:
+            runs: list[Trajectory | None] = [*g.trajectories] if g.trajectories else [None] * len(g.responses)
+            items += [(g.sample, text, score, run) for text, score, run in zip(g.responses, g.scores, runs)]
         texts = iter(critic.summarise(items, lessons, seed))
         return [[(score, next(texts)) for score in g.scores] for g in groups]
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from ..agents.base import Agent, AgentContext
+from ..agents.trajectory import Trajectory
 from ..core.experience import clean_text
 from ..core.knobs import check_knobs, knob
 from ..core.library import TrainingFreeGRPO
@@ -97,13 +99,20 @@ def rollout_batch(
     examples: TrainingFreeGRPO | None = None,
     lessons: str = "",
     placement: str = "system",
-) -> tuple[list[list[Generation]], list[list[Score]]]:
-    """n generations per sample and their scores, `config.concurrency` samples per backend call.
+    agent: Agent | None = None,
+) -> tuple[list[list[Trajectory]], list[list[Score]]]:
+    """n rollouts per sample and their scores, `config.concurrency` samples per backend call.
     `examples` gives the few-shot examples, `lessons` (a rendered lesson block) goes into the prompt
     by `with_lessons`. `seed` fixes both the examples drawn and the sampling, so two conditions given
-    the same seed meet the same randomness."""
+    the same seed meet the same randomness.
+
+    Without `agent` each rollout is one completion (a one-turn `Trajectory`); with one, each is a
+    trajectory the agent runs from the same prompt (each with a seed of its own, `config.max_tokens` per
+    turn). The reward scores each rollout's final answer (a trajectory that ended without one scores
+    the bottom of the reward's range, with the reason); a reward whose `trajectory` attribute is true
+    finds the whole trajectory in the sample it is given, as `sample["trajectory"]`."""
     template = with_lessons(config.template, lessons, placement)
-    groups: list[list[Generation]] = []
+    groups: list[list[Trajectory]] = []
     scores: list[list[Score]] = []
     for start in range(0, len(batch), config.concurrency):
         chunk = batch[start : start + config.concurrency]
@@ -130,23 +139,72 @@ def rollout_batch(
             )
             for sample in chunk
         ]
-        params = GenerationParams(
-            n=n,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_tokens=config.max_tokens,
-            stop=[s for s in config.stop if not (config.stop_after_content and s.isspace())] or None,
-            seed=chunk_seed,
-        )
-        # Model output is untrusted text: a lone surrogate becomes U+FFFD before it is scored or stored.
-        chunk_groups = [
-            [cut_after_content(replace(g, text=clean_text(g.text)), config) for g in group]
-            for group in backend.generate(prompts, params, chat=config.chat)
-        ]
-        flat = reward.score_batch([(s["prompt"], g.text, s) for s, group in zip(chunk, chunk_groups) for g in group])
+        if agent is None:
+            params = GenerationParams(
+                n=n,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                max_tokens=config.max_tokens,
+                stop=[s for s in config.stop if not (config.stop_after_content and s.isspace())] or None,
+                seed=chunk_seed,
+            )
+            # Model output is untrusted text: a lone surrogate becomes U+FFFD before it is scored or stored.
+            chunk_groups = [
+                [Trajectory.of(cut_after_content(replace(g, text=clean_text(g.text)), config)) for g in group]
+                for group in backend.generate(prompts, params, chat=config.chat)
+            ]
+        else:
+            chunk_groups = run_agent(agent, backend, chunk, prompts, n, config, chunk_seed)
+        flat = score_rollouts(reward, [(s, t) for s, group in zip(chunk, chunk_groups) for t in group])
         groups += chunk_groups
         scores += [flat[i * n : (i + 1) * n] for i in range(len(chunk))]
     return groups, scores
+
+
+def run_agent(
+    agent: Agent,
+    backend: Backend,
+    samples: Sequence[dict],
+    prompts: Sequence,
+    n: int,
+    config: RolloutConfig,
+    seed: int,
+) -> list[list[Trajectory]]:
+    """n trajectories per sample, each from its sample's prompt with a seed of its own."""
+    agent_config = getattr(agent, "config", None)
+    jobs = []
+    for i, (sample, prompt) in enumerate(zip(samples, prompts)):
+        for j in range(n):
+            params = GenerationParams(
+                n=1,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                max_tokens=config.max_tokens,
+                seed=(seed * 7919 + i * n + j) % 2**31,
+            )
+            context = AgentContext(backend, prompt, params, chat=config.chat, stop=tuple(config.stop))
+            if agent_config is not None:
+                context = replace(context, config=agent_config)
+            jobs.append((sample, context))
+    flat = agent.run_many(jobs, concurrency=config.concurrency)
+    return [flat[i * n : (i + 1) * n] for i in range(len(samples))]
+
+
+def score_rollouts(reward: Reward, rollouts: Sequence[tuple[dict, Trajectory]]) -> list[Score]:
+    """The reward of each (sample, trajectory): its final answer scored (the whole trajectory in the
+    sample for a reward that asks for it), or the bottom of the range, with the reason, when none came."""
+    wants_trajectory = bool(getattr(reward, "trajectory", False))
+    items, where = [], []
+    for k, (sample, t) in enumerate(rollouts):
+        if t.answer is not None:
+            items.append((sample["prompt"], t.answer, {**sample, "trajectory": t} if wants_trajectory else sample))
+            where.append(k)
+    scored = dict(zip(where, reward.score_batch(items)))
+    floor = 0.0 if reward.value_range is None else reward.value_range[0]
+    return [
+        scored[k] if k in scored else Score(floor, f"no answer: {t.ended}: {t.detail}", {"ended": t.ended})
+        for k, (_, t) in enumerate(rollouts)
+    ]
 
 
 @dataclass(frozen=True)
@@ -162,6 +220,8 @@ class Rollouts:
     examples: TrainingFreeGRPO | None = None
     validation: Sequence[dict] | None = field(default=None)
     """The samples a validation draws from (None: the step's own batch)."""
+    agent: Agent | None = None
+    """The agent each rollout is a trajectory of (None: one completion)."""
 
     def run(
         self,
@@ -171,7 +231,7 @@ class Rollouts:
         lessons: str = "",
         placement: str = "system",
         config: RolloutConfig | None = None,
-    ) -> tuple[list[list[Generation]], list[list[Score]]]:
+    ) -> tuple[list[list[Trajectory]], list[list[Score]]]:
         return rollout_batch(
             self.policy,
             batch,
@@ -182,6 +242,7 @@ class Rollouts:
             examples=self.examples,
             lessons=lessons,
             placement=placement,
+            agent=self.agent,
         )
 
 
