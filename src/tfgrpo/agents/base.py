@@ -55,7 +55,6 @@ class AgentContext:
     backend: Backend
     prompt: Prompt
     params: GenerationParams
-    config: AgentConfig = AgentConfig()
     chat: bool | None = None
     stop: tuple[str, ...] = ()
 
@@ -67,9 +66,12 @@ class AgentContext:
 
 class Agent:
     """An agent: `run` one trajectory for a sample. Subclass it, or give any object with an async
-    `run(sample, context)` method (`as_agent` wraps it); `aclose` releases what it holds (tool servers)."""
+    `run(sample, context)` method (`as_agent` wraps it); `aclose` releases what it holds (tool servers).
+    `config` bounds its trajectories (the whole run's time here; turns and tools in the agents that have
+    them)."""
 
     name = "agent"
+    config: AgentConfig = AgentConfig()
 
     async def run(self, sample: dict, context: AgentContext) -> Trajectory:
         raise NotImplementedError
@@ -99,10 +101,11 @@ class Agent:
     async def guarded(self, sample: dict, context: AgentContext) -> Trajectory:
         """`run` with its limits and faults turned into reasons, its output checked and cleaned."""
         started = time.perf_counter()
+        limit = self.config.trajectory_timeout
         try:
-            result = await asyncio.wait_for(self.run(sample, context), context.config.trajectory_timeout)
+            result = await asyncio.wait_for(self.run(sample, context), limit)
         except asyncio.TimeoutError:
-            result = failed("timeout", f"the trajectory took longer than {context.config.trajectory_timeout:g} s")
+            result = failed("timeout", f"the trajectory took longer than {limit:g} s")
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the agent's own fault: this trajectory ends, the others go on
@@ -156,7 +159,7 @@ class FunctionAgent(Agent):
     """Any object with an async `run(sample, context)` (an agent of another framework, wrapped by your
     factory), as an `Agent`."""
 
-    def __init__(self, target: Any, name: str | None = None) -> None:
+    def __init__(self, target: Any, name: str | None = None, config: AgentConfig | None = None) -> None:
         run = getattr(target, "run", None)
         if run is None or not inspect.iscoroutinefunction(run):
             raise ConfigError(
@@ -164,7 +167,10 @@ class FunctionAgent(Agent):
                 "tfgrpo.agents.Trajectory (or the final answer as a string)"
             )
         self.target = target
-        self.name = name or getattr(target, "name", None) or type(target).__name__
+        self.name = str(name or getattr(target, "name", None) or type(target).__name__)
+        self.config = config or getattr(target, "config", None) or AgentConfig()
+        if not isinstance(self.config, AgentConfig):
+            self.config = AgentConfig()
 
     async def run(self, sample: dict, context: AgentContext) -> Trajectory:
         return await self.target.run(sample, context)
@@ -175,8 +181,13 @@ class FunctionAgent(Agent):
             await close()
 
 
-def as_agent(target: Any) -> Agent:
-    return target if isinstance(target, Agent) else FunctionAgent(target)
+def as_agent(target: Any, config: AgentConfig | None = None) -> Agent:
+    """`target` as an `Agent` (an `Agent` as it is, with `config` when given)."""
+    if isinstance(target, Agent):
+        if config is not None:
+            target.config = config
+        return target
+    return FunctionAgent(target, config=config)
 
 
 class _LoopThread:

@@ -171,7 +171,6 @@ def run_agent(
     seed: int,
 ) -> list[list[Trajectory]]:
     """n trajectories per sample, each from its sample's prompt with a seed of its own."""
-    agent_config = getattr(agent, "config", None)
     jobs = []
     for i, (sample, prompt) in enumerate(zip(samples, prompts)):
         for j in range(n):
@@ -182,10 +181,7 @@ def run_agent(
                 max_tokens=config.max_tokens,
                 seed=(seed * 7919 + i * n + j) % 2**31,
             )
-            context = AgentContext(backend, prompt, params, chat=config.chat, stop=tuple(config.stop))
-            if agent_config is not None:
-                context = replace(context, config=agent_config)
-            jobs.append((sample, context))
+            jobs.append((sample, AgentContext(backend, prompt, params, chat=config.chat, stop=tuple(config.stop))))
     flat = agent.run_many(jobs, concurrency=config.concurrency)
     return [flat[i * n : (i + 1) * n] for i in range(len(samples))]
 
