@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 
+from tfgrpo.agents import AgentConfig
 from tfgrpo.cli import build_parser
 from tfgrpo.cli.options import _KnobAction, config_from_args
 from tfgrpo.core.knobs import knob_fields
@@ -15,9 +16,9 @@ from tfgrpo.loop import EvalConfig, TrainConfig
 from tfgrpo.semantic import LessonConfig
 
 COMMANDS = {
-    "train": (TrainConfig, LessonConfig),
-    "eval": (EvalConfig, LessonConfig),
-    "attribute": (EvalConfig, LessonConfig),
+    "train": (TrainConfig, LessonConfig, AgentConfig),
+    "eval": (EvalConfig, LessonConfig, AgentConfig),
+    "attribute": (EvalConfig, LessonConfig, AgentConfig),
 }
 ONLY = {("eval", LessonConfig): {"placement"}, ("attribute", LessonConfig): {"placement"}}
 
@@ -51,6 +52,7 @@ def test_no_flags_build_the_python_defaults():
     assert config_from_args(TrainConfig, args) == TrainConfig()
     assert config_from_args(LessonConfig, args) == LessonConfig()
     assert config_from_args(EvalConfig, build_parser().parse_args(["eval"])) == EvalConfig()
+    assert config_from_args(AgentConfig, build_parser().parse_args(["attribute"])) == AgentConfig()
     assert config_from_args(TrainConfig, build_parser().parse_args(["train", "--preset", "paper"]), preset="paper") == (
         TrainConfig.preset("paper")
     )

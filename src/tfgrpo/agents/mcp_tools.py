@@ -16,6 +16,8 @@ from .react import ToolAgent
 from .tools import Tool, ToolOutput, ToolUnavailable
 from .trajectory import Trajectory, failed
 
+CONNECTION_CLOSED = -32000
+"""The JSON-RPC error code of a call whose connection closed (`mcp_types.CONNECTION_CLOSED`)."""
 CONNECT_S = 30.0
 """Longest a connection (a server's start, its handshake, its tool list) may take."""
 
@@ -97,7 +99,8 @@ class MCPConnection:
             result = await self._client.call_tool(name, arguments, read_timeout_seconds=timeout)
         except Exception as error:
             await asyncio.sleep(0)  # let the holder notice a dead connection first
-            if not self.alive:
+            if not self.alive or getattr(error, "code", None) == CONNECTION_CLOSED:
+                await self._drop()  # the next trajectory connects again
                 raise ToolUnavailable(f"the MCP server {self.target!r} went away: {_message(error)}") from None
             return ToolOutput(f"the MCP server failed the call: {_message(error)}", True)
         return _output(result)

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .common import (
+    agent_args,
     load_task,
     make_backend,
     model_arg,
+    open_agent,
     open_library,
     require_lesson_library,
     task_args,
@@ -34,6 +36,7 @@ def add_commands(command) -> None:
         model_arg(p.add_argument_group("model"))
         add_config_args(p.add_argument_group("evaluation (EvalConfig)"), EvalConfig)
         add_config_args(p, LessonConfig, only=["placement"])
+        agent_args(p)
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         result_args(p)
         add_config_file_args(p)
@@ -105,23 +108,27 @@ def library_conditions(args, stack: ExitStack) -> dict:
     return conditions
 
 
-def score(task, config, backend, conditions: dict) -> list[ConditionResult]:
+def score(task, config, backend, conditions: dict, agent=None) -> list[ConditionResult]:
     """`score_conditions` on the task's held-out samples, checked against its training prompts."""
     from ..loop.evaluate import score_conditions, show_progress
 
     train_prompts = {s["prompt"] for s in task.train}
-    return score_conditions(backend, task.test, task.reward, conditions, config, train_prompts, show_progress())
+    return score_conditions(
+        backend, task.test, task.reward, conditions, config, train_prompts, show_progress(), agent=agent
+    )
 
 
-def score_baselines(args, task, config, backend) -> list[ConditionResult]:
+def score_baselines(args, task, config, backend, agent=None) -> list[ConditionResult]:
     """The baselines, which do not depend on the library: zero-shot as configured ("baseline"), and with
     --baselines the fair ones (`fair_baselines`)."""
     from ..loop.evaluate import fair_baselines
 
     conditions: dict = {"baseline": None}
     if args.baselines:
-        conditions.update(fair_baselines(backend, task.train, task.reward, config, shots=config.shots or 3))
-    return score(task, config, backend, conditions)
+        conditions.update(
+            fair_baselines(backend, task.train, task.reward, config, shots=config.shots or 3, agent=agent)
+        )
+    return score(task, config, backend, conditions, agent)
 
 
 def cmd_eval(args) -> int | None:
@@ -135,8 +142,9 @@ def cmd_eval(args) -> int | None:
     with ExitStack() as stack:
         conditions = library_conditions(args, stack)
         backend = stack.enter_context(make_backend(args.model, config.concurrency))
-        baselines = score_baselines(args, task, config, backend)
-        report = report_of([*baselines, *score(task, config, backend, conditions)], task.test, config)
+        agent = open_agent(args, stack)
+        baselines = score_baselines(args, task, config, backend, agent)
+        report = report_of([*baselines, *score(task, config, backend, conditions, agent)], task.test, config)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     finish_result(args, report.to_dict(), "eval", args.library)
     return None
@@ -153,11 +161,20 @@ def cmd_attribute(args) -> int | None:
         print(print_config(resolved_options(args, config), args.print_config))
         return 0
     require_lesson_library(args.library)
-    with LessonLibrary(args.library) as library, make_backend(args.model, config.concurrency) as backend:
+    with ExitStack() as stack:
+        library = stack.enter_context(LessonLibrary(args.library))
         if not len(library):
             raise ConfigError(f"{args.library} holds no lessons (version {library.version}); nothing to attribute")
+        backend = stack.enter_context(make_backend(args.model, config.concurrency))
         report = attribute_lessons(
-            backend, task.test, task.reward, library, config, placement=args.placement, progress=show_progress()
+            backend,
+            task.test,
+            task.reward,
+            library,
+            config,
+            placement=args.placement,
+            progress=show_progress(),
+            agent=open_agent(args, stack),
         )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     finish_result(args, report.to_dict(), "attribute", args.library)

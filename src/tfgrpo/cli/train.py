@@ -7,7 +7,17 @@ import os
 import sys
 from contextlib import ExitStack
 
-from .common import check_lesson_path, load_task, make_backend, model_arg, task_args, task_hints, template
+from .common import (
+    agent_args,
+    check_lesson_path,
+    load_task,
+    make_backend,
+    model_arg,
+    open_agent,
+    task_args,
+    task_hints,
+    template,
+)
 from .options import add_config_args, add_config_file_args, config_from_args, print_config, resolved_options
 from .report import open_run_tracker, result_args
 
@@ -49,6 +59,7 @@ def add_commands(command) -> None:
     g = p.add_argument_group("model")
     model_arg(g)
     g.add_argument("--critic", default=None, help="backend spec of the critic LLM (default: the policy model)")
+    agent_args(p)
     add_config_args(p.add_argument_group("training (TrainConfig)"), TrainConfig, aliases={"group_size": ["-G"]})
     add_config_args(
         p.add_argument_group("lessons (LessonConfig; --strategy lessons or both)"),
@@ -129,9 +140,10 @@ def cmd_train(args) -> int | None:
         updates = strategies(critic)
         cache = stack.enter_context(LLMCache(args.library)) if is_sqlite_path(args.library) else None
         tracker = stack.enter_context(open_run_tracker(args, "train"))
+        agent = open_agent(args, stack) if policy is not None else None
         steps = [] if policy is None else train(
             policy, task.train, task.reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
-            on_step=tracker.on_step,
+            on_step=tracker.on_step, agent=agent,
         )  # fmt: skip
         tracker.log_artifact(args.library)
         if grpo is not None:
