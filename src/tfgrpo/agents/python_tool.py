@@ -16,6 +16,7 @@ import asyncio
 import json
 import math
 import os
+import secrets
 import select
 import time
 from dataclasses import replace
@@ -62,7 +63,8 @@ def _send(message):
 _namespace = {{"__name__": "__main__", "__builtins__": __builtins__}}
 _send({{"ready": True}})
 for _line in iter(_requests.readline, b""):
-    _code = json.loads(_line)["code"]
+    _request = json.loads(_line)
+    _code = _request["code"]
     _out, _error = _Capped(), None
     sys.stdout = sys.stderr = _out
     try:
@@ -79,7 +81,7 @@ for _line in iter(_requests.readline, b""):
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     if os.getpid() != _pid:
         os._exit(0)
-    _send({{"output": _out.text(), "error": _error}})
+    _send({{"id": _request["id"], "output": _out.text(), "error": _error}})
 """
 
 
@@ -140,9 +142,12 @@ class Interpreter(ToolSession):
         if self.run is None:
             self._start()
         deadline = time.monotonic() + timeout
+        # Each block's answer carries the block's own random id: a line the code forged, or an earlier
+        # block's answer left behind by one, is passed over, so no block can answer for a later one.
+        block = secrets.token_hex(8)
         try:
-            self._write(json.dumps({"code": code}).encode() + b"\n", deadline)
-            line = self._read_line(deadline)
+            self._write(json.dumps({"id": block, "code": code}).encode() + b"\n", deadline)
+            line = self._answer(block, deadline)
         except TimeoutError:
             return self._lost(f"the code ran longer than {timeout:g} s and was stopped")
         except EOFError:
@@ -188,6 +193,17 @@ class Interpreter(ToolSession):
             ending = self._ending()
             self._stop()
             raise ToolUnavailable(f"the Python interpreter did not start ({ending})") from None
+
+    def _answer(self, block: str, deadline: float) -> str:
+        """The first line that answers `block` (others are passed over; a line that is no JSON is junk)."""
+        while True:
+            line = self._read_line(deadline)
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                return line
+            if not isinstance(answer, dict) or answer.get("id") == block:
+                return line
 
     def _write(self, data: bytes, deadline: float) -> None:
         fd = self._fds[0]
