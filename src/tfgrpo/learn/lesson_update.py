@@ -51,7 +51,7 @@ class LessonUpdate(Update):
         library.max_words = config.max_words
 
     def prompt_condition(self) -> dict[str, Any]:
-        return {"lessons": self.library.render(), "placement": self.config.placement}
+        return {"lessons": self.library, "placement": self.config.placement}
 
     def backends(self) -> list[Backend]:
         return [self.critic] if self.critic is not None else []
@@ -135,7 +135,7 @@ class LessonUpdate(Update):
         with self.library.detached(candidate) as after:
             for library in (self.library, after):
                 _, scores = rollouts.run(
-                    chosen, ctx.seed + 500_009, lessons=library.render(), placement=config.placement, config=rollout
+                    chosen, ctx.seed + 500_009, lessons=library, placement=config.placement, config=rollout
                 )
                 values = [s.value for group in scores for s in group]
                 means.append(sum(values) / max(1, len(values)))

@@ -14,6 +14,7 @@ from ..core.library import TrainingFreeGRPO
 from ..llm.base import Backend, Generation, GenerationParams
 from ..prompting import EXAMPLE_FORMATS, PromptTemplate, build_prompt, select_examples, with_lessons
 from ..rewards.base import Reward, Score
+from ..semantic.lessons import LessonLibrary
 
 SELECT_MODES = ("sample", "retrieve")
 RETRIEVAL_MODES = ("lexical", "semantic", "hybrid")
@@ -57,6 +58,12 @@ class PromptingConfig:
         "text, the wrong answer and a correction as turns",
     )
     token_budget: int = knob(512, "most tokens the examples may take in one prompt", minimum=0)
+    lessons_k: int = knob(
+        0,
+        "with lessons: put only the k lessons most relevant to each prompt into it (lexical retrieval over the "
+        "lessons' text) instead of all of them (0: all)",
+        minimum=0,
+    )
     template: PromptTemplate = knob(
         default_factory=PromptTemplate, help="how examples and the query are written", cli=False
     )
@@ -97,21 +104,34 @@ def rollout_batch(
     seed: int,
     *,
     examples: TrainingFreeGRPO | None = None,
-    lessons: str = "",
+    lessons: str | LessonLibrary = "",
     placement: str = "system",
     agent: Agent | None = None,
 ) -> tuple[list[list[Trajectory]], list[list[Score]]]:
     """n rollouts per sample and their scores, `config.concurrency` samples per backend call.
     `examples` gives the few-shot examples, `lessons` (a rendered lesson block) goes into the prompt
-    by `with_lessons`. `seed` fixes both the examples drawn and the sampling, so two conditions given
-    the same seed meet the same randomness.
+    by `with_lessons` (a `LessonLibrary`: its lessons rendered for each prompt, all of them, or with
+    `config.lessons_k` the k most relevant to the prompt). `seed` fixes both the examples drawn and the
+    sampling, so two conditions given the same seed meet the same randomness.
 
     Without `agent` each rollout is one completion (a one-turn `Trajectory`); with one, each is a
     trajectory the agent runs from the same prompt (each with a seed of its own, `config.max_tokens` per
     turn). The reward scores each rollout's final answer (a trajectory that ended without one scores
     the bottom of the reward's range, with the reason); a reward whose `trajectory` attribute is true
     finds the whole trajectory in the sample it is given, as `sample["trajectory"]`."""
-    template = with_lessons(config.template, lessons, placement)
+    if isinstance(lessons, LessonLibrary):
+        library, k = lessons, config.lessons_k
+        whole = with_lessons(config.template, library.render(), placement)
+
+        def template_for(prompt: str) -> PromptTemplate:
+            return with_lessons(config.template, library.render(query=prompt, k=k), placement) if k else whole
+
+    else:
+        fixed = with_lessons(config.template, lessons, placement)
+
+        def template_for(prompt: str) -> PromptTemplate:
+            return fixed
+
     groups: list[list[Trajectory]] = []
     scores: list[list[Score]] = []
     for start in range(0, len(batch), config.concurrency):
@@ -131,7 +151,7 @@ def rollout_batch(
                     advantage_weight=config.advantage_weight,
                     min_relevance=config.min_relevance,
                 ),
-                template,
+                template_for(sample["prompt"]),
                 config.token_budget,
                 chat=config.chat is not False,
                 example_format=config.example_format,
@@ -224,7 +244,7 @@ class Rollouts:
         batch: Sequence[dict],
         seed: int,
         *,
-        lessons: str = "",
+        lessons: str | LessonLibrary = "",
         placement: str = "system",
         config: RolloutConfig | None = None,
     ) -> tuple[list[list[Trajectory]], list[list[Score]]]:

@@ -72,7 +72,7 @@ class LessonCondition:
 
     def prompt_condition(self) -> dict:
         """The `rollout_batch` keywords that put this condition into the prompt."""
-        return {"examples": self.examples, "lessons": self.library.render(), "placement": self.placement}
+        return {"examples": self.examples, "lessons": self.library, "placement": self.placement}
 
 
 @dataclass(frozen=True)
