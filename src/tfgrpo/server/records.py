@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS proxy_completions (
     group_seq INTEGER
 );
 CREATE INDEX IF NOT EXISTS proxy_open ON proxy_completions(prompt_key, created) WHERE group_seq IS NULL AND n = 1;
+CREATE INDEX IF NOT EXISTS proxy_trajectory ON proxy_completions(json_extract(info, '$.trajectory'))
+    WHERE json_extract(info, '$.trajectory') IS NOT NULL;
 CREATE TABLE IF NOT EXISTS proxy_feedback (
     completion_id TEXT NOT NULL,
     choice INTEGER NOT NULL,
@@ -175,6 +177,12 @@ class CompletionRecords:
         """Record rewards (choice -> reward) for a completion; resolves to a `FeedbackResult` once committed."""
         return self._submit(("feedback", completion_id, rewards))
 
+    def feedback_trajectory(self, trajectory: str, reward: float) -> Future:
+        """One reward for every completion of an agent's run (`"tfgrpo": {"trajectory": ID}`); the run
+        itself is recorded as one more completion (id `trajectory-ID`: the run's task, its transcript)
+        that forms groups with other runs of the same task, as an n = 1 completion does."""
+        return self._submit(("trajectory", trajectory, reward))
+
     def _submit(self, item: tuple) -> Future:
         future: Future = Future()
         if self._closed:
@@ -218,6 +226,8 @@ class CompletionRecords:
                     if item[0] == "add":
                         self._add(item[1], groups)
                         results.append(None)
+                    elif item[0] == "trajectory":
+                        results.append(self._trajectory_feedback(item[1], item[2], groups))
                     else:
                         results.append(self._feedback(item[1], item[2], groups))
         except BaseException as exc:  # nothing of the batch was committed: every caller hears so
@@ -330,6 +340,39 @@ class CompletionRecords:
                     groups.append(group)
                     formed.append(group.seq)
         return FeedbackResult(200, recorded=len(new), duplicates=len(rewards) - len(new), groups=tuple(formed))
+
+    def _trajectory_feedback(self, trajectory: str, reward: float, groups: list[FormedGroup]) -> FeedbackResult:
+        turns = self._db.execute(
+            "SELECT id, prompt, prompt_key, info, sample FROM proxy_completions"
+            " WHERE json_extract(info, '$.trajectory') = ? ORDER BY created, rowid",
+            (trajectory,),
+        ).fetchall()
+        turns = [t for t in turns if not t[0].startswith("trajectory-")]
+        if not turns:
+            return FeedbackResult(404, f"no completion of trajectory {excerpt(trajectory)} was served")
+        for turn_id, *_ in turns:  # each turn scored (stats, lift); the turns never form groups themselves
+            result = self._feedback(turn_id, {0: reward}, groups)
+            if result.status != 200:
+                return result
+        run_id = f"trajectory-{trajectory}"
+        if self._db.execute("SELECT 1 FROM proxy_completions WHERE id = ?", (run_id,)).fetchone() is None:
+            first, last = turns[0], turns[-1]
+            info = json.loads(last[3])
+            self._db.execute(
+                "INSERT INTO proxy_completions(id, created, prompt, prompt_key, n, choices, holdout, learnable, info,"
+                " sample) VALUES (?, ?, ?, ?, 1, ?, 0, 1, ?, ?)",
+                (
+                    run_id,
+                    self._clock(),
+                    first[1],
+                    first[2],
+                    _dumps([info.get("transcript", "")]),
+                    _dumps({"trajectory": trajectory, "turns": [t[0] for t in turns], **info.get("figures", {})}),
+                    first[4],
+                ),
+            )
+            self._count("completions", 1)
+        return self._feedback(run_id, {0: reward}, groups)
 
     # ----------------------------------------------------------------- reading
 
