@@ -223,3 +223,24 @@ def test_stop_strings_never_cut_a_code_block():
     assert call is None and "cut off" in problem
     _, call, problem = parse_text_turn('```tool\n{"name": 3}\n```', "stop", 0)
     assert call is None and "needs" in problem
+
+
+def test_plain_text_prompts_grow_as_one_text():
+    from llm.support import StandIn, chat_reply
+    from tfgrpo.agents import AgentContext
+    from tfgrpo.llm.base import GenerationParams
+    from tfgrpo.llm.http import OpenAIBackend
+
+    prompts = []
+
+    async def completions(index, path, body):
+        prompts.append(body["prompt"])
+        text = "```python\nprint(6 * 7)\n```" if len(prompts) == 1 else "It is 42"
+        return chat_reply([text], chat=False)
+
+    with StandIn(completions) as server, OpenAIBackend(base_url=server.url, model="m", max_retries=0) as llm:
+        ctx = AgentContext(llm, "Q: What is 6 * 7?\nA:", GenerationParams(max_tokens=32, seed=0), chat=False)
+        trajectory = run(react_python(), ctx)
+    assert trajectory.answer == "It is 42"
+    assert prompts[0].startswith("You can run Python code") and prompts[0].endswith("Q: What is 6 * 7?\nA:")
+    assert prompts[1] == prompts[0] + "```python\nprint(6 * 7)\n```\nOutput:\n```\n42\n```\n"

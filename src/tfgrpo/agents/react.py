@@ -44,7 +44,11 @@ class ToolAgent(Agent):
     run's time). `instruction`: what the model is told about the tools (default: written from them)."""
 
     def __init__(
-        self, tools: Sequence[Tool], config: AgentConfig = AgentConfig(), name: str = "tools", instruction=None
+        self,
+        tools: Sequence[Tool],
+        config: AgentConfig = AgentConfig(),
+        name: str = "tools",
+        instruction: str | None = None,
     ) -> None:
         names = [t.name for t in tools]
         if not tools or len(set(names)) < len(names):
@@ -72,7 +76,7 @@ class ToolAgent(Agent):
     async def run(self, sample: dict, context: AgentContext) -> Trajectory:
         config = self.config
         async with Toolbox(self.tools, config.tool_timeout, config.max_tool_output) as box:
-            run = Run(context)
+            run = Run()
             try:
                 if self.native(context):
                     await self._native(context, box, run)
@@ -144,7 +148,7 @@ class ToolAgent(Agent):
 class Run:
     """A trajectory being made."""
 
-    def __init__(self, context: AgentContext) -> None:
+    def __init__(self) -> None:
         self.trajectory = Trajectory([], None, "max_turns")
         self.messages = self.trajectory.messages
 
