@@ -244,3 +244,28 @@ def test_plain_text_prompts_grow_as_one_text():
     assert trajectory.answer == "It is 42"
     assert prompts[0].startswith("You can run Python code") and prompts[0].endswith("Q: What is 6 * 7?\nA:")
     assert prompts[1] == prompts[0] + "```python\nprint(6 * 7)\n```\nOutput:\n```\n42\n```\n"
+
+
+def test_the_toolbox_leaves_a_self_bounded_session_alone_and_cuts_the_others_at_the_timeout():
+    from tfgrpo.agents.tools import Tool, Toolbox, ToolOutput
+
+    class Slow(Tool):
+        name = "slow"
+
+        def __init__(self, bounded):
+            self.bounded = bounded
+
+        async def call(self, arguments, timeout):
+            await asyncio.sleep(timeout * 3)  # e.g. an interpreter that had to start first
+            return ToolOutput("done")
+
+    async def main():
+        async with Toolbox({"slow": Slow(True)}, 0.2, 100) as box:
+            bounded = await box.call("slow", {})
+        async with Toolbox({"slow": Slow(False)}, 0.2, 100) as box:
+            unbounded = await box.call("slow", {})
+        return bounded, unbounded
+
+    bounded, unbounded = asyncio.run(main())
+    assert bounded == ToolOutput("done")
+    assert unbounded.error and "did not answer within 0.2 s" in unbounded.content

@@ -142,6 +142,8 @@ def _message(error: BaseException) -> str:
 
 
 class MCPTool(Tool):
+    bounded = True  # the MCP client bounds each call (read_timeout_seconds)
+
     def __init__(self, connection: MCPConnection, name: str, description: str, parameters: dict[str, Any]) -> None:
         self.connection = connection
         self.name = name

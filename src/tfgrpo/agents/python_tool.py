@@ -117,7 +117,10 @@ class PythonTool(Tool):
 
 class Interpreter(ToolSession):
     """One trajectory's interpreter, started at its first call (calls run one at a time in a worker
-    thread: the pipes are read with deadlines, not on the event loop)."""
+    thread: the pipes are read with deadlines, not on the event loop). A call takes at most its timeout,
+    plus the interpreter's start (at most `_START_S`) when it starts one."""
+
+    bounded = True
 
     def __init__(self, sandbox: SandboxConfig, max_output: int) -> None:
         self.sandbox = sandbox

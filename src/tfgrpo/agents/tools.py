@@ -35,7 +35,11 @@ class ToolUnavailable(TFGRPOError):
 
 class ToolSession:
     """A tool's state for one trajectory (the Python interpreter's variables). Stateless tools are their
-    own session."""
+    own session. `bounded`: the session stops a call itself once its timeout has passed (the interpreter
+    kills its program), so the toolbox does not cut it short (a call cut short from outside would leave
+    its worker thread running into the next one)."""
+
+    bounded = False
 
     async def call(self, arguments: dict[str, Any], timeout: float) -> ToolOutput:
         raise NotImplementedError
@@ -99,8 +103,10 @@ class Toolbox:
             session = self._sessions.get(name)
             if session is None:
                 session = self._sessions[name] = await tool.open()
-            # The tool bounds itself where it can (the interpreter kills its program); this is the backstop.
-            output = await asyncio.wait_for(session.call(arguments, self.timeout), self.timeout + 5)
+            if session.bounded:
+                output = await session.call(arguments, self.timeout)
+            else:
+                output = await asyncio.wait_for(session.call(arguments, self.timeout), self.timeout)
         except ToolUnavailable:
             raise
         except asyncio.TimeoutError:
