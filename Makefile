@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tfgrpo demo
 
+# `make test` runs every test (what CI runs), with the full hypothesis budget; `make test-fast` leaves out
+# the tests marked slow and tries a fifth of the hypothesis examples. TFGRPO_HYPOTHESIS=full|fast overrides
+# the budget of either. Each runs on TEST_WORKERS processes (pytest-xdist), a test file per worker at a time,
+# each with one math thread (torch's default of one per core makes the workers fight over the cores).
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	TFGRPO_HYPOTHESIS=$${TFGRPO_HYPOTHESIS:-full} $(PYTEST) $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	TFGRPO_HYPOTHESIS=$${TFGRPO_HYPOTHESIS:-fast} $(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

@@ -31,7 +31,7 @@ def main() -> None:
     p.add_argument("--test", type=int, default=16)
     p.add_argument("-k", type=int, default=2)
     p.add_argument("--group-size", type=int, default=4)
-    p.add_argument("--eval-seeds", type=int, default=1)
+    p.add_argument("--eval-seeds", type=int, nargs="+", default=[0], help="evaluation seeds' values")
     p.add_argument("--max-tokens", type=int, default=24)
     args = p.parse_args()
     out = Path(args.out)
@@ -40,7 +40,7 @@ def main() -> None:
     train_samples, test_samples = task.load("train")[: args.train], task.load("test")[: args.test]
     template = PromptTemplate(instruction=task.instruction)
     text = {"template": template, "chat": False, "stop": ("\n",), "max_tokens": args.max_tokens, "shots": 3}
-    eval_config = EvalConfig(k=args.k, batch_size=8, seed=1234, seeds=args.eval_seeds, **text)
+    eval_config = EvalConfig(k=args.k, batch_size=8, seed=1234, seeds=tuple(args.eval_seeds), **text)
     results = []
     started = time.perf_counter()
     with get_backend("local") as backend:

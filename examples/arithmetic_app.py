@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 
 import httpx
 from openai import OpenAI
@@ -37,10 +38,40 @@ def checker(reply: str, answer: int) -> float:
     return float(bool(numbers) and int(numbers[-1]) == answer)
 
 
+def served_library(response, wanted: str | None) -> str:
+    """The name of the library the proxy used, from its answer's `tfgrpo` field; exits saying what is
+    wrong when there is none or it is not `wanted`."""
+    info = (response.model_extra or {}).get("tfgrpo")
+    if not isinstance(info, dict) or "library" not in info:
+        sys.exit("the server answered without a tfgrpo field: is --proxy the address of `tfgrpo serve`?")
+    if wanted is not None and info["library"] != wanted:
+        sys.exit(
+            f"the proxy serves the library {info['library']!r}, not {wanted!r} (its name is the library "
+            f"file's name without .db): pass --library {info['library']} or leave --library out"
+        )
+    return info["library"]
+
+
+def get_json(url: str) -> dict:
+    """A GET of the proxy's JSON; exits with the proxy's own error message when it is not a 200."""
+    response = httpx.get(url, timeout=30)
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        sys.exit(f"GET {url}: {response.status_code} {message}")
+    return response.json()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proxy", default="http://127.0.0.1:8080/v1")
-    parser.add_argument("--library", default="arithmetic", help="the library's name (its file name without .db)")
+    parser.add_argument(
+        "--library",
+        default=None,
+        help="the library's name, its file name without .db (default: the one the proxy names in its answers)",
+    )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--questions", type=int, default=16, help="questions per round")
     parser.add_argument("-n", type=int, default=4, help="answers per question (a group for the library)")
@@ -49,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
 
     client = OpenAI(base_url=args.proxy, api_key="none")
+    feedback = client.with_options(max_retries=0)  # a 409 is an answer, not a failure to retry
     pool = questions(args.rounds * args.questions, args.seed)
     print("round | reward (library) | reward (holdout) | experiences")
     for r in range(args.rounds):
@@ -62,14 +94,15 @@ def main() -> None:
                 temperature=0.7,
                 stop=["\n"],
             )
+            args.library = served_library(response, args.library)
             rewards = [checker(c.message.content or "", answer) for c in response.choices]
-            client.post("/feedback", body={"id": response.id, "rewards": rewards}, cast_to=httpx.Response)
+            feedback.post("/feedback", body={"id": response.id, "rewards": rewards}, cast_to=httpx.Response)
             arms[response.model_extra["tfgrpo"]["holdout"]].append(sum(rewards) / len(rewards))
-        stats = httpx.get(f"{args.proxy}/libraries/{args.library}", timeout=30).json()
+        stats = get_json(f"{args.proxy}/libraries/{args.library}")
         library, holdout = (f"{sum(v) / len(v):.3f} ({len(v)})" if v else "-" for v in (arms[False], arms[True]))
         print(f"{r + 1:5d} | {library:16} | {holdout:16} | {stats['experiences']['current_library_size']}", flush=True)
 
-    lift = httpx.get(f"{args.proxy}/libraries/{args.library}/lift", timeout=30).json()
+    lift = get_json(f"{args.proxy}/libraries/{args.library}/lift")
     with_library, without = lift["with_library"], lift["without_library"]
     ci = lift["ci95"]
     print(

@@ -28,3 +28,10 @@ def test_the_cli_parser_loads_no_web_framework():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_importing_the_package_needs_only_the_standard_library():
+    """The sandbox's launcher runs the package in an interpreter that may have nothing installed."""
+    code = "import sys; import tfgrpo.rewards.sandbox; print(sorted(m for m in ('numpy',) if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

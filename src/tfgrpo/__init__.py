@@ -1,10 +1,10 @@
 """tfgrpo: Training-Free GRPO. Make a frozen LLM better at a task from a reward signal, without
 gradients, by keeping what worked in an experience library that goes back into later prompts."""
 
-from . import retrieval as _retrieval  # noqa: F401  (registers the library's default retrieval index)
 from .core.advantages import compute_advantages
 from .core.config import GRPOConfig
 from .core.experience import Experience
+from .core.index import register_default_index
 from .core.library import ExperienceLibrary, TrainingFreeGRPO
 from .core.stats import GRPOStats
 from .errors import (
@@ -19,6 +19,16 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
+
+
+def _retriever(embedder=None, **options):
+    """The library's default retrieval index (numpy and the retrieval layer load at its first use)."""
+    from .retrieval import Retriever
+
+    return Retriever(embedder, **options)
+
+
+register_default_index(_retriever)
 
 # The layers above the core, imported only when one of their names is asked for (the core needs only
 # numpy; these bring their own optional extras when used).

@@ -42,6 +42,11 @@ class SandboxError(TFGRPOError, RuntimeError):
     """The sandbox itself could not be set up (not the program's fault); the message says why."""
 
 
+class ExecutorError(TFGRPOError):
+    """Work sent to an executor (a Ray cluster) did not come back: a worker died more often than the
+    retries allow, or the cluster went away. Nothing of the step it belonged to was committed."""
+
+
 class DatasetError(TFGRPOError, ValueError):
     """A dataset file that cannot be used: unreadable, malformed, or missing a field (says where)."""
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.support import Model, last_user
-from llm.support import StandIn
+from support.agents import Model, last_user
+from support.llm import StandIn
 from tfgrpo import TrainingFreeGRPO
 
 pytestmark = pytest.mark.slow

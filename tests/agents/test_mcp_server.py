@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llm.support import free_port, wait_until
+from support.llm import free_port, wait_until
 from tfgrpo import TrainingFreeGRPO
 from tfgrpo.semantic import LessonLibrary
 from tfgrpo.semantic.operations import Operation

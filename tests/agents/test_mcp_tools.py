@@ -1,4 +1,4 @@
-"""The tools of a real MCP server (tests/agents/mcp_server.py, the `mcp` package's own server), over stdio
+"""The tools of a real MCP server (tests/support/mcp_server.py, the `mcp` package's own server), over stdio
 and over streamable HTTP, called by a scripted model; a server that dies mid-run ends that trajectory
 ("tool_unavailable", no answer) and the next one connects again; one that writes junk on its pipe, or
 answers late, is an error the model sees."""
@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from agents.support import Model, context, serve, tool_reply
-from llm.support import free_port, wait_until
+from support.agents import Model, context, serve, tool_reply
+from support.llm import free_port, wait_until
 from tfgrpo.agents import AgentConfig, MCPAgent
 from tfgrpo.cli.specs import make_agent
 
 pytest.importorskip("mcp")
 pytestmark = pytest.mark.slow
 
-SERVER = Path(__file__).with_name("mcp_server.py")
+SERVER = Path(__file__).parents[1] / "support" / "mcp_server.py"
 STDIO = f"{sys.executable} {SERVER}"
 
 

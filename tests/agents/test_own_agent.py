@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.support import Model, serve
+from support.agents import Model, serve
 from tfgrpo import TrainingFreeGRPO
 from tfgrpo.agents import AgentConfig
 from tfgrpo.cli.specs import make_agent

@@ -1,5 +1,5 @@
 """Hostile code in react-python's interpreter meets the unit-test reward's sandbox and its cheats
-(tests/rewards/cheats.py): it reaches neither the reward's data (the dataset, the library file, the
+(tests/support/cheats.py): it reaches neither the reward's data (the dataset, the library file, the
 installed packages that ship answers) nor the host (its files, environment, network, processes), and the
 host's reward scores only the final answer, which no code can write for it."""
 

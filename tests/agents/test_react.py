@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from agents.support import Model, as_json, context, last_user, serve, tool_reply
-from llm.support import error_reply
+from support.agents import Model, as_json, context, last_user, serve, tool_reply
+from support.llm import error_reply
 from tfgrpo.agents import AgentConfig, FunctionTool, ToolAgent, react_python
 from tfgrpo.agents.react import cut_outside_code, parse_text_turn
 from tfgrpo.errors import ConfigError
@@ -226,7 +226,7 @@ def test_stop_strings_never_cut_a_code_block():
 
 
 def test_plain_text_prompts_grow_as_one_text():
-    from llm.support import StandIn, chat_reply
+    from support.llm import StandIn, chat_reply
     from tfgrpo.agents import AgentContext
     from tfgrpo.llm.base import GenerationParams
     from tfgrpo.llm.http import OpenAIBackend

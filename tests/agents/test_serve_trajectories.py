@@ -9,8 +9,8 @@ import sqlite3
 import httpx
 import pytest
 
-from agents.support import Model, tool_reply
-from llm.support import StandIn, UvicornThread
+from support.agents import Model, tool_reply
+from support.llm import StandIn, UvicornThread
 from tfgrpo import TrainingFreeGRPO
 from tfgrpo.prompting import trajectory_of
 from tfgrpo.server.config import ProxyConfig

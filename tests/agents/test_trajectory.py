@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn, chat_reply
 from tfgrpo import TrainingFreeGRPO
 from tfgrpo.agents import Agent, AgentContext, Message, Tally, ToolCall, Trajectory
 from tfgrpo.learn import ExampleUpdate, Group, LessonUpdate, rollout_batch

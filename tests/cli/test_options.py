@@ -181,6 +181,14 @@ def test_unknown_keys_and_wrong_types_in_a_file_are_named(tmp_path):
         read_config_file(tmp_path / "missing.yaml")
 
 
+def test_a_renamed_flag_is_its_own_key_and_the_field_name_still_reads(tmp_path):
+    assert apply_config_file(parser(), write(tmp_path, "a.yaml", "the_name: y\n")) == {"name": "y"}
+    assert apply_config_file(parser(), write(tmp_path, "b.yaml", "name: z\n")) == {"name": "z"}  # as printed before
+    with pytest.raises(ConfigError, match="the_name is given twice"):
+        apply_config_file(parser(), write(tmp_path, "c.yaml", "name: z\nthe-name: y\n"))
+    assert "the_name" in resolved_options(parser().parse_args([]), Knobs())
+
+
 @pytest.mark.parametrize("fmt, suffix", [("toml", ".toml"), ("yaml", ".yaml"), ("json", None)])
 def test_printed_config_reads_back_to_the_same_config(tmp_path, fmt, suffix):
     p = parser()

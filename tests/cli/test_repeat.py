@@ -6,28 +6,14 @@ from __future__ import annotations
 
 import importlib
 import json
-import re
-import zlib
-from pathlib import Path
 
 import pytest
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn
+from support.repeat import policy, repeat, setup
 from tfgrpo.cli import main
 
 evaluation = importlib.import_module("tfgrpo.loop.evaluate")  # the module (the package exports its function)
-QUESTION = re.compile(r"What is (\d+)\+(\d+)\?")
-
-
-async def policy(index, path, body):
-    """A sum, wrong by one on about a third of the samples, chosen by a checksum of the whole prompt and
-    the request's seed: deterministic, and different for each condition's prompt."""
-    chat = "messages" in body
-    text = "\n".join(m["content"] for m in body["messages"]) if chat else body["prompt"]
-    a, b = map(int, QUESTION.findall(text)[-1])
-    seed = body.get("seed", 0)
-    wrong = [zlib.crc32(f"{text}|{seed}|{i}".encode()) % 3 == 0 for i in range(body.get("n", 1))]
-    return chat_reply([str(a + b + w) for w in wrong], chat=chat)
 
 
 @pytest.fixture
@@ -50,31 +36,17 @@ def scored(monkeypatch) -> list[str]:
     return names
 
 
-def setup(tmp_path: Path, stand_in) -> tuple[str, str]:
-    data = tmp_path / "sums.jsonl"
-    rows = [{"id": f"s{a}", "prompt": f"What is {a}+{a + 1}?", "answer": str(2 * a + 1)} for a in range(1, 17)]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    task = f"--data {data} --reward exact --test-fraction 0.5 --model openai:scripted@{stand_in.url}"
-    return f"{task} -G 4 --batch-size 4", f"{task} --baselines -k 2 --bootstrap 200"
-
-
-def repeat(out: Path, train: str, evaluate: str, *seeds: int) -> int:
-    return main(
-        ["repeat", "--out", str(out), "--seeds", *map(str, seeds), "--train-args", train, "--eval-args", evaluate]
-    )
-
-
 def test_baselines_are_scored_once_and_each_seed_reads_as_eval_baselines(tmp_path, stand_in, scored, capsys):
     train, evaluate = setup(tmp_path, stand_in)
     out = tmp_path / "out"
     assert repeat(out, train, evaluate, 0, 1) == 0
     baselines = json.loads((out / "baselines.json").read_text())["conditions"]
-    assert "baseline" in baselines and "labelled 3-shot" in baselines and "zero-shot text" in baselines
+    assert {"zero-shot chat", "zero-shot text", "labelled 3-shot"} <= set(baselines) and "baseline" not in baselines
     assert scored == [*baselines, "library", "library"]  # every baseline once, then each seed's library
 
     seed0 = json.loads((out / "eval-seed0.json").read_text())
     assert set(seed0["conditions"]) == {*baselines, "library"}
-    assert seed0["conditions"]["library"]["rewards"] != seed0["conditions"]["baseline"]["rewards"]
+    assert seed0["conditions"]["library"]["rewards"] != seed0["conditions"]["zero-shot text"]["rewards"]
     summary = json.loads((out / "repeat.json").read_text())
     assert summary["train_seeds"] == [0, 1]
     assert summary["lifts"]["library"]["per_seed"] == [

@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 
+from support.core import FakeClock, snapshot
 from tfgrpo import (
     ConfigError,
     GRPOConfig,
@@ -19,8 +20,6 @@ from tfgrpo import (
     TrainingFreeGRPO,
     compute_advantages,
 )
-
-from .support import FakeClock, snapshot
 
 
 @pytest.fixture

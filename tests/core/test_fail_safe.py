@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from support.core import NOW, FakeClock, quiet_config, snapshot
 from tfgrpo import (
     ConfigError,
     GRPOConfig,
@@ -28,8 +29,6 @@ from tfgrpo import (
 from tfgrpo.core.experience import MAX_TIMESTAMP, check_text, clean_text
 from tfgrpo.core.library import ExperienceLibrary
 from tfgrpo.core.sampler import AdvantageSampler
-
-from .support import NOW, FakeClock, quiet_config, snapshot
 
 
 def fresh(**config) -> TrainingFreeGRPO:

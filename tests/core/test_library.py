@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from support.core import NOW, FakeClock, quiet_config
 from tfgrpo import Experience, ExperienceLibrary, TrainingFreeGRPO, compute_advantages
-
-from .support import NOW, FakeClock, quiet_config
 
 
 def responses(lib: TrainingFreeGRPO) -> list[str]:

@@ -9,6 +9,7 @@ import sqlite3
 
 import pytest
 
+from support.core import NOW, FakeClock, quiet_config, snapshot
 from tfgrpo import (
     Experience,
     LibraryFormatError,
@@ -16,8 +17,6 @@ from tfgrpo import (
     TFGRPOError,
     TrainingFreeGRPO,
 )
-
-from .support import NOW, FakeClock, quiet_config, snapshot
 
 FIELDS = ["prompt", "response", "advantage", "timestamp", "metadata"]
 
@@ -248,6 +247,48 @@ def test_save_overwrites_atomically_and_repeatedly(tmp_path):
         lib.save_to_file(path)
         assert len(json.loads(path.read_text())) == i + 1
     assert os.listdir(tmp_path) == ["lib.json"]
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (`umask(0o027)`), restored after it."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+def mode(path) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+def test_saved_files_get_the_mode_open_would_give_them(tmp_path, umask):
+    # mkstemp makes 0600 files, and the rename gave that to every file the user asked for.
+    from tfgrpo.core.files import atomic_write
+    from tfgrpo.semantic import LessonLibrary, Operation
+
+    lib = fresh()
+    lib.add_rollout_group([("p", "good"), ("p", "bad")], [1.0, 0.0])
+    lessons = LessonLibrary()
+    lessons.apply([Operation("add", "Check the units.")])
+    for mask, expected in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        umask(mask)
+        folder = tmp_path / oct(mask)
+        folder.mkdir()
+        lib.save_to_file(folder / "lib.json")
+        lib.save_to_file(folder / "lib.db")
+        lessons.export_json(folder / "lessons.json")
+        lessons.export_text(folder / "lessons.txt")
+        atomic_write(folder / "report.html", lambda f: f.write("<html></html>"))
+        assert {p.name: mode(p) for p in folder.iterdir()} == dict.fromkeys(
+            ["lib.json", "lib.db", "lessons.json", "lessons.txt", "report.html"], expected
+        )
+    # A file that is replaced keeps its own mode, as open(path, "w") keeps it.
+    target = tmp_path / "kept.json"
+    target.write_text("[]")
+    target.chmod(0o640)
+    umask(0o022)
+    lib.save_to_file(target)
+    assert mode(target) == 0o640 and len(json.loads(target.read_text())) == 1
 
 
 # -- corrupted and foreign files -------------------------------------------------------------------------------

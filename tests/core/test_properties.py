@@ -24,11 +24,11 @@ from hypothesis.stateful import (  # noqa: E402
     rule,
 )
 
+from support.core import NOW, FakeClock, quiet_config  # noqa: E402
+from support.properties import examples  # noqa: E402
 from tfgrpo import Experience, InvalidRolloutsError, TrainingFreeGRPO, compute_advantages  # noqa: E402
 from tfgrpo.core.files import read_json, write_json  # noqa: E402
 from tfgrpo.core.store import SQLiteStore  # noqa: E402
-
-from .support import NOW, FakeClock, quiet_config  # noqa: E402
 
 # -- the reference model --------------------------------------------------------------------------------------
 
@@ -278,7 +278,7 @@ class LibraryMachine(RuleBasedStateMachine):
 
 
 LibraryMachine.TestCase.settings = settings(
-    max_examples=int(__import__("os").environ.get("TFGRPO_PROPERTY_EXAMPLES", "100")),
+    max_examples=examples(100),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -349,7 +349,7 @@ def test_experience_dict_round_trip(exp):
     assert math.copysign(1.0, again.advantage) == math.copysign(1.0, exp.advantage)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40))
 @given(st.lists(EXPERIENCES, max_size=8), st.booleans())
 def test_json_file_round_trip(experiences, pretty):
     folder = Path(tempfile.mkdtemp(prefix="tfgrpo-json-"))
@@ -370,7 +370,7 @@ def test_json_file_round_trip(experiences, pretty):
 # -- sampling at any scale ----------------------------------------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(
     st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=12),
     st.floats(1e-3, 1e3),

@@ -11,9 +11,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from support.core import chi2_sf, chi_square_p_value, library_with_advantages, softmax
 from tfgrpo import TrainingFreeGRPO
-
-from .support import chi2_sf, chi_square_p_value, library_with_advantages, softmax
 
 ACCEPT = 1e-3  # the right distribution must reach at least this p-value (fixed seeds: deterministic)
 REJECT = 1e-6  # a wrong one must fall below this

@@ -10,9 +10,8 @@ import warnings
 
 import pytest
 
+from support.core import FakeClock
 from tfgrpo import Experience, GRPOConfig, GRPOStats, TrainingFreeGRPO
-
-from .support import FakeClock
 
 
 def fake_generate(prompt: str, i: int) -> str:

@@ -15,10 +15,9 @@ import time
 
 import pytest
 
+from support.core import FakeClock, quiet_config, snapshot
 from tfgrpo import GRPOConfig, StoreError, TFGRPOError, TrainingFreeGRPO
 from tfgrpo.core.store import LibraryState
-
-from .support import FakeClock, quiet_config, snapshot
 
 # Reopening a library re-validates its stored config, which repeats the warnings for the small test
 # sizes chosen here on purpose.

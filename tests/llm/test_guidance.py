@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import LogitsProcessorList
 
+from support.llm import StandIn, chat_reply
 from tfgrpo import Experience, TrainingFreeGRPO
 from tfgrpo.errors import ConfigError
 from tfgrpo.llm import GenerationParams
@@ -22,7 +23,7 @@ from tfgrpo.llm.guidance import (
 )
 from tfgrpo.llm.http import OpenAIBackend
 
-from .support import StandIn, chat_reply
+pytestmark = pytest.mark.model  # the real SmolLM2 tokenizer, from the bundled model
 
 QUESTION = "What is the capital of France?"
 RESPONSES = ["The capital of France is Paris.", "Paris is the capital of France."]
@@ -195,16 +196,20 @@ def test_guidance_makes_library_patterns_measurably_more_frequent(local_backend,
 
 def test_strict_mode_never_emits_a_token_outside_the_trie(local_backend, experiences):
     strict = LibraryConstraint.from_experiences(experiences, local_backend.tokenizer)
-    seen: list[list[int]] = []
+    seen: list[tuple[int, list[int]]] = []  # (the prompt's length in its generate call, the row so far)
+    prompt: list = []  # the first step of the current generate call
 
     def record(input_ids, scores):  # runs after the constraint, sees every token sampled so far
-        seen.extend(input_ids.tolist())
+        rows = input_ids.tolist()
+        width = len(prompt[0]) if prompt else 0
+        if not prompt or len(rows[0]) <= width or [row[:width] for row in rows] != prompt:  # a new call
+            prompt[:] = rows
+        seen.extend((len(prompt[0]), row) for row in rows)
         return scores
 
-    texts = sample(local_backend, [strict, record])
-    start = min(len(s) for s in seen)
+    texts = sample(local_backend, [strict, record])  # a seeded call: one generate call per prompt
     checked = 0
-    for row in seen:
+    for start, row in seen:
         generated = row[start:]
         cut = generated.index(EOS) if EOS in generated else len(generated)
         assert strict.allowed(generated[:cut]) is not None, generated  # still on the trie

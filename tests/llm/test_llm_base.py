@@ -9,7 +9,8 @@ import pytest
 
 from tfgrpo.errors import BackendError, ConfigError, TFGRPOError
 from tfgrpo.llm import GenerationParams, Usage, get_backend
-from tfgrpo.llm.base import check_price_table, check_prompts, to_messages
+from tfgrpo.llm.base import Delta, Generation, check_price_table, check_prompts, to_messages
+from tfgrpo.llm.cache import LLMCache
 from tfgrpo.llm.http import OpenAIBackend, retry_after_seconds
 from tfgrpo.llm.local import bundled_model_path
 
@@ -83,6 +84,34 @@ def test_prompts_and_messages():
         check_prompts([[{"role": "user"}]])
     with pytest.raises(ConfigError, match="non-empty list"):
         check_prompts([[]])
+    # A lone surrogate cannot be sent, tokenized or cached: a clear error, not a UnicodeEncodeError later.
+    with pytest.raises(ConfigError, match="a prompt contains a lone surrogate U[+]D800"):
+        check_prompts(["x\ud800"])
+    with pytest.raises(ConfigError, match="'system' message contains a lone surrogate"):
+        check_prompts([[{"role": "system", "content": "\udc00"}, {"role": "user", "content": "hi"}]])
+
+
+def test_model_output_is_cleaned_where_it_enters_whichever_backend_made_it():
+    assert Generation("a\ud800b").text == "a\ufffdb"
+    assert Delta(0, "\udfff").text == "\ufffd"
+    assert Generation("\ud83d\ude00").text == "\U0001f600"  # a pair is the character it encodes
+
+
+def test_the_llm_cache_stores_any_text_and_a_failed_write_leaves_it_usable(tmp_path):
+    path = tmp_path / "cache.db"
+    with LLMCache(path) as cache:
+        hostile = Generation("ok")
+        object.__setattr__(hostile, "text", "\ud800")  # as a backend could make one, bypassing the check
+        request = '{"prompt": "\ud800", "params": {"stop": ["\udc00"]}}'  # a stop string from a config file, say
+        cache.put_many([("k1", "m\ud800", request, [hostile])])
+        assert len(cache) == 1
+        assert cache.get("k1") == [Generation("\ufffd")]
+        # Whatever a write raises, the transaction is rolled back: the next write is not locked out.
+        with pytest.raises(UnicodeEncodeError):
+            cache.put_many([("k\ud800", "m", "{}", [Generation("x")])])  # keys are hex digests: a misuse
+        cache.put_many([("k2", "m", "{}", [Generation("fine")])])
+    with LLMCache(path) as cache:
+        assert len(cache) == 2
 
 
 def test_retry_after_parsing():

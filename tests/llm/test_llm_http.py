@@ -7,11 +7,10 @@ import threading
 
 import pytest
 
+from support.llm import Reply, StandIn, chat_reply, error_reply, gathering
 from tfgrpo.errors import BackendError, ConfigError
 from tfgrpo.llm import GenerationParams
 from tfgrpo.llm.http import OpenAIBackend
-
-from .support import Reply, StandIn, chat_reply, error_reply, gathering
 
 FAST = {"max_retries": 3, "timeout": 5.0}
 

@@ -30,6 +30,15 @@ def test_seed_reproduces_and_does_not_touch_global_rng(local_backend):
     assert torch.equal(torch.rand(1), after_first)  # seeding used a forked RNG
 
 
+def test_a_seeded_group_does_not_depend_on_the_other_prompts_of_the_call(local_backend):
+    # What lets groups go to different calls or replicas (tfgrpo.executors) with the same result.
+    params = GenerationParams(n=3, temperature=1.0, max_tokens=10, seed=7)
+    together = local_backend.generate([STORY, "Name three fruits.", "Hi"], params)
+    alone = [local_backend.generate([p], params)[0] for p in ("Hi", STORY, "Name three fruits.")]
+    assert together == [alone[1], alone[2], alone[0]]
+    assert together[0] != local_backend.generate([STORY], params.replace(seed=8))[0]
+
+
 def test_n_completions_and_usage(local_backend):
     prompts = [STORY, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}]]
     before = local_backend.usage.snapshot()

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn, chat_reply
 from tfgrpo.llm.http import OpenAIBackend
 from tfgrpo.loop import EvalConfig, attribute_lessons
 from tfgrpo.rewards.base import FunctionReward, Score

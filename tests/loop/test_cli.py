@@ -1,29 +1,24 @@
-"""The command line as a user types it: real subprocesses of the installed `tfgrpo` script."""
+"""The command line as a user types it: `tfgrpo.cli.main` in-process (what the installed script calls), and
+the installed `tfgrpo` script itself in a subprocess where a process of its own is the point (the entry
+point, a kill)."""
 
 import json
 import os
-import shutil
+import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from support.cli import TFGRPO
+from support.cli import tfgrpo as run
 from tfgrpo import TFGRPOWarning, TrainingFreeGRPO
 
-TFGRPO = shutil.which("tfgrpo") or str(Path(sys.executable).parent / "tfgrpo")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 TINY_TRAIN = ["--task", "arithmetic", "--task-option", "n=40", "--task-option", "seed=5", "--limit", "6"]
 TINY_GEN = ["-G", "4", "--batch-size", "2", "--max-tokens", "4", "--shots", "2"]
-
-
-def run(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run([TFGRPO, *args], capture_output=True, text=True, env=ENV, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"tfgrpo {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
-    return result
 
 
 @pytest.fixture
@@ -36,7 +31,9 @@ def small_library(tmp_path: Path) -> Path:
 
 
 def test_help_explains_every_command():
-    out = run("--help").stdout
+    installed = subprocess.run([TFGRPO, "--help"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert installed.returncode == 0  # the installed script, then main() in-process
+    out = installed.stdout
     for command in ("demo", "train", "eval", "stats", "sample", "query", "export", "import", "serve-model"):
         assert command in out
         assert run(command, "--help").stdout.startswith("usage: tfgrpo " + command)
@@ -58,6 +55,19 @@ def test_library_commands(small_library: Path, tmp_path: Path):
     found = run("query", "-l", lib, "Read file", "--json").stdout.splitlines()
     assert [json.loads(line)["prompt"] for line in found] == ["Read file a.txt"]
     assert run("query", "-l", lib, "Re", "--where", "domain=str", "--json").stdout.count("\n") == 1
+    # No match is a valid, empty answer (exit 0, stdout empty), said on stderr; it printed nothing at all.
+    for args in (["Write a poem"], ["Re", "--where", "domain=io"]):
+        none = run("query", "-l", lib, *args, "--json")
+        assert none.returncode == 0 and none.stdout == ""
+        assert none.stderr.startswith(f"no experiences match: no stored prompt starts with {args[0]!r}")
+        assert "(2 experiences in" in none.stderr
+    assert "with domain=io (2 experiences" in none.stderr
+    empty = tmp_path / "empty.db"
+    TrainingFreeGRPO.open(empty).close()
+    nothing = run("sample", "-l", str(empty), "-k", "2")
+    assert nothing.stdout == "" and f"no experiences to sample: {empty} is empty" in nothing.stderr
+    huge = run("sample", "-l", lib, "-k", str(10**20), check=False)  # ran out of memory drawing them
+    assert huge.returncode == 1 and "give at most 1,000,000" in huge.stderr
 
     exported = tmp_path / "out.json"
     run("export", "-l", lib, str(exported))
@@ -103,7 +113,7 @@ def reward(prompt, response, sample):
 
 
 @pytest.mark.model
-def test_train_resumes_after_a_kill_without_double_counting(tmp_path: Path):
+def test_train_resumes_after_a_kill_without_double_counting(tmp_path: Path, local_model):
     lib, metrics, marker = tmp_path / "lib.db", tmp_path / "m.jsonl", tmp_path / "in-step-2"
     reward = tmp_path / "stop_at_step_two.py"
     reward.write_text(STOP_AT_STEP_TWO.format(marker=str(marker)))
@@ -123,7 +133,7 @@ def test_train_resumes_after_a_kill_without_double_counting(tmp_path: Path):
         done = grpo.progress["global_step"]
         assert done == 1 and grpo.total_rollouts == 2 * 4
 
-    resumed = run(*args)
+    resumed = run(*args)  # in-process, on the session's copy of the same model
     assert f"resuming {lib} after step {done}" in resumed.stderr
     assert "Total rollouts: 24" in resumed.stdout  # 6 prompts x G=4, each counted once
     with TrainingFreeGRPO.open(lib) as grpo:
@@ -131,8 +141,9 @@ def test_train_resumes_after_a_kill_without_double_counting(tmp_path: Path):
     steps = [json.loads(line)["global_step"] for line in metrics.read_text().splitlines()]
     assert sorted(set(steps)) == sorted(steps) and set(steps) <= {1, 2, 3} and 3 in steps
 
-    report = json.loads(run("eval", *TINY_TRAIN, "-k", "2", "--max-tokens", "4", "-l", str(lib), "--json").stdout)
-    assert set(report["conditions"]) == {"baseline", "library"} and report["n_prompts"] == 6
+    quick = ["-k", "2", "--max-tokens", "4", "--no-baselines", "--json"]
+    report = json.loads(run("eval", *TINY_TRAIN, *quick, "-l", str(lib)).stdout)
+    assert set(report["conditions"]) == {"zero-shot", "library"} and report["n_prompts"] == 6
     assert (
         report["comparisons"][0]["ci_low"]
         <= report["comparisons"][0]["mean_diff"]
@@ -141,13 +152,14 @@ def test_train_resumes_after_a_kill_without_double_counting(tmp_path: Path):
 
 
 @pytest.mark.model
-def test_train_on_your_own_jsonl_dataset(tmp_path: Path):
+def test_train_on_your_own_jsonl_dataset(tmp_path: Path, local_model):
     data = tmp_path / "capitals.jsonl"
     rows = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"), ("Peru", "Lima")]
     data.write_text("".join(json.dumps({"q": f"Capital of {c}?", "a": a}) + "\n" for c, a in rows))
     lib = tmp_path / "caps.db"
     args = ["--data", str(data), "--prompt-field", "q", "--answer-field", "a", "--reward", "regex:(\\w+)"]
-    out = run("train", *args, "-G", "2", "--batch-size", "2", "--max-tokens", "3", "-l", str(lib)).stdout
+    with pytest.warns(TFGRPOWarning, match="group_size=2"):
+        out = run("train", *args, "-G", "2", "--batch-size", "2", "--max-tokens", "3", "-l", str(lib)).stdout
     assert "Total rollouts: 8" in out  # 4 training rows (one held out) x G=2
     with pytest.warns(TFGRPOWarning, match="group_size=2"), TrainingFreeGRPO.open(lib) as grpo:
         prompts = [e.prompt for e in grpo.experience_library]
@@ -159,17 +171,21 @@ def test_train_on_your_own_jsonl_dataset(tmp_path: Path):
 
 
 @pytest.mark.model
-def test_demo_runs_end_to_end_at_small_size(tmp_path: Path):
+def test_demo_runs_end_to_end_at_small_size(tmp_path: Path, local_model):
     out = tmp_path / "demo"
-    result = run("demo", "--out", str(out), "--train-prompts", "4", "--eval-prompts", "4", timeout=600)
+    result = run("demo", "--out", str(out), "--train-prompts", "4", "--eval-prompts", "4")
     assert "GRPO Stats:" in result.stdout and "Total rollouts: 32" in result.stdout
     # The headline is the library against the strongest of the fair baselines.
     assert "(strongest baseline)" in result.stdout and "paired bootstrap 95% CI" in result.stdout
     report = json.loads((out / "report.json").read_text())
     conditions = set(report["conditions"])
-    assert report["n_prompts"] == 4 and {"baseline", "library", "zero-shot chat", "zero-shot text"} <= conditions
+    assert report["n_prompts"] == 4 and {"library", "zero-shot chat", "zero-shot text"} <= conditions
+    assert "baseline" not in conditions  # zero-shot text as the demo prompts, under one name
     [headline] = [c for c in report["comparisons"] if c["name"] == "library"]
     assert headline["baseline"] in conditions - {"library"}
     assert f"library - {headline['baseline']}: Mean@k" in result.stdout
+    assert re.search(
+        rf"^Headline: library (beat|lost to|tied with) {headline['baseline']} \(the strongest of", result.stdout, re.M
+    )
     assert (out / "report.html").exists()
     assert (out / "library.db").exists() and (out / "metrics.jsonl").read_text().count("\n") == 1

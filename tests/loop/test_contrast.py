@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn, chat_reply
 from tfgrpo import GRPOConfig, TrainingFreeGRPO
 from tfgrpo.cli import main
 from tfgrpo.core.experience import Experience

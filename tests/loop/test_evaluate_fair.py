@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn, chat_reply
 from tfgrpo.core.library import TrainingFreeGRPO
 from tfgrpo.learn.rollouts import RolloutConfig, cut_after_content
 from tfgrpo.llm.base import Generation
@@ -71,7 +71,7 @@ def test_a_library_is_compared_with_the_strongest_baseline_over_seeds(tmp_path):
         StandIn(policy) as stand_in,
         OpenAIBackend(base_url=stand_in.url, model="scripted", max_retries=0, timeout=10) as llm,
     ):
-        config = EvalConfig(k=2, seeds=2, **SHARED)
+        config = EvalConfig(k=2, seeds=(0, 1), **SHARED)
         reward = FunctionReward(exact)
         baselines = fair_baselines(llm, TRAIN, reward, config, shots=2)
         assert list(baselines) == [

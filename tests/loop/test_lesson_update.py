@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from llm.support import StandIn, chat_reply, error_reply
+from support.llm import StandIn, chat_reply, error_reply
 from tfgrpo.errors import BackendError, ConfigError
 from tfgrpo.learn import LessonUpdate
 from tfgrpo.llm.base import GenerationParams

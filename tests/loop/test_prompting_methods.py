@@ -3,7 +3,7 @@ chosen by relevance and advantage together (`advantage_weight`)."""
 
 import pytest
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn, chat_reply
 from tfgrpo import ConfigError, TrainingFreeGRPO
 from tfgrpo.core.experience import Experience
 from tfgrpo.learn.rollouts import RolloutConfig, rollout_batch

@@ -5,10 +5,12 @@ import json
 
 import pytest
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn, chat_reply
 from tfgrpo import TrainingFreeGRPO
 from tfgrpo.errors import ConfigError
 from tfgrpo.learn import ExampleUpdate, LessonUpdate
+from tfgrpo.llm.base import GenerationParams
+from tfgrpo.llm.cache import CachedBackend, LLMCache
 from tfgrpo.llm.http import OpenAIBackend
 from tfgrpo.loop import TrainConfig, run_step, train
 from tfgrpo.rewards.base import FunctionReward, Score
@@ -113,3 +115,31 @@ def test_a_rerun_with_other_settings_is_refused_and_names_each_difference(tmp_pa
 def test_the_examples_strategy_refuses_groups_of_one():
     with pytest.raises(ConfigError, match="group_size >= 2"):
         train(None, SAMPLES, REWARD, [ExampleUpdate(TrainingFreeGRPO())], TrainConfig(group_size=1))
+
+
+def test_a_lone_surrogate_from_the_model_goes_through_the_cache_cleaned_on_both_strategies(tmp_path):
+    # `tfgrpo train` sends every call through the run's LLM cache: the raw output was stored there before
+    # it was cleaned, and SQLite cannot encode a lone surrogate (UnicodeEncodeError, the run stopped).
+    path = tmp_path / "lib.db"
+    script = Script(wrong="\ud800")
+    with (
+        StandIn(script) as server,
+        backend(server) as llm,
+        TrainingFreeGRPO.open(path) as examples,
+        LessonLibrary(path) as lessons,
+        LLMCache(path) as cache,
+    ):
+        wrong_wins = FunctionReward(lambda prompt, response, sample: float(response not in ("4", "6")))
+        updates = [ExampleUpdate(examples), LessonUpdate(lessons, LessonConfig(critic_max_tokens=64))]
+        train(llm, SAMPLES, wrong_wins, updates, CONFIG, cache=cache)
+        assert {e.response for e in examples.experience_library} == {"\ufffd"}
+        assert len(cache) > 0 and lessons.version >= 1
+        calls = len(server.requests)
+    # A second run answers from the cache, with the cleaned text.
+    with StandIn(script) as server, backend(server) as llm, LLMCache(path) as cache:
+        cached = CachedBackend(llm, cache)
+        params = GenerationParams(n=2, max_tokens=8, seed=0)
+        first = cached.generate(["x"], params)
+        assert cached.generate(["x"], params) == first and cached.hits == 1
+        assert all("\ud800" not in g.text for g in first[0])
+    assert calls > 0

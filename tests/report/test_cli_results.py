@@ -7,10 +7,9 @@ import json
 
 import pytest
 
-from llm.support import StandIn
+from support.llm import StandIn
+from support.report import TEST, TRAIN, build, policy
 from tfgrpo.cli import main
-
-from .support import TEST, TRAIN, build, policy
 
 
 def test_eval_writes_its_full_result_and_the_report_reads_it(tmp_path, capsys):
@@ -35,7 +34,8 @@ def test_eval_writes_its_full_result_and_the_report_reads_it(tmp_path, capsys):
             "exact",
             "--baselines",
             "--seeds",
-            "2",
+            "0",
+            "1",
             "-k",
             "2",
             "--out",
@@ -45,7 +45,8 @@ def test_eval_writes_its_full_result_and_the_report_reads_it(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "(strongest baseline)" in table and "2 evaluation seeds" in table
     result = json.loads(out.read_text())
-    assert {"baseline", "library", "zero-shot chat", "zero-shot text", "labelled 3-shot"} <= set(result["conditions"])
+    assert {"library", "zero-shot chat", "zero-shot text", "labelled 3-shot"} <= set(result["conditions"])
+    assert "baseline" not in result["conditions"]  # zero-shot as configured is one of the fair baselines
     assert result["library"]["path"] == str(paths["library"]) and result["library"]["lesson_version"] == 2
     assert len(result["seeds"]) == 2 and result["settings"]["k"] == 2 and result["command"] == "eval"
     assert len(result["conditions"]["library"]["rewards"][0]) == len(TEST)

@@ -9,12 +9,11 @@ import shutil
 
 import pytest
 
+from support.browser import Browser, chromium_path
+from support.report import HOSTILE, KEY, build
 from tfgrpo.cli import main
 from tfgrpo.errors import ConfigError
 from tfgrpo.report import write_report
-
-from .browser import Browser, chromium_path
-from .support import HOSTILE, KEY, build
 
 PLOTS = {
     "plot-reward",
@@ -90,3 +89,23 @@ def test_chromium_shows_every_plot_with_no_network_and_no_console_error(report, 
     keep = os.environ.get("TFGRPO_KEEP_SCREENSHOT")  # docs/report.png is refreshed with this set
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_one_evaluation_seed_is_said_to_have_no_spread(trained, tmp_path):
+    # The report showed "sd across eval seeds 0.000" for a single seed: no spread is not a spread of zero.
+    import json
+
+    import numpy as np
+
+    from tfgrpo.loop.evaluate import ConditionResult, EvalConfig, report_of
+
+    baseline = ConditionResult("zero-shot chat", np.array([[1.0, 0.0], [0.0, 0.0]]), 1.0, baseline=True)
+    library = ConditionResult("library", np.array([[1.0, 1.0], [0.0, 1.0]]), 1.0)
+    result = report_of([baseline, library], [{"id": "a"}, {"id": "b"}], EvalConfig(k=2)).to_dict()
+    assert result["conditions"]["library"]["seed_std"] is None
+    path = tmp_path / "one-seed.json"
+    path.write_text(json.dumps(result))
+    html = write_report(trained["library"], tmp_path / "r.html", [path]).read_text(encoding="utf-8")
+    assert "one evaluation seed, so no spread across seeds" in html and "sd across eval seeds" not in html
+    two = write_report(trained["library"], tmp_path / "r2.html", [trained["eval"]]).read_text(encoding="utf-8")
+    assert "2 evaluation seeds" in two and "sd across eval seeds" in two

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.properties import examples
 from tfgrpo.errors import TFGRPOError
 from tfgrpo.retrieval import BM25Index, VectorIndex, lexical, tokenize
 
@@ -39,7 +40,7 @@ def test_tokenize():
 WORDS = st.sampled_from(["read", "file", "write", "string", "reverse", "bytes", "lines", "sort", "list", "x"])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(
     docs=st.lists(st.lists(WORDS, min_size=1, max_size=8).map(" ".join), min_size=1, max_size=30),
     removed=st.sets(st.integers(0, 29), max_size=15),
@@ -179,7 +180,7 @@ ADDS_REMOVES_AND_QUERIES = given(
 )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80))
 @ADDS_REMOVES_AND_QUERIES
 def test_bm25_pruned_top_k_is_the_exhaustive_top_k(steps, queries, k, save_at):
     """After any sequence of adds and removes (and a save and restore on the way), the pruned top k has
@@ -194,7 +195,7 @@ def test_bm25_pruned_top_k_is_the_exhaustive_top_k(steps, queries, k, save_at):
         lexical._PROBE_POSTINGS = budget
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40))
 @ADDS_REMOVES_AND_QUERIES
 def test_bm25_dense_terms_give_the_exhaustive_top_k(steps, queries, k, save_at):
     """The same with every queried term given a dense row -> frequency array (kept up to date by the adds

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from support.cheats import HONEST_WRONG, cheats
+from support.rewards import humaneval_rows
 from tfgrpo.rewards import SandboxConfig, UnitTestReward
 
-from .cheats import HONEST_WRONG, cheats
-from .support import humaneval_rows
+pytestmark = pytest.mark.slow  # 41 programs in the sandbox, several of them until their limits end them
 
 # Short limits: several cheats hang or stop themselves, and only the limits end them.
 CONFIG = SandboxConfig(timeout_s=4, memory_mb=256)

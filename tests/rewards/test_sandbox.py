@@ -17,13 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from support.rewards import sandbox_pids
 from tfgrpo.errors import ConfigError
 from tfgrpo.rewards import FunctionReward, SandboxConfig, SandboxError, run_python
 from tfgrpo.rewards.sandbox import interpreter_view
 
-from .support import sandbox_pids
-
-LIMITS = SandboxConfig(timeout_s=10, memory_mb=256, max_processes=8, max_output_bytes=50_000)
+# Uids of this test process's own (the default range starts at 1_900_000): the processes these tests find
+# under them are theirs, whatever other test processes (xdist workers) run in their sandboxes meanwhile.
+UIDS = 2_000_000 + 64 * (os.getpid() % 100_000)
+LIMITS = SandboxConfig(timeout_s=10, memory_mb=256, max_processes=8, max_output_bytes=50_000, uid_base=UIDS)
 SHORT = dataclasses.replace(LIMITS, timeout_s=2)  # for programs that are meant to time out
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="per-run uids are used only when running as root")
 
@@ -399,7 +401,8 @@ def test_allowed_to_run_unsandboxed_the_uid_and_rlimits_still_contain_the_progra
     script = textwrap.dedent(
         f"""
         from tfgrpo.rewards.sandbox import SandboxConfig, run_python
-        config = SandboxConfig(timeout_s=2, max_processes=8, python={SYSTEM_PYTHON!r}, allow_unsandboxed=True)
+        config = SandboxConfig(timeout_s=2, max_processes=8, python={SYSTEM_PYTHON!r}, allow_unsandboxed=True,
+                               uid_base={UIDS})
         programs = ["import os; print(os.getuid())", "while True: pass",
                     "import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    time.sleep(100)",
                     "import os\\nwhile True:\\n    os.fork()"]

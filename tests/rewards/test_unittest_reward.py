@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from support.rewards import humaneval_rows
 from tfgrpo.rewards import RewardError, SandboxConfig, UnitTestReward
 from tfgrpo.rewards.unittest_reward import complete_function
-
-from .support import humaneval_rows
 
 SAMPLE_IDS = ["HumanEval/0", "HumanEval/2", "HumanEval/10", "HumanEval/53", "HumanEval/163"]
 CONFIG = SandboxConfig(timeout_s=5)

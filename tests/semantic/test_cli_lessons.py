@@ -1,31 +1,19 @@
-"""Paper mode from the command line, as a user types it: real subprocesses of the `tfgrpo` script,
-talking over HTTP to a scripted OpenAI-compatible stand-in on 127.0.0.1 (policy and critic), so no model
-is needed; one small run on the bundled model at the end."""
+"""Paper mode from the command line, as a user types it (`tfgrpo.cli.main` in-process), talking over HTTP
+to a scripted OpenAI-compatible stand-in on 127.0.0.1 (policy and critic), so no model is needed; one
+small run on the bundled model at the end."""
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from llm.support import StandIn, chat_reply, error_reply
+from support.cli import tfgrpo as run
+from support.llm import StandIn, chat_reply, error_reply
 from tfgrpo import TrainingFreeGRPO
 from tfgrpo.semantic import LessonLibrary, Operation
 
-TFGRPO = shutil.which("tfgrpo") or str(Path(sys.executable).parent / "tfgrpo")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 QUESTION = re.compile(r"What is (\d+)\+(\d+)\?")
-
-
-def run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run([TFGRPO, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"tfgrpo {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr}")
-    return result
 
 
 class Script:
@@ -175,7 +163,8 @@ def test_attribute_ranks_the_lessons_by_leave_one_out(server, data, tmp_path):
     assert g0["lesson_id"] == "G0" and g0["mean_diff"] == 0.5 and g0["ci_low"] == g0["ci_high"] == 0.5
     result = run("attribute", *task_args(data, server), "-l", lib)
     table = result.stdout
-    assert "eval all lessons prompt 4/4" in result.stderr and "eval without G0 prompt 4/4" in result.stderr
+    # One progress display over every condition: the whole attribution's time left.
+    assert "eval prompt 4/8 | all lessons | " in result.stderr and "eval prompt 8/8 | without G0 | " in result.stderr
     assert "Leave-one-out attribution of 1 lessons" in table and "G0" in table
     missing = run("attribute", *task_args(data, server), "-l", tmp_path / "none.db", check=False)
     assert missing.returncode != 0 and "no library at" in missing.stderr
@@ -253,32 +242,45 @@ def test_eval_all_compares_every_condition_on_the_same_prompts(server, data, tmp
         (2, ["examples", "lessons"]),
     ]
 
+    # By default every condition is compared with the strongest of the fair baselines, each under one name.
+    baselines = ["zero-shot chat", "zero-shot chat, stop after content", "zero-shot text"]
+    baselines += ["zero-shot text, stop after content", "labelled 3-shot", "bootstrapped 3-shot"]
     result = run("eval", "--strategy", "all", *args, "-l", lib, "-k", "2")
     table = result.stdout
-    assert "eval baseline prompt 4/4" in result.stderr and "eval both prompt 4/4" in result.stderr
-    for name in ("baseline", "examples", "lessons", "both"):
+    for name in [*baselines, "examples", "lessons", "both"]:
         assert re.search(rf"^{name} +\d\.\d{{3}} +\d\.\d{{3}}( |$)", table, flags=re.M), table
+    # The scripted policy is always right with lessons in its prompt, right half the time without: every
+    # baseline scores 0.5, and the first of them is the strongest.
     for name in ("examples", "lessons", "both"):
-        assert f"{name} - baseline: Mean@k" in table
+        assert f"{name} - zero-shot chat: Mean@k" in table
+    assert (
+        "Headline: lessons beat zero-shot chat (the strongest of 6 baselines) by 0.500 Mean@k (95% CI +0.500 .. +0.500)"
+    ) in table.splitlines()
+    # One progress display over the conditions scored together, with the time taken and left.
+    assert re.search(r"^eval prompt 4/24 \| zero-shot chat \| \d+:\d\d elapsed, ~\d+:\d\d left$", result.stderr, re.M)
+    assert re.search(r"^eval prompt 12/12 \| both \| \d+:\d\d elapsed$", result.stderr, re.M), result.stderr
+    # and the model's work before the first condition is said too
+    assert "INFO tfgrpo.eval: bootstrapped few-shot: looking for 3 successful rollouts in up to 4" in result.stderr
 
     report = json.loads(run("eval", "--strategy", "all", *args, "-l", lib, "-k", "2", "--json").stdout)
-    assert list(report["conditions"]) == ["baseline", "examples", "lessons", "both"] and report["n_prompts"] == 4
-    # The scripted policy is always right with lessons in its prompt, right half the time without.
-    assert report["conditions"]["baseline"]["mean_at_k"] == 0.5
+    assert list(report["conditions"]) == [*baselines, "examples", "lessons", "both"] and report["n_prompts"] == 4
+    assert report["conditions"]["zero-shot chat"]["mean_at_k"] == 0.5
     assert report["conditions"]["lessons"]["mean_at_k"] == report["conditions"]["both"]["mean_at_k"] == 1.0
-    assert report["comparisons"][1]["mean_diff"] == 0.5
+    assert report["comparisons"][1]["mean_diff"] == 0.5 and report["strongest_baseline"] == "zero-shot chat"
 
-    # lessons only: no experience library needed; examples only: the old two conditions
-    lessons = json.loads(run("eval", "--strategy", "lessons", *args, "-l", lib, "-k", "2", "--json").stdout)
-    assert list(lessons["conditions"]) == ["baseline", "lessons"]
-    examples = json.loads(run("eval", *args, "-l", lib, "-k", "2", "--json").stdout)
-    assert list(examples["conditions"]) == ["baseline", "library"]
+    # lessons only: no experience library needed; --no-baselines: zero-shot as configured, named as it is
+    quick = ["--no-baselines", "-k", "2", "--json"]
+    lessons = run("eval", "--strategy", "lessons", *args, "-l", lib, *quick)
+    assert list(json.loads(lessons.stdout)["conditions"]) == ["zero-shot", "lessons"]
+    assert "--no-baselines: compared with zero-shot as configured only" in lessons.stderr
+    examples = json.loads(run("eval", *args, "-l", lib, "--chat", *quick).stdout)
+    assert list(examples["conditions"]) == ["zero-shot chat", "library"]
     missing = run("eval", "--strategy", "lessons", *args, "-l", tmp_path / "nope.db", check=False)
     assert missing.returncode == 1 and "no library at" in missing.stderr
 
 
 @pytest.mark.model
-def test_train_and_eval_lessons_on_the_bundled_model(tmp_path):
+def test_train_and_eval_lessons_on_the_bundled_model(tmp_path, local_model):
     lib = tmp_path / "model.db"
     task = ["--task", "arithmetic", "--task-option", "n=40", "--task-option", "seed=5", "--limit", "2"]
     out = run(
@@ -296,7 +298,6 @@ def test_train_and_eval_lessons_on_the_bundled_model(tmp_path):
         "4",
         "--critic-max-tokens",
         "24",
-        timeout=600,
     ).stdout
     assert "Lessons (arithmetic):" in out
     with LessonLibrary(lib) as lessons:
@@ -304,4 +305,5 @@ def test_train_and_eval_lessons_on_the_bundled_model(tmp_path):
     report = json.loads(
         run("eval", "--strategy", "lessons", *task, "-l", lib, "-k", "1", "--max-tokens", "4", "--json").stdout
     )
-    assert list(report["conditions"]) == ["baseline", "lessons"] and report["n_prompts"] == 2
+    assert list(report["conditions"])[-1] == "lessons" and report["n_prompts"] == 2
+    assert report["comparisons"][0]["baseline"] == report["strongest_baseline"] != "lessons"

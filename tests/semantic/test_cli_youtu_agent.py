@@ -1,22 +1,19 @@
-"""`tfgrpo lessons import/export` with the paper's agent YAML, as a user types it (real subprocesses)."""
+"""`tfgrpo lessons import/export` with the paper's agent YAML, as a user types it (`tfgrpo.cli.main`
+in-process)."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
+from support.cli import tfgrpo
 from tfgrpo.semantic import LessonLibrary
 
-TFGRPO = shutil.which("tfgrpo") or str(Path(sys.executable).parent / "tfgrpo")
 FIXTURES = Path(__file__).parent / "fixtures" / "youtu-agent"
 
 
-def run(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([TFGRPO, *map(str, args)], capture_output=True, text=True, env=os.environ, timeout=120)
+def run(*args: object):
+    return tfgrpo(*args, check=False)
 
 
 def test_import_and_export_the_papers_agent_yaml(tmp_path):

@@ -9,7 +9,7 @@ import json
 import jsonschema
 import pytest
 
-from llm.support import Reply, StandIn, chat_reply, error_reply
+from support.llm import Reply, StandIn, chat_reply, error_reply
 from tfgrpo.errors import BackendError
 from tfgrpo.llm.http import OpenAIBackend
 from tfgrpo.rewards.base import Score

@@ -304,3 +304,47 @@ def test_a_foreign_sqlite_file_is_refused_or_left_intact(tmp_path):
         LessonLibrary(path)
     with pytest.raises(ConfigError):
         LessonLibrary(max_words=0)
+
+
+def test_a_lone_surrogate_in_a_lesson_is_repaired_like_other_bad_text(lib, tmp_path):
+    # apply() never raises for a bad operation: it repairs or skips, with a reason. A lone surrogate (from
+    # a critic's "\ud800") became a UnicodeEncodeError at the commit instead.
+    result = lib.apply(
+        [Operation("add", "Check the sign\ud800.", reason="because \udc00"), Operation("update", "x\udfff", id="G0")],
+        context={"critique": "\ud800"},
+    )
+    assert lib.lessons == {"G0": "x\ufffd", "G1": "Simplify before solving.", "G2": "Check the sign\ufffd."}
+    assert [s.reason for s in result.skipped] == ["a lone surrogate (not text) in the lesson replaced by U+FFFD"] * 2
+    assert result.skipped[0].repaired == Operation("add", "Check the sign\ufffd.", id="G2", reason="because \udc00")
+    # The version, its reasons and its context were stored, and the library is still usable.
+    lib.export_json(tmp_path / "out.json")
+    with LessonLibrary(lib.path) as again:
+        assert again.lessons == lib.lessons
+        assert again.get_version(lib.version).context == {"critique": "\ufffd"}
+        assert again.get_version(lib.version).applied[0].reason == "because \ufffd"
+    # An imported file goes through the same rule (JSON escapes make lone surrogates).
+    (tmp_path / "in.json").write_text('{"G0": "Keep \\ud800 going.", "G1": "Fine."}')
+    other = LessonLibrary()
+    result = other.import_json(tmp_path / "in.json")
+    assert other.lessons == {"G0": "Keep \ufffd going.", "G1": "Fine."}
+    assert [s.reason for s in result.skipped] == ["entry 'G0': a lone surrogate replaced by U+FFFD; kept"]
+
+
+def test_no_lesson_gets_an_id_beyond_the_last_one():
+    lib = LessonLibrary()
+    lib.replace_all({"G999999999": "The last id.", "custom": "No room for it."})
+    assert lib.lessons == {"G999999999": "The last id."}
+    result = lib.apply([Operation("add", "Another one."), Operation("update", "Changed.", id="G999999999")])
+    assert lib.lessons == {"G999999999": "Changed."}
+    assert result.skipped[0].reason == "no lesson id is left (G999999999 is the last); skipped"
+    assert lib["G999999999"] == "Changed." and 10**30 not in lib
+
+
+def test_a_version_that_cannot_exist_is_named_not_an_overflow(lib):
+    # A 31-digit version reached SQLite and came back as OverflowError from `lessons rollback/diff`.
+    for bad in (10**30, -1, lib.version + 1, True):
+        with pytest.raises(ConfigError, match=r"no lesson library version .*; versions are 0\.\.1"):
+            lib.rollback(bad)
+        with pytest.raises(ConfigError, match="no lesson library version"):
+            lib.diff(bad)
+    assert lib.version == 1

@@ -97,6 +97,14 @@ def test_single_operation_object_and_bad_ids():
     result = parse_operations('{"operation": "delete", "id": "the third one"}')
     assert result.operations == [Operation("delete")]  # no id: the library will refuse it with a reason
     assert any("not a lesson id" in p for p in result.problems)
+    # A 31-digit number was read as G1000...0: now the same problem, with the range, and no id.
+    big = "1" + "0" * 30
+    result = parse_operations(
+        '[{"operation": "delete", "id": ' + big + '}, {"operation": "merge", "ids": [1, ' + big + "]}]"
+    )
+    assert result.operations == [Operation("delete"), Operation("merge", ids=("G1",))]
+    assert result.problems[0].endswith("is not a lesson id like G3 (G0 .. G999999999)")
+    assert "dropped" in result.problems[1]
 
 
 def test_a_whole_library_is_not_mistaken_for_operations():
@@ -134,6 +142,10 @@ def test_lesson_text_is_cleaned_of_ids_markers_and_whitespace():
         (-1, None),
         (None, None),
         ("G03", "G3"),
+        (999_999_999, "G999999999"),
+        (10**9, None),  # an id beyond nine digits is no lesson's: refused, as the same number as text is
+        (10**30, None),
+        ("1" + "0" * 30, None),
     ],
 )
 def test_normalize_id(value, expected):

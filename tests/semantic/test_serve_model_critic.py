@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm.support import UvicornThread
+from support.llm import UvicornThread
 from tfgrpo.learn import LessonUpdate
 from tfgrpo.llm.base import Backend, Generation, Usage
 from tfgrpo.llm.http import OpenAIBackend
@@ -102,26 +102,35 @@ def exact(prompt, response, sample):
     return Score(float(response.strip() == sample["answer"]))
 
 
+@pytest.fixture(scope="module")
+def served():
+    """One `serve-model` server for the module, over a scripted model whose critic answer each case sets."""
+    model = ScriptedModel("")
+    with UvicornThread(create_app(model)) as server:
+        yield model, server
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_step_survives_hostile_critic_output_served_by_serve_model(case, tmp_path, caplog):
+def test_a_step_survives_hostile_critic_output_served_by_serve_model(case, served, tmp_path, caplog):
     answer, lessons_after, reason = CASES[case]
+    model, server = served
+    model.answer = answer
     config = TrainConfig(epochs=1, batch_size=1, group_size=2, max_tokens=8)
     lessons = LessonConfig(max_words=12, critic_max_tokens=200)
-    with UvicornThread(create_app(ScriptedModel(answer))) as server:
-        with (
-            OpenAIBackend(base_url=f"{server.url}/v1", model="scripted", max_retries=0, timeout=10) as llm,
-            LessonLibrary(tmp_path / "run.db") as lib,
-        ):
-            lib.apply([Operation("add", "Read the question.")])
-            metrics = train(llm, SAMPLES, FunctionReward(exact), [LessonUpdate(lib, lessons)], config)
-            assert lib.lessons == lessons_after and lib.progress["global_step"] == 1
-            (step,) = metrics
-            assert step.groups_with_signal == 1
-            assert any(reason in problem for problem in step.problems), step.problems
-            version = lib.history()[-1]
-            recorded = version.context["problems"] + [s.reason for s in version.skipped]
-            assert any(reason in r for r in recorded)
-            assert reason in caplog.text
+    with (
+        OpenAIBackend(base_url=f"{server.url}/v1", model="scripted", max_retries=0, timeout=10) as llm,
+        LessonLibrary(tmp_path / "run.db") as lib,
+    ):
+        lib.apply([Operation("add", "Read the question.")])
+        metrics = train(llm, SAMPLES, FunctionReward(exact), [LessonUpdate(lib, lessons)], config)
+        assert lib.lessons == lessons_after and lib.progress["global_step"] == 1
+        (step,) = metrics
+        assert step.groups_with_signal == 1
+        assert any(reason in problem for problem in step.problems), step.problems
+        version = lib.history()[-1]
+        recorded = version.context["problems"] + [s.reason for s in version.skipped]
+        assert any(reason in r for r in recorded)
+        assert reason in caplog.text
     # Reopened from disk: the same lessons, each a well-formed, short lesson.
     with LessonLibrary(tmp_path / "run.db") as lib:
         assert lib.lessons == lessons_after

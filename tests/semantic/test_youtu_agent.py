@@ -11,6 +11,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.properties import examples
 from tfgrpo.errors import LibraryFormatError, LibraryNotFoundError
 from tfgrpo.semantic import LessonLibrary, Operation
 from tfgrpo.semantic.lesson_files import EXPERIENCE_HEADER
@@ -156,7 +157,7 @@ one_line_text = st.text(
 ).map(lambda t: " ".join(t.split()))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(texts=st.lists(one_line_text, max_size=12), instructions=st.text(max_size=80))
 def test_import_of_export_is_the_identity(texts, instructions, tmp_path_factory):
     folder = tmp_path_factory.mktemp("roundtrip")

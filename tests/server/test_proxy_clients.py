@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from llm.support import UvicornThread
-from server.test_proxy import Proxy, Upstream, seeded_library
+from support.llm import UvicornThread
+from support.proxy import Proxy, Upstream, seeded_library
 from tfgrpo.server.config import ProxyConfig
 from tfgrpo.server.model_server import create_app
 
@@ -55,6 +55,7 @@ def test_openai_client_through_the_proxy_in_front_of_serve_model(local_backend, 
             assert all(a.id.startswith("cmpl-tfgrpo-") and a.choices[0].text for a in answers)
 
 
+@pytest.mark.slow  # importing litellm takes seconds
 def test_litellm_through_the_proxy(tmp_path):
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of the price list
     litellm = pytest.importorskip("litellm")

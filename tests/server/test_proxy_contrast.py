@@ -3,16 +3,12 @@ the proxy's injection shows it (chat and text completions) only when asked, with
 
 from __future__ import annotations
 
-from server import test_proxy
-from server.test_proxy import Proxy, Q, Upstream, chat
+from support.proxy import Proxy, Q, Upstream, chat
 from tfgrpo.core.library import TrainingFreeGRPO
 from tfgrpo.learn import with_contrast
 from tfgrpo.server.config import ProxyConfig
 
 NEXT = "What is 17 + 26?"
-
-
-upstream, fresh = test_proxy.upstream, test_proxy.fresh  # the stand-in upstream and its fixtures
 
 
 def sent_user_text(upstream: Upstream) -> str:

@@ -7,16 +7,12 @@ import dataclasses
 
 import pytest
 
-from server import test_proxy
-from server.test_proxy import Proxy, chat
+from support.proxy import Proxy, chat
 from tfgrpo.core.library import TrainingFreeGRPO
 from tfgrpo.errors import ConfigError
 from tfgrpo.server.config import ProxyConfig
 
 QUERY = "What is 9 + 18?"
-
-
-upstream, fresh = test_proxy.upstream, test_proxy.fresh  # the stand-in upstream and its fixtures
 
 
 @pytest.fixture

@@ -11,15 +11,13 @@ import socket
 import httpx
 import pytest
 
-from llm.support import wait_until
-from server import test_proxy
-from server.test_proxy import Proxy, chat
+from support.llm import wait_until
+from support.proxy import Proxy, chat
 from tfgrpo.server.config import ProxyConfig
 from tfgrpo.server.tenants import Keys, hash_key
 
 openai = pytest.importorskip("openai")
 
-upstream, fresh = test_proxy.upstream, test_proxy.fresh  # the stand-in upstream and its fixtures
 NO_INJECTION = ProxyConfig(shots=0, lessons_every=0)
 
 

@@ -27,8 +27,9 @@ def test_feedback_batches_commit_with_synchronous_full_and_completions_with_norm
 
 
 def test_counts_and_reward_moments_kept_up_to_date_match_the_tables(tmp_path):
-    """The figures kept by the writer after each commit (stats, lift, --track) are what the tables say,
-    through partial, duplicate, conflicting and unknown feedback, holdouts, and a reopen."""
+    """The figures kept in the transaction of each commit (stats, lift, --track; every process writing the
+    file shares them) are what the tables say, through partial, duplicate, conflicting and unknown
+    feedback, holdouts, and a reopen."""
     import math
 
     records = CompletionRecords(tmp_path / "lib.db", group_size=2)
@@ -40,7 +41,12 @@ def test_counts_and_reward_moments_kept_up_to_date_match_the_tables(tmp_path):
                  ("c4", {5: 1.0}), ("c2", {2: 1.0})]  # fmt: skip
         for cid, rewards in steps:
             records.feedback(cid, rewards).result()
-            counts, moments = records._read_figures()
+            scanned = dict(records._scan_figures())
+            counts = {name: scanned[name] for name in ("completions", "feedback", "groups")}
+            moments = {
+                arm: (scanned[f"n:{int(arm)}"], scanned[f"sum:{int(arm)}"], scanned[f"sq:{int(arm)}"])
+                for arm in (False, True)
+            }
             assert records.counts() == counts
             for arm in (False, True):
                 assert records.reward_moments()[arm][0] == moments[arm][0]
@@ -60,3 +66,41 @@ def test_counts_and_reward_moments_kept_up_to_date_match_the_tables(tmp_path):
         )
     finally:
         reopened.close()
+
+
+def test_a_file_recorded_before_the_figures_table_gets_it_from_its_tables(tmp_path):
+    records = CompletionRecords(tmp_path / "lib.db")
+    try:
+        records.add(Completion("c1", "2+2?", ["4", "5"])).result()
+        records.feedback("c1", {0: 1.0, 1: 0.0}).result()
+    finally:
+        records.close()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "lib.db") as db:
+        db.execute("DROP TABLE proxy_figures")
+    reopened = CompletionRecords(tmp_path / "lib.db")
+    try:
+        assert reopened.counts() == {"completions": 1, "feedback": 2, "groups": 1}
+        assert reopened.reward_moments()[False] == (1, 0.5, 0.25)
+    finally:
+        reopened.close()
+
+
+def test_two_writers_of_one_file_share_the_figures_and_form_each_group_once(tmp_path):
+    """What `serve --workers` relies on: two record writers (two processes' worth) on one file."""
+    first, second = (
+        CompletionRecords(tmp_path / "lib.db", group_size=2),
+        CompletionRecords(tmp_path / "lib.db", group_size=2),
+    )
+    try:
+        first.add(Completion("a", "same", ["x"])).result()
+        second.add(Completion("b", "same", ["y"])).result()
+        assert first.feedback("a", {0: 1.0}).result().groups == ()
+        assert second.feedback("b", {0: 0.0}).result().groups == (1,)  # the group spans both writers
+        assert first.counts() == second.counts() == {"completions": 2, "feedback": 2, "groups": 1}
+        (formed,) = first.groups_after(0)
+        assert formed.members == ["a", "b"] and formed.group.rewards == [1.0, 0.0]
+    finally:
+        first.close()
+        second.close()

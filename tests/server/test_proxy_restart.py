@@ -13,13 +13,13 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
-from llm.support import free_port, wait_until
-from server import test_proxy
-from server.test_proxy import Upstream
+from support.llm import free_port, wait_until
+from support.proxy import Upstream
 from tfgrpo.core.library import TrainingFreeGRPO
 
-upstream = test_proxy.upstream  # the stand-in upstream
+pytestmark = pytest.mark.slow  # proxies started (and restarted) as processes of their own
 
 
 class ProxyProcess:

@@ -12,14 +12,12 @@ import sys
 import httpx
 import pytest
 
-from llm.support import free_port, wait_until
-from server import test_proxy
-from server.test_proxy import Proxy, chat
+from support.llm import free_port, wait_until
+from support.proxy import Proxy, chat
 from tfgrpo.server.config import ProxyConfig
 from tfgrpo.tracking import open_tracker
 
 CONFIG = ProxyConfig(shots=0, lessons_every=0)
-upstream, fresh = test_proxy.upstream, test_proxy.fresh  # the stand-in upstream and its fixtures
 
 
 def test_serve_figures_and_library_read_back_with_tensorboard(fresh, tmp_path):
@@ -59,6 +57,7 @@ def test_a_failing_tracker_warns_and_serving_goes_on(fresh, tmp_path, caplog):
     assert [r for r in caplog.records if "tracking stopped" in r.getMessage() and "disk full" in r.getMessage()]
 
 
+@pytest.mark.slow  # `tfgrpo serve` in a process of its own, and mlflow
 def test_serve_track_mlflow_from_the_command_line(fresh, tmp_path, monkeypatch):
     pytest.importorskip("mlflow", reason="pip install 'tfgrpo[track]'")
     from mlflow.tracking import MlflowClient

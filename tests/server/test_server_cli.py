@@ -8,14 +8,16 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
-from llm.support import StandIn, chat_reply, free_port, wait_until
+from support.llm import StandIn, chat_reply, free_port, wait_until
 
 
 async def answer(index: int, path: str, body: dict):
     return chat_reply(["from upstream"] * (body.get("n") or 1))
 
 
+@pytest.mark.slow  # serve-model as a process of its own
 def test_serve_model_flags_reach_the_server(tmp_path):
     port = free_port()
     with StandIn(answer) as upstream:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from latency_server import create_latency_app
-from llm.support import UvicornThread, free_port, wait_until
+from support.llm import UvicornThread, free_port, wait_until
 from tfgrpo.llm import GenerationParams, get_backend
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -59,6 +59,7 @@ def latency_process():
     process.wait(10)
 
 
+@pytest.mark.slow  # two servers as processes of their own
 def test_serve_model_command_proxies_another_backend(latency_process):
     port = free_port()
     tfgrpo = shutil.which("tfgrpo") or str(Path(sys.executable).parent / "tfgrpo")

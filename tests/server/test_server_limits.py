@@ -10,7 +10,7 @@ import socket
 import httpx
 import pytest
 
-from llm.support import UvicornThread
+from support.llm import UvicornThread
 from tfgrpo.server.limits import ServerLimits, check_limits
 from tfgrpo.server.model_server import create_app
 from tfgrpo.server.openai_api import OpenAIError
@@ -61,6 +61,34 @@ def test_chat_limits_are_400s_naming_the_limit(server, backend, body, param, lim
     assert error["code"] == "limit_exceeded"
     assert len(backend.params) == before  # refused before the backend saw it
     still_serves(server)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("n", True, "not a boolean"),  # was read as n = 1
+        ("max_tokens", True, "not a boolean"),
+        ("max_completion_tokens", False, "not a boolean"),
+        ("seed", True, "not a boolean"),
+        ("temperature", True, "not a boolean"),
+        ("top_p", False, "not a boolean"),
+        ("n", "2", "not a string"),  # was read as 2
+        ("temperature", "0.5", "not a string"),
+        ("n", 1.5, "integer"),
+        ("logit_bias", {"1": True}, "not a boolean"),
+        ("stream", 1, "true or false"),
+        ("stream", "yes", "true or false"),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_a_400_not_a_guess(server, backend, field, value, words):
+    before = len(backend.params)
+    param = "logit_bias.1" if field == "logit_bias" else field
+    error = assert_error(post(server, {"messages": HI, field: value}), 400, param, words)
+    assert error["message"].startswith(param)
+    assert len(backend.params) == before
+    # JSON numbers are numbers: 2.0 is the integer 2, 1 the float 1.0.
+    ok = post(server, {"messages": HI, "n": 2.0, "temperature": 1, "max_tokens": 1, "logit_bias": {"1": 5}})
+    assert ok.status_code == 200 and len(ok.json()["choices"]) == 2
 
 
 def test_ten_thousand_prompts_are_refused(server):

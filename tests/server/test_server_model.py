@@ -12,7 +12,7 @@ import threading
 import httpx
 import pytest
 
-from llm.support import UvicornThread, wait_until
+from support.llm import UvicornThread, wait_until
 from tfgrpo.llm import GenerationParams
 from tfgrpo.llm.http import OpenAIBackend
 from tfgrpo.server.model_server import create_app

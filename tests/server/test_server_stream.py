@@ -11,8 +11,8 @@ import socket
 import httpx
 import pytest
 
-from llm.support import UvicornThread
-from server.scripted import ScriptedBackend
+from support.llm import UvicornThread
+from support.scripted import ScriptedBackend
 from tfgrpo.server.guards import key_matches
 from tfgrpo.server.model_server import create_app
 
@@ -146,7 +146,8 @@ def test_api_key_is_required_when_set(locked):
     assert wrong.status_code == 401 and wrong.json()["error"]["message"] == "Incorrect API key provided"
     assert httpx.get(f"{locked.url}/v1/models", headers={"authorization": "Basic s3cret"}).status_code == 401
     assert httpx.post(url, json={"messages": HI}, headers={"authorization": "Bearer s3cret"}).status_code == 200
-    assert httpx.get(f"{locked.url}/health").status_code == 200  # health checks need no key
+    for path in ("/health", "/healthz"):  # health checks need no key; /healthz as `tfgrpo serve` answers
+        assert httpx.get(f"{locked.url}{path}").json() == {"status": "ok", "model": "scripted"}
 
     with openai.OpenAI(base_url=f"{locked.url}/v1", api_key="nope", max_retries=0) as client:
         with pytest.raises(openai.AuthenticationError):

@@ -108,6 +108,17 @@ def test_a_bad_json_line_is_named(tmp_path):
         load_samples(path)
 
 
+def test_a_lone_surrogate_in_a_json_line_is_named(tmp_path):
+    # json.loads turns the escape into a lone surrogate, which later broke the LLM cache's key
+    # and the run's fingerprint with a UnicodeEncodeError.
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "a", "answer": 1}\n{"prompt": "b\\ud800", "answer": 2}\n')
+    with pytest.raises(DatasetError, match=r"d\.jsonl, line 2: holds a lone surrogate"):
+        load_samples(path)
+    path.write_text('{"prompt": "a\\ud83d\\ude00", "answer": {"x": ["\\u00e9"]}}\n')  # a pair is text
+    assert load_samples(path)[0]["prompt"] == "a\U0001f600"
+
+
 def test_a_json_line_that_is_not_an_object(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "answer": 1}, ["a", "list"]])
     with pytest.raises(DatasetError, match="line 2: a JSON list, not an object"):

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from report.support import build
+from support.report import build
 from tfgrpo.report import read_metrics
 from tfgrpo.tracking import open_tracker
 
@@ -70,6 +70,7 @@ def test_tensorboard_events_read_back_with_tensorboard(trained, tmp_path):
     assert (tracker.logdir / "lib.db").read_bytes() == trained["library"].read_bytes()
 
 
+@pytest.mark.slow  # importing wandb takes seconds
 def test_wandb_offline_run_files_are_written(trained, tmp_path):
     pytest.importorskip("wandb", reason="pip install 'tfgrpo[track]'")
     tracker = open_tracker("wandb", "train-test", tmp_path)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from .. import __version__
 from ..errors import TFGRPOError
-from .options import FILE_VALUES, apply_config_file
+from .options import FILE_VALUES, HelpFormatter, apply_config_file
 
 COMMAND_MODULES = (
     "demo", "train", "eval", "serve_model", "serve_proxy", "mcp_server", "library", "lessons", "report", "repeat",
@@ -77,9 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
         # `help` is %-formatted by argparse (write a percent sign as %%); a description is printed as it is.
         description = help.replace("%%", "%")
-        p = sub.add_parser(
-            name, help=help, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-        )
+        p = sub.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
         p.set_defaults(func=func)
         return p
 

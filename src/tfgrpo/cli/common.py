@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    from ..executors import Executor
     from ..rewards import Reward
 
 
@@ -119,13 +120,17 @@ class LoadedTask(NamedTuple):
     run: dict
 
 
-def load_task(args) -> LoadedTask:
+def load_task(args, with_samples: bool = True) -> LoadedTask:
     """The task or --data file named by the flags, split (or with --eval-data as its held-out side)
-    and limited."""
+    and limited. `with_samples=False` (`--print-config`) reads no file and makes no samples: the task's
+    settings alone."""
+    from ..rewards import get_reward
     from ..tasks import load_samples, split
-    from .specs import load_task_spec, make_reward
+    from .specs import load_task_spec
 
     def read(path: str) -> list[dict]:
+        if not with_samples:
+            return []
         return load_samples(path, prompt_field=args.prompt_field, answer_field=args.answer_field)
 
     eval_data = str(Path(args.eval_data).resolve()) if args.eval_data else None
@@ -137,18 +142,23 @@ def load_task(args) -> LoadedTask:
             train, test = split(samples, args.test_fraction, seed=0)
             fraction = args.test_fraction
         run = {"data": str(Path(args.data).resolve()), "split": fraction, "eval_data": eval_data}
-        reward = make_reward(args.reward or "numeric", allow_unsandboxed=args.allow_unsandboxed)
+        reward = get_reward(args.reward or "numeric", allow_unsandboxed=args.allow_unsandboxed)
         loaded = LoadedTask(Path(args.data).stem, train, test, reward, "", 256, ("\n",), run)
     else:
         options = dict(_parse_option(item) for item in args.task_option)
         task = load_task_spec(args.task, options, allow_unsandboxed=args.allow_unsandboxed)
-        train, test = (task.load("all"), read(args.eval_data)) if eval_data else (task.load("train"), task.load("test"))
+        if not with_samples:
+            train, test = [], []
+        elif eval_data:
+            train, test = task.load("all"), read(args.eval_data)
+        else:
+            train, test = task.load("train"), task.load("test")
         run = {
             "data": args.task if not options else f"{args.task} {json.dumps(options, sort_keys=True)}",
             "split": None if eval_data else task.test_fraction,
             "eval_data": eval_data,
         }
-        reward = make_reward(args.reward, allow_unsandboxed=args.allow_unsandboxed) if args.reward else task.reward
+        reward = get_reward(args.reward, allow_unsandboxed=args.allow_unsandboxed) if args.reward else task.reward
         loaded = LoadedTask(task.name, train, test, reward, task.instruction, task.max_tokens, task.stop, run)
     if args.limit:
         loaded = loaded._replace(train=loaded.train[: args.limit], test=loaded.test[: args.limit])
@@ -165,17 +175,40 @@ def _parse_option(item: str) -> tuple[str, object]:
         return key, value
 
 
-def make_backend(spec: str, concurrency: int):
-    """The backend a spec names; `concurrency` applies to HTTP backends."""
+def make_backend(spec: str, concurrency: int, executor: Executor | None = None):
+    """The backend a spec names, made where `executor` runs models (default: in this process);
+    `concurrency` applies to HTTP backends."""
+    if executor is not None:
+        return executor.backend(spec, concurrency=concurrency)
     from ..llm import get_backend
 
     kwargs = {"concurrency": concurrency} if spec.startswith(("openai", "http")) else {}
     return get_backend(spec, **kwargs)
 
 
+def executor_args(p: argparse.ArgumentParser, only: list[str] | None = None) -> None:
+    """The `ExecutorConfig` flags (--executor, --replicas, ...), or those in `only`."""
+    from ..executors import ExecutorConfig
+    from .options import add_config_args
+
+    add_config_args(p.add_argument_group("where work runs (ExecutorConfig)"), ExecutorConfig, only=only)
+
+
+def open_executor_of(args) -> Executor:
+    """The executor the flags name (Ray started or joined here); close it, or use it with `with`."""
+    from ..executors import ExecutorConfig, open_executor
+    from .options import config_from_args
+
+    return open_executor(config_from_args(ExecutorConfig, args))
+
+
 def task_hints(task: LoadedTask) -> dict:
     """The task's generation hints, for the fields that neither a flag nor the config file set."""
     return {"max_tokens": task.max_tokens, "stop": task.stop}
+
+
+HINTED = {"max_tokens": "the task's hint, 256 for --data", "stop": "the task's, a newline for --data"}
+"""The defaults of the fields `task_hints` sets, as the help says them."""
 
 
 def template(args, task: LoadedTask):

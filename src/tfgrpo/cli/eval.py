@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from contextlib import ExitStack
@@ -9,18 +10,28 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .common import (
+    HINTED,
     agent_args,
+    executor_args,
     load_task,
     make_backend,
     model_arg,
     open_agent,
+    open_executor_of,
     open_library,
     require_lesson_library,
     task_args,
     task_hints,
     template,
 )
-from .options import add_config_args, add_config_file_args, config_from_args, print_config, resolved_options
+from .options import (
+    add_config_args,
+    add_config_file_args,
+    config_from_args,
+    explicit,
+    print_config,
+    resolved_options,
+)
 from .report import finish_result, result_args
 
 if TYPE_CHECKING:
@@ -34,7 +45,8 @@ def add_commands(command) -> None:
     def common(p) -> None:
         task_args(p)
         model_arg(p.add_argument_group("model"))
-        add_config_args(p.add_argument_group("evaluation (EvalConfig)"), EvalConfig)
+        add_config_args(p.add_argument_group("evaluation (EvalConfig)"), EvalConfig, defaults=HINTED)
+        executor_args(p)
         add_config_args(p, LessonConfig, only=["placement"])
         agent_args(p)
         p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -44,23 +56,25 @@ def add_commands(command) -> None:
     p = command(
         "eval",
         cmd_eval,
-        "Compare baseline (no library) against a library on held-out prompts: few-shot examples, lessons, "
-        "or both (all conditions on the same prompts and seeds).",
+        "Compare a library (few-shot examples, lessons, or both) with the strongest of the simple things a "
+        "user could do instead (--baselines) on held-out prompts, all on the same prompts and seeds.",
     )
     p.add_argument(
         "--strategy",
         choices=["examples", "lessons", "both", "all"],
         default="examples",
-        help="conditions: examples: baseline, library; lessons: baseline, lessons; both: baseline, both "
-        "(lessons plus examples); all: baseline, examples, lessons, both",
+        help="the library's conditions: examples: library (its few-shot examples); lessons: lessons; both: "
+        "both (lessons plus examples); all: examples, lessons, both. Each is compared with the strongest baseline",
     )
     p.add_argument("--library", "-l", default="library.db", help="library to evaluate")
     p.add_argument(
         "--baselines",
-        action="store_true",
-        help="also evaluate the fair baselines: zero-shot in chat and text mode (each with and without "
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="evaluate the fair baselines: zero-shot in chat and text mode (each with and without "
         "--stop-after-content), labelled few-shot (reference answers) and bootstrapped few-shot (first "
-        "successful zero-shot rollouts on training prompts); libraries are compared with the strongest",
+        "successful zero-shot rollouts on training prompts), and compare the library with the strongest. "
+        "--no-baselines, for a quick look: only zero-shot as --chat and --stop-after-content say",
     )
     common(p)
 
@@ -79,7 +93,14 @@ def eval_config(args, task):
     """The `EvalConfig` of the flags and config file, with the task's hints where neither set a field."""
     from ..loop.evaluate import EvalConfig
 
-    return config_from_args(EvalConfig, args, hints=task_hints(task), template=template(args, task))
+    config = config_from_args(EvalConfig, args, hints=task_hints(task), template=template(args, task))
+    if "seeds" in explicit(args) and len(config.seeds) == 1:
+        print(
+            f"one evaluation seed ({config.seeds[0]}): no spread across seeds. --seeds takes the seeds' values: "
+            "--seeds 0 1 2 evaluates three times",
+            file=sys.stderr,
+        )
+    return config
 
 
 def library_conditions(args, stack: ExitStack) -> dict:
@@ -119,33 +140,39 @@ def score(task, config, backend, conditions: dict, agent=None) -> list[Condition
 
 
 def score_baselines(args, task, config, backend, agent=None) -> list[ConditionResult]:
-    """The baselines, which do not depend on the library: zero-shot as configured ("baseline"), and with
-    --baselines the fair ones (`fair_baselines`)."""
-    from ..loop.evaluate import fair_baselines
+    """The baselines, which do not depend on the library: the fair ones (`fair_baselines`, among them
+    zero-shot as configured), or with --no-baselines zero-shot as configured alone."""
+    from ..loop.evaluate import fair_baselines, zero_shot_name
 
-    conditions: dict = {"baseline": None}
     if args.baselines:
-        conditions.update(
-            fair_baselines(backend, task.train, task.reward, config, shots=config.shots or 3, agent=agent)
+        conditions: dict = fair_baselines(
+            backend, task.train, task.reward, config, shots=config.shots or 3, agent=agent
         )
+    else:
+        conditions = {zero_shot_name(config.chat, config.stop_after_content): None}
     return score(task, config, backend, conditions, agent)
 
 
 def cmd_eval(args) -> int | None:
     from ..loop.evaluate import report_of
 
-    task = load_task(args)
+    task = load_task(args, with_samples=not args.print_config)
     config = eval_config(args, task)
     if args.print_config:
         print(print_config(resolved_options(args, config), args.print_config))
         return 0
     with ExitStack() as stack:
         conditions = library_conditions(args, stack)
-        backend = stack.enter_context(make_backend(args.model, config.concurrency))
+        executor = stack.enter_context(open_executor_of(args))
+        backend = stack.enter_context(make_backend(args.model, config.concurrency, executor))
+        task = task._replace(reward=executor.reward(task.reward))
         agent = open_agent(args, stack)
         baselines = score_baselines(args, task, config, backend, agent)
         report = report_of([*baselines, *score(task, config, backend, conditions, agent)], task.test, config)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    if not args.baselines:
+        print("(--no-baselines: compared with zero-shot as configured only; by default with the strongest of "
+              "the fair baselines)", file=sys.stderr)  # fmt: skip
     finish_result(args, report.to_dict(), "eval", args.library)
     return None
 
@@ -155,7 +182,7 @@ def cmd_attribute(args) -> int | None:
     from ..loop.evaluate import show_progress
     from ..semantic import LessonLibrary
 
-    task = load_task(args)
+    task = load_task(args, with_samples=not args.print_config)
     config = eval_config(args, task)
     if args.print_config:
         print(print_config(resolved_options(args, config), args.print_config))
@@ -163,9 +190,11 @@ def cmd_attribute(args) -> int | None:
     require_lesson_library(args.library)
     with ExitStack() as stack:
         library = stack.enter_context(LessonLibrary(args.library))
+        executor = stack.enter_context(open_executor_of(args))
+        backend = stack.enter_context(make_backend(args.model, config.concurrency, executor))
+        task = task._replace(reward=executor.reward(task.reward))
         if not len(library):
             raise ConfigError(f"{args.library} holds no lessons (version {library.version}); nothing to attribute")
-        backend = stack.enter_context(make_backend(args.model, config.concurrency))
         report = attribute_lessons(
             backend,
             task.test,

@@ -8,6 +8,7 @@ import os
 import sys
 
 from .common import check_lesson_path, library_arg
+from .options import HelpFormatter
 
 
 def add_commands(command) -> None:
@@ -15,9 +16,7 @@ def add_commands(command) -> None:
     actions = p.add_subparsers(title="actions", metavar="ACTION", dest="action", required=True)
 
     def action(name: str, help: str) -> argparse.ArgumentParser:
-        a = actions.add_parser(
-            name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-        )
+        a = actions.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
         library_arg(a)
         return a
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from ..errors import TFGRPOError
 from .common import library_arg, open_library
@@ -72,10 +73,19 @@ def cmd_stats(args) -> None:
         print(f"Lessons: {lessons['count']} at version {lessons['version']} (tfgrpo lessons show)")
 
 
+MAX_DRAWS = 1_000_000
+"""Most experiences `sample` draws: beyond it a draw with replacement would only run out of memory."""
+
+
 def cmd_sample(args) -> None:
+    if args.k > MAX_DRAWS:
+        raise TFGRPOError(f"-k {args.k} is more draws than sample makes; give at most {MAX_DRAWS:,}")
     with open_library(args.library) as grpo:
         grpo.seed(args.seed)
-        _print_experiences(grpo.sample_multiple(args.k, replace=not args.distinct), args.json)
+        drawn = grpo.sample_multiple(args.k, replace=not args.distinct)
+    _print_experiences(drawn, args.json)
+    if not drawn:  # as `query`: a valid empty answer, said on stderr
+        print(f"no experiences to sample: {args.library} is empty", file=sys.stderr)
 
 
 def cmd_query(args) -> None:
@@ -86,7 +96,18 @@ def cmd_query(args) -> None:
             raise TFGRPOError(f"--where takes KEY=VALUE, got {item!r}")
         where[key] = value
     with open_library(args.library) as grpo:
-        _print_experiences(grpo.get_experiences_for_prompt(args.prompt, k=args.k, where=where or None), args.json)
+        found = grpo.get_experiences_for_prompt(args.prompt, k=args.k, where=where or None)
+        size = grpo.library_size()
+    _print_experiences(found, args.json)
+    if not found:
+        # An empty answer is a valid one (exit 0, nothing on stdout, so --json stays JSON lines); the
+        # note is for whoever reads the terminal.
+        filters = f" with {' and '.join(args.where)}" if args.where else ""
+        print(
+            f"no experiences match: no stored prompt starts with {args.prompt!r}{filters} "
+            f"({size} experiences in {args.library})",
+            file=sys.stderr,
+        )
 
 
 def cmd_export(args) -> None:

@@ -35,6 +35,30 @@ INTERNAL = frozenset({"func", "config", "print_config", "help", GIVEN, FILE_VALU
 """Namespace attributes that are no option a config file may set."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default once, at the end of its help: as the help says it in words when it does
+    ("(default: the task's)"), else its value; none for an unset option (None), an on/off switch that is
+    off, or an empty list."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "(default" in text
+            or not action.option_strings
+            or default is None
+            or default is argparse.SUPPRESS
+            or isinstance(action, argparse._StoreTrueAction)
+            or (isinstance(default, (tuple, list)) and not default)
+        ):
+            return text
+        if isinstance(default, (tuple, list)):
+            shown = " ".join(repr(v) if isinstance(v, str) else str(v) for v in default).replace("%", "%%")
+        else:
+            shown = "%(default)s"
+        return f"{text} (default: {shown})"
+
+
 class _KnobAction(argparse.Action):
     """Stores a config flag's value and records that it was given. `kind`: "store", "bool"
     (`--x/--no-x`) or "append" (repeatable; the first use replaces the default)."""
@@ -43,6 +67,8 @@ class _KnobAction(argparse.Action):
         if kind == "bool":
             option_strings = [s for o in option_strings for s in (o, "--no-" + o[2:])]
             kwargs["nargs"] = 0
+        if kind == "values":
+            kwargs["nargs"] = "+"
         super().__init__(option_strings, dest, **kwargs)
         self.kind = kind
 
@@ -52,6 +78,8 @@ class _KnobAction(argparse.Action):
             value: Any = not (option_string or "").startswith("--no-")
         elif self.kind == "append":
             value = (*getattr(namespace, self.dest), values) if self.dest in given else (values,)
+        elif self.kind == "values":
+            value = tuple(values)
         else:
             value = values
         setattr(namespace, self.dest, value)
@@ -62,7 +90,8 @@ class _KnobAction(argparse.Action):
 
 
 def _flag_kind(cls: type, name: str, annotation: Any) -> tuple[str, type | None]:
-    """("store" | "bool" | "append", the argparse `type`) of a field's annotation."""
+    """("store" | "bool" | "append" | "values", the argparse `type`) of a field's annotation ("values":
+    one flag followed by one or more values, `--seeds 0 1 2`)."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1
     base = args[0] if optional else annotation
@@ -70,8 +99,10 @@ def _flag_kind(cls: type, name: str, annotation: Any) -> tuple[str, type | None]
         return "bool", None
     if base in (int, float, str):
         return "store", base
-    if typing.get_origin(base) is tuple and typing.get_args(base) in ((str, Ellipsis),):
+    if typing.get_origin(base) is tuple and typing.get_args(base) == (str, Ellipsis):
         return "append", str
+    if typing.get_origin(base) is tuple and typing.get_args(base) == (int, Ellipsis):
+        return "values", int
     raise TypeError(f"{cls.__name__}.{name}: no CLI flag for type {annotation!r}; declare it with cli=False")
 
 
@@ -89,9 +120,11 @@ def add_config_args(
     *,
     only: Iterable[str] | None = None,
     aliases: dict[str, Sequence[str]] | None = None,
+    defaults: dict[str, str] | None = None,
 ) -> list[str]:
     """Add a flag for every CLI knob of `cls` (or those in `only`) but those in `exclude`; `aliases`
-    adds other flags for a field (e.g. {"group_size": ["-G"]}). Returns the field names added."""
+    adds other flags for a field (e.g. {"group_size": ["-G"]}); `defaults` says in words the default
+    of a field whose value the command sets, not the class (a task's hint). Returns the field names added."""
     hints = typing.get_type_hints(cls)
     skip = set(exclude)
     keep = set(only) if only is not None else None
@@ -108,6 +141,10 @@ def add_config_args(
                   f"<= {meta['maximum']}" if meta.get("maximum") is not None else ""]  # fmt: skip
         if any(bounds):
             help_text += f" [{', '.join(b for b in bounds if b)}]"
+        if kind == "append":
+            help_text += " (repeatable)"
+        if defaults and field.name in defaults:
+            help_text += f" (default: {defaults[field.name]})"
         extra: dict[str, Any] = {}
         if type_ is not None:
             extra["type"] = type_
@@ -122,7 +159,7 @@ def add_config_args(
             action=_KnobAction,
             kind=kind,
             default=default,
-            help=help_text + (" (repeatable)" if kind == "append" else ""),
+            help=help_text,
             **extra,
         )
         added.append(field.name)
@@ -221,19 +258,41 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def config_key(action: argparse.Action) -> str:
+    """An option's name in a config file: its (first) long flag without the dashes, '_' for '-'
+    (`--max-ops-per-query` is `max_ops_per_query`); an option with no long flag goes by its dest."""
+    long = next((o for o in action.option_strings if o.startswith("--")), None)
+    return long[2:].replace("-", "_") if long else action.dest
+
+
+def _file_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if a.dest not in INTERNAL and a.dest != argparse.SUPPRESS]
+
+
 def apply_config_file(parser: argparse.ArgumentParser, path: str | Path) -> dict[str, Any]:
     """Make a config file's values the defaults of `parser` (a command's parser), after checking that
-    each key is one of its options and each value has the option's type. Returns the values."""
+    each key is one of its options and each value has the option's type. Returns the values by dest.
+    A key is the option's `config_key`; the Python field name of a knob whose flag differs from it
+    (`max_operations_per_query`) is read too, as `--print-config` wrote it before."""
     data = read_config_file(path)
-    actions = {a.dest: a for a in parser._actions if a.dest not in INTERNAL and a.dest != argparse.SUPPRESS}
-    names = {key.replace("-", "_") if isinstance(key, str) else key: key for key in data}
-    unknown = sorted(str(names[k]) for k in names if k not in actions)
+    options = _file_options(parser)
+    actions = {config_key(a): a for a in options}
+    for action in options:
+        actions.setdefault(action.dest, action)
+    names = {key: key.replace("-", "_") if isinstance(key, str) else key for key in data}
+    unknown = sorted(str(key) for key, name in names.items() if name not in actions)
     if unknown:
+        example = ", ".join(sorted(config_key(a) for a in options)[:5])
         raise ConfigError(
             f"{path}: unknown option {', '.join(unknown)}; the keys are the option names of "
-            f"`{parser.prog}` (flags without the dashes, '_' for '-'), e.g. {', '.join(sorted(actions)[:5])}"
+            f"`{parser.prog}` (flags without the dashes, '_' for '-'), e.g. {example}"
         )
-    values = {name: _coerce(path, name, data[key], actions[name]) for name, key in names.items()}
+    values: dict[str, Any] = {}
+    for key, name in names.items():
+        action = actions[name]
+        if action.dest in values:
+            raise ConfigError(f"{path}: {config_key(action)} is given twice (as {key} too); keep one")
+        values[action.dest] = _coerce(path, config_key(action), data[key], action)
     parser.set_defaults(**values)
     return values
 
@@ -249,10 +308,17 @@ def _coerce(path: str | Path, name: str, value: Any, action: argparse.Action) ->
         return tuple(items) if getattr(action, "kind", None) == "append" else list(items)
     if value is None:
         return None
+    if action.nargs == "+":  # values: a list, or one value alone (as `--seeds 3` is one)
+        items = value if isinstance(value, list) else [value]
+        return tuple(_coerce_one(path, name, item, action, flag) for item in items)
     if action.nargs == 0 or getattr(action, "kind", None) == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: {name} ({flag}) takes true or false, got {value!r}")
         return value
+    return _coerce_one(path, name, value, action, flag)
+
+
+def _coerce_one(path: str | Path, name: str, value: Any, action: argparse.Action, flag: str) -> Any:
     kind = action.type or str
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -267,22 +333,18 @@ _TYPE_WORDS = {int: "a whole number", float: "a number", str: "text"}
 
 
 def resolved_options(args: argparse.Namespace, *configs: Any) -> dict[str, Any]:
-    """Every option of the command as it will run, in a form `--config` reads back: the plain
-    options from `args`, each knob field from the built `configs` (so hints filled in show), and the
-    instruction from a config's template."""
-    parser = args._config_parser
-    values = {
-        a.dest: getattr(args, a.dest)
-        for a in parser._actions
-        if a.dest not in INTERNAL and a.dest != argparse.SUPPRESS and hasattr(args, a.dest)
-    }
+    """Every option of the command as it will run, by `config_key`, in a form `--config` reads back:
+    the plain options from `args`, each knob field from the built `configs` (so hints filled in show),
+    and the instruction from a config's template."""
+    options = [a for a in _file_options(args._config_parser) if hasattr(args, a.dest)]
+    values = {a.dest: getattr(args, a.dest) for a in options}
     for config in configs:
         for field in knob_fields(type(config)):
             if field.name in values:
                 values[field.name] = getattr(config, field.name)
         if "instruction" in values and hasattr(config, "template"):
             values["instruction"] = config.template.instruction
-    return values
+    return {config_key(a): values[a.dest] for a in options}
 
 
 def print_config(values: dict[str, Any], fmt: str = "toml") -> str:

@@ -18,11 +18,18 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..core.knobs import knob_fields
+from ..executors.config import ExecutorConfig
+from .common import executor_args, open_executor_of
+from .options import explicit, flag_of
+
 if TYPE_CHECKING:
     from ..loop.evaluate import ConditionResult
 
 LIBRARY_OPTIONS = ("library", "strategy", "placement", "out", "json", "track", "track_dir", "print_config", "contrast")
 """`tfgrpo eval` options that do not change the baselines (their fixed examples record no failure to contrast)."""
+EXECUTOR_OPTIONS = tuple(f.name for f in knob_fields(ExecutorConfig))
+"""Where the work runs: it changes no result, so it is no part of the baselines' identity."""
 
 
 def add_commands(command) -> None:
@@ -38,9 +45,8 @@ def add_commands(command) -> None:
     )
     p.add_argument("--out", default="repeat-out", help="folder for the libraries and results")
     p.add_argument("--train-args", default="", help='arguments for `tfgrpo train`, e.g. "--task arithmetic -G 8"')
-    p.add_argument(
-        "--eval-args", default="", help='arguments for `tfgrpo eval`, e.g. "--task arithmetic --baselines -k 4"'
-    )
+    p.add_argument("--eval-args", default="", help='arguments for `tfgrpo eval`, e.g. "--task arithmetic -k 4"')
+    executor_args(p)
     p.add_argument(
         "--agent",
         default=None,
@@ -69,19 +75,25 @@ def cmd_repeat(args) -> int | None:
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # The executor's flags go to every train and eval run, which join the one Ray opened here.
+    given = explicit(args)
+    executor = [
+        str(i) for f in knob_fields(ExecutorConfig) if f.name in given for i in (flag_of(f), getattr(args, f.name))
+    ]
     agent = ["--agent", args.agent] if args.agent else []
     runs = {  # parsed before any training, so a mistake in them is found at once
         seed: parse_command(
-            ["eval", *shlex.split(args.eval_args), *agent, "--library", str(out / f"library-seed{seed}.db")]
+            ["eval", *shlex.split(args.eval_args), *executor, *agent, "--library", str(out / f"library-seed{seed}.db")]
             + ["--out", str(out / f"eval-seed{seed}.json")]
         )
         for seed in args.seeds
     }
-    for seed in args.seeds:
-        train = ["train", *shlex.split(args.train_args), *agent, "--library", str(out / f"library-seed{seed}.db")]
-        if main([*train, "--seed", str(seed)]) not in (0, None):
-            raise TFGRPOError(f"tfgrpo {' '.join(train)} --seed {seed} failed; see above")
-    summary = across_training_seeds(evaluate_seeds(runs, shlex.split(args.train_args), out))
+    with open_executor_of(args):
+        for seed in args.seeds:
+            train = ["train", *shlex.split(args.train_args), *agent, "--library", str(out / f"library-seed{seed}.db")]
+            if main([*train, *executor, "--seed", str(seed)]) not in (0, None):
+                raise TFGRPOError(f"tfgrpo {' '.join(train)} --seed {seed} failed; see above")
+        summary = across_training_seeds(evaluate_seeds(runs, shlex.split(args.train_args), out))
     atomic_write(out / "repeat.json", lambda f: json.dump(summary, f, indent=1))
     print(repeat_table(summary))
     print(f"results: {out / 'repeat.json'} (tfgrpo report --eval reads it)")
@@ -105,9 +117,12 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
     with ExitStack() as stack:
         backends: list = []  # the model (and the agent) are made only if something is to be scored
 
+        executor = stack.enter_context(open_executor_of(first))
+        task = task._replace(reward=executor.reward(task.reward))
+
         def backend():
             if not backends:
-                backends.append(stack.enter_context(make_backend(first.model, config.concurrency)))
+                backends.append(stack.enter_context(make_backend(first.model, config.concurrency, executor)))
                 backends.append(open_agent(first, stack))
             return backends[0]
 
@@ -166,9 +181,8 @@ def _baselines(path: Path, identity: dict, args, task, config, backend, agent) -
 def _identity(args, task, config) -> dict:
     """What the baselines depend on: the eval options (not the library's), the resolved settings, and
     the held-out and training samples (by digest), as JSON values."""
-    options = {
-        k: v for k, v in vars(args).items() if k not in LIBRARY_OPTIONS and not k.startswith("_") and not callable(v)
-    }
+    unrelated = (*LIBRARY_OPTIONS, *EXECUTOR_OPTIONS)
+    options = {k: v for k, v in vars(args).items() if k not in unrelated and not k.startswith("_") and not callable(v)}
     settings = {k: v for k, v in config.to_dict().items() if k not in LIBRARY_OPTIONS}
     samples = {name: _digest(getattr(task, name)) for name in ("test", "train")}
     return json.loads(json.dumps({"options": options, "settings": settings, "samples": samples}, default=str))

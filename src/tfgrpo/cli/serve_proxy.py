@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..server.limits import add_limit_arguments, limits_from_args
+from .common import executor_args, open_executor_of
 from .options import add_config_args, config_from_args
 from .report import open_run_tracker, result_args
 
@@ -25,7 +26,7 @@ def add_commands(command) -> None:
     )
     p.add_argument("--library", "-l", default=None, help="SQLite library file (created if missing); not with --keys")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (without --keys: loopback only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=8080, help="port to listen on")
     p.add_argument("--keys", default=None, metavar="KEYS.TOML", help="tenants: hashed API keys -> library and role")
     p.add_argument(
         "--reward",
@@ -43,6 +44,7 @@ def add_commands(command) -> None:
     )
     p.add_argument("--hash-key", default=None, metavar="KEY", help="print the sha256 of KEY for keys.toml and exit")
     add_config_args(p.add_argument_group("proxy"), ProxyConfig)
+    executor_args(p, only=["executor", "reward_cpus", "worker_retries", "ray_cpus"])  # where --reward scores
     add_limit_arguments(p)
     result_args(p, out=False)
 
@@ -58,19 +60,26 @@ def cmd_serve(args) -> int | None:
         return 0
     if not args.upstream:
         raise ConfigError("give --upstream SPEC (openai:MODEL@http://host:port/v1, a URL, or local)")
-    reward = None
-    if args.reward:
-        from .specs import make_reward
-
-        reward = make_reward(args.reward)
     try:
-        with open_run_tracker(args, "serve") as tracker:
+        config = config_from_args(ProxyConfig, args)
+        if config.workers > 1 and args.executor != "local":
+            raise ConfigError(
+                "--reward on an --executor other than local needs --workers 1 for now (each worker process would "
+                "start or join Ray on its own)"
+            )
+        with open_executor_of(args) as executor, open_run_tracker(args, "serve") as tracker:
+            reward = None
+            if args.reward:
+                from ..rewards import get_reward
+
+                # (the worker processes of --workers build the reward from its spec themselves)
+                reward = args.reward if config.workers > 1 else executor.reward(get_reward(args.reward))
             serve(
                 args.upstream,
                 args.library,
                 args.host,
                 args.port,
-                config_from_args(ProxyConfig, args),
+                config,
                 keys_path=args.keys,
                 limits=limits_from_args(args),
                 reward=reward,

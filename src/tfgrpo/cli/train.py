@@ -8,12 +8,15 @@ import sys
 from contextlib import ExitStack
 
 from .common import (
+    HINTED,
     agent_args,
     check_lesson_path,
+    executor_args,
     load_task,
     make_backend,
     model_arg,
     open_agent,
+    open_executor_of,
     task_args,
     task_hints,
     template,
@@ -59,8 +62,11 @@ def add_commands(command) -> None:
     g = p.add_argument_group("model")
     model_arg(g)
     g.add_argument("--critic", default=None, help="backend spec of the critic LLM (default: the policy model)")
+    add_config_args(
+        p.add_argument_group("training (TrainConfig)"), TrainConfig, aliases={"group_size": ["-G"]}, defaults=HINTED
+    )
+    executor_args(p)
     agent_args(p)
-    add_config_args(p.add_argument_group("training (TrainConfig)"), TrainConfig, aliases={"group_size": ["-G"]})
     add_config_args(
         p.add_argument_group("lessons (LessonConfig; --strategy lessons or both)"),
         LessonConfig,
@@ -93,7 +99,7 @@ def cmd_train(args) -> int | None:
     from ..loop.training import check_resume, run_identity, train
     from ..semantic import LessonLibrary
 
-    task = load_task(args)
+    task = load_task(args, with_samples=not args.print_config)
     config, lesson_config = configs(args, task)
     if args.print_config:
         print(print_config(resolved_options(args, config, lesson_config), args.print_config))
@@ -133,8 +139,11 @@ def cmd_train(args) -> int | None:
         finished = bool(task.train) and min(u.done() for u in updates) >= total
         policy: Backend | None = None
         critic: Backend | None = None
+        reward = task.reward
         if not finished:  # a finished run loads no model (`tfgrpo repeat` calls train for every seed)
-            policy = stack.enter_context(make_backend(args.model, config.concurrency))
+            executor = stack.enter_context(open_executor_of(args))
+            policy = stack.enter_context(make_backend(args.model, config.concurrency, executor))
+            reward = executor.reward(task.reward)
             if args.critic:
                 critic = stack.enter_context(make_backend(args.critic, config.concurrency))
         updates = strategies(critic)
@@ -142,7 +151,7 @@ def cmd_train(args) -> int | None:
         tracker = stack.enter_context(open_run_tracker(args, "train"))
         agent = open_agent(args, stack) if policy is not None else None
         steps = [] if policy is None else train(
-            policy, task.train, task.reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
+            policy, task.train, reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
             on_step=tracker.on_step, agent=agent,
         )  # fmt: skip
         tracker.log_artifact(args.library)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -220,3 +221,10 @@ def clean_text(text: str) -> str:
 def approx_tokens(text: str) -> int:
     """About four characters per token for English text and code; good enough for a budget."""
     return (len(text) + 3) // 4
+
+
+def json_text(value: Any, **options: Any) -> str:
+    """`json.dumps(value, ensure_ascii=False)` that UTF-8 (and so SQLite) can always encode: a lone
+    surrogate in any string of `value` becomes U+FFFD. For every JSON column written from text that
+    did not pass `check_text` (model output, critiques, records of a step)."""
+    return clean_text(json.dumps(value, ensure_ascii=False, **options))

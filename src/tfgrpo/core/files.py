@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
@@ -52,9 +53,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[str]], None]) -> N
 def make_temp(path: Path) -> tuple[int, str]:
     """A new temp file beside `path` (fd, name), named `.NAME.PID.RANDOM.tmp`. A save whose process is
     killed cannot remove its temp file, so each save first removes those of `path` left by processes
-    that no longer exist (never one of a save still running, in this process or another)."""
+    that no longer exist (never one of a save still running, in this process or another).
+
+    The file gets the mode `open(path, "w")` would leave: the mode of the file it replaces, else 0o666
+    less the umask (`tempfile.mkstemp` makes 0o600, which the rename would give the user's file)."""
     remove_orphaned_temps(path)
-    return tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        mode: int | None = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = None
+    for _ in range(100):
+        name = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        if mode is not None:
+            os.fchmod(fd, mode)
+        return fd, name
+    raise FileExistsError(f"no free temp file name beside {path}")
 
 
 def remove_orphaned_temps(path: Path) -> None:

@@ -1,6 +1,6 @@
 """The library's retrieval hooks: an index attached to a library is told of every change and answers the
-relevance modes of `get_experiences_for_prompt`. `tfgrpo.retrieval.Retriever` implements it and registers
-itself as the default (the core never imports the retrieval layer)."""
+relevance modes of `get_experiences_for_prompt`. `tfgrpo.retrieval.Retriever` implements it, and the
+package `tfgrpo` registers it as the default (the core never imports the retrieval layer)."""
 
 from __future__ import annotations
 
@@ -54,5 +54,5 @@ def register_default_index(factory: Callable[..., ExperienceIndex]) -> None:
 
 def default_index(embedder: Any = None, **options: Any) -> ExperienceIndex:
     if _default_index is None:
-        raise ConfigError("no retrieval index is registered: import tfgrpo.retrieval (importing tfgrpo does)")
+        raise ConfigError("no retrieval index is registered (importing tfgrpo registers tfgrpo.retrieval's)")
     return _default_index(embedder, **options)

@@ -58,13 +58,14 @@ def check_knobs(config: Any) -> None:
         meta = f.metadata
         if value is None:
             continue
-        if meta["choices"] is not None and value not in meta["choices"]:
-            allowed = ", ".join(repr(c) for c in meta["choices"])
-            raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
-        if meta["minimum"] is not None and value < meta["minimum"]:
-            raise ConfigError(f"{name} must be >= {meta['minimum']}, got {value!r}")
-        if meta["maximum"] is not None and value > meta["maximum"]:
-            raise ConfigError(f"{name} must be <= {meta['maximum']}, got {value!r}")
+        for item in value if isinstance(value, tuple) else (value,):  # a tuple's range is its items'
+            if meta["choices"] is not None and item not in meta["choices"]:
+                allowed = ", ".join(repr(c) for c in meta["choices"])
+                raise ConfigError(f"{name} must be one of {allowed}, got {item!r}")
+            if meta["minimum"] is not None and item < meta["minimum"]:
+                raise ConfigError(f"{name} must be >= {meta['minimum']}, got {item!r}")
+            if meta["maximum"] is not None and item > meta["maximum"]:
+                raise ConfigError(f"{name} must be <= {meta['maximum']}, got {item!r}")
 
 
 def _check_type(name: str, value: Any, kind: Any) -> Any:
@@ -86,6 +87,10 @@ def _check_type(name: str, value: Any, kind: Any) -> Any:
     elif base is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be text, got {value!r}")
+    elif typing.get_args(base) == (int, Ellipsis):
+        if not isinstance(value, (tuple, list)) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise ConfigError(f"{name} must be a list of whole numbers, e.g. (0, 1, 2), got {value!r}")
+        return tuple(value)
     return value
 
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, replace
 
 from ..agents.base import Agent, AgentContext
 from ..agents.trajectory import Trajectory
-from ..core.experience import clean_text
 from ..core.knobs import check_knobs, knob
 from ..core.library import TrainingFreeGRPO
 from ..llm.base import Backend, Generation, GenerationParams
@@ -27,10 +26,16 @@ class PromptingConfig:
 
     shots: int = knob(3, "few-shot examples from the library in each prompt", minimum=0)
     select: str = knob(
-        "sample", "how examples are chosen: by advantage (sample) or by relevance (retrieve)", choices=SELECT_MODES
+        "sample",
+        "how examples are chosen: by advantage (sample) or by relevance (retrieve); train and eval default to "
+        "sample, tfgrpo serve to retrieve",
+        choices=SELECT_MODES,
     )
     retrieval_mode: str = knob(
-        "semantic", "with select=retrieve: lexical (BM25), semantic (embeddings) or hybrid", choices=RETRIEVAL_MODES
+        "semantic",
+        "with select=retrieve: lexical (BM25), semantic (embeddings) or hybrid; train and eval default to "
+        "semantic, tfgrpo serve to lexical",
+        choices=RETRIEVAL_MODES,
     )
     advantage_weight: float = knob(
         0.0,
@@ -78,8 +83,8 @@ class RolloutConfig(PromptingConfig):
 
     temperature: float = knob(0.7, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
     top_p: float = knob(1.0, "nucleus sampling of the policy", minimum=0.0, maximum=1.0)
-    max_tokens: int = knob(128, "longest rollout, in tokens (the CLI's default: the task's hint)", minimum=1)
-    stop: tuple[str, ...] = knob((), "stop strings (the CLI's default: the task's)")
+    max_tokens: int = knob(128, "longest rollout, in tokens", minimum=1)
+    stop: tuple[str, ...] = knob((), "stop strings")
     chat: bool | None = knob(None, "send chat messages (true), plain text (false), or the backend's default")
     stop_after_content: bool = knob(
         False,
@@ -168,9 +173,9 @@ def rollout_batch(
                 stop=[s for s in config.stop if not (config.stop_after_content and s.isspace())] or None,
                 seed=chunk_seed,
             )
-            # Model output is untrusted text: a lone surrogate becomes U+FFFD before it is scored or stored.
+            # (A `Generation`'s text is already clean: a lone surrogate became U+FFFD where it was made.)
             chunk_groups = [
-                [Trajectory.of(cut_after_content(replace(g, text=clean_text(g.text)), config)) for g in group]
+                [Trajectory.of(cut_after_content(g, config)) for g in group]
                 for group in backend.generate(prompts, params, chat=config.chat)
             ]
         else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import math
 import threading
 from abc import ABC, abstractmethod
@@ -12,6 +14,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.experience import check_text, clean_text
 from ..errors import ConfigError
 
 Message = dict[str, str]
@@ -35,7 +38,10 @@ class GenerationParams:
     stop: list[str] | None = None
     """Generation ends at the first of these strings, which is not included in the text."""
     seed: int | None = None
-    """Same seed, same prompts, same params: same output (locally; servers honour it when they can)."""
+    """Same seed, same prompt, same params: same output (locally; servers honour it when they can). A
+    prompt's group depends on that prompt and the params only, never on the other prompts of the call,
+    so groups may be generated apart (in other calls, on other replicas) with the same result: the local
+    backend samples each prompt's group alone, seeded by `group_seed(seed, prompt)`."""
     logit_bias: Mapping[int, float] | None = field(default=None, hash=False)
     """OpenAI-style logit bias: token id -> bias in [-100, 100], added to the logits before sampling (sent
     as `logit_bias` to servers; token ids are the served model's). `tfgrpo.llm.guidance.LogitBias` builds
@@ -125,6 +131,13 @@ class Generation:
     """Tokens generated for this completion; None when unknown (a server that reports usage only for a
     whole request of n completions)."""
 
+    def __post_init__(self) -> None:
+        # Model output is untrusted text and enters here, whichever backend made it: a lone surrogate
+        # (a server's "\ud800", a broken decoding) becomes U+FFFD, so every store, the LLM cache first,
+        # can write it.
+        if isinstance(self.text, str):
+            object.__setattr__(self, "text", clean_text(self.text))
+
 
 @dataclass(frozen=True)
 class Delta:
@@ -134,6 +147,10 @@ class Delta:
     index: int
     text: str = ""
     final: Generation | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.text, str):
+            object.__setattr__(self, "text", clean_text(self.text))  # as `Generation`'s
 
 
 @dataclass(frozen=True)
@@ -239,7 +256,7 @@ class Usage:
 def to_messages(prompt: Prompt) -> list[Message]:
     """A prompt as chat messages (a plain string becomes one user message). Checks the shape."""
     if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
+        return [{"role": "user", "content": check_text(prompt, "a prompt", ConfigError)}]
     if not isinstance(prompt, list) or not prompt:
         raise ConfigError(f"a prompt must be a string or a non-empty list of chat messages, got {prompt!r:.200}")
     for message in prompt:
@@ -249,7 +266,14 @@ def to_messages(prompt: Prompt) -> list[Message]:
             or not isinstance(message.get("content"), str)
         ):
             raise ConfigError(f'each chat message must be a dict {{"role": str, "content": str}}, got {message!r:.200}')
+        check_text(message["content"], f"a {message['role']!r:.20} message", ConfigError)
     return [{"role": m["role"], "content": m["content"]} for m in prompt]
+
+
+def group_seed(seed: int, prompt: Prompt) -> int:
+    """The seed one prompt's group is sampled from, given the call's `seed`: fixed by the two alone."""
+    text = json.dumps([seed, prompt], ensure_ascii=False, sort_keys=True)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1  # < 2**63
 
 
 def check_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:

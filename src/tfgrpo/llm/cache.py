@@ -22,12 +22,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.experience import clean_text, json_text
 from ..core.store.sqlite import connect
 from ..errors import StoreError
 from .base import AssistantTurn, Backend, Generation, GenerationParams, Prompt, Usage, check_prompts
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS lesson_llm_cache (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL)"""
+
+
+def _key(request: str) -> str:
+    # "surrogatepass": the same key as plain UTF-8 for all text, and no error for a lone surrogate.
+    return hashlib.sha256(request.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _request_json(model: str, prompt: Prompt, params: GenerationParams, chat: bool | None, namespace: str) -> str:
@@ -63,9 +69,16 @@ class LLMCache:
             return None  # a damaged entry is a miss
 
     def put_many(self, items: Sequence[tuple[str, str, str, list[Generation]]]) -> None:
-        """Store (key, model, request JSON, generations) rows in one transaction."""
+        """Store (key, model, request JSON, generations) rows in one transaction. Any text can be stored:
+        a lone surrogate (from a backend that made its `Generation`s some other way) is kept as U+FFFD."""
         rows = [
-            (key, model, request, json.dumps([dataclasses.asdict(g) for g in gens], ensure_ascii=False), time.time())
+            (
+                key,
+                clean_text(model),
+                clean_text(request),
+                json_text([dataclasses.asdict(g) for g in gens]),
+                time.time(),
+            )
             for key, model, request, gens in items
         ]
         with self._lock:
@@ -78,9 +91,15 @@ class LLMCache:
                 )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                self._rollback()
                 raise StoreError(f"cannot write the LLM cache in {self.path}: {exc}") from None
+            except BaseException:
+                self._rollback()  # never leave the file locked by a half-done write
+                raise
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def __len__(self) -> int:
         with self._lock:
@@ -145,7 +164,7 @@ class CachedBackend(Backend):
         prompts = check_prompts(prompts)
         model = self.model_label
         requests = [_request_json(model, p, params, chat, self.namespace) for p in prompts]
-        keys = [hashlib.sha256(r.encode()).hexdigest() for r in requests]
+        keys = [_key(r) for r in requests]
         results: list[list[Generation] | None] = [self.cache.get(k) for k in keys]
         missing: dict[str, list[int]] = {}
         for i, (key, found) in enumerate(zip(keys, results)):

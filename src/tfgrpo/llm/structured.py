@@ -3,10 +3,12 @@ tokens that keep the output a prefix of a JSON value the schema accepts are allo
 end-of-sequence token only once that value is complete.
 
 The schema (the subset that strict structured output uses: objects whose properties are all written,
-in order, and no others; arrays with minItems / maxItems; strings, with enum or maxLength; const;
-anyOf; booleans; null) is compiled into a character-level grammar whose states are its Brzozowski
-derivatives: the state after some text is "what may still follow". States are hash-consed (a state
-reached twice is the same object), so what is computed for a state is computed once:
+in order, and no others; arrays with minItems / maxItems; strings, with enum or maxLength; integers
+and numbers as JSON writes them, with no bound but `minimum: 0` (and, for integers, `minimum: 1` or
+`exclusiveMinimum: 0`); const; anyOf; a list of types; booleans; null) is compiled into a
+character-level grammar whose states are its Brzozowski derivatives: the state after some text is
+"what may still follow". States are hash-consed (a state reached twice is the same object), so what is
+computed for a state is computed once:
 
 - between values, in a key or an enum, the allowed tokens are found by walking the tokenizer's sorted
   token strings only along the few characters the state accepts;
@@ -36,6 +38,20 @@ _CONTROL = frozenset(chr(i) for i in range(0x20))
 _ESCAPES = frozenset('"\\/bfnrtu')
 _HEX = frozenset("0123456789abcdefABCDEF")
 _UNSUPPORTED = ("$ref", "allOf", "oneOf", "not", "pattern", "format", "minLength", "patternProperties", "if")
+_DIGITS = frozenset("0123456789")
+_NUMBER_PHASES: dict[str, tuple[bool, int]] = {
+    # phase: (a complete number, fewest characters to complete it)
+    "start": (False, 1),
+    "sign": (False, 1),
+    "zero": (True, 0),
+    "int": (True, 0),
+    "frac0": (False, 1),
+    "frac": (True, 0),
+    "exp0": (False, 1),
+    "expsign": (False, 1),
+    "exp": (True, 0),
+}
+"""The states of a JSON number, -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, as a scanner reads it."""
 _LAST = "\U0010ffff"
 
 
@@ -88,6 +104,11 @@ class Grammar:
     def _str(self, mode: str, left: int, hex_left: int = 0) -> _Node:
         return self._make("str", (mode, left, hex_left))
 
+    def _num(self, phase: str, integer: bool, start: tuple[bool, bool] = (True, True)) -> _Node:
+        """A JSON number in `phase` (`integer`: no fraction or exponent); `start`: whether it may begin
+        with a minus sign and whether it may be 0 (only the first phase depends on them)."""
+        return self._make("num", (phase, integer, start if phase == "start" else ()))
+
     def _seq(self, parts: Sequence[_Node]) -> _Node:
         flat: list[_Node] = []
         for part in parts:
@@ -130,6 +151,8 @@ class Grammar:
         elif kind == "str":
             mode, _, hex_left = args
             node.shortest = {"open": 2, "body": 1, "esc": 2, "hex": hex_left + 1}[mode]
+        elif kind == "num":
+            node.nullable, node.shortest = _NUMBER_PHASES[args[0]]
         elif kind == "seq":
             node.nullable = all(p.nullable for p in args)
             node.shortest = sum(p.shortest for p in args)
@@ -152,6 +175,8 @@ class Grammar:
                 raise ConfigError(f"{where}: the local JSON constraint does not support {key!r}; leave it out")
         if "anyOf" in schema:
             return self._alt([self._compile(s, f"{where}.anyOf[{i}]") for i, s in enumerate(schema["anyOf"])])
+        if isinstance(schema.get("type"), list):  # {"type": ["integer", "null"]}: any of them
+            return self._alt([self._compile({**schema, "type": t}, where) for t in schema["type"]])
         if "const" in schema:
             return self._lit(json.dumps(schema["const"], ensure_ascii=False))
         if "enum" in schema:
@@ -180,13 +205,31 @@ class Grammar:
             return self._seq([self._lit("["), self.ws, content, self.ws, self._lit("]")])
         if kind == "string":
             return self._str("open", int(schema.get("maxLength", -1)))
+        if kind in ("integer", "number"):
+            return self._number(schema, kind == "integer", where)
         if kind == "boolean":
             return self._alt([self._lit("true"), self._lit("false")])
         if kind == "null":
             return self._lit("null")
         raise ConfigError(
-            f"{where}: the local JSON constraint supports objects, arrays, strings, enum/const, anyOf, booleans "
-            f"and null, not type {kind!r}"
+            f"{where}: the local JSON constraint supports objects, arrays, strings, integers, numbers, enum/const, "
+            f"anyOf, booleans and null, not type {kind!r}"
+        )
+
+    def _number(self, schema: Mapping[str, Any], integer: bool, where: str) -> _Node:
+        """A JSON number (an integer: digits alone). The bounds that the characters alone decide are
+        kept (>= 0, and for integers > 0); any other bound or multipleOf is refused, not ignored."""
+        bounds = {k: schema[k] for k in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if k in schema}
+        bounds.update({k: schema[k] for k in ("multipleOf",) if k in schema})
+        if not bounds:
+            return self._num("start", integer)
+        if bounds == {"minimum": 0}:
+            return self._num("start", integer, (False, True))
+        if integer and bounds in ({"minimum": 1}, {"exclusiveMinimum": 0}):
+            return self._num("start", integer, (False, False))
+        raise ConfigError(
+            f"{where}: the local JSON constraint keeps a number's bounds only as minimum 0 (and, for integers, "
+            f"minimum 1 or exclusiveMinimum 0), not {json.dumps(bounds)}; leave them out and check the value"
         )
 
     # -------------------------------------------------------------- matching
@@ -222,6 +265,8 @@ class Grammar:
             if ch not in _HEX:
                 return self.empty
             return self._str("hex", left, hex_left - 1) if hex_left > 1 else self._str("body", left)
+        if kind == "num":
+            return self._num_deriv(args, ch)
         if kind == "seq":
             head, rest = args[0], self._seq(args[1:])
             options = [self._seq([self.deriv(head, ch), rest])]
@@ -233,6 +278,25 @@ class Grammar:
         if kind == "more":
             return self.deriv(self._expand(node), ch)
         return self.empty  # empty, eps
+
+    def _num_deriv(self, args: tuple, ch: str) -> _Node:
+        phase, integer, start = args
+        nxt: str | None = None
+        if phase == "start" and ch == "-" and start[0]:
+            nxt = "sign"
+        elif phase in ("start", "sign") and ch in _DIGITS:
+            nxt = "int" if ch != "0" else "zero" if phase == "sign" or start[1] else None
+        elif phase in ("int", "frac", "exp") and ch in _DIGITS:
+            nxt = phase
+        elif phase in ("frac0", "exp0", "expsign") and ch in _DIGITS:
+            nxt = "frac" if phase == "frac0" else "exp"
+        elif phase in ("zero", "int") and ch == "." and not integer:
+            nxt = "frac0"
+        elif phase in ("zero", "int", "frac") and ch in "eE" and not integer:
+            nxt = "exp0"
+        elif phase == "exp0" and ch in "+-":
+            nxt = "expsign"
+        return self.empty if nxt is None else self._num(nxt, integer)
 
     def advance(self, node: _Node, text: str) -> _Node:
         for ch in text:
@@ -260,6 +324,18 @@ class Grammar:
             if mode == "body":
                 return (frozenset('"'), False) if left == 0 else (_CONTROL, True)
             return (_ESCAPES, False) if mode == "esc" else (_HEX, False)
+        if kind == "num":
+            phase, integer, start = args
+            if phase == "start":
+                return frozenset(("-" if start[0] else "") + ("0123456789" if start[1] else "123456789")), False
+            more = (
+                "+-"
+                if phase == "exp0"
+                else ""
+                if integer
+                else {"zero": ".eE", "int": ".eE", "frac": "eE"}.get(phase, "")
+            )
+            return frozenset(("" if phase == "zero" else "0123456789") + more), False
         parts: list[_Node] = []
         if kind == "seq":
             for part in args:

@@ -17,6 +17,7 @@ from .evaluate import (
     EvalConfig,
     LessonCondition,
     Progress,
+    across,
     eval_seeds,
     holm,
     paired_bootstrap_ci,
@@ -101,26 +102,26 @@ def attribute_lessons(
     per prompt, every condition with the same seeds; ranked most helpful first."""
     lessons = library.lessons
     tally = Tally() if agent is not None else None
+    count = 1 + len(lessons)
     full = score_condition(
         backend,
         samples,
         reward,
         LessonCondition(library, placement=placement),
         config,
-        progress,
+        across(progress, 0, count),
         "all lessons",
         agent,
         tally,
     )
     full_per_prompt = full.mean(axis=(0, 2))
     results = []
-    for lesson_id, text in lessons.items():
+    for index, (lesson_id, text) in enumerate(lessons.items(), start=1):
         rest = {i: t for i, t in lessons.items() if i != lesson_id}
         with library.detached(rest) as without:
             condition = LessonCondition(without, placement=placement)
-            rewards = score_condition(
-                backend, samples, reward, condition, config, progress, f"without {lesson_id}", agent
-            )
+            shown = across(progress, index, count)
+            rewards = score_condition(backend, samples, reward, condition, config, shown, f"without {lesson_id}", agent)
         diffs = full_per_prompt - rewards.mean(axis=(0, 2))
         low, high = paired_bootstrap_ci(diffs, config.bootstrap, config.seed)
         p = sign_flip_p_value(diffs, config.bootstrap, config.seed)

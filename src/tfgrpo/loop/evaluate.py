@@ -7,6 +7,7 @@ comparisons of one evaluation."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,8 +27,10 @@ from ._progress import Progress as ProgressDisplay
 if TYPE_CHECKING:
     from ..semantic.lessons import LessonLibrary
 
+log = logging.getLogger("tfgrpo.eval")
+
 SEED_STRIDE = 1_000_003
-"""Evaluation seed j draws from `seed + j * SEED_STRIDE`: far from the per-batch offsets of one seed."""
+"""Evaluation seed value v draws from `seed + v * SEED_STRIDE`: far from the per-batch offsets of one seed."""
 
 
 @dataclass(frozen=True)
@@ -37,14 +40,28 @@ class EvalConfig(RolloutConfig):
     k: int = knob(4, "samples per prompt", minimum=1, flag="-k")
     temperature: float = knob(0.3, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
     seed: int = knob(1234, "seed of the examples drawn and the sampling (the same for every condition)")
-    seeds: int = knob(
-        1,
-        "evaluation seeds: the whole evaluation is repeated with this many sampling seeds, derived from seed",
-        minimum=1,
+    seeds: tuple[int, ...] = knob(
+        (0,),
+        "evaluation seeds, as values (0 1 2: three evaluations; not a count): the whole evaluation is repeated "
+        "once per value, sampling with a seed derived from --seed and the value",
+        minimum=0,
+        maximum=1_000_000,
     )
     batch_size: int = knob(8, "prompts per generation call", minimum=1)
     success_threshold: float = knob(1.0, "a sample counts as solved for Pass@k when its reward is at least this")
     bootstrap: int = knob(2000, "bootstrap resamples for the confidence intervals and p-values", minimum=100)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seeds, int) and not isinstance(self.seeds, bool):
+            raise ConfigError(
+                f"EvalConfig.seeds takes the evaluation seeds' values, e.g. (0, 1, 2), not a count; got {self.seeds}"
+            )
+        super().__post_init__()
+        if not self.seeds or len(set(self.seeds)) < len(self.seeds):
+            raise ConfigError(
+                f"EvalConfig.seeds must hold each evaluation seed once (a seed given twice would count one "
+                f"evaluation twice), got {self.seeds}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting, as JSON values (the template as its three texts)."""
@@ -131,17 +148,29 @@ def is_baseline(condition: Condition) -> bool:
 
 
 def show_progress() -> Callable[[str, int, int], None]:
-    """A `progress` callback for `evaluate` and `attribute_lessons`: the package's progress display
-    (a bar on a terminal, lines otherwise), one per condition."""
-    displays: dict[str, ProgressDisplay] = {}
+    """A `progress` callback for `evaluate` and `attribute_lessons`: the package's progress display (a
+    bar on a terminal, lines otherwise, with the time taken and left), one over all the conditions
+    scored together, naming the one being scored."""
+    displays: list[ProgressDisplay] = []
 
     def report(condition: str, done: int, total: int) -> None:
-        display = displays.get(condition)
-        if display is None:
-            display = displays[condition] = ProgressDisplay(total, "prompt", label=f"eval {condition}")
-        display.update(done)
+        if not displays:
+            displays.append(ProgressDisplay(total, "prompt", label="eval"))
+        displays[0].update(done, condition)
         if done >= total:
-            display.close()
+            displays.pop().close()
+
+    return report
+
+
+def across(progress: Progress | None, index: int, count: int) -> Progress | None:
+    """`progress` of condition `index` of `count` conditions of equal size scored one after the other,
+    counted over all of them (so the display's time left is the whole evaluation's)."""
+    if progress is None:
+        return None
+
+    def report(condition: str, done: int, total: int) -> None:
+        progress(condition, index * total + done, count * total)
 
     return report
 
@@ -200,7 +229,7 @@ class ConditionResult:
             "pass_at_k": self.pass_at_k,
             "per_seed_mean_at_k": seeds.tolist(),
             "per_seed_pass_at_k": self.per_seed_pass().tolist(),
-            "seed_std": float(seeds.std(ddof=1)) if len(seeds) > 1 else 0.0,
+            "seed_std": float(seeds.std(ddof=1)) if len(seeds) > 1 else None,  # one seed: no spread
             "per_prompt": self.per_prompt().tolist(),
             "rewards": self.rewards.tolist(),
             "description": self.description,
@@ -266,7 +295,27 @@ class EvalReport:
             lines.append(
                 f"p: paired sign-flip test over prompts; Holm-corrected over {len(self.comparisons)} comparisons"
             )
-        return "\n".join(lines)
+        return "\n".join(lines + self.headline())
+
+    def headline(self) -> list[str]:
+        """One line per library condition: the baseline it beat or lost to (the strongest), by how much,
+        and whether the confidence interval shows a difference at all."""
+        baselines = sum(c.baseline for c in self.conditions)
+        libraries = {c.name for c in self.conditions if not c.baseline}
+        lines = []
+        for d in self.comparisons:
+            if d.name not in libraries:
+                continue
+            verb = "beat" if d.mean_diff > 0 else "lost to" if d.mean_diff < 0 else "tied with"
+            which = f"the strongest of {baselines} baselines" if baselines > 1 else "the only baseline evaluated"
+            shown = d.ci_low > 0 or d.ci_high < 0
+            lines.append(
+                f"Headline: {d.name} {verb} {d.baseline} ({which}) by {abs(d.mean_diff):.3f} Mean@k "
+                f"(95% CI {d.ci_low:+.3f} .. {d.ci_high:+.3f}"
+                + ("" if shown else "; it includes 0: no difference shown")
+                + ")"
+            )
+        return lines
 
     def to_dict(self) -> dict:
         return {
@@ -324,7 +373,8 @@ Progress = Callable[[str, int, int], None]
 
 
 def eval_seeds(config: EvalConfig) -> list[int]:
-    return [config.seed + j * SEED_STRIDE for j in range(config.seeds)]
+    """The sampling seed of each evaluation seed value."""
+    return [config.seed + value * SEED_STRIDE for value in config.seeds]
 
 
 def score_condition(
@@ -395,9 +445,9 @@ def score_conditions(
     agent: Agent | None = None,
 ) -> list[ConditionResult]:
     """Each condition (name -> library, `LessonCondition`, `Baseline`, None for zero-shot) scored on the
-    same held-out samples, `config.seeds` times. `train_prompts`, when given, is checked: evaluating on
-    a training prompt is an error. With `agent`, every rollout is a trajectory it runs, and each result
-    carries their figures."""
+    same held-out samples, once per value of `config.seeds`. `train_prompts`, when given, is checked:
+    evaluating on a training prompt is an error. With `agent`, every rollout is a trajectory it runs, and
+    each result carries their figures."""
     if not samples:
         raise ConfigError("no evaluation samples")
     if not conditions:
@@ -407,9 +457,10 @@ def score_conditions(
         if leaked:
             raise ConfigError(f"{len(leaked)} evaluation prompts are also training prompts, e.g. {leaked[0]!r:.80}")
     results = []
-    for name, grpo in conditions.items():
+    for i, (name, grpo) in enumerate(conditions.items()):
         tally = Tally() if agent is not None else None
-        rewards = score_condition(backend, samples, reward, grpo, config, progress, name, agent, tally)
+        shown = across(progress, i, len(conditions))
+        rewards = score_condition(backend, samples, reward, grpo, config, shown, name, agent, tally)
         results.append(
             ConditionResult(
                 name,
@@ -430,7 +481,7 @@ def report_of(results: Sequence[ConditionResult], samples: Sequence[dict], confi
     very prompts, which favours the baseline); with no library conditions, every baseline with the first."""
     if not results:
         raise ConfigError("no conditions to evaluate")
-    shape = (config.seeds, len(samples), config.k)
+    shape = (len(config.seeds), len(samples), config.k)
     for result in results:
         if result.rewards.shape != shape:
             raise ConfigError(
@@ -499,6 +550,8 @@ def bootstrap_examples(
     bootstrapped few-shot). Seeded by `config.seed`, so the set is fixed for a run."""
     found: list[tuple[str, str]] = []
     pool = list(samples[:max_prompts])
+    # Before any condition is scored, so no progress display yet: say what the model is doing.
+    log.info("bootstrapped few-shot: looking for %d successful rollouts in up to %d training prompts", shots, len(pool))
     for start in range(0, len(pool), config.batch_size):
         batch = pool[start : start + config.batch_size]
         groups, scores = rollout_batch(backend, batch, reward, config.k, config, config.seed + start, agent=agent)
@@ -510,6 +563,14 @@ def bootstrap_examples(
                 if len(found) == shots:
                     return tuple(found)
     return tuple(found)
+
+
+def zero_shot_name(chat: bool | None, stop_after_content: bool) -> str:
+    """What a zero-shot condition is called: its mode ("zero-shot chat", "zero-shot text"; plain
+    "zero-shot" in the backend's default mode) and the stop rule when on. The zero-shot condition as a
+    config prompts (`None`) has the name of the fair baseline it equals, so no condition has two names."""
+    mode = {True: " chat", False: " text", None: ""}[chat]
+    return f"zero-shot{mode}" + (", stop after content" if stop_after_content else "")
 
 
 def fair_baselines(
@@ -524,13 +585,14 @@ def fair_baselines(
     """The baselines a library should be compared with: zero-shot in chat and in text mode, each with
     the task's stop strings as they are and with `stop_after_content` (when a stop string is only
     whitespace, so the rule changes something), labelled few-shot (when the training samples have
-    reference answers) and bootstrapped few-shot (when any zero-shot rollout succeeded)."""
+    reference answers) and bootstrapped few-shot (when any zero-shot rollout succeeded). The zero-shot
+    condition `config` itself prompts is among them (with `config.chat` None: the one of the backend's
+    default mode)."""
     conditions: dict[str, Baseline] = {}
-    stop_variants = [False, True] if any(s.isspace() for s in config.stop) else [False]
+    rule_matters = config.stop_after_content or any(s.isspace() for s in config.stop)
     for chat in (True, False):
-        for after in stop_variants:
-            name = f"zero-shot {'chat' if chat else 'text'}" + (", stop after content" if after else "")
-            conditions[name] = Baseline(chat=chat, stop_after_content=after)
+        for after in [False, True] if rule_matters else [False]:
+            conditions[zero_shot_name(chat, after)] = Baseline(chat=chat, stop_after_content=after)
     labelled = labelled_examples(train_samples, shots, reference_field)
     if labelled:
         conditions[f"labelled {len(labelled)}-shot"] = Baseline("labelled", labelled)

@@ -56,7 +56,7 @@ def train(
     check_resume(updates, identity)
     done = min(u.done() for u in updates)
     total = total_steps(len(samples), config.batch_size, config.epochs)
-    display = Progress(total, "step", label="train")
+    display = Progress(total, "step", label="train", done=done)
 
     def report(metrics: StepMetrics, total: int) -> None:
         display.update(metrics.global_step, _summary(metrics))

@@ -246,6 +246,7 @@ def _evaluation(name: str, result: dict) -> str:
         points=[conditions[c]["per_seed_mean_at_k"] for c in names] if len(seeds) > 1 else None,
         highlight=strongest,
     )
+    spread = len(seeds) > 1  # one seed has no spread to show (not a spread of 0)
     rows = [
         (
             c,
@@ -253,10 +254,11 @@ def _evaluation(name: str, result: dict) -> str:
             conditions[c]["mean_at_k"],
             conditions[c]["pass_at_k"],
         )
-        + (conditions[c].get("seed_std", 0.0),)
+        + ((conditions[c].get("seed_std"),) if spread else ())
         for c in names
     ]
-    table = _table(("condition", "role", "Mean@k", "Pass@k", "sd across eval seeds"), rows)
+    head = ("condition", "role", "Mean@k", "Pass@k") + (("sd across eval seeds",) if spread else ())
+    table = _table(head, rows)
     comparisons = result.get("comparisons", [])
     cmp_rows = [
         (
@@ -269,8 +271,9 @@ def _evaluation(name: str, result: dict) -> str:
         for d in comparisons
     ]
     note = (
-        f"<p>{result['n_prompts']} held-out prompts, k = {result['k']}, {len(seeds)} evaluation seed(s). "
-        f"Strongest baseline (red): {escape(str(strongest))}. p: paired sign-flip test over prompts; "
+        f"<p>{result['n_prompts']} held-out prompts, k = {result['k']}, "
+        + (f"{len(seeds)} evaluation seeds. " if spread else "one evaluation seed, so no spread across seeds. ")
+        + f"Strongest baseline (red): {escape(str(strongest))}. p: paired sign-flip test over prompts; "
         f"Holm-corrected over the {len(comparisons)} comparison(s).</p>"
     )
     content = _plot(f"eval-{_slug(name)}", "Evaluation conditions", plot) + note + table

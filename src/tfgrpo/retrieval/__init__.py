@@ -4,7 +4,7 @@ Imports only numpy here; sentence-transformers, openai and faiss are loaded insi
 them, when it is first used (extras `retrieval`, `http` and `retrieval-ann`).
 """
 
-from ..core.index import MODES, register_default_index
+from ..core.index import MODES
 from .embedders import DEFAULT_MODEL, Embedder, OpenAIEmbedder, SentenceTransformerEmbedder, make_embedder
 from .lexical import BM25Index, tokenize
 from .retriever import Retriever
@@ -22,5 +22,3 @@ __all__ = [
     "make_embedder",
     "tokenize",
 ]
-
-register_default_index(Retriever)

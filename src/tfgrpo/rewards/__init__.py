@@ -6,6 +6,7 @@ from .base import FunctionReward, Reward, RewardError, Score
 from .compiler import CompileResult, CompilerFeedback, CompilerReward
 from .math_reward import ExactMatchReward, JudgeReward, MathReward, NumericMatchReward, RegexReward
 from .sandbox import SandboxConfig, SandboxError, SandboxResult, run_python
+from .specs import get_reward
 from .text import extract_code, extract_last_number
 from .unittest_reward import UnitTestReward
 
@@ -28,5 +29,6 @@ __all__ = [
     "UnitTestReward",
     "extract_code",
     "extract_last_number",
+    "get_reward",
     "run_python",
 ]

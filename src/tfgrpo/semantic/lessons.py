@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ..core.experience import clean_text as replace_surrogates
+from ..core.experience import json_text
 from ..core.files import atomic_write
 from ..core.store.sqlite import connect, transaction
 from ..errors import ConfigError, LibraryFormatError
 from .lesson_files import agent_yaml_text, read_agent_yaml, read_text_file
-from .operations import Operation, normalize_id
+from .operations import MAX_LESSON_ID, Operation, normalize_id
 
 log = logging.getLogger("tfgrpo.semantic")
 
@@ -136,6 +138,8 @@ class LessonDiff:
         lines += [f"+ [{i}]. {t}" for i, t in self.added.items()]
         return "\n".join(lines) if lines else "(no changes)"
 
+
+_NO_ID_LEFT = f"no lesson id is left (G{MAX_LESSON_ID} is the last); skipped"
 
 _WORD = re.compile(r"[^\W_]")
 """A letter or digit: a lesson has at least one (even "15 + 17 = 22" can help, by showing a format)."""
@@ -283,10 +287,10 @@ class LessonLibrary:
         return [self._row_to_version(row) for row in rows]
 
     def get_version(self, version: int) -> Version:
-        row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM lesson_versions WHERE version = ?",
-            (version,),
-        ).fetchone()
+        known = isinstance(version, int) and not isinstance(version, bool) and 0 <= version <= self._version
+        row = None
+        if known:  # (a number beyond SQLite's integers is no version either)
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM lesson_versions WHERE version = ?", (version,)).fetchone()
         if row is None:
             raise ConfigError(f"no lesson library version {version}; versions are 0..{self._version}")
         return self._row_to_version(row)
@@ -358,9 +362,10 @@ class LessonLibrary:
         """Validate `operations` against the current lessons, in order, and commit one new version.
 
         Nothing raises for bad operations: each is applied, repaired (an overlong lesson shortened, an
-        update of a missing id added as new, a merge's invented ids dropped) or skipped, and every repair
-        or skip is logged and recorded with its reason. The version (and `progress`, when given) is
-        written in one transaction: after a crash the library is at the old version or the new one.
+        update of a missing id added as new, a merge's invented ids dropped, a lone surrogate replaced by
+        U+FFFD as in all model output) or skipped, and every repair or skip is logged and recorded with
+        its reason. The version (and `progress`, when given) is written in one transaction: after a
+        crash the library is at the old version or the new one.
 
         `rejected=True` records the result as a version of kind "rejected" (inspectable in the history)
         followed, in the same transaction, by a "rollback" version restoring the current lessons: the
@@ -437,6 +442,9 @@ class LessonLibrary:
                 if not text:
                     skipped.append(Skipped(op, f"entry {key!r:.40}: empty or not text"))
                     continue
+                if replace_surrogates(text) != text:
+                    text = replace_surrogates(text)
+                    skipped.append(Skipped(op, f"entry {key!r:.40}: a lone surrogate replaced by U+FFFD; kept"))
                 fp = _fingerprint(text)
                 if fp in seen:
                     skipped.append(Skipped(op, f"entry {key!r:.40}: duplicate of {seen[fp]}"))
@@ -450,6 +458,9 @@ class LessonLibrary:
                     seen[fp] = "(new)"
             next_id = max([self._next_id, *(_id_number(i) + 1 for i in result)])
             for key, text in pending:
+                if next_id > MAX_LESSON_ID:
+                    skipped.append(Skipped(Operation("add", text), f"entry {key!r:.40}: {_NO_ID_LEFT}"))
+                    continue
                 result[f"G{next_id}"] = text
                 skipped.append(
                     Skipped(Operation("add", text), f"entry {key!r:.40} has no usable id; stored as G{next_id}")
@@ -572,8 +583,11 @@ class LessonLibrary:
         if not _WORD.search(op.text):
             # What a small critic writes when it copies the prompt's placeholder "...".
             return Outcome(None, f"{op.kind} with a lesson that has no words ({op.text!r:.60})")
-        text, note = self._fit(op.text)
+        cleaned = replace_surrogates(op.text)
+        text, note = self._fit(cleaned)
         notes = [note] if note else []
+        if cleaned != op.text:
+            notes.append("a lone surrogate (not text) in the lesson replaced by U+FFFD")
 
         if op.kind == "merge":
             existing = list(dict.fromkeys(i for i in op.ids if i in lessons))  # a repeated id merges once
@@ -614,6 +628,8 @@ class LessonLibrary:
             notes.append(f"update leaves {target} unchanged; skipped")
             return Outcome(None, "; ".join(notes))
 
+        if op_kind == "add" and draft.next_id > MAX_LESSON_ID:
+            return Outcome(None, "; ".join([*notes, _NO_ID_LEFT]))
         if op_kind == "add":
             target = f"G{draft.next_id}"
             draft.next_id += 1
@@ -666,10 +682,12 @@ class LessonLibrary:
                 time.time(),
                 step,
                 kind,
-                json.dumps(lessons, ensure_ascii=False),
-                json.dumps([op.to_dict() for op in applied], ensure_ascii=False),
-                json.dumps([s.to_dict() for s in skipped], ensure_ascii=False),
-                None if context is None else json.dumps(context, ensure_ascii=False, default=str),
+                # Reasons, the skipped proposals and the context hold model output as it came: stored
+                # so that any text can be (a lone surrogate as U+FFFD).
+                json_text(lessons),
+                json_text([op.to_dict() for op in applied]),
+                json_text([s.to_dict() for s in skipped]),
+                None if context is None else json_text(context, default=str),
             ),
         )
 

@@ -56,6 +56,8 @@ _ID_KEYS = ("id", "modified_from", "target", "target_id", "lesson_id", "experien
 _IDS_KEYS = ("ids", "merged_from", "merge_ids", "merge", "sources", "source_ids", "from", "targets")
 _LIST_KEYS = ("operations", "ops", "updates", "actions", "changes", "experiences", "lessons", "result")
 
+MAX_LESSON_ID = 999_999_999
+"""The largest lesson id number, G999999999: nine digits, as every id pattern here reads them."""
 _ID_RE = re.compile(r"^\[?\s*G?\s*(\d{1,9})\s*\]?\.?$", re.IGNORECASE)
 
 
@@ -108,11 +110,12 @@ class ParseResult:
 
 
 def normalize_id(value: object) -> str | None:
-    """ "G3", "g3", "[G3]", "[G3].", "3" and 3 are all "G3"; anything else is None."""
+    """ "G3", "g3", "[G3]", "[G3].", "3" and 3 are all "G3"; anything else (a number beyond
+    `MAX_LESSON_ID` too) is None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return f"G{value}" if value >= 0 else None
+        return f"G{value}" if 0 <= value <= MAX_LESSON_ID else None
     if not isinstance(value, str):
         return None
     match = _ID_RE.match(value.strip())
@@ -302,14 +305,16 @@ def _to_operation(item: Any, index: int, problems: list[str]) -> Operation | Non
     if raw_id is not None:
         op_id = normalize_id(raw_id)
         if op_id is None:
-            problems.append(f"{where}: id {raw_id!r:.40} is not a lesson id like G3")
+            problems.append(f"{where}: id {raw_id!r:.40} is not a lesson id like G3 (G0 .. G{MAX_LESSON_ID})")
     if raw_ids is not None:
         candidates = raw_ids if isinstance(raw_ids, list) else re.split(r"[,\s]+", str(raw_ids))
         for candidate in candidates:
             norm = normalize_id(candidate)
             if norm is None:
                 if candidate not in ("", None):
-                    problems.append(f"{where}: {candidate!r:.40} is not a lesson id like G3; dropped")
+                    problems.append(
+                        f"{where}: {candidate!r:.40} is not a lesson id like G3 (G0 .. G{MAX_LESSON_ID}); dropped"
+                    )
             elif norm not in ids:
                 ids.append(norm)
     if kind == "merge" and op_id is not None and op_id not in ids:

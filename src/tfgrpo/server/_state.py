@@ -106,6 +106,9 @@ class ProxyState:
             self._upstream = None
         for lib in self.libraries.values():
             await lib.close()
+        if self.online_lessons is not None:
+            for backend in self.online_lessons.backends:
+                backend.close()
         if self.tracker is not None:
             self.tracker.close()
         log.info("stopped", extra=log_fields(libraries=sorted(self.libraries)))

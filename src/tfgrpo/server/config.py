@@ -17,10 +17,16 @@ class ProxyConfig(PromptingConfig):
     """Every knob of `tfgrpo serve` (each is a CLI flag: `shots` -> `--shots`)."""
 
     select: str = knob(
-        "retrieve", "how examples are chosen: by relevance (retrieve) or by advantage (sample)", choices=SELECT_MODES
+        "retrieve",
+        "how examples are chosen: by relevance (retrieve) or by advantage (sample); serve defaults to retrieve, "
+        "train and eval to sample",
+        choices=SELECT_MODES,
     )
     retrieval_mode: str = knob(
-        "lexical", "with --select retrieve: lexical (BM25), semantic or hybrid", choices=RETRIEVAL_MODES
+        "lexical",
+        "with --select retrieve: lexical (BM25), semantic (embeddings) or hybrid; serve defaults to lexical, "
+        "train and eval to semantic",
+        choices=RETRIEVAL_MODES,
     )
     min_relevance: float = knob(
         0.2,
@@ -57,6 +63,13 @@ class ProxyConfig(PromptingConfig):
     timeout: float = knob(120.0, "seconds to wait for the upstream (connect and each read)", minimum=0.1)
     max_output_bytes: int = knob(16 * 1024 * 1024, "most bytes of one upstream answer", minimum=1024)
     seed: int | None = knob(None, "seed of the holdout draws and of example sampling")
+    workers: int = knob(
+        1,
+        "processes serving on the one port, each with its own event loop, sampler and indexes, all on the same "
+        "library; completions and feedback may go to any of them",
+        minimum=1,
+        maximum=256,
+    )
 
 
 def parse_upstream(spec: str) -> tuple[str | None, str | None]:

@@ -53,7 +53,7 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     """One `--max-...` flag per `ServerLimits` field, with its default and help."""
     group = parser.add_argument_group("request limits (over a limit: HTTP 400, or 413 for the body)")
     for f in dataclasses.fields(ServerLimits):
-        group.add_argument(flag(f.name), type=int, default=f.default, help=f"{f.metadata['help']} (%(default)s)")
+        group.add_argument(flag(f.name), type=int, default=f.default, help=f.metadata["help"])
 
 
 def limits_from_args(args: argparse.Namespace) -> ServerLimits:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -47,14 +48,25 @@ class ProxyMetrics:
             ["library"],
             registry=r,
         )
-        self.library_size = Gauge("tfgrpo_library_size", "experiences in the library", ["library"], registry=r)
-        self.library_version = Gauge("tfgrpo_lessons_version", "current lesson version", ["library"], registry=r)
-        self.lessons = Gauge("tfgrpo_lessons", "current lessons", ["library"], registry=r)
+        # (with several worker processes: the most recent value any of them set)
+        self.library_size, self.library_version, self.lessons = (
+            Gauge(name, help, ["library"], registry=r, multiprocess_mode="mostrecent")
+            for name, help in (
+                ("tfgrpo_library_size", "experiences in the library"),
+                ("tfgrpo_lessons_version", "current lesson version"),
+                ("tfgrpo_lessons", "current lessons"),
+            )
+        )
 
     def render(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        """The figures; with several worker processes (`PROMETHEUS_MULTIPROC_DIR`), those of all of them."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        every = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every)
+        return generate_latest(every), CONTENT_TYPE_LATEST
 
     def set_library(self, name: str, size: int, version: int, lessons: int) -> None:
         self.library_size.labels(name).set(size)

@@ -10,11 +10,11 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..errors import ConfigError
 from ..llm.base import Backend, Generation, GenerationParams, Prompt
@@ -32,6 +32,25 @@ from .openai_api import (
 )
 
 
+def _json_number(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1 and "2" as 2; JSON has numbers for these fields, and anything
+    # else is a wrong type (a 400, as OpenAI answers it), not a value to guess.
+    if isinstance(value, (bool, str)):
+        raise ValueError(f"must be a number, not {'a boolean' if isinstance(value, bool) else 'a string'}")
+    return value
+
+
+def _json_bool(value: Any) -> Any:
+    if not isinstance(value, bool) and value is not None:
+        raise ValueError(f"must be true or false, not {value!r:.40}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_json_number)]
+Float = Annotated[float, BeforeValidator(_json_number)]
+Bool = Annotated[bool, BeforeValidator(_json_bool)]
+
+
 class _Request(BaseModel):
     """Fields shared by both endpoints. Fields this server does not implement are refused before this
     model sees them (`refuse_unsupported`); fields nobody documents are ignored."""
@@ -40,15 +59,15 @@ class _Request(BaseModel):
 
     # None (or left out) means the default: OpenAI's for n, temperature and top_p, 256 for max_tokens.
     model: str | None = None
-    n: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
+    n: Int | None = None
+    temperature: Float | None = None
+    top_p: Float | None = None
+    max_tokens: Int | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
-    logit_bias: dict[str, float] | None = None
+    seed: Int | None = None
+    logit_bias: dict[str, Float] | None = None
     response_format: dict[str, Any] | None = None  # a JSON schema, when the backend honours one
-    stream: bool | None = None
+    stream: Bool | None = None
     stream_options: dict[str, Any] | None = None
 
     def params(self, max_tokens: int | None = None) -> GenerationParams:
@@ -102,7 +121,7 @@ class _Message(BaseModel):
 
 class ChatRequest(_Request):
     messages: list[_Message] = Field(min_length=1)
-    max_completion_tokens: int | None = None
+    max_completion_tokens: Int | None = None
 
 
 class CompletionRequest(_Request):
@@ -164,9 +183,9 @@ def create_app(
     api_key: str | None = None,
 ) -> FastAPI:
     """The OpenAI-compatible app. A blocking (local) backend generates in a worker thread, one request
-    at a time (the backend holds a lock), so the event loop keeps answering /health and queued clients.
+    at a time (the backend holds a lock), so the event loop keeps answering /health (and /healthz) and queued clients.
     Every request body is checked against `limits` (defaults: `ServerLimits()`); with `api_key`, every
-    route but /health needs `Authorization: Bearer <api_key>`."""
+    route but the health checks needs `Authorization: Bearer <api_key>`."""
     name = model_name or backend.model_name
     limits = limits or ServerLimits()
     app = FastAPI(title="tfgrpo serve-model", version="1")
@@ -191,6 +210,7 @@ def create_app(
             return Response(status_code=499)  # nobody is listening; the backend work was cancelled
 
     @app.get("/health")
+    @app.get("/healthz")  # the name `tfgrpo serve` answers to, so one probe fits both servers
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": name}
 

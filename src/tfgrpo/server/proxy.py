@@ -9,17 +9,22 @@ group it learned, in the same transaction as the experiences) are learned when t
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import logging
+import os
+import pickle
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..errors import ConfigError
 from ..learn import LessonUpdate, PromptingConfig, RolloutConfig, Rollouts
@@ -154,12 +159,28 @@ class ProxyApp:
         self.service = service
         self.hot = hot
         self._hot_app = Observe(BodyLimit(self._call, max_bytes=max_body_bytes), metrics=service.metrics)
+        # With several worker processes every answer says which one gave it.
+        self._worker: list[tuple[bytes, bytes]] | None = None
+        if service.config.workers > 1:
+            self._worker = [(b"x-tfgrpo-worker", str(os.getpid()).encode())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._worker is not None and scope["type"] == "http":
+            send = self._signed(send)
         if scope["type"] == "http" and (scope["method"], scope["path"]) in self.hot:
             await self._hot_app(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    def _signed(self, send: Send) -> Send:
+        worker = self._worker or []
+
+        async def signed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *worker]}
+            await send(message)
+
+        return signed
 
     async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -203,6 +224,74 @@ class LocalUpstream:
         self.backend.close()
 
 
+WORKER_SPEC_ENV = "TFGRPO_SERVE_WORKER"
+"""Where `serve` leaves the `WorkerSpec` for the processes of `--workers` (a pickle, base64)."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a process needs to build the proxy app: `serve` builds it once for one process, and hands it
+    to each of `--workers` through its environment (`worker_app`)."""
+
+    upstream_url: str
+    upstream_model: str | None
+    upstream_api_key: str | None
+    libraries: dict[str, str | Path]
+    config: ProxyConfig
+    keys_path: str | None = None
+    limits: ServerLimits = ServerLimits()
+    reward: Reward | str | None = None
+    """A reward, or its `--reward` spec (what the worker processes are given)."""
+    critic: str | None = None
+    validate_margin: float | None = None
+
+    def app(self, tracker: Tracker | None = None) -> ProxyApp:
+        from ..rewards import get_reward
+
+        reward = get_reward(self.reward) if isinstance(self.reward, str) else self.reward
+        lessons = None
+        if self.config.lessons_every > 0:
+            lessons = online_lessons(
+                self.upstream_url,
+                self.upstream_model,
+                self.upstream_api_key,
+                self.critic,
+                self.validate_margin,
+                reward,
+                self.config,
+            )
+        return create_proxy_app(
+            self.upstream_url,
+            self.libraries,
+            self.config,
+            keys=Keys.load(self.keys_path) if self.keys_path else None,
+            limits=self.limits,
+            reward=reward,
+            upstream_api_key=self.upstream_api_key,
+            upstream_model=self.upstream_model,
+            lessons=lessons,
+            tracker=tracker,
+        )
+
+    def encoded(self) -> str:
+        try:
+            return base64.b64encode(pickle.dumps(self)).decode()
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise ConfigError(
+                f"with --workers above 1 each process builds its own proxy, and this one cannot be handed over "
+                f"({exc}); give the reward as a --reward spec (module:name) rather than an object"
+            ) from None
+
+
+def worker_app() -> ProxyApp:
+    """The app of one process of `--workers` (uvicorn calls it in each)."""
+    from .metrics import setup_json_logs
+
+    setup_json_logs()
+    spec: WorkerSpec = pickle.loads(base64.b64decode(os.environ[WORKER_SPEC_ENV]))
+    return spec.app()
+
+
 def serve(
     upstream: str,
     library: str | None,
@@ -212,16 +301,17 @@ def serve(
     *,
     keys_path: str | None = None,
     limits: ServerLimits = ServerLimits(),
-    reward: Reward | None = None,
+    reward: Reward | str | None = None,
     critic: str | None = None,
     validate_margin: float | None = None,
     graceful_s: int = 30,
     tracker: Tracker | None = None,
 ) -> None:
-    """What `tfgrpo serve` runs, until SIGINT/SIGTERM (then in-flight requests finish, what they
-    queued is committed, and the groups it formed are learned)."""
-    import os
-
+    """What `tfgrpo serve` runs, until SIGINT/SIGTERM (then in-flight requests finish, what they queued is
+    committed, and the groups it formed are learned). `reward`: a `Reward` or a `--reward` spec (with
+    `config.workers` above 1, a spec or a reward that pickles). With `config.workers` above 1, that many
+    processes serve on the one port, each with its own event loop, sampler and indexes, all on the same
+    library files; uvicorn's supervisor restarts one that dies and drains them all on SIGTERM."""
     import uvicorn
 
     from .metrics import setup_json_logs
@@ -246,44 +336,52 @@ def serve(
     if local is not None:
         url = local.url
     assert url is not None
-    api_key = os.environ.get("OPENAI_API_KEY") if local is None else None
-    lessons = None
-    if config.lessons_every > 0:
-        lessons = online_lessons(url, model, api_key, critic, validate_margin, reward, config)
+    spec = WorkerSpec(
+        url,
+        model,
+        os.environ.get("OPENAI_API_KEY") if local is None else None,
+        libraries,
+        config,
+        keys_path=keys_path,
+        limits=limits,
+        reward=reward,
+        critic=critic,
+        validate_margin=validate_margin,
+    )
+    # proxy_headers off: nothing here reads the client address, and the header scan costs per request
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "backlog": 4096,
+        "timeout_graceful_shutdown": graceful_s,
+        "proxy_headers": False,
+    }
     try:
-        app = create_proxy_app(
-            url,
-            libraries,
-            config,
-            keys=keys,
-            limits=limits,
-            reward=reward,
-            upstream_api_key=api_key,
-            upstream_model=model,
-            lessons=lessons,
-            tracker=tracker,
-        )
         print(
             f"tfgrpo serve: {', '.join(map(str, libraries.values()))} in front of {upstream} at "
-            f"http://{host}:{port}/v1",
+            f"http://{host}:{port}/v1" + (f" ({config.workers} workers)" if config.workers > 1 else ""),
             flush=True,
         )
-        # proxy_headers off: nothing here reads the client address, and the header scan costs per request
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            backlog=4096,
-            timeout_graceful_shutdown=graceful_s,
-            proxy_headers=False,
-        )
+        if config.workers == 1:
+            uvicorn.run(spec.app(tracker), **options)
+            return
+        os.environ[WORKER_SPEC_ENV] = spec.encoded()
+        with tempfile.TemporaryDirectory(prefix="tfgrpo-metrics-") as metrics_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # /metrics sums every worker's figures
+            uvicorn.run(f"{__name__}:worker_app", factory=True, workers=config.workers, **options)
+            if tracker is not None:  # the deployment's figures, from what every worker committed
+                asyncio.run(_track_deployment(spec, tracker))
     finally:
-        if lessons is not None:
-            for backend in lessons.backends:
-                backend.close()
         if local is not None:
             local.close()
+
+
+async def _track_deployment(spec: WorkerSpec, tracker: Tracker) -> None:
+    """Each library's final figures, and its file, as one process would have logged them at shutdown."""
+    service = ProxyService(spec.upstream_url, spec.libraries, replace(spec.config, workers=1), tracker=tracker)
+    await service.start()
+    await service.close()
 
 
 def online_lessons(

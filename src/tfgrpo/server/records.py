@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS proxy_feedback (
     created REAL NOT NULL,
     PRIMARY KEY (completion_id, choice)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS proxy_figures (
+    name TEXT PRIMARY KEY,
+    value REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS proxy_groups (
     seq INTEGER PRIMARY KEY,
     created REAL NOT NULL,
@@ -74,6 +78,9 @@ CREATE TABLE IF NOT EXISTS proxy_groups (
     sample TEXT
 );
 """
+
+
+_COUNTED = ("completions", "feedback", "groups")
 
 
 def prompt_key(prompt: str) -> str:
@@ -155,13 +162,11 @@ class CompletionRecords:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+            if self._db.execute("SELECT COUNT(*) FROM proxy_figures").fetchone()[0] == 0:
+                self._db.executemany("INSERT INTO proxy_figures(name, value) VALUES (?, ?)", self._scan_figures())
         self._read = connect(self.path)  # reads from request handlers, never blocked by the writer
         self._read_lock = threading.Lock()
-        # `counts()` and `reward_moments()` kept up to date by the writer after each commit (read from the
-        # tables once here), so that stats and --track never scan the tables.
-        self._figures_lock = threading.Lock()
-        self._counts, self._moments = self._read_figures()
-        self._pending: tuple[dict[str, int], dict[bool, list[float]]] = ({}, {})  # the batch's changes
+        self._pending: dict[str, float] = {}  # the batch's changes of `proxy_figures`
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="tfgrpo-records", daemon=True)
         self._closed = False
@@ -220,7 +225,7 @@ class CompletionRecords:
             if synchronous != self._synchronous:
                 self._db.execute(f"PRAGMA synchronous={synchronous}")
                 self._synchronous = synchronous
-            self._pending = ({}, {})
+            self._pending = {}
             with transaction(self._db, "recording completions and feedback"):
                 for item, _ in batch:
                     if item[0] == "add":
@@ -230,11 +235,14 @@ class CompletionRecords:
                         results.append(self._trajectory_feedback(item[1], item[2], groups))
                     else:
                         results.append(self._feedback(item[1], item[2], groups))
+                self._db.executemany(
+                    "UPDATE proxy_figures SET value = value + ? WHERE name = ?",
+                    [(delta, name) for name, delta in self._pending.items()],
+                )
         except BaseException as exc:  # nothing of the batch was committed: every caller hears so
             for _, future in batch:
                 future.set_exception(exc if isinstance(exc, StoreError) else StoreError(f"recording failed: {exc}"))
             return
-        self._apply_pending()
         for group in groups:
             if self.on_group is not None:
                 self.on_group(group)
@@ -411,59 +419,60 @@ class CompletionRecords:
         }
 
     def counts(self) -> dict[str, int]:
-        """Completions, feedback (rewarded choices) and groups recorded (committed)."""
-        with self._figures_lock:
-            return dict(self._counts)
+        """Completions, feedback (rewarded choices) and groups recorded (committed), by every process that
+        writes this file."""
+        figures = self._figures()
+        return {name: int(figures[name]) for name in _COUNTED}
 
     def reward_moments(self) -> dict[bool, tuple[int, float, float]]:
         """Per arm (holdout True/False): (completions with feedback, sum, sum of squares) of each
         completion's mean reward over its rewarded choices, for the lift and its confidence interval."""
-        with self._figures_lock:
-            return dict(self._moments)
-
-    def _read_figures(self) -> tuple[dict[str, int], dict[bool, tuple[int, float, float]]]:
-        """`counts()` and `reward_moments()` from the tables (at open; after that they are kept up to date)."""
-        db = self._read
-        counts = {
-            "completions": db.execute("SELECT COUNT(*) FROM proxy_completions").fetchone()[0],
-            "feedback": db.execute("SELECT COUNT(*) FROM proxy_feedback").fetchone()[0],
-            "groups": db.execute("SELECT COUNT(*) FROM proxy_groups").fetchone()[0],
+        figures = self._figures()
+        return {
+            arm: (
+                int(figures.get(f"n:{int(arm)}", 0)),
+                figures.get(f"sum:{int(arm)}", 0.0),
+                figures.get(f"sq:{int(arm)}", 0.0),
+            )
+            for arm in (False, True)
         }
-        rows = db.execute(
+
+    def _figures(self) -> dict[str, float]:
+        """`proxy_figures`: kept in the transaction of every batch, so one row read answers for all writers."""
+        with self._read_lock:
+            return dict(self._read.execute("SELECT name, value FROM proxy_figures"))
+
+    def _scan_figures(self) -> list[tuple[str, float]]:
+        """The figures from the tables themselves (once, for a file recorded before `proxy_figures` existed)."""
+        db = self._db
+        rows = [(name, db.execute(f"SELECT COUNT(*) FROM proxy_{name}").fetchone()[0]) for name in _COUNTED]
+        found = db.execute(
             "SELECT c.holdout, COUNT(*), SUM(m), SUM(m * m) FROM ("
             " SELECT completion_id, AVG(reward) AS m FROM proxy_feedback GROUP BY completion_id) f"
             " JOIN proxy_completions c ON c.id = f.completion_id GROUP BY c.holdout"
         ).fetchall()
-        moments = {False: (0, 0.0, 0.0), True: (0, 0.0, 0.0)}
-        for holdout, count, total, squares in rows:
-            moments[bool(holdout)] = (count, total or 0.0, squares or 0.0)
-        return counts, moments
+        moments = {arm: (0, 0.0, 0.0) for arm in (0, 1)}
+        for holdout, count, total, squares in found:
+            moments[int(holdout)] = (count, total or 0.0, squares or 0.0)
+        for arm, (count, total, squares) in moments.items():
+            rows += [(f"n:{arm}", count), (f"sum:{arm}", total), (f"sq:{arm}", squares)]
+        return rows
 
-    def _count(self, name: str, n: int) -> None:
-        self._pending[0][name] = self._pending[0].get(name, 0) + n
+    def _count(self, name: str, n: float) -> None:
+        self._pending[name] = self._pending.get(name, 0) + n
 
     def _moment(self, holdout: bool, before: list[float], after: list[float]) -> None:
         """A completion's mean reward went from that of `before` (none: not counted yet) to that of `after`."""
-        delta = self._pending[1].setdefault(holdout, [0, 0.0, 0.0])
+        arm = int(holdout)
         if before:
             old = sum(before) / len(before)
-            delta[0] -= 1
-            delta[1] -= old
-            delta[2] -= old * old
+            self._count(f"n:{arm}", -1)
+            self._count(f"sum:{arm}", -old)
+            self._count(f"sq:{arm}", -old * old)
         new = sum(after) / len(after)
-        delta[0] += 1
-        delta[1] += new
-        delta[2] += new * new
-
-    def _apply_pending(self) -> None:
-        """The committed batch's changes into `counts()` and `reward_moments()`."""
-        counts, moments = self._pending
-        with self._figures_lock:
-            for name, n in counts.items():
-                self._counts[name] += n
-            for holdout, (dn, total, squares) in moments.items():
-                count, total0, squares0 = self._moments[holdout]
-                self._moments[holdout] = (count + int(dn), total0 + total, squares0 + squares)
+        self._count(f"n:{arm}", 1)
+        self._count(f"sum:{arm}", new)
+        self._count(f"sq:{arm}", new * new)
 
     # ----------------------------------------------------------------- closing
 

@@ -99,9 +99,22 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
                     ) from None
                 if not isinstance(row, dict):
                     raise DatasetError(f"{path}, line {number}: a JSON {type(row).__name__}, not an object")
+                if "\\u" in line and not _encodable(row):
+                    raise DatasetError(
+                        f"{path}, line {number}: holds a lone surrogate (an escape such as \\ud800 without its "
+                        "pair), which is not text and could never be sent, cached or stored; fix the line"
+                    )
                 yield f"line {number}", row
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as error:
         raise DatasetError(f"{path}: cannot be read as UTF-8 JSON lines ({error})") from None
+
+
+def _encodable(row: dict) -> bool:
+    try:
+        json.dumps(row, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_csv(path: Path) -> Iterator[tuple[str, dict]]:

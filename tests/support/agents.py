@@ -1,4 +1,4 @@
-"""Scripted tool-calling models: a real HTTP server on 127.0.0.1 (tests/llm/support.py's StandIn) whose
+"""Scripted tool-calling models: a real HTTP server on 127.0.0.1 (tests/support/llm.py's StandIn) whose
 answers a test writes as a function of the conversation, in the text protocol or as OpenAI tool calls."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 
-from llm.support import Reply, StandIn, chat_reply
+from support.llm import Reply, StandIn, chat_reply
 from tfgrpo.agents import AgentContext
 from tfgrpo.llm.base import GenerationParams
 from tfgrpo.llm.http import OpenAIBackend

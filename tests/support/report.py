@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from llm.support import StandIn, chat_reply
+from support.llm import StandIn, chat_reply
 from tfgrpo.core.library import TrainingFreeGRPO
 from tfgrpo.learn import ExampleUpdate
 from tfgrpo.llm.http import OpenAIBackend
@@ -53,7 +53,7 @@ def build(folder: Path) -> dict[str, Path]:
             with LessonLibrary(library_path) as lessons:
                 lessons.apply([Operation("add", "Be brief."), Operation("add", KEY)], step=1)
                 lessons.apply([Operation("add", HOSTILE), Operation("update", "Keep it short.", id="G0")], step=2)
-                eval_config = EvalConfig(k=2, seeds=2, batch_size=3, stop=("\n",), chat=True)
+                eval_config = EvalConfig(k=2, seeds=(0, 1), batch_size=3, stop=("\n",), chat=True)
                 conditions = {"zero-shot": Baseline(), "library": grpo}
                 report = evaluate(llm, TEST, reward, conditions, eval_config)
                 attribution = attribute_lessons(llm, TEST, reward, lessons, eval_config)
