@@ -3,6 +3,7 @@
     python bench/library.py                 # 10K, 100K and 1M experiences
     python bench/library.py --sizes 10000   # quicker
     python bench/library.py --sizes 1000000 --after-load-only   # every single add after a fresh load
+    python bench/library.py --sizes 1000000 --previous main --repeat 3   # the hot paths beside a git revision
 
 Prints a Markdown table (paste it into docs/benchmarks.md).
 """
@@ -164,8 +165,9 @@ def bench_files(size: int) -> list[tuple[str, float, float | None]]:
     return rows
 
 
-def bench_sqlite(size: int, durability: str) -> float:
-    """Seconds per group written through to SQLite, with the library full."""
+def bench_sqlite(size: int, durability: str) -> tuple[float, float]:
+    """Seconds per group written through to SQLite, with the library full, and per sample_experience
+    of that library (which checks the store for other processes' commits every refresh_interval)."""
     config = GRPOConfig(max_library_size=size, max_experience_age=2_592_000)
     groups = make_groups(size // 3 + 600, seed=11)
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,8 +177,9 @@ def bench_sqlite(size: int, durability: str) -> float:
         lib.save_to_file(path)
         lib = TrainingFreeGRPO(config, store=SQLiteStore(path, durability=durability), clock=Clock())
         seconds = timed_adds(lib, groups[-500:], budget_s=5.0)
+        sample = per_call(lib.sample_experience, 200_000)
         lib.close()
-    return seconds
+    return seconds, sample
 
 
 def after_load_child(path: str, size: int, n_adds: int, as_before: bool) -> None:
@@ -248,6 +251,61 @@ def bench_after_load(size: int, n_adds: int) -> list[tuple[str, str]]:
     return rows
 
 
+def hot_paths_child(size: int) -> None:
+    """In a fresh process (whichever tfgrpo is on the path): the hot paths, as JSON."""
+    config = GRPOConfig(max_library_size=size, max_experience_age=2_592_000)
+    groups = make_groups(size // 3 + 5_000, seed=size)
+    lib = TrainingFreeGRPO(config, seed=1, clock=Clock())
+    fill(lib, iter(groups), size)
+    add = timed_adds(lib, groups[-5_000:], 3.0)
+    sample = per_call(lib.sample_experience, 50_000)
+    del lib
+    sqlite_add, sqlite_sample = bench_sqlite(min(size, 100_000), "normal")
+    print(json.dumps({"add": add, "sample": sample, "sqlite_add": sqlite_add, "sqlite_sample": sqlite_sample}))
+
+
+def bench_previous(size: int, rev: str, repeat: int) -> list[tuple[str, float, float]]:
+    """The hot paths of this tree and of git revision `rev`, each in fresh processes, alternating
+    (`repeat` times each; the median): what a change costs, measured in one run on one machine."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(root), "archive", rev, "src"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        runs: dict[str, list[dict]] = {"now": [], rev: []}
+        for _ in range(repeat):
+            for name, src in (("now", root / "src"), (rev, Path(tmp) / "src")):
+                env = {**os.environ, "PYTHONPATH": str(src)}
+                out = subprocess.run(
+                    [sys.executable, __file__, "--hot-paths-child", str(size)], env=env, capture_output=True, text=True
+                )
+                if out.returncode != 0:
+                    raise RuntimeError(out.stderr)
+                runs[name].append(json.loads(out.stdout))
+
+    def median(name: str, key: str) -> float:
+        return sorted(r[key] for r in runs[name])[len(runs[name]) // 2]
+
+    sqlite_size = min(size, 100_000)
+    return [
+        (
+            f"{size:,} | add_rollout_group (G=8, full, pruning) [us]",
+            median("now", "add") * 1e6,
+            median(rev, "add") * 1e6,
+        ),
+        (f"{size:,} | sample_experience [us]", median("now", "sample") * 1e6, median(rev, "sample") * 1e6),
+        (
+            f"{sqlite_size:,} | SQLite add, synchronous=normal [ms per group]",
+            median("now", "sqlite_add") * 1e3,
+            median(rev, "sqlite_add") * 1e3,
+        ),
+        (
+            f"{sqlite_size:,} | sample_experience, written through to SQLite [us]",
+            median("now", "sqlite_sample") * 1e6,
+            median(rev, "sqlite_sample") * 1e6,
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -257,7 +315,21 @@ def main() -> None:
     parser.add_argument("--adds", type=int, default=5_000, help="adds timed one by one after the fresh load")
     parser.add_argument("--after-load-child", nargs=3, metavar=("PATH", "SIZE", "ADDS"), help=argparse.SUPPRESS)
     parser.add_argument("--as-before", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--previous", metavar="REV", help="only the hot paths, beside those of git revision REV")
+    parser.add_argument("--repeat", type=int, default=3, help="--previous: fresh processes per side (median)")
+    parser.add_argument("--hot-paths-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.hot_paths_child:
+        hot_paths_child(args.hot_paths_child)
+        return
+    if args.previous:
+        print(f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores\n")
+        print(f"| size | measure | now | {args.previous} | now / {args.previous} |")
+        print("| ---: | --- | ---: | ---: | ---: |")
+        for size in args.sizes:
+            for name, now, before in bench_previous(size, args.previous, args.repeat):
+                print(f"| {name} | {now:,.2f} | {before:,.2f} | {now / before:.2f} |", flush=True)
+        return
     if args.after_load_child:
         path, size, n_adds = args.after_load_child
         after_load_child(path, int(size), int(n_adds), args.as_before)
@@ -287,10 +359,14 @@ def main() -> None:
         print(f"| {largest:,} | {name} | {value:,.2f} | - | - |", flush=True)
     sqlite_size = min(largest, 100_000)
     for durability in () if args.files_only else ("full", "normal"):
-        ms = bench_sqlite(sqlite_size, durability) * 1e3
+        add_s, sample_s = bench_sqlite(sqlite_size, durability)
         print(
-            f"| {sqlite_size:,} | SQLite add, synchronous={durability} [ms per group] | {ms:,.2f} | - | - |", flush=True
+            f"| {sqlite_size:,} | SQLite add, synchronous={durability} [ms per group] | {add_s * 1e3:,.2f} | - | - |",
+            flush=True,
         )
+    if not args.files_only:
+        name = "sample_experience, written through to SQLite [us]"
+        print(f"| {sqlite_size:,} | {name} | {sample_s * 1e6:,.2f} | - | - |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import pytest
 from hypothesis import settings
 
+from store.server import postgres_server, store_target  # noqa: F401  (fixtures for every test)
 from support.llm import bundled_backend
 from support.properties import PROFILE
 

@@ -1,9 +1,10 @@
-"""The write-through SQLite store: WAL mode, everything restored on reopen, a failed commit leaves
-memory and disk unchanged, and nothing reported as added is lost when the process is SIGKILLed."""
+"""The write-through stores: WAL mode, everything restored on reopen (SQLite and PostgreSQL, through the
+`store_target` fixture), a failed commit leaves memory and disk unchanged, and nothing reported as added
+is lost when the process is SIGKILLed."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import random
 import signal
@@ -15,6 +16,7 @@ import time
 
 import pytest
 
+from store.server import raw_query
 from support.core import FakeClock, quiet_config, snapshot
 from tfgrpo import GRPOConfig, StoreError, TFGRPOError, TrainingFreeGRPO
 from tfgrpo.core.store import LibraryState
@@ -29,13 +31,9 @@ def contents(lib: TrainingFreeGRPO) -> list:
 
 
 def rows(path) -> list:
-    db = sqlite3.connect(path)
-    try:
-        return db.execute(
-            "SELECT id, prompt, response, advantage, timestamp, metadata FROM experiences ORDER BY id"
-        ).fetchall()
-    finally:
-        db.close()
+    return raw_query(
+        str(path), "SELECT id, prompt, response, advantage, timestamp, metadata FROM experiences ORDER BY id"
+    )
 
 
 def populate(lib: TrainingFreeGRPO, groups: int = 6) -> None:
@@ -57,8 +55,8 @@ def test_open_creates_a_wal_database(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["open", "store="])
-def test_every_group_is_written_through(tmp_path, how):
-    path = tmp_path / "lib.sqlite"
+def test_every_group_is_written_through(store_target, how):
+    path = store_target
     clock = FakeClock()
     config = quiet_config(max_library_size=5)
     lib = (
@@ -72,9 +70,8 @@ def test_every_group_is_written_through(tmp_path, how):
         # Visible to another connection right away, without closing: the group was committed.
         on_disk = rows(path)
         assert [r[0] for r in on_disk] == [e.id for e in lib.experience_library]
-        db = sqlite3.connect(path)
-        counters = json.loads(db.execute("SELECT value FROM meta WHERE key='counters'").fetchone()[0])
-        db.close()
+        query = "SELECT total_rollouts, total_stored, total_pruned FROM library_state"
+        counters = dict(zip(["total_rollouts", "total_stored", "total_pruned"], raw_query(path, query)[0]))
         assert counters["total_rollouts"] == 4 * (g + 1)
         assert counters["total_stored"] == lib.stats().total_stored
         assert counters["total_pruned"] == lib.stats().total_pruned
@@ -82,8 +79,8 @@ def test_every_group_is_written_through(tmp_path, how):
     lib.close()
 
 
-def test_reopening_restores_contents_counters_and_config(tmp_path):
-    path = tmp_path / "lib.db"
+def test_reopening_restores_contents_counters_and_config(store_target):
+    path = store_target
     clock = FakeClock()
     config = quiet_config(
         max_library_size=7,
@@ -113,8 +110,8 @@ def test_reopening_restores_contents_counters_and_config(tmp_path):
     reopened.close()
 
 
-def test_a_given_config_replaces_the_stored_one(tmp_path):
-    path = tmp_path / "lib.db"
+def test_a_given_config_replaces_the_stored_one(store_target):
+    path = store_target
     TrainingFreeGRPO.open(path, GRPOConfig(sampling_temperature=0.5)).close()
     new = GRPOConfig(sampling_temperature=1.5)
     TrainingFreeGRPO.open(path, new).close()
@@ -122,8 +119,8 @@ def test_a_given_config_replaces_the_stored_one(tmp_path):
         assert lib.config == new
 
 
-def test_clear_load_and_prune_are_written_through(tmp_path):
-    path = tmp_path / "lib.db"
+def test_clear_load_and_prune_are_written_through(store_target, tmp_path):
+    path = store_target
     clock = FakeClock()
     lib = TrainingFreeGRPO.open(path, quiet_config(max_experience_age=100), clock=clock)
     populate(lib, 3)
@@ -150,8 +147,8 @@ def test_clear_load_and_prune_are_written_through(tmp_path):
 def test_not_a_store_path():
     with pytest.raises(StoreError, match=r"\.db"):
         TrainingFreeGRPO(store="library.json")
-    with pytest.raises(StoreError, match="PostgreSQL"):
-        TrainingFreeGRPO(store="postgresql://localhost/x")
+    with pytest.raises(StoreError, match="cannot connect to postgresql://nobody@127.0.0.1:1/x"):
+        TrainingFreeGRPO(store="postgresql://nobody:secret@127.0.0.1:1/x")  # (the password is not shown)
 
 
 # -- a store that fails ----------------------------------------------------------------------------------------
@@ -217,14 +214,24 @@ def test_write_failing_inside_the_transaction_with_evictions(tmp_path):
 
 
 class FlakyStore:
-    """A stand-in store whose writes fail on demand (what a real disk cannot be made to do reliably)."""
+    """A stand-in store whose writes fail on demand (what a real disk cannot be made to do reliably);
+    it is its own transaction."""
 
     def __init__(self) -> None:
         self.fail = False
         self.commits = []
+        self.changes = None  # (what other processes committed: nothing)
+        self.next_id = self.seq = 0
 
     def load(self) -> LibraryState:
         return LibraryState()
+
+    def changes_since(self, seq):
+        return None
+
+    @contextlib.contextmanager
+    def write(self, seq):
+        yield self
 
     def _maybe_fail(self) -> None:
         if self.fail:

@@ -214,7 +214,7 @@ def test_a_failed_write_changes_nothing(tmp_path):
     lock = sqlite3.connect(path, isolation_level=None)
     lock.execute("PRAGMA busy_timeout=0")
     lock.execute("BEGIN IMMEDIATE")  # another writer holds the database
-    lib._db.execute("PRAGMA busy_timeout=50")
+    lib._db.connection.execute("PRAGMA busy_timeout=50")
     from tfgrpo.errors import StoreError
 
     with pytest.raises(StoreError):

@@ -17,18 +17,26 @@ if TYPE_CHECKING:
 
 
 def library_arg(p: argparse.ArgumentParser, default: str = "library.db", help: str | None = None) -> None:
-    p.add_argument("--library", "-l", default=default, help=help or "library file (.db/.sqlite: SQLite; .json)")
+    p.add_argument(
+        "--library",
+        "-l",
+        default=default,
+        help=help
+        or "library: an SQLite file (.db/.sqlite), a postgresql:// URL (?schema=NAME: one of several "
+        "libraries in a database), or a .json file",
+    )
 
 
 def open_library(path: str, must_exist: bool = True):
-    """A library from a path: SQLite files are opened write-through, JSON files loaded into memory."""
-    from ..core.files import is_sqlite_path
+    """A library from a path or URL: SQLite files and PostgreSQL URLs are opened write-through, JSON
+    files loaded into memory."""
     from ..core.library import TrainingFreeGRPO
+    from ..core.store import is_store_target, store_exists
     from ..errors import LibraryNotFoundError
 
-    if must_exist and not os.path.exists(path):
+    if must_exist and not store_exists(path):
         raise LibraryNotFoundError(f"no library at {path} (train one with `tfgrpo train --library {path}`)")
-    if is_sqlite_path(path):
+    if is_store_target(path):
         return TrainingFreeGRPO.open(path)
     grpo = TrainingFreeGRPO()
     if os.path.exists(path):
@@ -37,22 +45,39 @@ def open_library(path: str, must_exist: bool = True):
 
 
 def check_lesson_path(path: str) -> None:
-    """Lessons live in SQLite only: refuse a JSON library path before a database is written there."""
-    from ..core.files import is_sqlite_path
+    """Lessons live in a database only: refuse a JSON library path before a database is written there."""
+    from ..core.store import is_store_target
 
-    if not is_sqlite_path(path):
-        raise ConfigError(f"lessons are kept in an SQLite library (.db, .sqlite); {path} is not one")
+    if not is_store_target(path):
+        raise ConfigError(
+            f"lessons are kept in an SQLite library (.db, .sqlite) or a postgresql:// database; {path} is neither"
+        )
 
 
 def require_lesson_library(path: str) -> None:
-    """Refuse a path that is no SQLite file, or that does not exist yet."""
+    """Refuse a path that is no database, or where there is nothing yet."""
+    from ..core.store import store_exists
     from ..errors import LibraryNotFoundError
 
     check_lesson_path(path)
-    if not os.path.exists(path):
+    if not store_exists(path):
         raise LibraryNotFoundError(
             f"no library at {path} (train one with `tfgrpo train --strategy lessons --library {path}`)"
         )
+
+
+def library_label(path: str) -> str:
+    """What names a library in the files made beside it (metrics): the path itself, or for a
+    PostgreSQL URL its database (and schema), in the current folder."""
+    from ..core.store import is_postgres_url
+
+    if not is_postgres_url(path):
+        return path
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(path)
+    schema = parse_qs(parts.query).get("schema", [""])[0]
+    return "-".join(x for x in ("postgresql", parts.path.strip("/") or parts.hostname or "", schema) if x)
 
 
 def task_args(p: argparse.ArgumentParser) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from .common import check_lesson_path, library_arg
+from .common import check_lesson_path, library_arg, require_lesson_library
 from .options import HelpFormatter
 
 
@@ -55,14 +54,13 @@ def add_commands(command) -> None:
 def cmd_lessons(args) -> None:
     import time
 
-    from ..errors import ConfigError, LibraryNotFoundError
+    from ..errors import ConfigError
     from ..semantic import LessonLibrary
 
-    check_lesson_path(args.library)
-    if args.action != "import" and not os.path.exists(args.library):
-        raise LibraryNotFoundError(
-            f"no library at {args.library} (train one with `tfgrpo train --strategy lessons --library {args.library}`)"
-        )
+    if args.action == "import":
+        check_lesson_path(args.library)
+    else:
+        require_lesson_library(args.library)
     with LessonLibrary(args.library) as lib:
         if args.action == "show":
             if args.json:

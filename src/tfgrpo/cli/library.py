@@ -28,12 +28,25 @@ def add_commands(command) -> None:
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="metadata filter (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON lines")
 
-    p = command("export", cmd_export, "Write a library to a file (.json: the spec's format; .db: SQLite).")
+    p = command(
+        "export",
+        cmd_export,
+        "Copy a library: to an SQLite file (.db; replaced) or an empty PostgreSQL database or schema "
+        "(postgresql://...), everything: experiences with their ids, counters, config, lessons with every version, "
+        "the LLM cache, embeddings; to a .json file, the spec's array of experiences (--full: everything).",
+    )
     library_arg(p)
-    p.add_argument("output", help="file to write")
+    p.add_argument("output", help="file or postgresql:// URL to write")
+    p.add_argument("--full", action="store_true", help=".json: everything, as one object `tfgrpo import` reads back")
 
-    p = command("import", cmd_import, "Load a JSON or SQLite library file into a library (replacing its content).")
-    p.add_argument("input", help="file to read")
+    p = command(
+        "import",
+        cmd_import,
+        "Bring a library (a .json, .db or postgresql:// one) into --library. Where there is none yet: an exact "
+        "copy of everything. Into an existing one: its experiences are replaced by the input's (counted as loaded, "
+        "pruned by its config), the input's lessons become a new lesson version, cached calls are added.",
+    )
+    p.add_argument("input", help="file or postgresql:// URL to read")
     library_arg(p)
 
 
@@ -111,16 +124,31 @@ def cmd_query(args) -> None:
 
 
 def cmd_export(args) -> None:
-    with open_library(args.library) as grpo:
-        grpo.save_to_file(args.output)
-        print(f"wrote {grpo.library_size()} experiences to {args.output}")
+    from ..core.store import is_store_target
+    from ..transfer import read, write
+
+    copy = read(args.library)
+    write(copy, args.output, full_json=args.full)
+    print(f"wrote {len(copy.library.experiences)} experiences to {args.output} ({copy.summary()})")
+    if copy.lessons and not args.full and not is_store_target(args.output):
+        print("note: the spec's JSON holds experiences only; --full writes the lessons too", file=sys.stderr)
 
 
 def cmd_import(args) -> None:
-    from ..core.files import is_sqlite_path
+    from ..core.store import is_store_target, store_exists
+    from ..transfer import merge, read, write
 
-    with open_library(args.library, must_exist=False) as grpo:
-        grpo.load_from_file(args.input)
-        if not is_sqlite_path(args.library):  # a JSON library is a file to rewrite
+    copy = read(args.input)
+    if not is_store_target(args.library):  # a JSON library is a file to rewrite
+        with open_library(args.library, must_exist=False) as grpo:
+            grpo.load_from_file(args.input)
             grpo.save_to_file(args.library)
+            print(f"{args.library}: {grpo.library_size()} experiences after importing {args.input}")
+        return
+    if copy.exact and not store_exists(args.library):
+        write(copy, args.library)
+        print(f"{args.library}: a copy of {args.input}: {copy.summary()}")
+        return
+    merge(copy, args.library, args.input)
+    with open_library(args.library) as grpo:
         print(f"{args.library}: {grpo.library_size()} experiences after importing {args.input}")

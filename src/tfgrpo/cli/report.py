@@ -85,10 +85,10 @@ def finish_result(args, result: dict, command: str, library: str | None = None) 
 
 def _library_versions(path: str) -> dict:
     """The library's identity at evaluation time: experiences stored, lesson version."""
-    from ..core.files import is_sqlite_path
+    from ..core.store import is_store_target, store_exists
 
     out: dict = {}
-    if os.path.exists(path) and is_sqlite_path(path):
+    if is_store_target(path) and store_exists(path):
         from ..core.library import TrainingFreeGRPO
         from ..semantic.lessons import LessonLibrary
 

@@ -12,6 +12,7 @@ from .common import (
     agent_args,
     check_lesson_path,
     executor_args,
+    library_label,
     load_task,
     make_backend,
     model_arg,
@@ -90,8 +91,8 @@ def configs(args, task):
 
 def cmd_train(args) -> int | None:
     from ..core.config import GRPOConfig
-    from ..core.files import is_sqlite_path
     from ..core.library import TrainingFreeGRPO
+    from ..core.store import is_store_target, store_exists
     from ..learn import ExampleUpdate, LessonUpdate, Update
     from ..llm.base import Backend
     from ..llm.cache import LLMCache
@@ -108,13 +109,14 @@ def cmd_train(args) -> int | None:
     lessons = args.strategy in ("lessons", "both")
     if lessons:
         check_lesson_path(args.library)
-    default_metrics = f"{args.library}.lessons.metrics.jsonl" if args.strategy == "lessons" else None
-    metrics_path = args.metrics or default_metrics or f"{args.library}.metrics.jsonl"
+    label = library_label(args.library)
+    default_metrics = f"{label}.lessons.metrics.jsonl" if args.strategy == "lessons" else None
+    metrics_path = args.metrics or default_metrics or f"{label}.metrics.jsonl"
     with ExitStack() as stack:
         grpo = library = None
         if examples:
             grpo_config = None
-            if not os.path.exists(args.library):
+            if not store_exists(args.library):
                 changes = {"group_size": config.group_size}
                 if args.max_library_size:
                     changes["max_library_size"] = args.max_library_size
@@ -147,14 +149,15 @@ def cmd_train(args) -> int | None:
             if args.critic:
                 critic = stack.enter_context(make_backend(args.critic, config.concurrency))
         updates = strategies(critic)
-        cache = stack.enter_context(LLMCache(args.library)) if is_sqlite_path(args.library) else None
+        cache = stack.enter_context(LLMCache(args.library)) if is_store_target(args.library) else None
         tracker = stack.enter_context(open_run_tracker(args, "train"))
         agent = open_agent(args, stack) if policy is not None else None
         steps = [] if policy is None else train(
             policy, task.train, reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
             on_step=tracker.on_step, agent=agent,
         )  # fmt: skip
-        tracker.log_artifact(args.library)
+        if os.path.exists(args.library):  # (a file, not a database server)
+            tracker.log_artifact(args.library)
         if grpo is not None:
             print(grpo.stats().summary())
         if library is not None:

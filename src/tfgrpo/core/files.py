@@ -129,7 +129,8 @@ def write_json(path: str | os.PathLike, experiences: Iterable[Experience]) -> No
 
 
 def read_json(path: str | os.PathLike) -> list[Experience]:
-    """Parse and check a whole JSON library; raises before returning anything half-read."""
+    """Parse and check a whole JSON library (the spec's array, or the experiences of a full copy written
+    by `tfgrpo export --full`); raises before returning anything half-read."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -145,6 +146,9 @@ def read_json(path: str | os.PathLike) -> list[Experience]:
         raise LibraryFormatError(f"{path} is not a library: its JSON is nested too deeply to read") from None
     except ValueError as exc:  # e.g. a number with more digits than Python converts
         raise LibraryFormatError(f"{path} is not a readable JSON library: {exc}") from None
+    if isinstance(data, dict) and data.get("format") == "tfgrpo-dump":  # `tfgrpo export --full`: its experiences
+        library = data.get("library")
+        data = library.get("experiences") if isinstance(library, dict) else None
     if not isinstance(data, list):
         raise LibraryFormatError(f"{path}: a JSON library is an array of experiences, found a {type(data).__name__}")
     try:

@@ -15,6 +15,12 @@ Internals, all O(1) or O(log n) per experience:
   during a load (None with the "oldest" policy, or after a compaction until the next eviction), so the
   first eviction of a large library does not stall to build it.
 - `_sampler`: buckets by advantage for O(1) weighted draws (see `sampler.py`).
+
+With a store, the library may be shared by many processes (see `store/base.py`): each keeps these
+structures in memory and follows the others through the store's change feed. Every change is one write
+transaction that first applies what the others committed (under the store's lock), so ids, counters
+and what is pruned are decided on exactly the stored library; reads catch up at most every
+`refresh_interval` seconds, or when `refresh()` is called.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import heapq
+import logging
 import math
 import os
 import time
@@ -29,7 +36,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import overload
 
-from ..errors import ConfigError, InvalidRolloutsError, LibraryFormatError, LibraryNotFoundError, TFGRPOError
+from ..errors import (
+    ConfigError,
+    InvalidRolloutsError,
+    LibraryFormatError,
+    LibraryNotFoundError,
+    StoreError,
+    TFGRPOError,
+)
 from .advantages import compute_advantages
 from .config import GRPOConfig
 from .experience import MAX_TIMESTAMP, Experience, check_metadata, check_text, check_timestamp
@@ -37,10 +51,19 @@ from .files import fsync_dir, is_sqlite_file, is_sqlite_path, make_temp, read_js
 from .index import MODES, ExperienceIndex, default_index
 from .sampler import AdvantageSampler
 from .stats import GRPOStats
-from .store import SQLiteStore, Store, open_store
-from .store.sqlite import read_snapshot
+from .store import (
+    Changes,
+    LibraryState,
+    SQLiteStore,
+    Store,
+    StoreTransaction,
+    is_postgres_url,
+    open_store,
+    read_library,
+)
 
 _COUNTERS = ("total_rollouts", "total_stored", "total_pruned", "total_loaded")
+log = logging.getLogger("tfgrpo.library")
 
 
 class ExperienceLibrary(Sequence[Experience]):
@@ -51,7 +74,7 @@ class ExperienceLibrary(Sequence[Experience]):
         self._owner = owner
 
     def __len__(self) -> int:
-        return self._owner.library_size()
+        return len(self._owner._sampler)
 
     def __iter__(self) -> Iterator[Experience]:
         order = self._owner._order
@@ -89,7 +112,17 @@ class ExperienceLibrary(Sequence[Experience]):
 
 class TrainingFreeGRPO:
     """An experience library. `TrainingFreeGRPO()` is in-memory; pass `store=` (a `.db`/`.sqlite`
-    path or a store object) to write every change through to disk and resume from it later."""
+    path, a `postgresql://` URL or a store object) to write every change through and resume from it later.
+
+    Any number of processes may open one store at once. Each change (`add_rollout_group`, `prune`,
+    `tag`, ...) first catches up with what the others committed, inside its own write transaction, so
+    it never acts on a stale library. Draws (`sample_experience`, `sample_multiple`,
+    `get_experiences_for_prompt`) catch up when the last check is more than `refresh_interval` seconds
+    old (one indexed read when nothing changed): a draw sees every change another process committed at
+    least `refresh_interval` seconds before it (None: only after this process's own writes or
+    `refresh()`). The other reads (`stats`, `library_size`, `get`, `experience_library`, ...) show what
+    this process has caught up with, and never change the library (other threads may call them).
+    """
 
     def __init__(
         self,
@@ -99,6 +132,7 @@ class TrainingFreeGRPO:
         seed: int | None = None,
         clock: Callable[[], float] = time.time,
         retriever: ExperienceIndex | None = None,
+        refresh_interval: float | None = 0.05,
     ) -> None:
         if config is not None and not isinstance(config, GRPOConfig):
             raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
@@ -108,6 +142,12 @@ class TrainingFreeGRPO:
         self.total_rollouts = self.total_stored = self.total_pruned = self.total_loaded = 0
         self.progress: dict | None = None
         self._next_id = 1
+        if refresh_interval is not None and not (isinstance(refresh_interval, (int, float)) and refresh_interval >= 0):
+            raise ConfigError(f"refresh_interval must be a number of seconds >= 0 or None, got {refresh_interval!r}")
+        self.refresh_interval = refresh_interval
+        self._seq = 0  # the last change of the store this library has applied
+        self._contended = False  # whether the last write found changes of other processes to apply
+        self._next_check = 0.0  # (time.monotonic) when a read next asks the store for changes
         self._retriever: ExperienceIndex | None = None
         self._set_config(config or GRPOConfig())
         self._reset_structures()
@@ -122,7 +162,8 @@ class TrainingFreeGRPO:
 
     @classmethod
     def open(cls, path: str | os.PathLike, config: GRPOConfig | None = None, **kwargs) -> TrainingFreeGRPO:
-        """Open (or create) a write-through SQLite library; its stored config is used unless one is given."""
+        """Open (or create) a write-through library: an SQLite path or a `postgresql://` URL; its stored
+        config is used unless one is given (which then becomes the stored one)."""
         return cls(config, store=path, **kwargs)
 
     # -- construction -------------------------------------------------------------------------------
@@ -152,22 +193,34 @@ class TrainingFreeGRPO:
         with _gc_paused():
             state = store.load()
         if config is None and state.config is not None:
-            try:
-                self._set_config(GRPOConfig.from_dict(state.config))
-            except ConfigError as exc:
-                raise LibraryFormatError(
-                    f"{getattr(store, 'path', 'the store')}: stored config is invalid: {exc} "
-                    "(pass a config to use instead)"
-                ) from None
+            self._set_config(self._stored_config(state.config, store))
         self._store = store
+        self._take_state(state)
+        _freeze_loaded(len(state.experiences))
+        if state.config != self.config.to_dict():
+            with self._update() as change:
+                change.tx.save_config(self.config.to_dict())
+
+    @staticmethod
+    def _stored_config(data: dict, store: Store) -> GRPOConfig:
+        try:
+            return GRPOConfig.from_dict(data)
+        except ConfigError as exc:
+            where = getattr(store, "where", "the store")
+            raise LibraryFormatError(
+                f"{where}: stored config is invalid: {exc} (pass a config to use instead)"
+            ) from None
+
+    def _take_state(self, state: LibraryState) -> None:
+        """Hold exactly what a store holds (structures built anew)."""
+        self._reset_structures()
         for name in _COUNTERS:
             setattr(self, name, int(state.counters.get(name, 0)))
         self.progress = state.progress
+        self._next_id = state.next_id
+        self._seq = state.seq
         with _gc_paused():
             self._bulk_insert(state.experiences)
-        _freeze_loaded(len(state.experiences))
-        if state.config != self.config.to_dict():
-            store.save_config(self.config.to_dict())
 
     def _bulk_insert(self, experiences: list[Experience]) -> None:
         """Insert many experiences at once, in their order (ids kept when present, ascending), O(n log n)."""
@@ -227,11 +280,21 @@ class TrainingFreeGRPO:
         transaction and read back as `self.progress`, so a resumed run neither repeats nor loses a group.
         """
         prepared = [self._prepare_group(*_check_group(i, group)) for i, group in enumerate(groups)]
+        if self._store is None:
+            return self._add_prepared(prepared, progress)[0]
+        with self._update() as change:
+            added_per_group, change.removed = self._add_prepared(prepared, progress)
+            change.added = [e for added in added_per_group for e in added]
+            change.tx.commit(change.added, change.removed, self._counters(), progress)
+        return added_per_group
+
+    def _add_prepared(
+        self, prepared: list[tuple[int, list[tuple[str, str, float, dict | None]]]], progress: dict | None
+    ) -> tuple[list[list[Experience]], list[Experience]]:
+        """Store prepared groups in memory and prune: (the experiences added per group, those pruned)."""
         now = int(self._clock())
         if not 0 <= now <= MAX_TIMESTAMP:
             check_timestamp(now, "the clock's time (Unix seconds)", TFGRPOError)
-        counters = self._counters() if self._store is not None else None
-        previous_progress = self.progress
         added_per_group = []
         for n_rollouts, scored in prepared:
             added = [
@@ -248,12 +311,7 @@ class TrainingFreeGRPO:
         self._stats_cache = None  # the counters changed, even when the contents did not
         if progress is not None:
             self.progress = progress
-        try:
-            self._write_through([e for added in added_per_group for e in added], removed, counters)
-        except BaseException:
-            self.progress = previous_progress
-            raise
-        return added_per_group
+        return added_per_group, removed
 
     def _prepare_group(
         self,
@@ -292,28 +350,113 @@ class TrainingFreeGRPO:
             if advantage > threshold
         ]
 
-    def _write_through(self, added: list[Experience], removed: list[Experience], counters_before: dict | None) -> None:
-        """Commit one change to the store; if that fails, undo it in memory and re-raise."""
-        if self._store is None:
-            return
+    @contextlib.contextmanager
+    def _update(self) -> Iterator[_Change]:
+        """One change of a library with a store, as one write transaction. First what other processes
+        committed since this one last looked is applied (read under the store's write lock, so that what
+        the block decides, ids, counters, what to prune, is decided on exactly the stored library). The
+        block then changes memory, notes in `change` what it added and removed, and tells `change.tx`.
+        If anything fails before the commit returns, memory is put back as it was after catching up."""
+        assert self._store is not None
+        if self._contended:
+            # Others write too: read most of what they committed before taking the lock, so that it is
+            # held (and they wait) only for the little committed in between.
+            self.refresh()
+        change = None
         try:
-            self._store.commit(added, removed, self._counters(), self.progress)
+            with self._store.write(self._seq) as tx:
+                self._contended = tx.changes is not None
+                if tx.changes is not None:
+                    self._follow(tx.changes)
+                self._next_id = max(self._next_id, tx.next_id)
+                change = _Change(tx, self._counters(), self.progress)
+                yield change
+            self._seq = max(self._seq, tx.seq)
         except BaseException:
-            for exp in added:
-                if exp.in_library:
-                    self._remove(exp)
-            new_ids = {e.id for e in added}
-            for exp in removed:
-                if exp.id not in new_ids:
-                    self._insert(exp)
+            if change is not None:
+                self._undo(change)
+            raise
+
+    def _undo(self, change: _Change) -> None:
+        for exp in change.added:
+            if exp.in_library:
+                self._remove(exp)
+        new_ids = {e.id for e in change.added}
+        for exp in change.removed:
+            if exp.id not in new_ids and not exp.in_library:
+                self._insert(exp)
+        if change.removed:
             # A re-inserted experience can be listed twice in _order (its old entry is live again).
             live = {id(e): e for e in self.experience_library}
             self._order = sorted(live.values(), key=lambda e: e.id or 0)
             self._head = 0
-            for name, value in (counters_before or {}).items():
-                setattr(self, name, value)
-            self._stats_cache = None
-            raise
+        if change.restore is not None:
+            change.restore()
+        for name, value in change.counters.items():
+            setattr(self, name, value)
+        self.progress = change.progress
+        self._stats_cache = None
+
+    def _follow(self, changes: Changes) -> None:
+        """Apply what other processes committed (the store's change feed since `self._seq`)."""
+        if changes.reload is not None:
+            state = changes.reload
+            if state.config is not None and state.config != self.config.to_dict():
+                self._set_config(self._stored_config(state.config, self._store))  # type: ignore[arg-type]
+            _collect_before_load()
+            self._take_state(state)
+            _freeze_loaded(len(state.experiences))
+            return
+        if changes.config is not None and changes.config != self.config.to_dict():
+            live = list(self.experience_library)
+            self._set_config(self._stored_config(changes.config, self._store))  # type: ignore[arg-type]
+            self._reset_structures()
+            self._bulk_insert(live)
+        by_id, rows = self._by_id, changes.rows
+        for op, id_ in changes.ops:
+            if op == "add":
+                exp = rows.get(id_)  # type: ignore[arg-type]
+                if exp is not None and id_ not in by_id:
+                    self._insert(exp)
+            elif op == "remove":
+                exp = by_id.get(id_)
+                if exp is not None:
+                    self._remove(exp)
+            elif op == "metadata":
+                exp, row = by_id.get(id_), rows.get(id_)  # type: ignore[arg-type]
+                if exp is not None and row is not None and exp is not row:
+                    exp.metadata = dict(row.stored_metadata or {})
+        for name in _COUNTERS:
+            setattr(self, name, int(changes.counters.get(name, 0)))
+        self.progress = changes.progress
+        self._next_id = max(self._next_id, changes.next_id)
+        self._seq = changes.seq
+        self._stats_cache = None
+
+    def refresh(self) -> bool:
+        """Catch up with what other processes committed to the store (one indexed read when nothing
+        changed). Returns whether anything did. Without a store: nothing to do."""
+        if self._store is None:
+            return False
+        changes = self._store.changes_since(self._seq)
+        if changes is None:
+            return False
+        self._follow(changes)
+        return True
+
+    def _catch_up(self) -> None:
+        """What every read calls first: `refresh()` when the last check is `refresh_interval` old. A
+        store that cannot be reached leaves the library as it is (and is logged); the next read tries again."""
+        if self._store is None or self.refresh_interval is None:
+            return
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.refresh_interval
+        try:
+            self.refresh()
+        except StoreError as exc:
+            log.warning("cannot catch up with the store, reading what this process holds: %s", exc)
 
     def _insert(self, exp: Experience) -> None:
         if exp.id is None:
@@ -400,12 +543,16 @@ class TrainingFreeGRPO:
     def prune(self) -> int:
         """Remove every stale experience (a full scan, exact even if the clock went backwards) and the
         surplus over capacity. Returns how many went."""
-        counters = self._counters()
-        removed = self._prune_all(int(self._clock()))
-        self.total_pruned += len(removed)
-        if removed:
-            self._write_through([], removed, counters)
-        return len(removed)
+        if self._store is None:
+            removed = self._prune_all(int(self._clock()))
+            self.total_pruned += len(removed)
+            return len(removed)
+        with self._update() as change:
+            change.removed = self._prune_all(int(self._clock()))
+            self.total_pruned += len(change.removed)
+            if change.removed:
+                change.tx.commit([], change.removed, self._counters())
+        return len(change.removed)
 
     # -- reading ----------------------------------------------------------------------------------------
 
@@ -421,12 +568,15 @@ class TrainingFreeGRPO:
 
     def sample_experience(self) -> Experience | None:
         """One experience, P proportional to exp(advantage / T) (uniform when weighting is off)."""
+        if self._store is not None:
+            self._catch_up()
         return self._sampler.sample()
 
     def sample_multiple(self, k: int, replace: bool = True) -> list[Experience]:
         """k experiences drawn like `sample_experience`; `replace=False` gives distinct ones."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise TFGRPOError(f"k must be a whole number >= 0, got {k!r}")
+        self._catch_up()
         return self._sampler.sample_many(k, replace)
 
     def seed(self, seed: int | None) -> None:
@@ -457,6 +607,7 @@ class TrainingFreeGRPO:
             raise TFGRPOError(f"k must be a whole number >= 0 (or None for all), got {k!r}")
         if where is not None:
             check_metadata(where, TFGRPOError, "where")
+        self._catch_up()
         if mode != "prefix":
             if mode not in MODES:
                 raise TFGRPOError(
@@ -528,51 +679,74 @@ class TrainingFreeGRPO:
 
     def tag(self, experience: Experience | int, **metadata: str) -> Experience:
         """Add metadata to a stored experience (written through to the store)."""
-        exp = experience if isinstance(experience, Experience) else self.get(experience)
-        if exp is None or exp not in self._sampler:  # (an experience of another library is not ours)
-            raise TFGRPOError(f"experience {experience!r} is not in this library")
         check_metadata(metadata)
-        before = dict(exp.metadata)
-        exp.metadata.update(metadata)
-        if self._store is not None:
-            try:
-                self._store.update_metadata(exp)
-            except BaseException:
-                exp.metadata = before
-                raise
+        if self._store is None:
+            exp = self._member(experience)
+            exp.metadata.update(metadata)
+            return exp
+        with self._update() as change:  # (another process may have removed it: looked up after catching up)
+            exp = self._member(experience)
+            before = dict(exp.metadata)
+            change.restore = lambda: setattr(exp, "metadata", before)
+            exp.metadata.update(metadata)
+            change.tx.update_metadata(exp)
         return exp
 
     def remove(self, experience: Experience | int) -> None:
         """Delete one stored experience (not counted as pruned)."""
-        exp = experience if isinstance(experience, Experience) else self.get(experience)
+        if self._store is None:
+            self._remove(self._member(experience))
+            return
+        with self._update() as change:
+            exp = self._member(experience)
+            self._remove(exp)
+            change.removed.append(exp)
+            change.tx.commit([], [exp], self._counters())
+
+    def _member(self, experience: Experience | int) -> Experience:
+        exp = experience if isinstance(experience, Experience) else self._by_id.get(experience)
         if exp is None or exp not in self._sampler:  # (an experience of another library is not ours)
             raise TFGRPOError(f"experience {experience!r} is not in this library")
-        self._remove(exp)
-        self._write_through([], [exp], self._counters())
+        return exp
 
     def clear(self) -> None:
         """Remove every experience and reset the counters."""
-        self._replace([], dict.fromkeys(_COUNTERS, 0))
+        self._replace([], None)
 
-    def _replace(self, experiences: list[Experience], counters: dict[str, int]) -> None:
+    def _replace(self, experiences: list[Experience], loaded: int | None) -> None:
         """Swap in a whole new content (pruned like new experiences), written through in one
-        transaction; on any failure the old content is restored."""
+        transaction; on any failure the old content is restored. `loaded`: add that many to
+        `total_loaded` (None: every counter starts again from 0)."""
+        if self._store is None:
+            self._swap(experiences, loaded)
+            return
+        with self._update() as change:
+            change.restore = self._swap(experiences, loaded)
+            change.tx.replace(list(self.experience_library), self._counters())
+
+    def _swap(self, experiences: list[Experience], loaded: int | None) -> Callable[[], None]:
+        """`_replace` in memory; returns what puts the old content back."""
         old_experiences, old_counters, old_next_id = list(self.experience_library), self._counters(), self._next_id
+
+        def restore() -> None:
+            self._reset_structures()
+            self._next_id = old_next_id
+            self._bulk_insert(old_experiences)
+            for name, value in old_counters.items():
+                setattr(self, name, value)
+
+        counters = dict.fromkeys(_COUNTERS, 0) if loaded is None else {**old_counters}
+        counters["total_loaded"] += loaded or 0
         try:
             self._reset_structures()
             self._bulk_insert(experiences)
             for name, value in counters.items():
                 setattr(self, name, value)
             self.total_pruned += len(self._prune_all(int(self._clock())))
-            if self._store is not None:
-                self._store.replace(list(self.experience_library), self._counters())
         except BaseException:
-            self._reset_structures()
-            self._next_id = old_next_id
-            self._bulk_insert(old_experiences)
-            for name, value in old_counters.items():
-                setattr(self, name, value)
+            restore()
             raise
+        return restore
 
     # -- files ------------------------------------------------------------------------------------------
 
@@ -605,20 +779,19 @@ class TrainingFreeGRPO:
         fsync_dir(target.parent)
 
     def load_from_file(self, path: str | os.PathLike) -> None:
-        """Replace the library with a file's experiences (JSON or SQLite, told apart by content).
+        """Replace the library with a file's experiences (JSON or SQLite, told apart by content; or
+        those of the library at a `postgresql://` URL).
 
         The whole file is read and checked first: a bad file raises `LibraryFormatError` and leaves the
         library (and its store) as it was. The file is only read, never changed. Its order is kept.
         Counters are kept; loaded experiences count as `total_loaded` and are pruned like new ones.
         """
-        if not os.path.exists(path):
+        if not is_postgres_url(path) and not os.path.exists(path):
             raise LibraryNotFoundError(f"no library file at {path}")
         _collect_before_load()
         with _gc_paused():
             experiences = _read_library_file(path)
-            counters = self._counters()
-            counters["total_loaded"] += len(experiences)
-            self._replace(experiences, counters)
+            self._replace(experiences, len(experiences))
         _freeze_loaded(len(experiences))
 
     def close(self) -> None:
@@ -640,9 +813,23 @@ class TrainingFreeGRPO:
         return len(self._sampler)
 
     def __repr__(self) -> str:
-        path = getattr(self._store, "path", None)
+        path = getattr(self._store, "where", None)
         where = f", store={path}" if path else ""
         return f"<TrainingFreeGRPO {len(self)}/{self.config.max_library_size} experiences{where}>"
+
+
+class _Change:
+    """What one change of a stored library did in memory, to undo it if the store's commit fails."""
+
+    __slots__ = ("tx", "counters", "progress", "added", "removed", "restore")
+
+    def __init__(self, tx: StoreTransaction, counters: dict[str, int], progress: dict | None) -> None:
+        self.tx = tx
+        self.counters = counters
+        self.progress = progress
+        self.added: list[Experience] = []
+        self.removed: list[Experience] = []
+        self.restore: Callable[[], None] | None = None
 
 
 def _check_group(i: int, group: object) -> tuple | list:
@@ -662,9 +849,9 @@ def _check_rollout(i: int, rollout: object) -> tuple[str, str]:
 
 
 def _read_library_file(path: str | os.PathLike) -> list[Experience]:
-    if not is_sqlite_file(path):
+    if not is_postgres_url(path) and not is_sqlite_file(path):
         return read_json(path)
-    experiences = read_snapshot(path).experiences
+    experiences = read_library(path).experiences
     for exp in experiences:
         exp.id = None  # new ids in this library
     return experiences

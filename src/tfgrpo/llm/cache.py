@@ -6,7 +6,8 @@ table, misses go to the backend in one `generate` call and are stored as soon as
 `usage` is the wrapped backend's, so cache hits cost (and count) nothing; `hits` and `misses` say how
 the cache did.
 
-Storage: the table `lesson_llm_cache` in an SQLite file (WAL), e.g. the run's .db file.
+Storage: the table `lesson_llm_cache` in an SQLite file (WAL), e.g. the run's .db file, or in a
+PostgreSQL database (a `postgresql://` URL), which processes on several machines may share.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -23,12 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from ..core.experience import clean_text, json_text
-from ..core.store.sqlite import connect
+from ..core.store import connect_db
+from ..core.store.sql import is_postgres_url, upsert
 from ..errors import StoreError
 from .base import AssistantTurn, Backend, Generation, GenerationParams, Prompt, Usage, check_prompts
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS lesson_llm_cache (
-    key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL)"""
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created {real} NOT NULL
+)"""
+_COLUMNS = "key, model, request, response, created"
+_PUT = upsert("lesson_llm_cache", tuple(_COLUMNS.split(", ")), ("key",))
 
 
 def _key(request: str) -> str:
@@ -45,26 +53,30 @@ def _request_json(model: str, prompt: Prompt, params: GenerationParams, chat: bo
 
 
 class LLMCache:
-    """The SQLite table of cached calls (`path=None`: in memory)."""
+    """The table of cached calls, in an SQLite file, a `postgresql://` database, or memory (`path=None`)."""
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
-        self.path = None if path is None else Path(path)
+        self.path = None if path is None or is_postgres_url(path) else Path(path)
         self.hits = 0
         """Prompts answered from the table, by every `CachedBackend` on this cache."""
         self._lock = threading.Lock()
+        self._db = connect_db(path if is_postgres_url(path) else self.path)
         try:
-            self._db = connect(self.path)
-            self._db.execute(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the LLM cache in {self.path}: {exc}") from None
+            with self._db.creating() as tx:
+                tx.execute(self._db.dialect.ddl(_SCHEMA))
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, StoreError):
+                raise StoreError(f"cannot open the LLM cache in {self._db.where}: {exc}") from None
+            raise
 
     def get(self, key: str) -> list[Generation] | None:
         with self._lock:
-            row = self._db.execute("SELECT response FROM lesson_llm_cache WHERE key = ?", (key,)).fetchone()
-        if row is None:
+            rows = self._db.query("SELECT response FROM lesson_llm_cache WHERE key = ?", (key,))
+        if not rows:
             return None
         try:
-            return [Generation(**g) for g in json.loads(row[0])]
+            return [Generation(**g) for g in json.loads(rows[0][0])]
         except (ValueError, TypeError):
             return None  # a damaged entry is a miss
 
@@ -83,31 +95,28 @@ class LLMCache:
         ]
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO lesson_llm_cache(key, model, request, response, created) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise StoreError(f"cannot write the LLM cache in {self.path}: {exc}") from None
-            except BaseException:
-                self._rollback()  # never leave the file locked by a half-done write
-                raise
+                with self._db.writing() as tx:
+                    tx.executemany(_PUT, rows)
+            except StoreError as exc:
+                raise StoreError(f"cannot write the LLM cache: {exc}") from None
 
-    def _rollback(self) -> None:
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+    def rows(self) -> list[tuple[str, str, str, str, float]]:
+        """Every cached call as stored: (key, model, request JSON, generations JSON, created)."""
+        with self._lock:
+            return [tuple(row) for row in self._db.query(f"SELECT {_COLUMNS} FROM lesson_llm_cache ORDER BY key")]
+
+    def put_rows(self, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
+        """Store rows as `rows()` gives them (a copy of another cache), in one transaction."""
+        with self._lock, self._db.writing() as tx:
+            tx.executemany(_PUT, [tuple(row) for row in rows])
 
     def __len__(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM lesson_llm_cache").fetchone()[0]
+            return self._db.query("SELECT COUNT(*) FROM lesson_llm_cache")[0][0]
 
     def clear(self) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM lesson_llm_cache")
+        with self._lock, self._db.writing() as tx:
+            tx.execute("DELETE FROM lesson_llm_cache")
 
     def close(self) -> None:
         self._db.close()

@@ -92,10 +92,10 @@ def render(library: str, results: list[tuple[str, dict]], logs: list[tuple[str, 
 
 
 def _read_library(path: str) -> tuple[list, Any, Any]:
-    from ..core.files import is_sqlite_path
     from ..core.library import TrainingFreeGRPO
+    from ..core.store import is_store_target
 
-    if is_sqlite_path(path):
+    if is_store_target(path):
         with TrainingFreeGRPO.open(path) as grpo:
             experiences, stats = list(grpo.experience_library), grpo.stats()
         from ..semantic.lessons import LessonLibrary

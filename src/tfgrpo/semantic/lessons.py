@@ -3,16 +3,22 @@ by add / update / delete / merge operations, every version kept.
 
 Every change is one version: the full set of lessons after it, the operations applied, the ones skipped
 with their reasons, and the context behind them (summaries, critiques). Versions are written in one
-SQLite transaction together with the training position, so a killed run loses nothing it finished and
-never sees half a step. `rollback(v)` makes a new version equal to version `v` (history is never
-rewritten). Ids are never reused, not even after a rollback.
+transaction together with the training position, so a killed run loses nothing it finished and never
+sees half a step. `rollback(v)` makes a new version equal to version `v` (history is never rewritten).
+Ids are never reused, not even after a rollback.
 
-Storage: tables prefixed `lesson_` in an SQLite file (WAL), which may be the experience library's own
-.db file; `path=None` keeps everything in memory.
+Several processes may share one lesson library. A new version is committed only on top of the version
+it was planned on (compare-and-swap, under the database's write lock); when another process committed
+first, the change is planned again on the new version and retried, so nothing either of them did is
+lost. Reads catch up with other processes' versions at most every `refresh_interval` seconds.
+
+Storage: tables prefixed `lesson_`, in an SQLite file (WAL; it may be the experience library's own .db
+file) or a PostgreSQL database (a `postgresql://` URL); `path=None` keeps everything in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,8 +26,8 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, closing
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -29,8 +35,9 @@ from typing import IO, Any
 from ..core.experience import clean_text as replace_surrogates
 from ..core.experience import json_text
 from ..core.files import atomic_write
-from ..core.store.sqlite import connect, transaction
-from ..errors import ConfigError, LibraryFormatError
+from ..core.store import connect_db
+from ..core.store.sql import Transaction, check_version, is_postgres_url, upsert
+from ..errors import ConfigError, LibraryFormatError, StoreError
 from .lesson_files import agent_yaml_text, read_agent_yaml, read_text_file
 from .operations import MAX_LESSON_ID, Operation, normalize_id
 
@@ -47,16 +54,21 @@ _COLUMNS = "version, created, step, kind, lessons, applied, skipped, context"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS lesson_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS lesson_versions (
-    version INTEGER PRIMARY KEY,
-    created REAL NOT NULL,
-    step INTEGER,
+    version {int} PRIMARY KEY,
+    created {real} NOT NULL,
+    step {int},
     kind TEXT NOT NULL,
     lessons TEXT NOT NULL,
     applied TEXT NOT NULL,
     skipped TEXT NOT NULL,
     context TEXT
-);
+)
 """
+_ATTEMPTS = 50  # plans of one change, when other processes keep committing versions first
+
+
+class _Stale(Exception):
+    """Another process committed a version since this one's change was planned."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,30 @@ class Version:
             "skipped": [s.to_dict() for s in self.skipped],
             "context": self.context,
         }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "lesson version") -> Version:
+        """The inverse of `to_dict`, every field checked (a copy read from a file is untrusted)."""
+        try:
+            version, created, step, kind = data["version"], data["created"], data.get("step"), data["kind"]
+            lessons = data["lessons"]
+            if not (
+                type(version) is int and version >= 0 and isinstance(created, (int, float)) and isinstance(kind, str)
+            ):
+                raise ValueError("version, created or kind is not what a version holds")
+            if step is not None and type(step) is not int:
+                raise ValueError(f"step {step!r:.40} is not a whole number")
+            if not (
+                isinstance(lessons, dict)
+                and all(isinstance(v, str) and normalize_id(k) == k for k, v in lessons.items())
+            ):
+                raise ValueError("lessons must map ids (G0, G1, ...) to text")
+            applied = [Operation.from_dict(op) for op in data["applied"]]
+            skipped = [Skipped.from_dict(item) for item in data["skipped"]]
+            json.dumps(data.get("context"))
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            raise LibraryFormatError(f"{where} is damaged: {exc}") from None
+        return cls(version, float(created), step, kind, dict(lessons), applied, skipped, data.get("context"))
 
 
 @dataclass(frozen=True)
@@ -208,15 +244,25 @@ class LessonLibrary:
     """Lessons with stable ids, persisted with their full history.
 
     Args:
-        path: an SQLite file (created if missing; may also hold an experience library), or None for memory.
+        path: an SQLite file (created if missing; may also hold an experience library), a
+            `postgresql://` URL, or None for memory.
         max_words: the longest lesson an operation may write; longer ones are shortened (with a logged
             reason). Imported lessons are kept whole.
         instruction: the sentence put before the lessons when they are rendered into a prompt.
+        refresh_interval: reads catch up with versions other processes committed when the last check
+            is this many seconds old (None: only on `refresh()` and before each change).
     """
 
     @staticmethod
     def present_in(path: str | os.PathLike) -> bool:
-        """Whether the SQLite file at `path` holds a lesson library (no table or file is created)."""
+        """Whether the SQLite file or PostgreSQL database at `path` holds a lesson library (nothing is
+        created)."""
+        if is_postgres_url(path):
+            database = connect_db(path)
+            try:
+                return "lesson_versions" in database.tables()
+            finally:
+                database.close()
         if not Path(path).is_file():
             return False
         try:
@@ -232,25 +278,33 @@ class LessonLibrary:
         *,
         max_words: int = DEFAULT_MAX_WORDS,
         instruction: str = DEFAULT_INSTRUCTION,
+        refresh_interval: float | None = 0.05,
     ) -> None:
         if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1:
             raise ConfigError(f"max_words must be a whole number >= 1, got {max_words!r}")
-        self.path = None if path is None else Path(path)
+        self.path = None if path is None or is_postgres_url(path) else Path(path)
         self.max_words = max_words
         self.instruction = instruction
+        self.refresh_interval = refresh_interval
+        self._next_check = 0.0
         self._lock = threading.RLock()
-        db = None
+        self._db = connect_db(path if is_postgres_url(path) else self.path)
+        self.where = f"{self._db.where} (lesson library)"
         try:
-            db = self._db = connect(self.path)
-            with self._transaction():
-                for statement in _SCHEMA.split(";"):
+            with self._creating() as tx:
+                for statement in self._db.dialect.ddl(_SCHEMA).split(";"):
                     if statement.strip():
-                        self._db.execute(statement)
+                        tx.execute(statement)
+                if tx.execute("SELECT version FROM lesson_versions LIMIT 1").fetchone() is None:
+                    self._put(tx, "schema_version", SCHEMA_VERSION)
+                    self._put(tx, "next_id", 0)
+                    self._insert_version(tx, 0, {}, None, "init", [], [], None)
             self._load()
-        except sqlite3.DatabaseError as exc:
-            if db is not None:
-                db.close()
-            raise LibraryFormatError(f"{self.path} cannot hold a lesson library: {exc}") from None
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, StoreError) and not is_postgres_url(path):  # e.g. a foreign SQLite file
+                raise LibraryFormatError(f"{self._db.where} cannot hold a lesson library: {exc}") from None
+            raise
 
     # ----------------------------------------------------------------- reading
 
@@ -258,11 +312,37 @@ class LessonLibrary:
     def lessons(self) -> dict[str, str]:
         """The current lessons, id -> text, in id order (a copy)."""
         with self._lock:
+            self._catch_up()
             return dict(self._lessons)
 
     @property
     def version(self) -> int:
-        return self._version
+        with self._lock:
+            self._catch_up()
+            return self._version
+
+    @property
+    def next_id(self) -> int:
+        """The number the next new lesson's id gets (ids are never reused)."""
+        return self._next_id
+
+    def refresh(self) -> bool:
+        """Catch up with the versions other processes committed (one indexed read when there are none).
+        Returns whether there were."""
+        with self._lock:
+            self._next_check = time.monotonic() + (self.refresh_interval or 0)
+            latest = self._db.query("SELECT MAX(version) FROM lesson_versions")[0][0]
+            if latest == self._version:
+                return False
+            self._load()
+            return True
+
+    def _catch_up(self) -> None:
+        if self.refresh_interval is not None and time.monotonic() >= self._next_check:
+            try:
+                self.refresh()
+            except StoreError as exc:
+                log.warning("cannot catch up with the stored lessons, using those this process holds: %s", exc)
 
     @property
     def progress(self) -> dict | None:
@@ -283,17 +363,18 @@ class LessonLibrary:
 
     def history(self) -> list[Version]:
         """Every version, oldest first."""
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM lesson_versions ORDER BY version").fetchall()
+        rows = self._db.query(f"SELECT {_COLUMNS} FROM lesson_versions ORDER BY version")
         return [self._row_to_version(row) for row in rows]
 
     def get_version(self, version: int) -> Version:
-        known = isinstance(version, int) and not isinstance(version, bool) and 0 <= version <= self._version
-        row = None
-        if known:  # (a number beyond SQLite's integers is no version either)
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM lesson_versions WHERE version = ?", (version,)).fetchone()
-        if row is None:
-            raise ConfigError(f"no lesson library version {version}; versions are 0..{self._version}")
-        return self._row_to_version(row)
+        latest = self.version  # (caught up with other processes)
+        known = isinstance(version, int) and not isinstance(version, bool) and 0 <= version <= latest
+        rows = []
+        if known:  # (a number beyond the database's integers is no version either)
+            rows = self._db.query(f"SELECT {_COLUMNS} FROM lesson_versions WHERE version = ?", (version,))
+        if not rows:
+            raise ConfigError(f"no lesson library version {version}; versions are 0..{latest}")
+        return self._row_to_version(rows[0])
 
     def at(self, version: int) -> dict[str, str]:
         """The lessons as they were at `version`."""
@@ -371,15 +452,34 @@ class LessonLibrary:
         followed, in the same transaction, by a "rollback" version restoring the current lessons: the
         lessons do not change. The result's `version` is the rejected one.
         """
-        with self._lock:
+        operations = list(operations)
+
+        def attempt() -> ApplyResult:
             lessons, next_id, applied, skipped = self._plan(operations, extra_skipped)
-            for item in skipped:
-                log.warning("lesson operation %s: %s", json.dumps(item.operation.to_dict())[:200], item.reason)
             if rejected:
                 version = self._commit_rejected(lessons, next_id, step, applied, skipped, context, progress)
             else:
                 version = self._commit(lessons, next_id, step, kind, applied, skipped, context, progress)
+            for item in skipped:
+                log.warning("lesson operation %s: %s", json.dumps(item.operation.to_dict())[:200], item.reason)
             return ApplyResult(version, applied, skipped)
+
+        return self._planned(attempt)
+
+    def _planned(self, attempt: Callable[[], ApplyResult]) -> ApplyResult:
+        """`attempt()` plans a change on the current lessons and commits it; when another process
+        committed a version since, the commit refuses (`_Stale`), and the change is planned again on
+        the new version."""
+        with self._lock:
+            for _ in range(_ATTEMPTS):
+                try:
+                    return attempt()
+                except _Stale:
+                    self._load()
+            raise StoreError(
+                f"{self.where}: other processes committed {_ATTEMPTS} versions while this change was being "
+                "planned; nothing was changed, try again"
+            )
 
     def preview(self, operations: Iterable[Operation]) -> dict[str, str]:
         """The lessons `apply(operations)` would leave, without committing anything."""
@@ -414,64 +514,67 @@ class LessonLibrary:
 
     def rollback(self, version: int, *, context: Any = None) -> ApplyResult:
         """Make the lessons what they were at `version`, as a new version (history is kept)."""
-        with self._lock:
-            target = self.at(version)
+        target = self.at(version)
+        note = {"rollback_to": version, **({"note": context} if context is not None else {})}
+
+        def attempt() -> ApplyResult:
             diff = self.diff(self._version, version) if version != self._version else None
             applied = []
             if diff is not None:
                 applied += [Operation("delete", id=i) for i in diff.removed]
                 applied += [Operation("update", text=new, id=i) for i, (_, new) in diff.changed.items()]
                 applied += [Operation("add", text=t, id=i) for i, t in diff.added.items()]
-            context = {"rollback_to": version, **({"note": context} if context is not None else {})}
-            new = self._commit(target, self._next_id, None, "rollback", applied, [], context, None)
+            new = self._commit(target, self._next_id, None, "rollback", applied, [], note, None)
             return ApplyResult(new, applied, [])
+
+        return self._planned(attempt)
 
     def replace_all(self, lessons: Mapping[Any, object], *, kind: str = "import", context: Any = None) -> ApplyResult:
         """Make the library exactly `lessons` ({id: text}), keeping valid ids ("G3") and giving the
         others new ones. Texts are kept as given, whitespace aside (a lesson is one line): the word
         limit is for what the critic writes, not for what is imported. Entries that are empty, not text
         or a duplicate of an earlier one are skipped with reasons. One new version."""
-        with self._lock:
-            result: dict[str, str] = {}
-            skipped: list[Skipped] = []
-            pending: list[tuple[object, str]] = []
-            seen: dict[str, str] = {}
-            for key, value in lessons.items():
-                text = " ".join(value.split()) if isinstance(value, str) else ""
-                op = Operation("add", text=text if text else str(value)[:200], id=normalize_id(key))
-                if not text:
-                    skipped.append(Skipped(op, f"entry {key!r:.40}: empty or not text"))
-                    continue
-                if replace_surrogates(text) != text:
-                    text = replace_surrogates(text)
-                    skipped.append(Skipped(op, f"entry {key!r:.40}: a lone surrogate replaced by U+FFFD; kept"))
-                fp = _fingerprint(text)
-                if fp in seen:
-                    skipped.append(Skipped(op, f"entry {key!r:.40}: duplicate of {seen[fp]}"))
-                    continue
-                norm = normalize_id(key)
-                if norm is not None and norm not in result:
-                    result[norm] = text
-                    seen[fp] = norm
-                else:
-                    pending.append((key, text))
-                    seen[fp] = "(new)"
-            next_id = max([self._next_id, *(_id_number(i) + 1 for i in result)])
-            for key, text in pending:
-                if next_id > MAX_LESSON_ID:
-                    skipped.append(Skipped(Operation("add", text), f"entry {key!r:.40}: {_NO_ID_LEFT}"))
-                    continue
-                result[f"G{next_id}"] = text
-                skipped.append(
-                    Skipped(Operation("add", text), f"entry {key!r:.40} has no usable id; stored as G{next_id}")
-                )
-                next_id += 1
-            ordered = dict(sorted(result.items(), key=lambda kv: _id_number(kv[0])))
-            applied = [Operation("add", text=t, id=i) for i, t in ordered.items()]
-            for item in skipped:
-                log.warning("lesson import: %s", item.reason)
-            version = self._commit(ordered, next_id, None, kind, applied, skipped, context, None)
-            return ApplyResult(version, applied, skipped)
+        return self._planned(lambda: self._replace_all(lessons, kind, context))
+
+    def _replace_all(self, lessons: Mapping[Any, object], kind: str, context: Any) -> ApplyResult:
+        result: dict[str, str] = {}
+        skipped: list[Skipped] = []
+        pending: list[tuple[object, str]] = []
+        seen: dict[str, str] = {}
+        for key, value in lessons.items():
+            text = " ".join(value.split()) if isinstance(value, str) else ""
+            op = Operation("add", text=text if text else str(value)[:200], id=normalize_id(key))
+            if not text:
+                skipped.append(Skipped(op, f"entry {key!r:.40}: empty or not text"))
+                continue
+            if replace_surrogates(text) != text:
+                text = replace_surrogates(text)
+                skipped.append(Skipped(op, f"entry {key!r:.40}: a lone surrogate replaced by U+FFFD; kept"))
+            fp = _fingerprint(text)
+            if fp in seen:
+                skipped.append(Skipped(op, f"entry {key!r:.40}: duplicate of {seen[fp]}"))
+                continue
+            norm = normalize_id(key)
+            if norm is not None and norm not in result:
+                result[norm] = text
+                seen[fp] = norm
+            else:
+                pending.append((key, text))
+                seen[fp] = "(new)"
+        next_id = max([self._next_id, *(_id_number(i) + 1 for i in result)])
+        for key, text in pending:
+            if next_id > MAX_LESSON_ID:
+                skipped.append(Skipped(Operation("add", text), f"entry {key!r:.40}: {_NO_ID_LEFT}"))
+                continue
+            result[f"G{next_id}"] = text
+            skipped.append(Skipped(Operation("add", text), f"entry {key!r:.40} has no usable id; stored as G{next_id}"))
+            next_id += 1
+        ordered = dict(sorted(result.items(), key=lambda kv: _id_number(kv[0])))
+        applied = [Operation("add", text=t, id=i) for i, t in ordered.items()]
+        version = self._commit(ordered, next_id, None, kind, applied, skipped, context, None)
+        for item in skipped:
+            log.warning("lesson import: %s", item.reason)
+        return ApplyResult(version, applied, skipped)
 
     # ------------------------------------------------------------ import/export
 
@@ -535,6 +638,28 @@ class LessonLibrary:
         `LibraryFormatError` and nothing is written."""
         source = base if base is not None else (path if Path(path).exists() else None)
         _write_text(path, agent_yaml_text(self.lessons, None if source is None else read_agent_yaml(source)))
+
+    def restore(self, versions: Sequence[Version], next_id: int, progress: dict | None) -> None:
+        """Make this library, which holds no change yet (version 0 only), hold these versions, every one
+        as it was, with the id counter and the training position (a copy of another library)."""
+        if [v.version for v in versions] != list(range(len(versions))) or not versions:
+            raise LibraryFormatError("lesson versions to restore must be numbered 0, 1, 2, ... without a gap")
+        used = [_id_number(i) + 1 for v in versions for i in v.lessons]
+        with self._lock:
+            with self._writing() as tx:
+                if self._version != 0:
+                    raise ConfigError(
+                        f"{self.where} already holds lessons (version {self._version}); copy into an empty one"
+                    )
+                tx.execute("DELETE FROM lesson_versions")
+                for v in versions:
+                    self._insert_version(
+                        tx, v.version, v.lessons, v.step, v.kind, v.applied, v.skipped, v.context, created=v.created
+                    )
+                self._put(tx, "next_id", max([next_id, *used]))
+                if progress is not None:
+                    self._put(tx, "progress", progress)
+            self._load()
 
     def close(self) -> None:
         self._db.close()
@@ -645,41 +770,53 @@ class LessonLibrary:
             done = Operation("merge", text=text, id=target, ids=(target, *removed), reason=op.reason)
         return Outcome(done, "; ".join(notes))
 
-    def _transaction(self) -> AbstractContextManager[None]:
-        return transaction(self._db, f"{self.path or ':memory:'} (lesson library)")
+    def _creating(self) -> Any:
+        return self._db.creating()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Transaction]:
+        """A write transaction that goes ahead only on top of the version this process holds (else
+        `_Stale`): the lock on the `next_id` row keeps other writers out until it ends."""
+        with self._db.writing() as tx:
+            tx.execute("SELECT value FROM lesson_meta WHERE key = 'next_id'" + self._db.dialect.for_update)
+            (latest,) = tx.execute("SELECT MAX(version) FROM lesson_versions").fetchone()
+            if latest != self._version:
+                raise _Stale
+            yield tx
 
     def _meta(self, key: str) -> Any:
-        row = self._db.execute("SELECT value FROM lesson_meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        rows = self._db.query("SELECT value FROM lesson_meta WHERE key = ?", (key,))
+        return None if not rows else json.loads(rows[0][0])
 
-    def _put(self, key: str, value: Any) -> None:
-        self._db.execute("INSERT OR REPLACE INTO lesson_meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+    @staticmethod
+    def _put(tx: Transaction, key: str, value: Any) -> None:
+        tx.execute(upsert("lesson_meta", ("key", "value"), ("key",)), (key, json.dumps(value)))
 
     def _load(self) -> None:
-        schema = self._meta("schema_version")
-        if schema is not None and schema > SCHEMA_VERSION:
-            raise LibraryFormatError(f"{self.path}: lessons written by a newer tfgrpo (schema {schema}); upgrade")
-        row = self._db.execute("SELECT version, lessons FROM lesson_versions ORDER BY version DESC LIMIT 1").fetchone()
-        if row is None:
-            with self._transaction():
-                self._put("schema_version", SCHEMA_VERSION)
-                self._put("next_id", 0)
-                self._insert_version(0, {}, None, "init", [], [], None)
-            row = (0, "{}")
-        self._version = row[0]
+        with self._db.reading() as tx:
+            meta = dict(tx.execute("SELECT key, value FROM lesson_meta").fetchall())
+            row = tx.execute("SELECT version, lessons FROM lesson_versions ORDER BY version DESC LIMIT 1").fetchone()
         try:
-            self._lessons = {str(k): str(v) for k, v in json.loads(row[1]).items()}
-        except (ValueError, AttributeError) as exc:
-            raise LibraryFormatError(f"{self.path}: stored lessons are damaged: {exc}") from None
-        self._next_id = int(self._meta("next_id") or 0)
+            schema = json.loads(meta.get("schema_version", "null"))
+            next_id = int(json.loads(meta.get("next_id", "0")) or 0)
+            if row is None:
+                raise ValueError("no version is stored")
+            lessons = {str(k): str(v) for k, v in json.loads(row[1]).items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise LibraryFormatError(f"{self.where}: stored lessons are damaged: {exc}") from None
+        if isinstance(schema, int):
+            check_version(self.where, schema, SCHEMA_VERSION)
+        self._version, self._lessons, self._next_id = row[0], lessons, next_id
 
-    def _insert_version(self, version, lessons, step, kind, applied, skipped, context) -> None:
-        self._db.execute(
+    def _insert_version(
+        self, tx: Transaction, version, lessons, step, kind, applied, skipped, context, created: float | None = None
+    ) -> None:
+        tx.execute(
             "INSERT INTO lesson_versions(version, created, step, kind, lessons, applied, skipped, context) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 version,
-                time.time(),
+                time.time() if created is None else created,
                 step,
                 kind,
                 # Reasons, the skipped proposals and the context hold model output as it came: stored
@@ -693,23 +830,23 @@ class LessonLibrary:
 
     def _commit(self, lessons, next_id, step, kind, applied, skipped, context, progress) -> int:
         version = self._version + 1
-        with self._transaction():
-            self._insert_version(version, lessons, step, kind, applied, skipped, context)
-            self._put("next_id", next_id)
+        with self._writing() as tx:
+            self._insert_version(tx, version, lessons, step, kind, applied, skipped, context)
+            self._put(tx, "next_id", next_id)
             if progress is not None:
-                self._put("progress", progress)
+                self._put(tx, "progress", progress)
         self._version, self._lessons, self._next_id = version, dict(lessons), next_id
         return version
 
     def _commit_rejected(self, lessons, next_id, step, applied, skipped, context, progress) -> int:
         rejected = self._version + 1
         note = {"rollback_to": self._version, "note": f"candidate v{rejected} rejected"}
-        with self._transaction():
-            self._insert_version(rejected, lessons, step, "rejected", applied, skipped, context)
-            self._insert_version(rejected + 1, self._lessons, step, "rollback", [], [], note)
-            self._put("next_id", next_id)
+        with self._writing() as tx:
+            self._insert_version(tx, rejected, lessons, step, "rejected", applied, skipped, context)
+            self._insert_version(tx, rejected + 1, self._lessons, step, "rollback", [], [], note)
+            self._put(tx, "next_id", next_id)
             if progress is not None:
-                self._put("progress", progress)
+                self._put(tx, "progress", progress)
         self._version, self._next_id = rejected + 1, next_id
         return rejected
 
