@@ -3,9 +3,11 @@ templates configurable, kept within a token budget."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from .agents.trajectory import Trajectory
 from .core.experience import Experience, approx_tokens
 from .core.library import TrainingFreeGRPO
 from .errors import ConfigError
@@ -148,7 +150,23 @@ def _example_text(example: Experience, template: PromptTemplate, contrast: bool)
 def _turns(example: Experience, template: PromptTemplate, contrast: bool) -> list[tuple[str, str]]:
     failure = contrast_of(example) if contrast else None
     wrong = [] if failure is None else [("assistant", failure), ("user", CORRECTION)]
-    return [("user", template.query.format(prompt=example.prompt)), *wrong, ("assistant", example.response.strip())]
+    run = trajectory_of(example)
+    answer = run.turns_as_messages() if run is not None else [("assistant", example.response.strip())]
+    return [("user", template.query.format(prompt=example.prompt)), *wrong, *answer]
+
+
+def trajectory_of(example: Experience) -> Trajectory | None:
+    """The agent run an example was stored from (`ExampleUpdate` keeps it when the run used tools), or None
+    (a completion, or metadata that is not a stored run). As text, an example is its transcript (the
+    response); as turns, each assistant turn and each tool result (as the user message that fed it back)."""
+    raw = (example.stored_metadata or {}).get("trajectory")
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        return Trajectory.from_dict(data) if isinstance(data, dict) else None
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def _fitting(texts: Sequence[str], token_budget: int, count_tokens: Callable[[str], int]) -> list[int]:

@@ -10,6 +10,7 @@ import json
 import pytest
 import yaml
 
+from tfgrpo.agents import AgentConfig
 from tfgrpo.cli import build_parser
 from tfgrpo.cli.options import _KnobAction, config_from_args
 from tfgrpo.core.knobs import knob_fields
@@ -18,9 +19,9 @@ from tfgrpo.loop import EvalConfig, TrainConfig
 from tfgrpo.semantic import LessonConfig
 
 COMMANDS = {
-    "train": (TrainConfig, LessonConfig, ExecutorConfig),
-    "eval": (EvalConfig, LessonConfig, ExecutorConfig),
-    "attribute": (EvalConfig, LessonConfig, ExecutorConfig),
+    "train": (TrainConfig, LessonConfig, ExecutorConfig, AgentConfig),
+    "eval": (EvalConfig, LessonConfig, ExecutorConfig, AgentConfig),
+    "attribute": (EvalConfig, LessonConfig, ExecutorConfig, AgentConfig),
 }
 ONLY = {("eval", LessonConfig): {"placement"}, ("attribute", LessonConfig): {"placement"}}
 
@@ -54,6 +55,7 @@ def test_no_flags_build_the_python_defaults():
     assert config_from_args(TrainConfig, args) == TrainConfig()
     assert config_from_args(LessonConfig, args) == LessonConfig()
     assert config_from_args(EvalConfig, build_parser().parse_args(["eval"])) == EvalConfig()
+    assert config_from_args(AgentConfig, build_parser().parse_args(["attribute"])) == AgentConfig()
     for command in ("train", "eval", "attribute", "repeat", "serve"):
         assert config_from_args(ExecutorConfig, build_parser().parse_args([command])) == ExecutorConfig()
     assert config_from_args(TrainConfig, build_parser().parse_args(["train", "--preset", "paper"]), preset="paper") == (

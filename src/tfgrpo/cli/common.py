@@ -241,3 +241,32 @@ def template(args, task: LoadedTask):
     from ..prompting import PromptTemplate
 
     return PromptTemplate(instruction=args.instruction if args.instruction is not None else task.instruction or None)
+
+
+def agent_args(p: argparse.ArgumentParser) -> None:
+    """`--agent SPEC` and the agent's knobs (`AgentConfig`)."""
+    from ..agents import AgentConfig
+    from .options import add_config_args
+    from .specs import AGENT_SPECS
+
+    g = p.add_argument_group("agent (each rollout a trajectory of many turns with tool calls)")
+    g.add_argument(
+        "--agent",
+        default=None,
+        metavar="SPEC",
+        help=f"run each rollout as an agent: {AGENT_SPECS} (default: one completion per rollout; --max-tokens "
+        "then bounds each turn)",
+    )
+    add_config_args(g, AgentConfig)
+
+
+def open_agent(args, stack):
+    """The agent --agent names (opened on `stack`, closed with it), or None."""
+    if not getattr(args, "agent", None):
+        return None
+    from ..agents import AgentConfig
+    from .options import config_from_args
+    from .specs import make_agent
+
+    agent = make_agent(args.agent, config_from_args(AgentConfig, args), allow_unsandboxed=args.allow_unsandboxed)
+    return stack.enter_context(agent)

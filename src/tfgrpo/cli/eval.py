@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError
 from .common import (
     HINTED,
+    agent_args,
     executor_args,
     load_task,
     make_backend,
     model_arg,
+    open_agent,
     open_executor_of,
     open_library,
     require_lesson_library,
@@ -46,6 +48,7 @@ def add_commands(command) -> None:
         add_config_args(p.add_argument_group("evaluation (EvalConfig)"), EvalConfig, defaults=HINTED)
         executor_args(p)
         add_config_args(p, LessonConfig, only=["placement"])
+        agent_args(p)
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         result_args(p)
         add_config_file_args(p)
@@ -126,24 +129,28 @@ def library_conditions(args, stack: ExitStack) -> dict:
     return conditions
 
 
-def score(task, config, backend, conditions: dict) -> list[ConditionResult]:
+def score(task, config, backend, conditions: dict, agent=None) -> list[ConditionResult]:
     """`score_conditions` on the task's held-out samples, checked against its training prompts."""
     from ..loop.evaluate import score_conditions, show_progress
 
     train_prompts = {s["prompt"] for s in task.train}
-    return score_conditions(backend, task.test, task.reward, conditions, config, train_prompts, show_progress())
+    return score_conditions(
+        backend, task.test, task.reward, conditions, config, train_prompts, show_progress(), agent=agent
+    )
 
 
-def score_baselines(args, task, config, backend) -> list[ConditionResult]:
+def score_baselines(args, task, config, backend, agent=None) -> list[ConditionResult]:
     """The baselines, which do not depend on the library: the fair ones (`fair_baselines`, among them
     zero-shot as configured), or with --no-baselines zero-shot as configured alone."""
     from ..loop.evaluate import fair_baselines, zero_shot_name
 
     if args.baselines:
-        conditions: dict = fair_baselines(backend, task.train, task.reward, config, shots=config.shots or 3)
+        conditions: dict = fair_baselines(
+            backend, task.train, task.reward, config, shots=config.shots or 3, agent=agent
+        )
     else:
         conditions = {zero_shot_name(config.chat, config.stop_after_content): None}
-    return score(task, config, backend, conditions)
+    return score(task, config, backend, conditions, agent)
 
 
 def cmd_eval(args) -> int | None:
@@ -159,8 +166,9 @@ def cmd_eval(args) -> int | None:
         executor = stack.enter_context(open_executor_of(args))
         backend = stack.enter_context(make_backend(args.model, config.concurrency, executor))
         task = task._replace(reward=executor.reward(task.reward))
-        baselines = score_baselines(args, task, config, backend)
-        report = report_of([*baselines, *score(task, config, backend, conditions)], task.test, config)
+        agent = open_agent(args, stack)
+        baselines = score_baselines(args, task, config, backend, agent)
+        report = report_of([*baselines, *score(task, config, backend, conditions, agent)], task.test, config)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     if not args.baselines:
         print("(--no-baselines: compared with zero-shot as configured only; by default with the strongest of "
@@ -180,16 +188,22 @@ def cmd_attribute(args) -> int | None:
         print(print_config(resolved_options(args, config), args.print_config))
         return 0
     require_lesson_library(args.library)
-    with (
-        LessonLibrary(args.library) as library,
-        open_executor_of(args) as executor,
-        make_backend(args.model, config.concurrency, executor) as backend,
-    ):
+    with ExitStack() as stack:
+        library = stack.enter_context(LessonLibrary(args.library))
+        executor = stack.enter_context(open_executor_of(args))
+        backend = stack.enter_context(make_backend(args.model, config.concurrency, executor))
         task = task._replace(reward=executor.reward(task.reward))
         if not len(library):
             raise ConfigError(f"{args.library} holds no lessons (version {library.version}); nothing to attribute")
         report = attribute_lessons(
-            backend, task.test, task.reward, library, config, placement=args.placement, progress=show_progress()
+            backend,
+            task.test,
+            task.reward,
+            library,
+            config,
+            placement=args.placement,
+            progress=show_progress(),
+            agent=open_agent(args, stack),
         )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     finish_result(args, report.to_dict(), "attribute", args.library)

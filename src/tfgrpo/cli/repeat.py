@@ -47,6 +47,13 @@ def add_commands(command) -> None:
     p.add_argument("--train-args", default="", help='arguments for `tfgrpo train`, e.g. "--task arithmetic -G 8"')
     p.add_argument("--eval-args", default="", help='arguments for `tfgrpo eval`, e.g. "--task arithmetic -k 4"')
     executor_args(p)
+    p.add_argument(
+        "--agent",
+        default=None,
+        metavar="SPEC",
+        help="the agent of every rollout, in training and evaluation alike (`tfgrpo train --agent`); its knobs "
+        "(--max-turns, ...) go in --train-args and --eval-args",
+    )
 
 
 def cmd_repeat(args) -> int | None:
@@ -73,16 +80,17 @@ def cmd_repeat(args) -> int | None:
     executor = [
         str(i) for f in knob_fields(ExecutorConfig) if f.name in given for i in (flag_of(f), getattr(args, f.name))
     ]
+    agent = ["--agent", args.agent] if args.agent else []
     runs = {  # parsed before any training, so a mistake in them is found at once
         seed: parse_command(
-            ["eval", *shlex.split(args.eval_args), *executor, "--library", str(out / f"library-seed{seed}.db")]
+            ["eval", *shlex.split(args.eval_args), *executor, *agent, "--library", str(out / f"library-seed{seed}.db")]
             + ["--out", str(out / f"eval-seed{seed}.json")]
         )
         for seed in args.seeds
     }
     with open_executor_of(args):
         for seed in args.seeds:
-            train = ["train", *shlex.split(args.train_args), "--library", str(out / f"library-seed{seed}.db")]
+            train = ["train", *shlex.split(args.train_args), *agent, "--library", str(out / f"library-seed{seed}.db")]
             if main([*train, *executor, "--seed", str(seed)]) not in (0, None):
                 raise TFGRPOError(f"tfgrpo {' '.join(train)} --seed {seed} failed; see above")
         summary = across_training_seeds(evaluate_seeds(runs, shlex.split(args.train_args), out))
@@ -97,7 +105,7 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
     baselines scored once (or read back from OUT/baselines.json), each library scored (or read back from
     its result), then compared with the strongest baseline by `report_of`, as `tfgrpo eval` does."""
     from ..loop.evaluate import ConditionResult, report_of
-    from .common import load_task, make_backend
+    from .common import load_task, make_backend, open_agent
     from .eval import eval_config, library_conditions, score
     from .report import _library_versions, finish_result
 
@@ -107,7 +115,7 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
     identity = _identity(first, task, config)
     results = []
     with ExitStack() as stack:
-        backends: list = []  # the model is loaded only if something is to be scored
+        backends: list = []  # the model (and the agent) are made only if something is to be scored
 
         executor = stack.enter_context(open_executor_of(first))
         task = task._replace(reward=executor.reward(task.reward))
@@ -115,9 +123,14 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
         def backend():
             if not backends:
                 backends.append(stack.enter_context(make_backend(first.model, config.concurrency, executor)))
+                backends.append(open_agent(first, stack))
             return backends[0]
 
-        baselines = _baselines(out / "baselines.json", identity, first, task, config, backend)
+        def agent():
+            backend()
+            return backends[1]
+
+        baselines = _baselines(out / "baselines.json", identity, first, task, config, backend, agent)
 
         for seed, run in runs.items():
             library = {key: getattr(run, key) for key in ("strategy", "placement", "contrast")}
@@ -133,7 +146,7 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
                 if saved is not None:
                     print(f"{run.out}: {_why(saved.get('repeat'), expected)}; evaluating again", file=sys.stderr)
                 with ExitStack() as opened:
-                    libraries = score(task, config, backend(), library_conditions(run, opened))
+                    libraries = score(task, config, backend(), library_conditions(run, opened), agent())
             report = report_of([*baselines, *libraries], task.test, config)
             print(f"training seed {seed}:\n{report.table()}\n")
             result = json.loads(json.dumps({**report.to_dict(), "repeat": expected}))
@@ -145,7 +158,7 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
     return results
 
 
-def _baselines(path: Path, identity: dict, args, task, config, backend) -> list[ConditionResult]:
+def _baselines(path: Path, identity: dict, args, task, config, backend, agent) -> list[ConditionResult]:
     """The baselines of `tfgrpo eval` (`score_baselines`), read back from `path` when it was written with
     this `identity`, else scored (`backend()` gives the model) and saved there."""
     from ..core.files import atomic_write
@@ -159,7 +172,7 @@ def _baselines(path: Path, identity: dict, args, task, config, backend) -> list[
         return baselines
     if saved is not None:
         print(f"{path}: {_why(saved.get('identity'), identity)}; evaluating the baselines again", file=sys.stderr)
-    baselines = score_baselines(args, task, config, backend())
+    baselines = score_baselines(args, task, config, backend(), agent())
     record = {"kind": "baselines", "identity": identity, "conditions": {c.name: c.to_dict() for c in baselines}}
     atomic_write(path, lambda f: json.dump(record, f, indent=1))
     return baselines

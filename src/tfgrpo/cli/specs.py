@@ -38,3 +38,36 @@ def load_task_spec(spec: str, options: dict[str, Any], allow_unsandboxed: bool =
     if not isinstance(task, Task):
         raise ConfigError(f"--task {spec!r} returned a {type(task).__name__}; expected {shape}")
     return task
+
+
+AGENT_SPECS = "react-python, tools:module:function,..., mcp:COMMAND ARGS, mcp:URL, or module:factory"
+
+
+def make_agent(spec: str, config, allow_unsandboxed: bool = False):
+    """The agent `--agent SPEC` names: `react-python` (ReAct with a sandboxed Python interpreter),
+    `tools:module:f,g` or `tools:path.py:f,g` (your functions as tools), `mcp:COMMAND ARGS` or
+    `mcp:http://host:port/mcp` (an MCP server's tools), or `module:factory` / `path.py:factory` (your own
+    agent object: the factory is called with `config=` when it takes it, else with nothing)."""
+    from ..agents import FunctionTool, MCPAgent, ToolAgent, as_agent, react_python
+
+    if spec == "react-python":
+        return react_python(config, allow_unsandboxed=allow_unsandboxed)
+    kind, _, rest = spec.partition(":")
+    if kind == "mcp":
+        return MCPAgent(rest, config)
+    if kind == "tools":
+        target, sep, names = rest.rpartition(":")
+        if not sep or not target or not names:
+            raise ConfigError(f"--agent {spec!r}: expected tools:module:function,... (or tools:file.py:function,...)")
+        tools = [
+            FunctionTool(load_object(f"{target}:{name.strip()}", "--agent", "a function to use as a tool"))
+            for name in names.split(",")
+            if name.strip()
+        ]
+        return ToolAgent(tools, config, name="tools")
+    factory = load_object(spec, "--agent", f"an agent factory; --agent takes {AGENT_SPECS}")
+    if not callable(factory):
+        raise ConfigError(f"--agent {spec!r}: {factory!r:.80} is not callable; name a factory that returns an agent")
+    takes_config = "config" in inspect.signature(factory).parameters
+    agent = factory(config=config) if takes_config else factory()
+    return as_agent(agent, config)

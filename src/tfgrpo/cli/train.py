@@ -9,12 +9,14 @@ from contextlib import ExitStack
 
 from .common import (
     HINTED,
+    agent_args,
     check_lesson_path,
     executor_args,
     library_label,
     load_task,
     make_backend,
     model_arg,
+    open_agent,
     open_executor_of,
     task_args,
     task_hints,
@@ -65,6 +67,7 @@ def add_commands(command) -> None:
         p.add_argument_group("training (TrainConfig)"), TrainConfig, aliases={"group_size": ["-G"]}, defaults=HINTED
     )
     executor_args(p)
+    agent_args(p)
     add_config_args(
         p.add_argument_group("lessons (LessonConfig; --strategy lessons or both)"),
         LessonConfig,
@@ -148,9 +151,10 @@ def cmd_train(args) -> int | None:
         updates = strategies(critic)
         cache = stack.enter_context(LLMCache(args.library)) if is_store_target(args.library) else None
         tracker = stack.enter_context(open_run_tracker(args, "train"))
+        agent = open_agent(args, stack) if policy is not None else None
         steps = [] if policy is None else train(
             policy, task.train, reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
-            on_step=tracker.on_step,
+            on_step=tracker.on_step, agent=agent,
         )  # fmt: skip
         if os.path.exists(args.library):  # (a file, not a database server)
             tracker.log_artifact(args.library)

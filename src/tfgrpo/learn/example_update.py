@@ -4,8 +4,10 @@ the group's worst rollout beside it in its metadata (`with_contrast`)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from ..agents.trajectory import Trajectory
 from ..core.library import TrainingFreeGRPO
 from ..errors import ConfigError
 from .group import Group
@@ -41,9 +43,12 @@ class ExampleUpdate(Update):
         grpo.add_rollout_groups(
             [
                 (
-                    [(g.prompt, text) for text in g.responses],
+                    [(g.prompt, text) for text in stored_texts(g)],
                     g.rewards,
-                    with_contrast(g.responses, g.rewards, {"task": self.task_name, "sample_id": g.sample_id}),
+                    with_trajectories(
+                        with_contrast(stored_texts(g), g.rewards, {"task": self.task_name, "sample_id": g.sample_id}),
+                        g.trajectories,
+                    ),
                 )
                 for g in groups
             ],
@@ -59,6 +64,31 @@ class ExampleUpdate(Update):
             "max_advantage": stats.max_advantage,
             "min_advantage": stats.min_advantage,
         }
+
+
+TOOL_CHARS = 400
+"""Most characters of one tool result kept in a stored trajectory (cut in the middle, marked)."""
+
+
+def stored_texts(group: Group) -> list[str]:
+    """The rollouts' text as the library keeps it: a completion as it came, an agent's run as its
+    transcript with each tool result cut to TOOL_CHARS (a marker says how much went)."""
+    if group.trajectories is None:
+        return group.responses
+    return [text if t.plain else t.transcript(TOOL_CHARS) for text, t in zip(group.responses, group.trajectories)]
+
+
+def with_trajectories(
+    metadata: list[dict[str, str] | None], trajectories: list[Trajectory] | None
+) -> list[dict[str, str] | None]:
+    """Per rollout, its metadata and, for a trajectory that used tools, the run as JSON (`trajectory`,
+    tool results cut to TOOL_CHARS), so prompts can show it as turns. Completions stay as they were."""
+    if trajectories is None:
+        return metadata
+    return [
+        m if t.plain else {**(m or {}), "trajectory": json.dumps(t.to_dict(TOOL_CHARS), ensure_ascii=False)}
+        for m, t in zip(metadata, trajectories)
+    ]
 
 
 CONTRAST_CHARS = 2000

@@ -5,17 +5,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..agents.trajectory import Trajectory
 from ..rewards.base import Score
 
 
 @dataclass
 class Group:
     """One prompt's rollouts and their scores. `sample` holds the prompt (`sample["prompt"]`), its id and
-    whatever else the reward and the critic read (a reference answer, tests)."""
+    whatever else the reward and the critic read (a reference answer, tests). `responses` are the
+    rollouts as text (a completion's text, a trajectory's transcript); `trajectories`, when the rollouts
+    were agent runs (or told as such by a client), the runs themselves, one per response."""
 
     sample: dict
     responses: list[str]
     scores: list[Score]
+    trajectories: list[Trajectory] | None = None
+
+    @classmethod
+    def of(cls, sample: dict, trajectories: list[Trajectory], scores: list[Score]) -> Group:
+        """A group of rollouts as trajectories: the text of each, and the runs kept when any used a tool."""
+        kept = None if all(t.plain for t in trajectories) else list(trajectories)
+        return cls(sample, [t.text for t in trajectories], scores, kept)
 
     @property
     def rewards(self) -> list[float]:

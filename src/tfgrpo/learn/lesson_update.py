@@ -10,6 +10,7 @@ import random
 from dataclasses import replace
 from typing import Any
 
+from ..agents.trajectory import Trajectory
 from ..errors import ConfigError
 from ..llm.base import Backend
 from ..llm.cache import CachedBackend
@@ -50,7 +51,7 @@ class LessonUpdate(Update):
         library.max_words = config.max_words
 
     def prompt_condition(self) -> dict[str, Any]:
-        return {"lessons": self.library.render(), "placement": self.config.placement}
+        return {"lessons": self.library, "placement": self.config.placement}
 
     def backends(self) -> list[Backend]:
         return [self.critic] if self.critic is not None else []
@@ -98,8 +99,12 @@ class LessonUpdate(Update):
         return [g for g in groups if g.has_signal]
 
     def summarise(self, critic: Critic, groups: list[Group], lessons: str, seed: int) -> list[list[tuple[Any, str]]]:
-        """Per group, (score, summary) for every rollout."""
-        items = [(g.sample, text, score) for g in groups for text, score in zip(g.responses, g.scores)]
+        """Per group, (score, summary) for every rollout (a trajectory summarised as one: its tool calls,
+        what failed, where the reasoning went wrong)."""
+        items = []
+        for g in groups:
+            runs: list[Trajectory | None] = [*g.trajectories] if g.trajectories else [None] * len(g.responses)
+            items += [(g.sample, text, score, run) for text, score, run in zip(g.responses, g.scores, runs)]
         texts = iter(critic.summarise(items, lessons, seed))
         return [[(score, next(texts)) for score in g.scores] for g in groups]
 
@@ -130,7 +135,7 @@ class LessonUpdate(Update):
         with self.library.detached(candidate) as after:
             for library in (self.library, after):
                 _, scores = rollouts.run(
-                    chosen, ctx.seed + 500_009, lessons=library.render(), placement=config.placement, config=rollout
+                    chosen, ctx.seed + 500_009, lessons=library, placement=config.placement, config=rollout
                 )
                 values = [s.value for group in scores for s in group]
                 means.append(sum(values) / max(1, len(values)))

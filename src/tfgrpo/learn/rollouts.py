@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from ..agents.base import Agent, AgentContext
+from ..agents.trajectory import Trajectory
 from ..core.knobs import check_knobs, knob
 from ..core.library import TrainingFreeGRPO
 from ..llm.base import Backend, Generation, GenerationParams
 from ..prompting import EXAMPLE_FORMATS, PromptTemplate, build_prompt, select_examples, with_lessons
 from ..rewards.base import Reward, Score
+from ..semantic.lessons import LessonLibrary
 
 SELECT_MODES = ("sample", "retrieve")
 RETRIEVAL_MODES = ("lexical", "semantic", "hybrid")
@@ -60,6 +63,12 @@ class PromptingConfig:
         "text, the wrong answer and a correction as turns",
     )
     token_budget: int = knob(512, "most tokens the examples may take in one prompt", minimum=0)
+    lessons_k: int = knob(
+        0,
+        "with lessons: put only the k lessons most relevant to each prompt into it (lexical retrieval over the "
+        "lessons' text) instead of all of them (0: all)",
+        minimum=0,
+    )
     template: PromptTemplate = knob(
         default_factory=PromptTemplate, help="how examples and the query are written", cli=False
     )
@@ -100,15 +109,35 @@ def rollout_batch(
     seed: int,
     *,
     examples: TrainingFreeGRPO | None = None,
-    lessons: str = "",
+    lessons: str | LessonLibrary = "",
     placement: str = "system",
-) -> tuple[list[list[Generation]], list[list[Score]]]:
-    """n generations per sample and their scores, `config.concurrency` samples per backend call.
+    agent: Agent | None = None,
+) -> tuple[list[list[Trajectory]], list[list[Score]]]:
+    """n rollouts per sample and their scores, `config.concurrency` samples per backend call.
     `examples` gives the few-shot examples, `lessons` (a rendered lesson block) goes into the prompt
-    by `with_lessons`. `seed` fixes both the examples drawn and the sampling, so two conditions given
-    the same seed meet the same randomness."""
-    template = with_lessons(config.template, lessons, placement)
-    groups: list[list[Generation]] = []
+    by `with_lessons` (a `LessonLibrary`: its lessons rendered for each prompt, all of them, or with
+    `config.lessons_k` the k most relevant to the prompt). `seed` fixes both the examples drawn and the
+    sampling, so two conditions given the same seed meet the same randomness.
+
+    Without `agent` each rollout is one completion (a one-turn `Trajectory`); with one, each is a
+    trajectory the agent runs from the same prompt (each with a seed of its own, `config.max_tokens` per
+    turn). The reward scores each rollout's final answer (a trajectory that ended without one scores
+    the bottom of the reward's range, with the reason); a reward whose `trajectory` attribute is true
+    finds the whole trajectory in the sample it is given, as `sample["trajectory"]`."""
+    if isinstance(lessons, LessonLibrary):
+        library, k = lessons, config.lessons_k
+        whole = with_lessons(config.template, library.render(), placement)
+
+        def template_for(prompt: str) -> PromptTemplate:
+            return with_lessons(config.template, library.render(query=prompt, k=k), placement) if k else whole
+
+    else:
+        fixed = with_lessons(config.template, lessons, placement)
+
+        def template_for(prompt: str) -> PromptTemplate:
+            return fixed
+
+    groups: list[list[Trajectory]] = []
     scores: list[list[Score]] = []
     for start in range(0, len(batch), config.concurrency):
         chunk = batch[start : start + config.concurrency]
@@ -127,7 +156,7 @@ def rollout_batch(
                     advantage_weight=config.advantage_weight,
                     min_relevance=config.min_relevance,
                 ),
-                template,
+                template_for(sample["prompt"]),
                 config.token_budget,
                 chat=config.chat is not False,
                 example_format=config.example_format,
@@ -135,23 +164,68 @@ def rollout_batch(
             )
             for sample in chunk
         ]
-        params = GenerationParams(
-            n=n,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_tokens=config.max_tokens,
-            stop=[s for s in config.stop if not (config.stop_after_content and s.isspace())] or None,
-            seed=chunk_seed,
-        )
-        # (A `Generation`'s text is already clean: a lone surrogate became U+FFFD where it was made.)
-        chunk_groups = [
-            [cut_after_content(g, config) for g in group]
-            for group in backend.generate(prompts, params, chat=config.chat)
-        ]
-        flat = reward.score_batch([(s["prompt"], g.text, s) for s, group in zip(chunk, chunk_groups) for g in group])
+        if agent is None:
+            params = GenerationParams(
+                n=n,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                max_tokens=config.max_tokens,
+                stop=[s for s in config.stop if not (config.stop_after_content and s.isspace())] or None,
+                seed=chunk_seed,
+            )
+            # (A `Generation`'s text is already clean: a lone surrogate became U+FFFD where it was made.)
+            chunk_groups = [
+                [Trajectory.of(cut_after_content(g, config)) for g in group]
+                for group in backend.generate(prompts, params, chat=config.chat)
+            ]
+        else:
+            chunk_groups = run_agent(agent, backend, chunk, prompts, n, config, chunk_seed)
+        flat = score_rollouts(reward, [(s, t) for s, group in zip(chunk, chunk_groups) for t in group])
         groups += chunk_groups
         scores += [flat[i * n : (i + 1) * n] for i in range(len(chunk))]
     return groups, scores
+
+
+def run_agent(
+    agent: Agent,
+    backend: Backend,
+    samples: Sequence[dict],
+    prompts: Sequence,
+    n: int,
+    config: RolloutConfig,
+    seed: int,
+) -> list[list[Trajectory]]:
+    """n trajectories per sample, each from its sample's prompt with a seed of its own."""
+    jobs = []
+    for i, (sample, prompt) in enumerate(zip(samples, prompts)):
+        for j in range(n):
+            params = GenerationParams(
+                n=1,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                max_tokens=config.max_tokens,
+                seed=(seed * 7919 + i * n + j) % 2**31,
+            )
+            jobs.append((sample, AgentContext(backend, prompt, params, chat=config.chat, stop=tuple(config.stop))))
+    flat = agent.run_many(jobs, concurrency=config.concurrency)
+    return [flat[i * n : (i + 1) * n] for i in range(len(samples))]
+
+
+def score_rollouts(reward: Reward, rollouts: Sequence[tuple[dict, Trajectory]]) -> list[Score]:
+    """The reward of each (sample, trajectory): its final answer scored (the whole trajectory in the
+    sample for a reward that asks for it), or the bottom of the range, with the reason, when none came."""
+    wants_trajectory = bool(getattr(reward, "trajectory", False))
+    items, where = [], []
+    for k, (sample, t) in enumerate(rollouts):
+        if t.answer is not None:
+            items.append((sample["prompt"], t.answer, {**sample, "trajectory": t} if wants_trajectory else sample))
+            where.append(k)
+    scored = dict(zip(where, reward.score_batch(items)))
+    floor = 0.0 if reward.value_range is None else reward.value_range[0]
+    return [
+        scored[k] if k in scored else Score(floor, f"no answer: {t.ended}: {t.detail}", {"ended": t.ended})
+        for k, (_, t) in enumerate(rollouts)
+    ]
 
 
 @dataclass(frozen=True)
@@ -167,16 +241,18 @@ class Rollouts:
     examples: TrainingFreeGRPO | None = None
     validation: Sequence[dict] | None = field(default=None)
     """The samples a validation draws from (None: the step's own batch)."""
+    agent: Agent | None = None
+    """The agent each rollout is a trajectory of (None: one completion)."""
 
     def run(
         self,
         batch: Sequence[dict],
         seed: int,
         *,
-        lessons: str = "",
+        lessons: str | LessonLibrary = "",
         placement: str = "system",
         config: RolloutConfig | None = None,
-    ) -> tuple[list[list[Generation]], list[list[Score]]]:
+    ) -> tuple[list[list[Trajectory]], list[list[Score]]]:
         return rollout_batch(
             self.policy,
             batch,
@@ -187,6 +263,7 @@ class Rollouts:
             examples=self.examples,
             lessons=lessons,
             placement=placement,
+            agent=self.agent,
         )
 
 

@@ -153,6 +153,19 @@ class Delta:
             object.__setattr__(self, "text", clean_text(self.text))  # as `Generation`'s
 
 
+@dataclass(frozen=True)
+class AssistantTurn:
+    """One chat answer that may call tools (`Backend.achat_tools`): its text and the calls the model made,
+    each `{"id": str, "name": str, "arguments": str}` (the arguments as the model wrote them: JSON text
+    that may be malformed; the caller checks it)."""
+
+    text: str
+    tool_calls: tuple[dict[str, str], ...] = ()
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
 PriceTable = Mapping[str, float]
 """US dollars per 1M tokens: `{"prompt": 0.27, "completion": 1.10}`."""
 
@@ -283,6 +296,9 @@ class Backend(ABC):
     structured_output: bool = False
     """Whether `GenerationParams.response_format` is honoured (the output follows the schema), so that
     `serve-model` can offer it instead of refusing it."""
+    tool_calls: bool = False
+    """Whether the backend declares native (OpenAI) tool calls: agents then call tools through
+    `achat_tools` instead of the text protocol (unless told otherwise)."""
 
     @abstractmethod
     def generate(
@@ -305,6 +321,16 @@ class Backend(ABC):
         each whole completion as one piece; backends that can stream override it."""
         for index, generation in enumerate(await self.agenerate(prompt, params, chat=chat)):
             yield Delta(index, generation.text, generation)
+
+    async def achat_tools(
+        self, messages: list[dict[str, Any]], params: GenerationParams, tools: list[dict[str, Any]]
+    ) -> AssistantTurn:
+        """One chat turn offered `tools` (OpenAI function definitions), with OpenAI messages (assistant
+        messages with `tool_calls`, `tool` messages with results). Backends without native tool calls
+        refuse it; agents use the text protocol with them."""
+        raise ConfigError(
+            f"the backend {self.model_name} has no native tool calls; use the text protocol (--tool-calls text)"
+        )
 
     @property
     @abstractmethod

@@ -20,12 +20,13 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..core.experience import clean_text, json_text
 from ..core.store import connect_db
 from ..core.store.sql import is_postgres_url, upsert
 from ..errors import StoreError
-from .base import Backend, Generation, GenerationParams, Prompt, Usage, check_prompts
+from .base import AssistantTurn, Backend, Generation, GenerationParams, Prompt, Usage, check_prompts
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS lesson_llm_cache (
     key TEXT PRIMARY KEY,
@@ -152,8 +153,18 @@ class CachedBackend(Backend):
         return self.backend.structured_output
 
     @property
+    def tool_calls(self) -> bool:  # type: ignore[override]
+        return self.backend.tool_calls
+
+    @property
     def usage(self) -> Usage:
         return self.backend.usage
+
+    async def achat_tools(
+        self, messages: list[dict[str, Any]], params: GenerationParams, tools: list[dict[str, Any]]
+    ) -> AssistantTurn:
+        """Not cached: the wrapped backend's tool turn."""
+        return await self.backend.achat_tools(messages, params, tools)
 
     def generate(
         self, prompts: Sequence[Prompt], params: GenerationParams | None = None, *, chat: bool | None = None

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from ..errors import BackendError, ConfigError
 from .base import (
+    AssistantTurn,
     Backend,
     Generation,
     GenerationParams,
@@ -114,6 +115,8 @@ class OpenAIBackend(Backend):
             seed, seed+1, ...), or "auto" (ask for `n`, and switch to fan-out for good when the server
             returns fewer, as llama.cpp's server does).
         extra_body: extra JSON fields sent with every request (e.g. vLLM's `top_k`).
+        tool_calls: declare that the server does OpenAI tool calls (chat mode), so agents call tools
+            natively (`achat_tools`) unless told to use the text protocol.
     """
 
     backoff_base = 0.5
@@ -135,6 +138,7 @@ class OpenAIBackend(Backend):
         mode: Literal["chat", "completions"] = "chat",
         n_strategy: NStrategy = "auto",
         extra_body: dict | None = None,
+        tool_calls: bool = False,
     ) -> None:
         try:
             import aiohttp
@@ -167,6 +171,7 @@ class OpenAIBackend(Backend):
         self.chat = mode == "chat"
         self.n_strategy: NStrategy = n_strategy
         self.extra_body = dict(extra_body or {})
+        self.tool_calls = bool(tool_calls)
         self._openai = openai
         self._aiohttp = aiohttp
         self._usage = Usage()
@@ -275,10 +280,20 @@ class OpenAIBackend(Backend):
                         raise BackendError(f"{self.base_url} lists no models; pass model= or set TFGRPO_MODEL")
                     self.model_name = str(data[0]["id"])
 
-    async def _request(
-        self, prompt: Prompt, params: GenerationParams, chat: bool, n: int, seed: int | None
-    ) -> list[Generation]:
+    async def achat_tools(
+        self, messages: list[dict[str, Any]], params: GenerationParams, tools: list[dict[str, Any]]
+    ) -> AssistantTurn:
+        return await asyncio.wrap_future(self._runner.submit(self._tool_turn(messages, params, tools)))
+
+    async def _tool_turn(
+        self, messages: list[dict[str, Any]], params: GenerationParams, tools: list[dict[str, Any]]
+    ) -> AssistantTurn:
         await self._setup()
+        body = {**self._body(params, 1, params.seed), "messages": messages, "tools": tools}
+        response = await self._with_retries("POST", "/chat/completions", body, "chat completion with tools")
+        return _assistant_turn(response, self.base_url, self._usage, self.price_table)
+
+    def _body(self, params: GenerationParams, n: int, seed: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_name,
             "temperature": params.temperature,
@@ -297,6 +312,13 @@ class OpenAIBackend(Backend):
             body["response_format"] = params.response_format
         if self.extra_body:
             body.update(self.extra_body)
+        return body
+
+    async def _request(
+        self, prompt: Prompt, params: GenerationParams, chat: bool, n: int, seed: int | None
+    ) -> list[Generation]:
+        await self._setup()
+        body = self._body(params, n, seed)
         if chat:
             body["messages"] = to_messages(prompt)
         else:
@@ -379,6 +401,40 @@ class _StatusError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status, self.message = status, message
+
+
+def _assistant_turn(response: Any, where: str, usage: Usage, price_table: PriceTable | None) -> AssistantTurn:
+    """A chat answer that may call tools, its shape checked where it enters: one choice whose message has
+    text (or none) and tool calls `{"id", "function": {"name", "arguments"}}`; anything else is a
+    `BackendError` naming what was wrong."""
+    try:
+        choice = response["choices"][0]
+        message = choice["message"]
+        text = message.get("content") or ""
+        raw_calls = message.get("tool_calls") or []
+        if not isinstance(text, str) or not isinstance(raw_calls, list):
+            raise TypeError("content or tool_calls of the wrong type")
+        calls = []
+        for i, call in enumerate(raw_calls):
+            function = call["function"]
+            name, arguments = function["name"], function.get("arguments", "")
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"tool call {i} has no name")
+            if not isinstance(arguments, str):  # some servers send the object itself
+                arguments = json.dumps(arguments)
+            call_id = call.get("id")
+            call_id = call_id if isinstance(call_id, str) and call_id else f"call_{i}"
+            calls.append({"id": call_id, "name": name, "arguments": arguments})
+        counts = response.get("usage") or {}
+        prompt_tokens, completion_tokens = counts.get("prompt_tokens"), counts.get("completion_tokens")
+        finish = choice.get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError) as error:
+        what = f"{where} sent a malformed chat completion with tools ({error})"
+        raise BackendError(f"{what}: {response!r:.200}") from None
+    usage.record(prompt_tokens or 0, completion_tokens or 0, price_table)
+    return AssistantTurn(
+        text, tuple(calls), finish if isinstance(finish, str) else None, prompt_tokens, completion_tokens
+    )
 
 
 def _env_proxy(url: str) -> str | None:

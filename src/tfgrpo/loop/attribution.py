@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..agents.base import Agent
+from ..agents.trajectory import Tally
 from ..llm.base import Backend
 from ..rewards.base import Reward
 from ..semantic.lessons import LessonLibrary
@@ -53,6 +55,8 @@ class AttributionReport:
     prompt_ids: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+    """With an agent: the trajectories' figures with every lesson (`Tally.to_dict`)."""
 
     def table(self) -> str:
         lines = [
@@ -79,6 +83,7 @@ class AttributionReport:
             "version": self.version,
             "full_mean": self.full_mean,
             "lessons": [vars(a) for a in self.lessons],
+            **({"trajectories": self.figures} if self.figures else {}),
         }
 
 
@@ -91,10 +96,12 @@ def attribute_lessons(
     *,
     placement: str = "system",
     progress: Progress | None = None,
+    agent: Agent | None = None,
 ) -> AttributionReport:
     """Leave-one-out attribution of every current lesson of `library` on `samples` (held out), k samples
     per prompt, every condition with the same seeds; ranked most helpful first."""
     lessons = library.lessons
+    tally = Tally() if agent is not None else None
     count = 1 + len(lessons)
     full = score_condition(
         backend,
@@ -104,6 +111,8 @@ def attribute_lessons(
         config,
         across(progress, 0, count),
         "all lessons",
+        agent,
+        tally,
     )
     full_per_prompt = full.mean(axis=(0, 2))
     results = []
@@ -112,7 +121,7 @@ def attribute_lessons(
         with library.detached(rest) as without:
             condition = LessonCondition(without, placement=placement)
             shown = across(progress, index, count)
-            rewards = score_condition(backend, samples, reward, condition, config, shown, f"without {lesson_id}")
+            rewards = score_condition(backend, samples, reward, condition, config, shown, f"without {lesson_id}", agent)
         diffs = full_per_prompt - rewards.mean(axis=(0, 2))
         low, high = paired_bootstrap_ci(diffs, config.bootstrap, config.seed)
         p = sign_flip_p_value(diffs, config.bootstrap, config.seed)
@@ -129,4 +138,5 @@ def attribute_lessons(
         seeds=eval_seeds(config),
         prompt_ids=[str(s.get("id", i)) for i, s in enumerate(samples)],
         settings=config.to_dict(),
+        figures=tally.to_dict() if tally is not None else {},
     )

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..agents.base import Agent
+from ..agents.trajectory import Tally
 from ..core.knobs import knob
 from ..core.library import TrainingFreeGRPO
 from ..errors import ConfigError
@@ -87,7 +89,7 @@ class LessonCondition:
 
     def prompt_condition(self) -> dict:
         """The `rollout_batch` keywords that put this condition into the prompt."""
-        return {"examples": self.examples, "lessons": self.library.render(), "placement": self.placement}
+        return {"examples": self.examples, "lessons": self.library, "placement": self.placement}
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,8 @@ class ConditionResult:
     success_threshold: float
     baseline: bool = False
     description: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+    """With an agent: its trajectories' figures (`Tally.to_dict`); empty for completions."""
 
     def __post_init__(self) -> None:
         if self.rewards.ndim == 2:
@@ -208,7 +212,14 @@ class ConditionResult:
     def from_dict(cls, name: str, data: dict, success_threshold: float) -> ConditionResult:
         """The result that `to_dict` wrote (as in an `eval --out` file)."""
         rewards = np.asarray(data["rewards"], dtype=float)
-        return cls(name, rewards, success_threshold, baseline=data["baseline"], description=data["description"])
+        return cls(
+            name,
+            rewards,
+            success_threshold,
+            baseline=data["baseline"],
+            description=data["description"],
+            figures=data.get("trajectories") or {},
+        )
 
     def to_dict(self) -> dict:
         seeds = self.per_seed_mean()
@@ -222,6 +233,7 @@ class ConditionResult:
             "per_prompt": self.per_prompt().tolist(),
             "rewards": self.rewards.tolist(),
             "description": self.description,
+            **({"trajectories": self.figures} if self.figures else {}),
         }
 
 
@@ -267,6 +279,13 @@ class EvalReport:
             mark = "  (strongest baseline)" if c.name == strongest and len(self.conditions) > 1 else ""
             sd = f" {c.to_dict()['seed_std']:>8.3f}" if seeds else ""
             lines.append(f"{c.name:<{width}} {c.mean_at_k:>8.3f} {c.pass_at_k:>8.3f}{sd}{mark}")
+            if c.figures:
+                f = c.figures
+                lines.append(
+                    f"{'':<{width}} per rollout: {f['tool_calls_per_rollout']:.2f} tool calls, "
+                    f"{f['tool_errors_per_rollout']:.2f} tool errors, {f['turns_per_rollout']:.2f} turns, "
+                    f"{f['tokens_per_rollout']:.0f} tokens; answered {f['answered']:.0%}"
+                )
         for d in self.comparisons:
             lines.append(
                 f"{d.name} - {d.baseline}: Mean@k {d.mean_diff:+.3f} "
@@ -366,9 +385,12 @@ def score_condition(
     config: EvalConfig,
     progress: Progress | None = None,
     name: str = "",
+    agent: Agent | None = None,
+    tally: Tally | None = None,
 ) -> np.ndarray:
     """Rewards (seeds x prompts x k) for one condition; seeded per seed and batch, so every condition
-    meets the same randomness."""
+    meets the same randomness. With `agent` each rollout is a trajectory it runs; `tally`, when given,
+    adds up their figures."""
     if isinstance(grpo, (LessonCondition, Baseline)):
         condition = grpo.prompt_condition()
     else:
@@ -382,8 +404,14 @@ def score_condition(
         rows: list[list[float]] = []
         for start in range(0, len(samples), config.batch_size):
             batch = samples[start : start + config.batch_size]
-            _, scores = rollout_batch(backend, batch, reward, config.k, config, seed + start, **condition)
+            runs, scores = rollout_batch(
+                backend, batch, reward, config.k, config, seed + start, **condition, agent=agent
+            )
             rows.extend([[s.value for s in group] for group in scores])
+            if tally is not None:
+                for group in runs:
+                    for run in group:
+                        tally.add(run)
             if progress is not None:
                 progress(name, j * len(samples) + len(rows), total)
         out.append(rows)
@@ -414,10 +442,12 @@ def score_conditions(
     config: EvalConfig = EvalConfig(),
     train_prompts: set[str] | None = None,
     progress: Progress | None = None,
+    agent: Agent | None = None,
 ) -> list[ConditionResult]:
     """Each condition (name -> library, `LessonCondition`, `Baseline`, None for zero-shot) scored on the
-    same held-out samples, once per value of `config.seeds`. `train_prompts`, when given, is checked: evaluating on
-    a training prompt is an error."""
+    same held-out samples, once per value of `config.seeds`. `train_prompts`, when given, is checked:
+    evaluating on a training prompt is an error. With `agent`, every rollout is a trajectory it runs, and
+    each result carries their figures."""
     if not samples:
         raise ConfigError("no evaluation samples")
     if not conditions:
@@ -426,16 +456,22 @@ def score_conditions(
         leaked = [s["prompt"] for s in samples if s["prompt"] in train_prompts]
         if leaked:
             raise ConfigError(f"{len(leaked)} evaluation prompts are also training prompts, e.g. {leaked[0]!r:.80}")
-    return [
-        ConditionResult(
-            name,
-            score_condition(backend, samples, reward, grpo, config, across(progress, i, len(conditions)), name),
-            config.success_threshold,
-            baseline=is_baseline(grpo),
-            description=grpo.describe() if isinstance(grpo, Baseline) else {"kind": _kind(grpo)},
+    results = []
+    for i, (name, grpo) in enumerate(conditions.items()):
+        tally = Tally() if agent is not None else None
+        shown = across(progress, i, len(conditions))
+        rewards = score_condition(backend, samples, reward, grpo, config, shown, name, agent, tally)
+        results.append(
+            ConditionResult(
+                name,
+                rewards,
+                config.success_threshold,
+                baseline=is_baseline(grpo),
+                description=grpo.describe() if isinstance(grpo, Baseline) else {"kind": _kind(grpo)},
+                figures=tally.to_dict() if tally is not None else {},
+            )
         )
-        for i, (name, grpo) in enumerate(conditions.items())
-    ]
+    return results
 
 
 def report_of(results: Sequence[ConditionResult], samples: Sequence[dict], config: EvalConfig) -> EvalReport:
@@ -478,11 +514,12 @@ def evaluate(
     config: EvalConfig = EvalConfig(),
     train_prompts: set[str] | None = None,
     progress: Progress | None = None,
+    agent: Agent | None = None,
 ) -> EvalReport:
     """`score_conditions`, then `report_of`: every condition on the same held-out samples, each library
     condition compared with the strongest baseline."""
     return report_of(
-        score_conditions(backend, samples, reward, conditions, config, train_prompts, progress), samples, config
+        score_conditions(backend, samples, reward, conditions, config, train_prompts, progress, agent), samples, config
     )
 
 
@@ -506,6 +543,7 @@ def bootstrap_examples(
     config: EvalConfig,
     shots: int,
     max_prompts: int = 32,
+    agent: Agent | None = None,
 ) -> tuple[tuple[str, str], ...]:
     """The first successful zero-shot rollouts (reward >= the success threshold) on the training
     prompts, in order, one per prompt, until `shots` are found or `max_prompts` were tried (DSPy's
@@ -516,7 +554,7 @@ def bootstrap_examples(
     log.info("bootstrapped few-shot: looking for %d successful rollouts in up to %d training prompts", shots, len(pool))
     for start in range(0, len(pool), config.batch_size):
         batch = pool[start : start + config.batch_size]
-        groups, scores = rollout_batch(backend, batch, reward, config.k, config, config.seed + start)
+        groups, scores = rollout_batch(backend, batch, reward, config.k, config, config.seed + start, agent=agent)
         for sample, generations, group_scores in zip(batch, groups, scores):
             best = max(range(len(group_scores)), key=lambda i: group_scores[i].value)
             text = generations[best].text.strip()
@@ -542,6 +580,7 @@ def fair_baselines(
     config: EvalConfig,
     shots: int = 3,
     reference_field: str = "answer",
+    agent: Agent | None = None,
 ) -> dict[str, Baseline]:
     """The baselines a library should be compared with: zero-shot in chat and in text mode, each with
     the task's stop strings as they are and with `stop_after_content` (when a stop string is only
@@ -557,7 +596,7 @@ def fair_baselines(
     labelled = labelled_examples(train_samples, shots, reference_field)
     if labelled:
         conditions[f"labelled {len(labelled)}-shot"] = Baseline("labelled", labelled)
-    boot = bootstrap_examples(backend, train_samples, reward, config, shots)
+    boot = bootstrap_examples(backend, train_samples, reward, config, shots, agent=agent)
     if boot:
         conditions[f"bootstrapped {len(boot)}-shot"] = Baseline("bootstrapped", boot)
     return conditions

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..agents.base import Agent
+from ..agents.trajectory import Tally, Trajectory
 from ..learn.group import Group
 from ..learn.rollouts import Rollouts, rollout_batch
 from ..learn.update import StepContext, Update
@@ -37,6 +39,9 @@ class StepMetrics:
     seconds: float
     updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per strategy name ("examples", "lessons"), the figures its commit returned."""
+    trajectories: dict[str, Any] = field(default_factory=dict)
+    """With an agent: the trajectories' figures (`Tally.to_dict`: turns, tool calls and errors per
+    rollout, how they ended); empty for completions."""
 
     @property
     def signal_share(self) -> float:
@@ -51,7 +56,9 @@ class StepMetrics:
         raise AttributeError(f"StepMetrics has no field {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        common = {k: v for k, v in asdict(self).items() if k != "updates"}
+        common = {k: v for k, v in asdict(self).items() if k not in ("updates", "trajectories")}
+        if self.trajectories:
+            common["trajectories"] = self.trajectories
         flat = {**common, "signal_share": self.signal_share, "strategies": list(self.updates)}
         for figures in self.updates.values():
             flat.update(figures)
@@ -76,6 +83,7 @@ def run_step(
     cache: LLMCache | None = None,
     validation: list[dict] | None = None,
     progress_extra: dict | None = None,
+    agent: Agent | None = None,
 ) -> StepMetrics:
     started = time.perf_counter()
     raw = _raw_backends(policy, updates)
@@ -87,14 +95,22 @@ def run_step(
     for update in updates:
         condition.update(update.prompt_condition())
     rollouts = Rollouts(
-        cached_policy, reward, config, config.group_size, examples=condition.get("examples"), validation=validation
+        cached_policy,
+        reward,
+        config,
+        config.group_size,
+        examples=condition.get("examples"),
+        validation=validation,
+        agent=agent,
     )
     position = {"epoch": epoch, "step": step, "global_step": global_step, **(progress_extra or {})}
     ctx = StepContext(seed=seed, global_step=global_step, position=position, rollouts=rollouts, cache=cache)
 
     # 1-2. A group of G rollouts per prompt, prompted with what the libraries hold; a reward for each.
-    generations, scores = rollout_batch(cached_policy, batch, reward, config.group_size, config, seed, **condition)
-    groups = [Group(sample, [g.text for g in gens], s) for sample, gens, s in zip(batch, generations, scores)]
+    rollouts_made, scores = rollout_batch(
+        cached_policy, batch, reward, config.group_size, config, seed, **condition, agent=agent
+    )
+    groups = [Group.of(sample, runs, s) for sample, runs, s in zip(batch, rollouts_made, scores)]
 
     # 3-4. Advantages within each group, and the library updates: each strategy commits the step with
     #      its position (a strategy that had committed this step before a restart is not asked again).
@@ -116,7 +132,16 @@ def run_step(
         cache_hits=(cache.hits - hits_before) if cache is not None else 0,
         seconds=time.perf_counter() - started,
         updates=figures,
+        trajectories=_tally(rollouts_made) if agent is not None else {},
     )
+
+
+def _tally(groups: list[list[Trajectory]]) -> dict[str, Any]:
+    tally = Tally()
+    for runs in groups:
+        for run in runs:
+            tally.add(run)
+    return tally.to_dict()
 
 
 def _raw_backends(policy: Backend, updates: Sequence[Update]) -> list[Backend]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..agents.base import Agent
 from ..errors import ConfigError
 from ..learn.update import Update
 from ..llm.base import Backend
@@ -37,13 +38,15 @@ def train(
     on_step: Callable[[StepMetrics, int], None] | None = None,
     validation: Sequence[dict] | None = None,
     run: dict[str, Any] | None = None,
+    agent: Agent | None = None,
 ) -> list[StepMetrics]:
     """Run (or resume) training; returns the metrics of the steps run now.
 
     `updates`: the strategies, each committing every step. `cache`: every call of the policy and the
     critic goes through it, so a resumed run pays once. `validation`: the samples validated lesson
     updates draw from (default: each step's batch). `run`: what else identifies the run (e.g. the data
-    file's name), stored and checked on resume with the data fingerprint and `RUN_FIELDS`.
+    file's name), stored and checked on resume with the data fingerprint and `RUN_FIELDS`. `agent`: each
+    rollout is a trajectory it runs (None: one completion).
     """
     if not updates:
         raise ConfigError("train needs at least one update strategy (ExampleUpdate, LessonUpdate)")
@@ -79,6 +82,7 @@ def train(
                 cache=cache,
                 validation=list(validation) if validation else None,
                 progress_extra={"run": identity},
+                agent=agent,
             ),
             report=report,
             metrics_path=metrics_path,
@@ -120,6 +124,8 @@ def check_resume(updates: Sequence[Update], identity: dict[str, Any]) -> None:
 
 def _summary(m: StepMetrics) -> str:
     parts = [f"reward {m.reward_mean:.3f}", f"signal {m.groups_with_signal}/{m.groups}"]
+    if m.trajectories:
+        parts.append(f"tool calls/rollout {m.trajectories['tool_calls_per_rollout']:.2f}")
     if "examples" in m.updates:
         parts.append(f"+{m.stored} -{m.pruned} | library {m.library_size}")
     if "lessons" in m.updates:

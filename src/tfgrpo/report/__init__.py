@@ -181,6 +181,19 @@ def _training(name: str, records: list[dict]) -> str:
         parts.append(
             _plot("lessons", "Lessons and applied operations per step", plots.lines(steps, series, "step", "count"))
         )
+    if any("trajectories" in r for r in records):
+        figures = [r.get("trajectories") or {} for r in records]
+        series = {
+            name: [f.get(f"{key}_per_rollout") for f in figures]
+            for name, key in (("tool calls", "tool_calls"), ("tool errors", "tool_errors"), ("turns", "turns"))
+        }
+        parts.append(
+            _plot(
+                "trajectories",
+                "Agent runs: tool calls, tool errors and turns per rollout",
+                plots.lines(steps, series, "step", "per rollout"),
+            )
+        )
     tokens = [r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in records]
     parts.append(
         _plot(
@@ -266,6 +279,14 @@ def _evaluation(name: str, result: dict) -> str:
     content = _plot(f"eval-{_slug(name)}", "Evaluation conditions", plot) + note + table
     if cmp_rows:
         content += _table(("comparison", "Mean@k difference", "95% CI", "p", "Holm p"), cmp_rows)
+    runs = [(c, conditions[c]["trajectories"]) for c in names if conditions[c].get("trajectories")]
+    if runs:
+        content += _table(
+            ("condition (agent runs)", "tool calls / rollout", "tool errors / rollout", "turns / rollout",
+             "tokens / rollout", "answered"),
+            [(c, f["tool_calls_per_rollout"], f["tool_errors_per_rollout"], f["turns_per_rollout"],
+              f["tokens_per_rollout"], f["answered"]) for c, f in runs],
+        )  # fmt: skip
     return _section(f"Evaluation ({name})", content)
 
 

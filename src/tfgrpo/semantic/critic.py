@@ -112,23 +112,31 @@ class Critic:
         self.prompts = prompts
         self.concurrency = concurrency
 
-    def summarise(self, items: Sequence[tuple[dict, str, Score]], lessons: str, seed: int) -> list[str]:
-        """One summary per (sample, response, score)."""
+    def summarise(self, items: Sequence[tuple[Any, ...]], lessons: str, seed: int) -> list[str]:
+        """One summary per (sample, response, score) or (sample, response, score, trajectory): a rollout
+        that was an agent's run with tools is summarised from its `critic_view` (the tools it called, their
+        errors, how it ended, its transcript) with the `trajectory` prompt."""
         gt = self.config.use_ground_truth
-        prompts = [
-            summary_prompt(
-                self.prompts,
-                question=sample["prompt"],
-                response=response,
-                reward=score.value if gt else None,
-                reward_reason=score.reason if gt else "",
-                lessons=lessons,
-                reference=self.reference(sample),
-                task_objective=self.config.task_objective,
-                max_chars=self.config.max_chars,
+        prompts = []
+        for sample, response, score, *rest in items:
+            trajectory = rest[0] if rest else None
+            agent_run = trajectory is not None and not trajectory.plain
+            if trajectory is not None and agent_run:
+                response = trajectory.critic_view()
+            prompts.append(
+                summary_prompt(
+                    self.prompts,
+                    question=sample["prompt"],
+                    response=response,
+                    reward=score.value if gt else None,
+                    reward_reason=score.reason if gt else "",
+                    lessons=lessons,
+                    reference=self.reference(sample),
+                    task_objective=self.config.task_objective,
+                    max_chars=self.config.max_chars,
+                    template=self.prompts.trajectory if agent_run else None,
+                )
             )
-            for sample, response, score in items
-        ]
         return [text.strip() or "(no summary)" for text in self.ask(prompts, seed)]
 
     def compare(

@@ -390,10 +390,33 @@ class LessonLibrary:
             changed={i: (before[i], t) for i, t in after.items() if i in before and before[i] != t},
         )
 
-    def render(self, instruction: str | None = None, empty: str = "") -> str:
-        """The lessons as a prompt block: the instruction, then one `[G3]. text` line per lesson
-        (`empty` when there are none)."""
+    def relevant(self, query: str, k: int) -> dict[str, str]:
+        """The `k` lessons most relevant to `query` (BM25, the library's lexical retrieval, over the
+        lessons' text; a tie goes to the older lesson), in the library's order; every lesson when `k` is 0
+        or there are no more than `k`."""
         lessons = self.lessons
+        if k <= 0 or len(lessons) <= k:
+            return lessons
+        from ..retrieval.lexical import BM25Index
+
+        version = self.version
+        cached = self.__dict__.get("_relevance")
+        if cached is None or cached[0] != version or cached[1] != list(lessons):
+            index = BM25Index()
+            for row, text in enumerate(lessons.values()):
+                index.add(row, text)
+            cached = self.__dict__["_relevance"] = (version, list(lessons), index)
+        rows, scores = cached[2].search(query)
+        score = dict(zip(rows.tolist(), scores.tolist()))
+        ids = list(lessons)
+        chosen = sorted(range(len(ids)), key=lambda row: (-score.get(row, 0.0), row))[:k]
+        return {ids[row]: lessons[ids[row]] for row in sorted(chosen)}
+
+    def render(self, instruction: str | None = None, empty: str = "", *, query: str | None = None, k: int = 0) -> str:
+        """The lessons as a prompt block: the instruction, then one `[G3]. text` line per lesson
+        (`empty` when there are none). With `query` and `k` > 0, only the `k` most relevant to the query
+        (`relevant`)."""
+        lessons = self.lessons if query is None else self.relevant(query, k)
         if not lessons:
             return empty
         head = self.instruction if instruction is None else instruction

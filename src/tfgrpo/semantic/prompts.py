@@ -32,6 +32,26 @@ Summarise the attempt step by step in a few short lines: the approach it took, w
 it used or ignored, and, if the reward is low, exactly where and why it went wrong; if the reward is high,
 what made it work. Plain text, at most 120 words."""
 
+TRAJECTORY = """You are analysing one attempt at a task by an agent that could call tools, to learn what helps and
+what hurts.
+{task_objective}
+## Problem
+{question}
+{reference}
+## Lessons the attempt was given
+{lessons}
+
+## The attempt (the agent's turns and the tools' results, in order)
+{response}
+
+## Its result
+Reward: {reward}{reward_reason}
+
+Summarise the attempt step by step in a few short lines: which tools it called and why, which calls failed
+and what went wrong in them, whether it used the tools' results correctly, which lessons (by id, e.g. [G2]) it
+used or ignored, and, if the reward is low, exactly where and why the reasoning went wrong; if the reward is
+high, what made it work. Plain text, at most 150 words."""
+
 GROUP = """You study attempts at the same problem and turn what made them succeed or fail (above all, the
 difference between the better and the worse ones) into general lessons.
 {task_objective}{learning_objective}
@@ -73,6 +93,7 @@ Use only ids that appear in the current lessons. Answer with a JSON array and no
 
 _FIELDS = {
     "summary": ("task_objective", "question", "reference", "lessons", "response", "reward", "reward_reason"),
+    "trajectory": ("task_objective", "question", "reference", "lessons", "response", "reward", "reward_reason"),
     "group": (
         "task_objective",
         "learning_objective",
@@ -108,9 +129,16 @@ class SemanticPrompts:
     summary: str = SUMMARY
     group: str = GROUP
     batch: str = BATCH
+    trajectory: str = TRAJECTORY
+    """The summary prompt of a rollout that was an agent's run with tools (its placeholders: the summary's)."""
 
     def __post_init__(self) -> None:
-        required = {"summary": ("response",), "group": ("summaries",), "batch": ("proposals",)}
+        required = {
+            "summary": ("response",),
+            "group": ("summaries",),
+            "batch": ("proposals",),
+            "trajectory": ("response",),
+        }
         for name, needed in required.items():
             text = getattr(self, name)
             if not isinstance(text, str):
@@ -150,9 +178,11 @@ def summary_prompt(
     reference: str | None = None,
     task_objective: str = "",
     max_chars: int = 4000,
+    template: str | None = None,
 ) -> str:
+    """The summary prompt of one rollout (`template`: another summary template, e.g. `prompts.trajectory`)."""
     return fill(
-        prompts.summary,
+        template or prompts.summary,
         {
             "task_objective": _objective("Task objective", task_objective),
             "question": clip(question, max_chars),

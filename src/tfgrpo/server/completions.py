@@ -16,6 +16,8 @@ from typing import Any
 
 from starlette.types import Receive
 
+from ..agents.trajectory import Message, ToolCall, Trajectory
+from ..learn.example_update import TOOL_CHARS
 from ..prompting import build_prompt, inject_messages
 from . import _answers as answers
 from . import records
@@ -44,8 +46,9 @@ class Completions(ProxyState):
         n = check_body(body, chat)
         extra = body.pop("tfgrpo", None) or {}
         stream = body.get("stream") is True
-        prompt = prompt_text(body, chat)
-        holdout = config.holdout > 0 and self.rng.random() < config.holdout
+        run_id = extra.get("trajectory")  # a turn of an agent's run: its task is the first user message
+        prompt = prompt_text(body, chat, first=run_id is not None)
+        holdout = run_id is None and config.holdout > 0 and self.rng.random() < config.holdout
         upstream_body = dict(body)
         if self.upstream_model and not body.get("model"):
             upstream_body["model"] = self.upstream_model
@@ -56,14 +59,18 @@ class Completions(ProxyState):
             if used_examples or used_lessons:
                 if chat:
                     messages = [dict(m) for m in body["messages"]]
-                    last = max(i for i, m in enumerate(messages) if m.get("role") == "user")
-                    messages[last]["content"] = prompt  # text parts, joined
-                    upstream_body["messages"] = inject_messages(
-                        messages,
-                        used_examples,
-                        template,
-                        example_format=config.example_format,
-                        contrast=config.contrast,
+                    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+                    target = users[0] if run_id is not None else users[-1]
+                    messages[target]["content"] = prompt  # text parts, joined
+                    upstream_body["messages"] = (
+                        inject_messages(
+                            messages[: target + 1],
+                            used_examples,
+                            template,
+                            example_format=config.example_format,
+                            contrast=config.contrast,
+                        )
+                        + messages[target + 1 :]
                     )
                 else:
                     upstream_body["prompt"] = build_prompt(
@@ -79,11 +86,21 @@ class Completions(ProxyState):
             "experiences": [e.id for e in used_examples],
             "holdout": holdout,
         }
-        key = prompt if not chat else json.dumps(body["messages"], sort_keys=True, ensure_ascii=False)
+        key = prompt
+        if chat:
+            asked = body["messages"]
+            if run_id is not None:  # the runs of one task share their key: the messages up to the task
+                asked = asked[: next((i for i, m in enumerate(asked) if m.get("role") == "user"), len(asked) - 1) + 1]
+            key = json.dumps(asked, sort_keys=True, ensure_ascii=False)
         path = "chat/completions" if chat else "completions"
         sample = {**(extra.get("sample") or {}), "prompt": prompt or ""}
 
         def record(texts: list[str], scored: tuple[list[str], list[float]] | None = None) -> records.Completion:
+            if run_id is not None:  # a turn: learned only as part of its run, once the run is rewarded
+                turn = {**info, **run_so_far(run_id, body, texts[0] if texts else "")}
+                return records.Completion(
+                    cid, prompt or "", texts, key, holdout, False, turn, None, extra.get("sample")
+                )
             return records.Completion(
                 cid, prompt or "", texts, key, holdout, prompt is not None, info, scored, extra.get("sample")
             )
@@ -183,16 +200,43 @@ class Completions(ProxyState):
         return events()
 
 
-def prompt_text(body: dict, chat: bool) -> str | None:
+def run_so_far(run_id: str, body: dict, answer: str) -> dict:
+    """What a turn of an agent's run records: the run's id, its transcript so far (the messages after the
+    task, tool results cut, then this turn's answer) and its figures: the last turn's are the run's."""
+    messages: list[Message] = []
+    after_task = False
+    for m in body.get("messages") or []:
+        role, content = m.get("role"), m.get("content")
+        text = content if isinstance(content, str) else ""
+        if not after_task:
+            after_task = role == "user"
+            continue
+        if role == "assistant":
+            calls = []
+            for i, call in enumerate(m.get("tool_calls") or []):
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("name"), str):
+                    arguments = function.get("arguments")
+                    calls.append(ToolCall(str(call.get("id") or i), function["name"], str(arguments or "")))
+            messages.append(Message("assistant", text, tuple(calls)))
+        elif role in ("tool", "user"):
+            messages.append(Message("tool", text, name=m.get("name")))
+    run = Trajectory([*messages, Message("assistant", answer)], answer)
+    return {"trajectory": run_id, "transcript": run.transcript(TOOL_CHARS), "figures": run.figures()}
+
+
+def prompt_text(body: dict, chat: bool, first: bool = False) -> str | None:
     """The caller's text the library is asked about: the last user message (chat; its text parts
-    joined) or the prompt (text completions). None when there is none to inject into."""
+    joined; `first`: the first one, the task of an agent's run) or the prompt (text completions). None
+    when there is none to inject into."""
     if not chat:
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
         return prompt if isinstance(prompt, str) else None
     messages = body["messages"]
-    last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    users = [m for m in messages if m.get("role") == "user"]
+    last = (users[0] if first else users[-1]) if users else None
     if last is None:
         return None
     content = last.get("content")
@@ -229,6 +273,9 @@ def check_body(body: dict, chat: bool) -> int:
     extra = body.get("tfgrpo")
     if extra is not None and (not isinstance(extra, dict) or not isinstance(extra.get("sample", {}), dict)):
         raise bad_request('tfgrpo: must be an object such as {"sample": {"answer": "42"}}', param="tfgrpo")
+    run = (extra or {}).get("trajectory")
+    if run is not None and not (isinstance(run, str) and 0 < len(run) <= 128 and run.isprintable()):
+        raise bad_request("tfgrpo.trajectory: the id of an agent's run, a string of 1-128 characters", param="tfgrpo")
     return n
 
 

@@ -22,9 +22,14 @@ _STATUS_CODES = {404: "completion_not_found", 409: "conflicting_feedback", 400: 
 
 class Feedback(ProxyState):
     async def feedback(self, lib: ServedLibrary, body: dict[str, Any]) -> dict[str, Any]:
-        """`{"id", "reward", "choice"?}` or `{"id", "rewards": [one per choice]}` for `lib`'s completions."""
-        cid, rewards = _rewards(body)
-        result = await asyncio.wrap_future(lib.records.feedback(cid, rewards))
+        """`{"id", "reward", "choice"?}` or `{"id", "rewards": [one per choice]}` for `lib`'s completions, or
+        `{"trajectory", "reward"}` for every completion of an agent's run."""
+        if "trajectory" in body:
+            cid, reward = _trajectory_reward(body)
+            result = await asyncio.wrap_future(lib.records.feedback_trajectory(cid, reward))
+        else:
+            cid, rewards = _rewards(body)
+            result = await asyncio.wrap_future(lib.records.feedback(cid, rewards))
         self.metrics.feedback.labels(lib.name, str(result.status)).inc()
         log.info(
             "feedback",
@@ -37,7 +42,7 @@ class Feedback(ProxyState):
             ),
         )
         if result.status != 200:
-            param = "id" if result.status == 404 else "choice"
+            param = ("trajectory" if "trajectory" in body else "id") if result.status == 404 else "choice"
             raise OpenAIError(result.status, result.message, param=param, code=_STATUS_CODES[result.status])
         for seq in result.groups:
             await lib.wait_learned(seq)
@@ -48,6 +53,20 @@ class Feedback(ProxyState):
             "duplicates": result.duplicates,
             "groups": list(result.groups),
         }
+
+
+def _trajectory_reward(body: dict[str, Any]) -> tuple[str, float]:
+    """The run id and its one reward of a trajectory feedback body, checked."""
+    run = body.get("trajectory")
+    if not isinstance(run, str) or not run or "id" in body or "rewards" in body or "choice" in body:
+        raise bad_request(
+            'a trajectory feedback is {"trajectory": ID, "reward": number}: the id the completions carried in '
+            '"tfgrpo": {"trajectory": ID}, and one reward for the whole run',
+            param="trajectory",
+        )
+    if "reward" not in body:
+        raise bad_request("reward: required", param="reward")
+    return run, _finite(body["reward"], "reward")
 
 
 def _rewards(body: dict[str, Any]) -> tuple[str, dict[int, float]]:

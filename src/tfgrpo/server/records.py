@@ -54,6 +54,12 @@ CREATE TABLE IF NOT EXISTS proxy_completions (
     group_seq {int}
 );
 CREATE INDEX IF NOT EXISTS proxy_open ON proxy_completions(prompt_key, created) WHERE group_seq IS NULL AND n = 1;
+CREATE TABLE IF NOT EXISTS proxy_turns (
+    completion_id TEXT PRIMARY KEY,
+    trajectory TEXT NOT NULL,
+    created {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS proxy_turns_of ON proxy_turns(trajectory, created);
 CREATE TABLE IF NOT EXISTS proxy_feedback (
     completion_id TEXT NOT NULL,
     choice {int} NOT NULL,
@@ -192,6 +198,12 @@ class CompletionRecords:
         """Record rewards (choice -> reward) for a completion; resolves to a `FeedbackResult` once committed."""
         return self._submit(("feedback", completion_id, rewards))
 
+    def feedback_trajectory(self, trajectory: str, reward: float) -> Future:
+        """One reward for every completion of an agent's run (`"tfgrpo": {"trajectory": ID}`); the run
+        itself is recorded as one more completion (id `trajectory-ID`: the run's task, its transcript)
+        that forms groups with other runs of the same task, as an n = 1 completion does."""
+        return self._submit(("trajectory", trajectory, reward))
+
     def _submit(self, item: tuple) -> Future:
         future: Future = Future()
         if self._closed:
@@ -230,6 +242,8 @@ class CompletionRecords:
                     if item[0] == "add":
                         self._add(tx, item[1], groups)
                         results.append(None)
+                    elif item[0] == "trajectory":
+                        results.append(self._trajectory_feedback(tx, item[1], item[2], groups))
                     else:
                         results.append(self._feedback(tx, item[1], item[2], groups))
                 tx.executemany(
@@ -290,6 +304,12 @@ class CompletionRecords:
             ),
         )
         self._count("completions", 1)
+        trajectory = (c.info or {}).get("trajectory")
+        if trajectory:  # a turn of an agent's run: found by the run's id when its reward comes
+            tx.execute(
+                "INSERT INTO proxy_turns(completion_id, trajectory, created) VALUES (?, ?, ?)",
+                (c.id, str(trajectory), self._clock()),
+            )
         if c.scored is not None and not c.holdout:
             groups.append(self._new_group(tx, c.prompt, list(c.scored[0]), list(c.scored[1]), [c.id], sample))
 
@@ -353,6 +373,38 @@ class CompletionRecords:
                     groups.append(group)
                     formed.append(group.seq)
         return FeedbackResult(200, recorded=len(new), duplicates=len(rewards) - len(new), groups=tuple(formed))
+
+    def _trajectory_feedback(self, tx, trajectory: str, reward: float, groups: list[FormedGroup]) -> FeedbackResult:
+        turns = tx.execute(
+            "SELECT c.id, c.prompt, c.prompt_key, c.info, c.sample FROM proxy_turns t"
+            " JOIN proxy_completions c ON c.id = t.completion_id WHERE t.trajectory = ? ORDER BY t.created, c.id",
+            (trajectory,),
+        ).fetchall()
+        if not turns:
+            return FeedbackResult(404, f"no completion of trajectory {excerpt(trajectory)} was served")
+        for turn_id, *_ in turns:  # each turn scored (stats, lift); the turns never form groups themselves
+            result = self._feedback(tx, turn_id, {0: reward}, groups)
+            if result.status != 200:
+                return result
+        run_id = f"trajectory-{trajectory}"
+        if tx.execute("SELECT 1 FROM proxy_completions WHERE id = ?", (run_id,)).fetchone() is None:
+            first, last = turns[0], turns[-1]
+            info = json.loads(last[3])
+            tx.execute(
+                "INSERT INTO proxy_completions(id, created, prompt, prompt_key, n, choices, holdout, learnable, info,"
+                " sample) VALUES (?, ?, ?, ?, 1, ?, 0, 1, ?, ?)",
+                (
+                    run_id,
+                    self._clock(),
+                    first[1],
+                    first[2],
+                    _dumps([info.get("transcript", "")]),
+                    _dumps({"trajectory": trajectory, "turns": [t[0] for t in turns], **info.get("figures", {})}),
+                    first[4],
+                ),
+            )
+            self._count("completions", 1)
+        return self._feedback(tx, run_id, {0: reward}, groups)
 
     # ----------------------------------------------------------------- reading, and the learner's lease
 

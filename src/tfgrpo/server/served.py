@@ -139,10 +139,12 @@ class ServedLibrary:
                     self._chosen.popitem(last=False)
         if not examples and self.config.select == "retrieve" and self.config.shots > 0 and len(self.experiences):
             self.metrics.injection_skipped.labels(self.name).inc()
-        lessons = self.lessons.lessons
+        lessons = self.lessons.relevant(prompt, self.config.lessons_k)
         template = self.config.template
         if lessons:
-            template = with_lessons(template, self.lessons.render(), self.config.placement)
+            template = with_lessons(
+                template, self.lessons.render(query=prompt, k=self.config.lessons_k), self.config.placement
+            )
         fitted = fit_examples(examples, template, self.config.token_budget, contrast=self.config.contrast)
         return fitted, lessons, template
 

@@ -1,15 +1,18 @@
-"""Tasks (samples + reward + generation hints) and dataset loading. Bundled: `arithmetic`,
-`humaneval`, and `math` (your own file). `get_task(name, **options)` builds one."""
+"""Tasks (samples + reward + generation hints) and dataset loading. Bundled: `arithmetic` (its `large`
+difficulty needs a calculator), `humaneval`, `math` (your own file) and `math-tool` (bundled problems that
+need computation). `get_task(name, **options)` builds one."""
 
 from .arithmetic import arithmetic_task, generate_arithmetic
 from .dataset import DatasetError, DatasetNotFoundError, load_samples, split
 from .humaneval import humaneval_task, load_humaneval
 from .math_task import math_task
+from .math_tool import generate_math_tool, math_tool_task
 from .task import Task, get_task, list_tasks, register_task
 
 register_task("arithmetic", arithmetic_task)
 register_task("humaneval", humaneval_task)
 register_task("math", math_task)
+register_task("math-tool", math_tool_task)
 
 __all__ = [
     "DatasetError",
@@ -17,12 +20,14 @@ __all__ = [
     "Task",
     "arithmetic_task",
     "generate_arithmetic",
+    "generate_math_tool",
     "get_task",
     "humaneval_task",
     "list_tasks",
     "load_humaneval",
     "load_samples",
     "math_task",
+    "math_tool_task",
     "register_task",
     "split",
 ]

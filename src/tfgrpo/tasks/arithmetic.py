@@ -17,6 +17,8 @@ DIFFICULTIES = {
     "easy": ("+", 1, 20, 2),
     "medium": ("+-", 1, 99, 2),
     "hard": ("+-*", 1, 99, 3),
+    # numbers too large to work out in one's head: a model gets them right by running code
+    "large": ("*", 1000, 99999, 2),
 }
 
 INSTRUCTION = "Answer the arithmetic question. Reply with the final answer as a single number."
