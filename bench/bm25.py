@@ -3,6 +3,7 @@ pruned top-k beside the same index scoring every match (the exhaustive baseline)
 
     python bench/bm25.py                                # the figures in docs/benchmarks.md
     python bench/bm25.py --corpora proxy:250000 --queries 100 --previous HEAD~1   # quicker; an older BM25 too
+    python bench/bm25.py --corpora proxy:250000 proxy:1000000 --bm25s   # bm25s (pip install bm25s) beside it
 
 Corpora:
 - proxy:N — N prompts as `bench/proxy.py` builds its library ("Task i: " and 12 words drawn by a Zipf law
@@ -15,7 +16,10 @@ Corpora:
 Times are per query, one query at a time, in CPU seconds of this process (`time.process_time`), so that
 other work on a shared machine inflates them less than wall time would; the load average is printed
 beside them. `--previous REV` also builds the `BM25Index` of that git revision on the same documents
-and times it on the same queries, interleaved.
+and times it on the same queries, interleaved. `--bm25s` does the same with the bm25s package (sparse
+matrices, the same BM25 formula: Lucene's idf, k1 = 1.2, b = 0.75, the same tokens), and prints how many of
+its top-k rows are `BM25Index`'s (its recall against the exact top k; ties at the k-th score count as
+found).
 """
 
 from __future__ import annotations
@@ -66,6 +70,45 @@ def previous_index(rev: str):
     return module.BM25Index
 
 
+class Bm25sIndex:
+    """bm25s behind `BM25Index`'s `search(query, k)`, on `tokenize`'s tokens (built at once: bm25s has no
+    incremental add)."""
+
+    def __init__(self, docs: list[str]) -> None:
+        import bm25s
+
+        from tfgrpo.retrieval import tokenize
+
+        self.tokenize = tokenize
+        self.index = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
+        self.index.index([tokenize(d) for d in docs], show_progress=False)
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        rows, scores = self.index.retrieve([self.tokenize(query)], k=k, show_progress=False, n_threads=1)
+        return rows[0], scores[0]
+
+
+def recall(exact, other, query: str, k: int) -> float:
+    """Share of `exact`'s top-k rows that `other` returns, counting rows tied with its k-th score as found."""
+    rows, scores = exact.search(query, k)
+    got = set(np.asarray(other.search(query, k)[0]).tolist())
+    if not len(rows):
+        return 1.0
+    kth = float(scores[-1])
+    found = sum(1 for r, s in zip(rows.tolist(), scores.tolist()) if r in got or abs(s - kth) < 1e-4 * max(1.0, kth))
+    return found / len(rows)
+
+
+def build_bm25s(docs: list[str]) -> tuple[object, float, float]:
+    gc.collect()
+    before = rss_mb()
+    start = time.perf_counter()
+    index = Bm25sIndex(docs)
+    seconds = time.perf_counter() - start
+    gc.collect()
+    return index, seconds, rss_mb() - before
+
+
 def build(cls, docs: list[str]) -> tuple[object, float, float]:
     gc.collect()
     before = rss_mb()
@@ -94,6 +137,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exhaustive", type=int, default=50, help="queries also run exhaustively")
     parser.add_argument("--previous", help="git revision whose BM25Index is also measured")
+    parser.add_argument("--bm25s", action="store_true", help="also measure the bm25s package on the same queries")
     args = parser.parse_args()
     previous = previous_index(args.previous) if args.previous else None
     row("corpus", "documents", "index", "build [s]", "memory [MB]", "k", "p50 [ms]", "p99 [ms]", "load avg")
@@ -104,6 +148,8 @@ def main() -> None:
         indexes = [("pruned", *build(BM25Index, docs))]
         if previous is not None:
             indexes.append((f"previous ({args.previous})", *build(previous, docs)))
+        if args.bm25s:
+            indexes.append(("bm25s", *build_bm25s(docs)))
         del docs
         pruned = indexes[0][1]
         for k in ks:
@@ -121,6 +167,10 @@ def main() -> None:
                         rows, scores = pruned.search(q, k)
                         all_rows, all_scores = pruned.search(q)
                         assert rows.tolist() == all_rows[:k].tolist() and scores.tolist() == all_scores[:k].tolist()
+            if args.bm25s:
+                other = next(index for name, index, _, _ in indexes if name == "bm25s")
+                share = np.mean([recall(pruned, other, q, k) for q in queries])
+                print(f"bm25s recall of BM25Index's top {k} over {len(queries)} queries: {share:.4f}", flush=True)
             load = f"{os.getloadavg()[0]:.1f}"
             for name, values in times.items():
                 built = next(((b, m) for nm, _, b, m in indexes if nm == name), None)
