@@ -1,11 +1,15 @@
-"""What `tfgrpo serve` adds to a request: direct to a latency-only upstream vs through the proxy, in the
-same run, with a library of --size experiences (lexical retrieval by default).
+"""What `tfgrpo serve` adds to a request: direct to a latency-only upstream vs through each server under
+test, in the same run, with a library of --size experiences (lexical retrieval by default).
 
-    python bench/proxy.py --size 1000000                 # the issue's figures (builds the library once)
+    python bench/proxy.py --size 1000000                 # 1 and 2 workers, 3 lexical shots over 1M experiences
+    python bench/proxy.py --size 10000 --targets tfgrpo:1 tfgrpo:2 litellm      # beside LiteLLM's proxy
+    python bench/proxy.py --size 1000000 --targets tfgrpo:1:0 tfgrpo:1:3        # what retrieval adds
     python bench/proxy.py --size 10000 --mode semantic   # semantic retrieval, query embedding included
 
 Every server runs in its own process: the upstream (this file with --serve-upstream: a fixed answer
-after --delay seconds, streamed as --pieces chunks when asked) and the proxy (`tfgrpo serve`). Rows:
+after --delay seconds, streamed as --pieces chunks when asked) and, one after the other, each target:
+`tfgrpo serve` with WORKERS processes and SHOTS experiences per request, or LiteLLM's proxy (`litellm
+--config`, one worker, no database, no auth) in front of the same upstream. Rows:
 - latency: one request at a time, alternating direct and proxied, p50 and p99, and what the proxy adds;
 - time to first streamed token, the same way;
 - throughput at each --concurrency (requests per second, proxy / direct);
@@ -270,18 +274,19 @@ def pct(values: list[float], q: float) -> float:
 async def latency(
     direct: str, proxy: str, n: int, stream: bool, rng: random.Random, proxy_pid: int
 ) -> dict[str, list[float]]:
-    """Seconds per request, direct and proxied, and ("cpu") the proxy's CPU seconds per proxied request."""
+    """Seconds per request, direct and proxied, and ("cpu") the proxy's CPU seconds per proxied request (its
+    processes' together)."""
     out: dict[str, list[float]] = {"direct": [], "proxy": []}
     async with session(4) as client:
         for url in (direct, proxy):  # warm up the connections (and the proxy's first retrieval)
             for _ in range(10):
                 await one(client, url, prompt_of(rng.randrange(10**6), rng), stream)
-        cpu = cpu_seconds(proxy_pid)  # the direct requests in between cost the proxy nothing
+        cpu = process_tree_cpu(proxy_pid)  # the direct requests in between cost the proxy nothing
         for _ in range(n):
             prompt = prompt_of(rng.randrange(10**6), rng)
             for name, url in (("direct", direct), ("proxy", proxy)):
                 out[name].append((await one(client, url, prompt, stream))[0])
-        out["cpu"] = [(cpu_seconds(proxy_pid) - cpu) / n]
+        out["cpu"] = [(process_tree_cpu(proxy_pid) - cpu) / n]
     return out
 
 
@@ -340,11 +345,71 @@ def records_rate(n: int) -> float:
 # ---------------------------------------------------------------------------------------------- main
 
 
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and every process under it (a supervisor and its workers)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        total = sum(root.cpu_times()[:2])
+        for child in root.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                pass
+        return total
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def start_target(spec: str, args, direct: str, served: Path, work: Path) -> tuple[subprocess.Popen, str]:
+    """A server under test in front of the upstream: `tfgrpo[:WORKERS[:SHOTS]]` or `litellm`."""
+    port = free_port()
+    log = open(work / f"{spec.replace(':', '-')}.log", "w")
+    if spec == "litellm":
+        config = work / "litellm.yaml"
+        config.write_text(
+            "model_list:\n  - model_name: latency\n    litellm_params:\n      model: openai/latency\n"
+            f"      api_base: {direct}\n      api_key: none\n"
+        )
+        # (no database, no auth: the lightest LiteLLM there is)
+        env = {
+            **os.environ,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+        }
+        command = [args.litellm, "--config", str(config), "--port", str(port), "--num_workers", "1"]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_up(f"http://127.0.0.1:{port}/health/liveliness", process)
+        return process, f"http://127.0.0.1:{port}/v1"
+    _, *rest = spec.split(":")
+    workers = rest[0] if rest else "1"
+    shots = rest[1] if len(rest) > 1 else str(args.shots)
+    tfgrpo = Path(sys.executable).with_name("tfgrpo")
+    library = work / f"served-{spec.replace(':', '-')}.db"
+    shutil.copy(served, library)
+    if Path(f"{served}.index").exists():  # the saved retrieval index: the proxy starts without rebuilding it
+        shutil.copy(f"{served}.index", f"{library}.index")
+    process = subprocess.Popen(
+        [str(tfgrpo), "-q", "serve", "--upstream", direct, "--library", str(library), "--port", str(port),
+         "--lessons-every", "0", "--retrieval-mode", args.mode, "--shots", shots, "--workers", workers,
+         "--min-relevance", str(args.min_relevance)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    wait_up(f"http://127.0.0.1:{port}/healthz", process)
+    return process, f"http://127.0.0.1:{port}/v1"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000_000, help="experiences in the library")
     parser.add_argument("--mode", default="lexical", choices=["lexical", "semantic", "hybrid"])
     parser.add_argument("--shots", type=int, default=3, help="experiences per request (0: the proxy without retrieval)")
+    parser.add_argument("--min-relevance", type=float, default=0.0,
+                        help="the proxy's --min-relevance (0: every request gets --shots experiences)")  # fmt: skip
+    parser.add_argument("--targets", nargs="+", default=["tfgrpo:1", "tfgrpo:2"],
+                        help="servers measured against direct: tfgrpo[:WORKERS[:SHOTS]] or litellm")  # fmt: skip
+    parser.add_argument("--litellm", default=shutil.which("litellm"), help="the litellm executable (litellm[proxy])")
     parser.add_argument("--library", default=None, help="library file (default: a cached one in the temp dir)")
     parser.add_argument("--requests", type=int, default=300, help="sequential requests for the latency rows (0: none)")
     parser.add_argument("--concurrency", default="64,256", help="in flight for the throughput rows ('': none)")
@@ -356,6 +421,8 @@ def main() -> None:
     if args.serve_upstream is not None:
         serve_upstream(args.serve_upstream, args.delay, args.pieces)
         return
+    if "litellm" in args.targets and not args.litellm:
+        raise SystemExit("the litellm target needs LiteLLM's proxy: pip install 'litellm[proxy]', or --litellm PATH")
 
     rng = random.Random(0)
     library = Path(args.library or Path(tempfile.gettempdir()) / f"tfgrpo-bench-proxy-{args.size}.db")
@@ -365,97 +432,94 @@ def main() -> None:
     if args.mode == "lexical" and args.shots > 0:
         save_lexical_index(library)
     work = Path(tempfile.mkdtemp(prefix="tfgrpo-bench-proxy-"))
-    served = work / "served.db"
-    subprocess.run(["cp", str(library), str(served)], check=True)
-    if Path(f"{library}.index").exists():  # the saved retrieval index: the proxy starts without rebuilding it
-        subprocess.run(["cp", f"{library}.index", f"{served}.index"], check=True)
-
     loads = [os.getloadavg()]
-    up_port, proxy_port = free_port(), free_port()
-    processes = []
-    try:
-        processes.append(subprocess.Popen(
-            [sys.executable, __file__, "--serve-upstream", str(up_port), "--delay", str(args.delay)]
-        ))  # fmt: skip
-        direct = f"http://127.0.0.1:{up_port}/v1"
-        wait_up(f"{direct}/models", processes[0])
-        tfgrpo = Path(sys.executable).with_name("tfgrpo")
-        processes.append(subprocess.Popen(
-            [str(tfgrpo), "-q", "serve", "--upstream", direct, "--library", str(served), "--port", str(proxy_port),
-             "--lessons-every", "0", "--retrieval-mode", args.mode, "--shots", str(args.shots)],
-            stderr=open(work / "proxy.log", "w"),
-        ))  # fmt: skip
-        proxy = f"http://127.0.0.1:{proxy_port}/v1"
-        startup = wait_up(f"http://127.0.0.1:{proxy_port}/healthz", processes[1])
-        print(f"proxy up in {startup:.1f} s (library {args.size:,}, {args.mode} retrieval)", flush=True)
+    up_port = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, __file__, "--serve-upstream", str(up_port), "--delay", str(args.delay)]
+    )  # fmt: skip
+    direct = f"http://127.0.0.1:{up_port}/v1"
+    rows: dict[tuple[str, str], float] = {}  # (measure, server) -> value; server "direct" or a target
+    measures: list[str] = []
 
-        rows = []
-        if args.requests:
-            lat = run(latency(direct, proxy, args.requests, False, rng, processes[1].pid))
-            rows += [("latency p50 [ms]", 1e3 * pct(lat["direct"], 0.5), 1e3 * pct(lat["proxy"], 0.5)),
-                     ("latency p99 [ms]", 1e3 * pct(lat["direct"], 0.99), 1e3 * pct(lat["proxy"], 0.99))]  # fmt: skip
-            added = [p - d for p, d in zip(lat["proxy"], lat["direct"])]
-            rows.append(("added per request p50 [ms]", None, 1e3 * statistics.median(added)))
-            rows.append(("added per request p99 [ms]", None, 1e3 * pct(added, 0.99)))
-            rows.append(("proxy CPU per request, one at a time [ms]", None, 1e3 * lat["cpu"][0]))
-            ttft = run(latency(direct, proxy, args.requests // 2, True, rng, processes[1].pid))
-            added = [p - d for p, d in zip(ttft["proxy"], ttft["direct"])]
-            rows.append(
-                ("first streamed token p50 [ms]", 1e3 * pct(ttft["direct"], 0.5), 1e3 * pct(ttft["proxy"], 0.5))
-            )
-            rows.append(("first streamed token added p50 [ms]", None, 1e3 * statistics.median(added)))
-            print(rows, flush=True)
-        # warm up: the retrieval index's postings are loaded as their terms are first searched
-        ids: list[str] = run(throughput(proxy, 64, 256, rng))[1]
-        for c in (int(x) for x in args.concurrency.split(",") if x):
-            total = max(4 * c, 512)
-            load_cpu = cpu_seconds(os.getpid()) + cpu_seconds(processes[0].pid)  # the client's and the upstream's
-            direct_rps, _ = run(throughput(direct, c, total, rng))
-            load_cpu = (cpu_seconds(os.getpid()) + cpu_seconds(processes[0].pid) - load_cpu) / total
-            cpu = cpu_seconds(processes[1].pid)
-            proxy_rps, new_ids = run(throughput(proxy, c, total, rng))
-            cpu = (cpu_seconds(processes[1].pid) - cpu) / len(new_ids)
-            ids += new_ids
-            rows.append((f"throughput at {c} in flight [req/s]", direct_rps, proxy_rps))
-            rows.append((f"proxy CPU per request at {c} in flight [ms]", None, 1e3 * cpu))
-            # What the cores allow whatever the proxy does: the client and the upstream spend `load_cpu` on
-            # every request either way, so a proxy costing `cpu` cannot pass os.cpu_count() / (load_cpu + cpu).
-            rows.append((f"client + upstream CPU per direct request at {c} in flight [ms]", None, 1e3 * load_cpu))
-            rows.append((f"most any proxy of this CPU could reach at {c} in flight [req/s]", None,
-                         (os.cpu_count() or 1) / (load_cpu + cpu)))  # fmt: skip
-            print(rows[-4:], flush=True)
+    def put(measure: str, server: str, value: float) -> None:
+        if measure not in measures:
+            measures.append(measure)
+        rows[measure, server] = value
+
+    try:
+        wait_up(f"{direct}/models", upstream)
+        for target in args.targets:
+            process, url = start_target(target, args, direct, library, work)
+            print(f"{target} up (library {args.size:,}, {args.mode} retrieval)", flush=True)
+            tfgrpo = target != "litellm"
+            try:
+                if args.requests:
+                    lat = run(latency(direct, url, args.requests, False, rng, process.pid))
+                    for q, name in ((0.5, "latency p50 [ms]"), (0.99, "latency p99 [ms]")):
+                        put(name, "direct", 1e3 * pct(lat["direct"], q))
+                        put(name, target, 1e3 * pct(lat["proxy"], q))
+                    added = [p - d for p, d in zip(lat["proxy"], lat["direct"])]
+                    put("added per request p50 [ms]", target, 1e3 * statistics.median(added))
+                    put("added per request p99 [ms]", target, 1e3 * pct(added, 0.99))
+                    put("CPU per request, one at a time [ms]", target, 1e3 * lat["cpu"][0])
+                    ttft = run(latency(direct, url, args.requests // 2, True, rng, process.pid))
+                    put("first streamed token p50 [ms]", "direct", 1e3 * pct(ttft["direct"], 0.5))
+                    put("first streamed token p50 [ms]", target, 1e3 * pct(ttft["proxy"], 0.5))
+                    added = [p - d for p, d in zip(ttft["proxy"], ttft["direct"])]
+                    put("first streamed token added p50 [ms]", target, 1e3 * statistics.median(added))
+                # warm up: the retrieval index's postings are loaded as their terms are first searched
+                ids: list[str] = run(throughput(url, 64, 256, rng))[1]
+                for c in (int(x) for x in args.concurrency.split(",") if x):
+                    total = max(4 * c, 512)
+                    direct_rps, _ = run(throughput(direct, c, total, rng))
+                    cpu = process_tree_cpu(process.pid)
+                    target_rps, new_ids = run(throughput(url, c, total, rng))
+                    cpu = (process_tree_cpu(process.pid) - cpu) / len(new_ids)
+                    ids += new_ids
+                    put(f"throughput at {c} in flight [req/s]", "direct", direct_rps)
+                    put(f"throughput at {c} in flight [req/s]", target, target_rps)
+                    put(f"CPU per request at {c} in flight [ms]", target, 1e3 * cpu)
+                if args.feedback and tfgrpo:
+                    if len(ids) < args.feedback:  # completions to give feedback on
+                        ids += run(throughput(url, 64, args.feedback - len(ids), rng))[1]
+                    ids = ids[: args.feedback]
+                    cpu = process_tree_cpu(process.pid)
+                    rate = run(feedback_rate(url, ids))
+                    put(f"feedback over HTTP, 64 in flight [per s] ({len(ids)})", target, rate)
+                    put("CPU per feedback [ms]", target, 1e3 * (process_tree_cpu(process.pid) - cpu) / len(ids))
+            finally:
+                process.terminate()
+                process.wait(120)
+            loads.append(os.getloadavg())
+            print({m: v for (m, server), v in rows.items() if server == target}, flush=True)
         if args.feedback:
-            if len(ids) < args.feedback:  # completions to give feedback on
-                ids += run(throughput(proxy, 64, args.feedback - len(ids), rng))[1]
-            ids = ids[: args.feedback]
-            cpu, loop_cpu = cpu_seconds(processes[1].pid), cpu_seconds(processes[1].pid, main_thread=True)
-            rate = run(feedback_rate(proxy, ids))
-            cpu, loop_cpu = (cpu_seconds(processes[1].pid) - cpu,
-                             cpu_seconds(processes[1].pid, main_thread=True) - loop_cpu)  # fmt: skip
-            rows.append((f"feedback over HTTP, 64 in flight [per s] ({len(ids)})", None, rate))
-            rows.append(("proxy CPU per feedback [ms]", None, 1e3 * cpu / len(ids)))
-            rows.append(("... of it on the event loop [ms]", None, 1e3 * loop_cpu / len(ids)))
-            rows.append((f"feedback, CompletionRecords in-process [per s] ({args.feedback})", None,
-                         records_rate(args.feedback)))  # fmt: skip
-        loads.append(os.getloadavg())
+            put(
+                f"feedback, CompletionRecords in-process [per s] ({args.feedback})",
+                "records",
+                records_rate(args.feedback),
+            )
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(60)
-    shutil.rmtree(work)  # kept when a row failed, for its proxy.log
+        upstream.terminate()
+        upstream.wait(60)
+    shutil.rmtree(work)  # kept when a row failed, for the servers' logs
 
     if ERRORS:
         print(f"requests sent again after a dropped connection: {ERRORS}")
     load = ", ".join(" / ".join(f"{x:.2f}" for x in la) for la in loads)
-    print(f"\n{args.size:,} experiences, {args.mode} retrieval, {args.shots} shots, upstream delay "
-          f"{args.delay * 1e3:.0f} ms, {os.cpu_count()} CPUs, load average (1/5/15 min) at start, end: "
-          f"{load}\n")  # fmt: skip
-    print("| measure | direct | through the proxy | proxy / direct |")
-    print("| --- | --- | --- | --- |")
-    for name, d, p in rows:
-        ratio = f"{p / d:.2f}" if d else "-"
-        print(f"| {name} | {'-' if d is None else f'{d:,.2f}'} | {p:,.2f} | {ratio} |")
+    print(f"\n{args.size:,} experiences, {args.mode} retrieval, {args.shots} shots (min relevance "
+          f"{args.min_relevance}), upstream delay {args.delay * 1e3:.0f} ms, {os.cpu_count()} CPUs, load average "
+          f"(1/5/15 min) at the start and after each server: {load}\n")  # fmt: skip
+    servers = ["direct", *args.targets, *(["records"] if args.feedback else [])]
+    print("| measure | " + " | ".join(servers) + " |")
+    print("| --- |" + " --- |" * len(servers))
+    for measure in measures:
+        cells = []
+        for server in servers:
+            value = rows.get((measure, server))
+            base = rows.get((measure, "direct"))
+            ratio = f" ({value / base:.2f}x)" if value is not None and base and server != "direct" else ""
+            cells.append("-" if value is None else f"{value:,.2f}{ratio}")
+        print(f"| {measure} | " + " | ".join(cells) + " |")
 
 
 def run(coroutine: typing.Coroutine[typing.Any, typing.Any, T]) -> T:

@@ -468,6 +468,9 @@ class CompletionRecords:
         running; whether `holder` holds it. (The clock is each process's wall clock: hosts sharing one
         PostgreSQL library must keep theirs in step, as NTP does, to well under the lease.)"""
         now = self._clock()
+        held = self._other.query("SELECT holder, until FROM proxy_leases WHERE name = ?", (lease,))
+        if held and held[0][0] != holder and held[0][1] > now:
+            return False  # (without a write: the others look often)
         with self._other.writing() as tx:
             row = tx.execute(
                 "SELECT holder, until FROM proxy_leases WHERE name = ?" + self._other.dialect.for_update, (lease,)

@@ -98,6 +98,8 @@ class ServedLibrary:
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._held = False
         self._renew_at = 0.0
+        self._waiting = 0  # feedback requests waiting for their groups to be learned
+        self._checked = 0.0  # when `inject` last looked for other processes' changes
         self._lesson_task: asyncio.Task | None = None
         self.learned = int((self.experiences.progress or {}).get(_SERVED_PROGRESS, 0))
         self.failed = 0  # the last group whose commit failed this run (learned at the next start)
@@ -122,6 +124,11 @@ class ServedLibrary:
 
     def inject(self, prompt: str) -> tuple[list, dict[str, str], PromptTemplate]:
         """The experiences that fit the budget, the lessons, and the template carrying them."""
+        now = time.monotonic()
+        if now - self._checked > _POLL_S:  # what other processes learned (a draw would look too; a kept answer not)
+            self._checked = now
+            if self.experiences.refresh():
+                self._chosen.clear()
         examples = self._chosen.get(prompt)
         if examples is None:
             examples = select_examples(
@@ -179,7 +186,7 @@ class ServedLibrary:
             try:
                 if await self._holding():
                     await self._learn_pending()
-                else:
+                elif self._waiting:  # feedback here waits for a group another process learns
                     await self.run(self._follow)
             except Exception:
                 log.exception(
@@ -293,8 +300,14 @@ class ServedLibrary:
         """Return once group `seq` is in the library (or failed to go in; it is retried at the next start)."""
         if self._learned_changed is None:
             return
-        async with self._learned_changed:
-            await self._learned_changed.wait_for(lambda: self.learned >= seq or self.failed >= seq or self._task.done())
+        self._waiting += 1
+        try:
+            async with self._learned_changed:
+                await self._learned_changed.wait_for(
+                    lambda: self.learned >= seq or self.failed >= seq or self._task.done()
+                )
+        finally:
+            self._waiting -= 1
 
     def _maybe_update_lessons(self) -> None:
         every = self.config.lessons_every
