@@ -10,77 +10,18 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
-from support.llm import free_port, wait_until
-from support.proxy import Upstream
+from support.llm import wait_until
+from support.proxy import Deployment
 from tfgrpo.core.library import TrainingFreeGRPO
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.slow  # a supervisor and its worker processes, started for each test
-
-
-class Deployment:
-    """`tfgrpo serve --workers N` as a process of its own, and a client connection pinned to each worker."""
-
-    def __init__(self, upstream: Upstream, library: Path, workers: int = 2, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        main = "import sys; from tfgrpo.cli import main; sys.exit(main())"
-        command = [sys.executable, "-c", main, "serve", "--upstream", upstream.url, "--library", str(library),
-                   "--port", str(self.port), "--lessons-every", "0", "--shots", "0", "--workers", str(workers),
-                   "--group-size", "2", *extra]  # fmt: skip
-        self.log = open(library.with_suffix(".log"), "ab")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
-        self.clients: dict[int, httpx.Client] = {}
-        wait_until(lambda: self.connect(workers), timeout=180, what=f"a connection to each of {workers} workers")
-
-    def connect(self, workers: int) -> bool:
-        """Open connections until one is held by each worker (the kernel hands each to one of them)."""
-        if self.process.poll() is not None:
-            raise AssertionError(f"tfgrpo serve exited with {self.process.returncode}")
-        client = httpx.Client(base_url=self.url, timeout=60)
-        try:
-            pid = int(client.get("/healthz").headers["x-tfgrpo-worker"])
-        except httpx.HTTPError:
-            client.close()
-            return False
-        if pid in self.clients:
-            client.close()
-        else:
-            self.clients[pid] = client
-        return len(self.clients) >= workers
-
-    @property
-    def workers(self) -> list[int]:
-        return sorted(self.clients)
-
-    def chat(self, worker: int, content: str, **body) -> dict:
-        payload = {"model": "scripted", "messages": [{"role": "user", "content": content}], **body}
-        response = self.clients[worker].post("/v1/chat/completions", json=payload)
-        assert response.status_code == 200, response.text
-        assert int(response.headers["x-tfgrpo-worker"]) == worker
-        return response.json()
-
-    def feedback(self, worker: int, body: dict) -> dict:
-        response = self.clients[worker].post("/v1/feedback", json=body)
-        assert response.status_code == 200, response.text
-        assert int(response.headers["x-tfgrpo-worker"]) == worker
-        return response.json()
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        for client in self.clients.values():
-            client.close()
-        self.process.send_signal(sig)
-        code = self.process.wait(120)
-        self.log.close()
-        return code
 
 
 def stored(library: Path) -> tuple[list[tuple[str, str]], int, dict]:
@@ -95,7 +36,7 @@ def stored(library: Path) -> tuple[list[tuple[str, str]], int, dict]:
 
 def test_completions_and_feedback_through_either_worker_learn_each_group_once(upstream, tmp_path):
     library = tmp_path / "lib.db"
-    deployment = Deployment(upstream, library)
+    deployment = Deployment(upstream, library, log=library.with_suffix(".log"))
     try:
         a, b = deployment.workers
         expected = []
@@ -133,7 +74,7 @@ def test_completions_and_feedback_through_either_worker_learn_each_group_once(up
 
 def test_a_worker_killed_mid_load_loses_nothing_acknowledged(upstream, tmp_path):
     library = tmp_path / "lib.db"
-    deployment = Deployment(upstream, library)
+    deployment = Deployment(upstream, library, log=library.with_suffix(".log"))
     acknowledged: list[str] = []
     try:
         a, b = deployment.workers
@@ -191,7 +132,7 @@ def test_a_worker_killed_mid_load_loses_nothing_acknowledged(upstream, tmp_path)
 
 def test_sigterm_to_the_supervisor_drains_every_worker(upstream, tmp_path):
     library = tmp_path / "lib.db"
-    deployment = Deployment(upstream, library)
+    deployment = Deployment(upstream, library, log=library.with_suffix(".log"))
     try:
         a, _ = deployment.workers
         upstream.release.clear()

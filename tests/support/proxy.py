@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +15,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from latency_server import read_body, serve_lifespan
-from support.llm import UvicornThread
+from support.llm import UvicornThread, free_port, wait_until
 from tfgrpo.core.library import TrainingFreeGRPO
 from tfgrpo.semantic.lessons import LessonLibrary
 from tfgrpo.semantic.operations import Operation
@@ -201,3 +204,60 @@ def seeded_library(path: Path, lessons: bool = True) -> TrainingFreeGRPO:
                 ]
             )
     return grpo
+
+
+class Deployment:
+    """`tfgrpo serve --workers N` as a process of its own, and a client connection pinned to each worker."""
+
+    def __init__(self, upstream: Upstream, library: Path | str, workers: int = 2, *extra: str, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        main = "import sys; from tfgrpo.cli import main; sys.exit(main())"
+        command = [sys.executable, "-c", main, "serve", "--upstream", upstream.url, "--library", str(library),
+                   "--port", str(self.port), "--lessons-every", "0", "--shots", "0", "--workers", str(workers),
+                   "--group-size", "2", *extra]  # fmt: skip
+        self.log = open(log, "ab")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        self.clients: dict[int, httpx.Client] = {}
+        wait_until(lambda: self.connect(workers), timeout=180, what=f"a connection to each of {workers} workers")
+
+    def connect(self, workers: int) -> bool:
+        """Open connections until one is held by each worker (the kernel hands each to one of them)."""
+        if self.process.poll() is not None:
+            raise AssertionError(f"tfgrpo serve exited with {self.process.returncode}")
+        client = httpx.Client(base_url=self.url, timeout=60)
+        try:
+            pid = int(client.get("/healthz").headers["x-tfgrpo-worker"])
+        except httpx.HTTPError:
+            client.close()
+            return False
+        if pid in self.clients:
+            client.close()
+        else:
+            self.clients[pid] = client
+        return len(self.clients) >= workers
+
+    @property
+    def workers(self) -> list[int]:
+        return sorted(self.clients)
+
+    def chat(self, worker: int, content: str, **body) -> dict:
+        payload = {"model": "scripted", "messages": [{"role": "user", "content": content}], **body}
+        response = self.clients[worker].post("/v1/chat/completions", json=payload)
+        assert response.status_code == 200, response.text
+        assert int(response.headers["x-tfgrpo-worker"]) == worker
+        return response.json()
+
+    def feedback(self, worker: int, body: dict) -> dict:
+        response = self.clients[worker].post("/v1/feedback", json=body)
+        assert response.status_code == 200, response.text
+        assert int(response.headers["x-tfgrpo-worker"]) == worker
+        return response.json()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        for client in self.clients.values():
+            client.close()
+        self.process.send_signal(sig)
+        code = self.process.wait(120)
+        self.log.close()
+        return code

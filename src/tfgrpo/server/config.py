@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..core.knobs import knob
 from ..errors import ConfigError
@@ -90,6 +91,17 @@ def parse_upstream(spec: str) -> tuple[str | None, str | None]:
             f"--upstream {spec!r} names no URL: write openai:MODEL@http://host:port/v1 or set $OPENAI_BASE_URL"
         )
     return url, model or None
+
+
+def library_name(target: str | os.PathLike) -> str:
+    """The name a library is served under without --keys: an SQLite file's stem, or a `postgresql://` URL's
+    schema (`?schema=NAME`), else its database's name."""
+    text = str(target)
+    if not text.startswith(("postgresql://", "postgres://")):
+        return Path(text).stem
+    base, _, query = text.partition("?")
+    schema = next((v for k, _, v in (p.partition("=") for p in query.split("&")) if k == "schema"), "")
+    return schema or base.rstrip("/").rsplit("/", 1)[-1] or "library"
 
 
 def is_loopback(host: str) -> bool:

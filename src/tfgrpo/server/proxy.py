@@ -32,7 +32,7 @@ from ..rewards.base import Reward
 from ..tracking import Tracker
 from ._state import Passthrough
 from ._streaming import ClientDisconnected, EventStream
-from .config import ProxyConfig, is_loopback, parse_upstream
+from .config import ProxyConfig, is_loopback, library_name, parse_upstream
 from .guards import BodyLimit
 from .limits import ServerLimits
 from .metrics import Observe
@@ -159,13 +159,11 @@ class ProxyApp:
         self.service = service
         self.hot = hot
         self._hot_app = Observe(BodyLimit(self._call, max_bytes=max_body_bytes), metrics=service.metrics)
-        # With several worker processes every answer says which one gave it.
-        self._worker: list[tuple[bytes, bytes]] | None = None
-        if service.config.workers > 1:
-            self._worker = [(b"x-tfgrpo-worker", str(os.getpid()).encode())]
+        # Every answer says which process gave it (with --workers, or proxies sharing a library).
+        self._worker = [(b"x-tfgrpo-worker", str(os.getpid()).encode())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._worker is not None and scope["type"] == "http":
+        if scope["type"] == "http":
             send = self._signed(send)
         if scope["type"] == "http" and (scope["method"], scope["path"]) in self.hot:
             await self._hot_app(scope, receive, send)
@@ -173,7 +171,7 @@ class ProxyApp:
             await self.app(scope, receive, send)
 
     def _signed(self, send: Send) -> Send:
-        worker = self._worker or []
+        worker = self._worker
 
         async def signed(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -325,7 +323,7 @@ def serve(
     if keys is not None:
         libraries: dict[str, str | Path] = dict(keys.libraries)
     elif library:
-        libraries = {Path(library).stem: library}
+        libraries = {library_name(library): library}
     else:
         raise ConfigError("give --library PATH (or --keys keys.toml with its [libraries])")
     if validate_margin is not None and reward is None:
