@@ -471,7 +471,9 @@ def main() -> None:
                 ids: list[str] = run(throughput(url, 64, 256, rng))[1]
                 for c in (int(x) for x in args.concurrency.split(",") if x):
                     total = max(4 * c, 512)
+                    load_cpu = cpu_seconds(os.getpid()) + cpu_seconds(upstream.pid)  # the client's and the upstream's
                     direct_rps, _ = run(throughput(direct, c, total, rng))
+                    load_cpu = (cpu_seconds(os.getpid()) + cpu_seconds(upstream.pid) - load_cpu) / total
                     cpu = process_tree_cpu(process.pid)
                     target_rps, new_ids = run(throughput(url, c, total, rng))
                     cpu = (process_tree_cpu(process.pid) - cpu) / len(new_ids)
@@ -479,6 +481,11 @@ def main() -> None:
                     put(f"throughput at {c} in flight [req/s]", "direct", direct_rps)
                     put(f"throughput at {c} in flight [req/s]", target, target_rps)
                     put(f"CPU per request at {c} in flight [ms]", target, 1e3 * cpu)
+                    # What the cores allow whatever the server does: the client and the upstream spend `load_cpu`
+                    # on every request either way, so a server costing `cpu` cannot pass cores / (load_cpu + cpu).
+                    put(f"client + upstream CPU per direct request at {c} in flight [ms]", "direct", 1e3 * load_cpu)
+                    put(f"most this CPU allows at {c} in flight on these cores [req/s]", target,
+                        (os.cpu_count() or 1) / (load_cpu + cpu))  # fmt: skip
                 if args.feedback and tfgrpo:
                     if len(ids) < args.feedback:  # completions to give feedback on
                         ids += run(throughput(url, 64, args.feedback - len(ids), rng))[1]
