@@ -33,11 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-WORDS = (
-    "the a function list string file read write parse return value error index count sum loop "
-    "python code test input output number sort dict key map filter path open close line split join"
-).split()
-G = 8
+from library import WORDS, G  # noqa: E402  (the groups bench/library.py times, written by many processes)
 
 
 def groups(seed: int):
