@@ -125,7 +125,9 @@ class ServedLibrary:
     def inject(self, prompt: str) -> tuple[list, dict[str, str], PromptTemplate]:
         """The experiences that fit the budget, the lessons, and the template carrying them."""
         now = time.monotonic()
-        if now - self._checked > _POLL_S:  # what other processes learned (a draw would look too; a kept answer not)
+        if self.config.shots > 0 and now - self._checked > _POLL_S:
+            # What other processes learned (a draw would look too; an answer kept for the prompt would not).
+            # (Only on the worker thread: with no shots, `inject` runs on the loop and reads no experience.)
             self._checked = now
             if self.experiences.refresh():
                 self._chosen.clear()
