@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..agents.trajectory import Message, Trajectory
+from ..core.experience import check_text
 from ..core.knobs import check_knobs, knob
 from ..errors import ConfigError, TFGRPOError
 from ..learn.example_update import TOOL_CHARS
@@ -26,6 +27,7 @@ from ..prompting import build_prompt
 from . import records
 from .config import ProxyConfig
 from .metrics import ProxyMetrics
+from .openai_api import find_lone_surrogate
 from .served import ServedLibrary
 
 
@@ -38,6 +40,7 @@ class MCPLimits:
     max_trajectory_bytes: int = knob(1_000_000, "largest trajectory (record), as JSON", minimum=1)
     max_k: int = knob(20, "most experiences one context call may ask for", minimum=1)
     records_per_minute: int = knob(120, "records one MCP session may post per minute", minimum=1)
+    max_sessions: int = knob(10_000, "MCP sessions whose counts are kept (the least recent go first)", minimum=1)
 
     def __post_init__(self) -> None:
         check_knobs(self)
@@ -86,9 +89,13 @@ class LibraryService:
             self.lib = None
 
     def session(self, key: str) -> Session:
-        if key not in self.sessions:
-            self.sessions[key] = Session(self.limits.records_per_minute)
-        return self.sessions[key]
+        state = self.sessions.pop(key, None)  # (re-inserted: the dict's order is least recent first)
+        if state is None:
+            state = Session(self.limits.records_per_minute)
+            if len(self.sessions) >= self.limits.max_sessions:
+                del self.sessions[next(iter(self.sessions))]
+        self.sessions[key] = state
+        return state
 
     def _library(self) -> ServedLibrary:
         if self.lib is None:
@@ -162,6 +169,9 @@ class LibraryService:
         size = len(json.dumps(value, default=str))
         if size > self.limits.max_trajectory_bytes:
             raise ConfigError(f"the trajectory is {size} bytes as JSON; at most {self.limits.max_trajectory_bytes}")
+        where = find_lone_surrogate(value)
+        if where is not None:
+            raise ConfigError(f"trajectory: {where} holds a lone surrogate, which UTF-8 cannot encode")
         messages = value.get("messages") if isinstance(value, dict) else value
         if not isinstance(messages, list) or not all(
             isinstance(m, dict) and m.get("role") in ("assistant", "tool") and isinstance(m.get("content", ""), str)
@@ -184,6 +194,7 @@ class LibraryService:
             raise ConfigError(f"{name} must be a non-empty string")
         if len(value) > most:
             raise ConfigError(f"{name} is {len(value)} characters long; at most {most}")
+        check_text(value, name, ConfigError)
 
 
 def build_server(service: LibraryService) -> Any:
