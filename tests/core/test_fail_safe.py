@@ -289,6 +289,17 @@ def test_surrogate_errors_name_the_experience_and_field(tmp_path):
         fresh().load_from_file(path)
 
 
+@pytest.mark.parametrize(
+    ("drop", "said"),
+    [(("timestamp",), "field 'timestamp' is"), (("prompt", "advantage"), "fields 'prompt', 'advantage' are")],
+)
+def test_missing_fields_are_named_as_missing(tmp_path, drop, said):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([ITEM, {k: v for k, v in ITEM.items() if k not in drop}]))
+    with pytest.raises(LibraryFormatError, match=f"experience 1: {said} missing"):
+        fresh().load_from_file(path)
+
+
 def test_a_load_directory_is_refused(tmp_path):
     with pytest.raises(LibraryFormatError, match="folder"):
         fresh().load_from_file(tmp_path)

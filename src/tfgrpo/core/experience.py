@@ -101,9 +101,16 @@ class Experience:
         metadata = data.get("metadata")
         if type(metadata) is dict and not metadata:
             metadata = None  # the spec's files write {} for every experience
-        return cls.checked(
-            data.get("prompt"), data.get("response"), data.get("advantage"), data.get("timestamp"), metadata, where
-        )
+        try:
+            return cls.checked(
+                data.get("prompt"), data.get("response"), data.get("advantage"), data.get("timestamp"), metadata, where
+            )
+        except LibraryFormatError:
+            missing = [f"'{key}'" for key in ("prompt", "response", "advantage", "timestamp") if key not in data]
+            if missing:  # (looked for only now: the well-formed case stays one cheap check)
+                fields = f"field {missing[0]} is" if len(missing) == 1 else f"fields {', '.join(missing)} are"
+                raise LibraryFormatError(f"{where}: {fields} missing") from None
+            raise
 
     @classmethod
     def checked(
