@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,18 @@ def test_commands_take_a_postgresql_url(postgres_server, capsys):
     assert "Check the units." in capsys.readouterr().out
     assert run("stats", "-l", "postgresql://nobody@127.0.0.1:1/x") == 1
     assert "cannot connect to postgresql://nobody@127.0.0.1:1/x" in capsys.readouterr().err
+
+
+def test_an_import_says_how_many_experiences_the_librarys_config_pruned(tmp_path, capsys):
+    source = tmp_path / "old.json"
+    week = 7 * 24 * 3600
+    now = int(time.time())
+    rows = [
+        {"prompt": "p", "response": r, "advantage": 0.5, "timestamp": t}
+        for r, t in (("old", now - 2 * week), ("new", now))
+    ]
+    source.write_text(json.dumps(rows))
+    assert run("import", source, "-l", tmp_path / "lib.db") == 0
+    out, err = capsys.readouterr()
+    assert "1 experiences after importing" in out
+    assert "1 of the 2 experiences" in err and "max_experience_age (604800 s)" in err

@@ -143,7 +143,7 @@ def cmd_import(args) -> None:
         with open_library(args.library, must_exist=False) as grpo:
             grpo.load_from_file(args.input)
             grpo.save_to_file(args.library)
-            print(f"{args.library}: {grpo.library_size()} experiences after importing {args.input}")
+            _say_imported(args, grpo, len(copy.library.experiences))
         return
     if copy.exact and not store_exists(args.library):
         write(copy, args.library)
@@ -151,4 +151,17 @@ def cmd_import(args) -> None:
         return
     merge(copy, args.library, args.input)
     with open_library(args.library) as grpo:
-        print(f"{args.library}: {grpo.library_size()} experiences after importing {args.input}")
+        _say_imported(args, grpo, len(copy.library.experiences))
+
+
+def _say_imported(args, grpo, given: int) -> None:
+    size = grpo.library_size()
+    print(f"{args.library}: {size} experiences after importing {args.input}")
+    if size < given:  # the library's own config pruned some: say so, an empty result is otherwise a puzzle
+        config = grpo.config
+        print(
+            f"note: {given - size} of the {given} experiences in {args.input} were pruned by the library's "
+            f"config: older than max_experience_age ({config.max_experience_age} s), or beyond "
+            f"max_library_size ({config.max_library_size}), fields of the library's GRPOConfig",
+            file=sys.stderr,
+        )
