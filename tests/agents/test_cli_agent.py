@@ -57,8 +57,8 @@ def test_train_and_eval_with_react_python(tmp_path):
     for condition in report["conditions"].values():
         assert condition["trajectories"]["rollouts"] == 2 * len(report["prompt_ids"])
     # The evaluation's policy turns saw the stored transcript as a few-shot example.
-    assert any("Output:\n```" in m["content"] for b in model.bodies for m in b["messages"] if m["role"] == "user"
-               and m["content"].count("Q:") > 1)  # fmt: skip
+    users = [m["content"] for b in model.bodies for m in b.get("messages", []) if m["role"] == "user"]
+    assert any("Output:\n```" in text and text.count("Q:") > 1 for text in users)
 
 
 def test_repeat_passes_the_agent_to_training_and_evaluation(tmp_path):

@@ -11,9 +11,10 @@ import pytest
 
 from support.agents import Model, as_json, context, last_user, serve, tool_reply
 from support.llm import error_reply
+from tfgrpo import ExampleUpdate, TrainConfig, TrainingFreeGRPO, train
 from tfgrpo.agents import AgentConfig, FunctionTool, ToolAgent, react_python
 from tfgrpo.agents.react import cut_outside_code, parse_text_turn
-from tfgrpo.errors import ConfigError
+from tfgrpo.errors import BackendError, ConfigError
 from tfgrpo.learn import rollout_batch
 from tfgrpo.learn.rollouts import RolloutConfig
 from tfgrpo.rewards import NumericMatchReward
@@ -187,6 +188,21 @@ def test_a_failing_model_ends_its_trajectory_and_the_batch_goes_on():
         ok, failed = agent.run_many([({"prompt": "add"}, context(llm, "add")), ({"prompt": "x"}, context(llm, "fail"))])
     assert ok.ended == "answer" and ok.answer == "3" and ok.messages[1].content == "3"
     assert failed.ended == "model_error" and failed.answer is None and "upstream down" in failed.detail
+
+
+def test_a_model_that_fails_every_trajectory_fails_the_batch_as_a_plain_rollout_does(tmp_path):
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    llm_cm = serve(Model(lambda messages, body: error_reply(503, "upstream down")))
+    with llm_cm as llm, ToolAgent([FunctionTool(add)]) as agent:
+        with pytest.raises(BackendError, match="failed all 2 trajectories.*upstream down"):
+            agent.run_many([({"prompt": "a"}, context(llm, "a")), ({"prompt": "b"}, context(llm, "b"))])
+        with TrainingFreeGRPO.open(tmp_path / "lib.db") as grpo:
+            samples = [{"prompt": "q", "answer": 1}]
+            with pytest.raises(BackendError):
+                train(llm, samples, NumericMatchReward(), [ExampleUpdate(grpo)], TrainConfig(group_size=2), agent=agent)
+            assert grpo.stats().total_rollouts == 0 and ExampleUpdate(grpo).done() == 0  # a rerun starts over
 
 
 def test_agent_faults_are_reasons_not_crashes():

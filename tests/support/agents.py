@@ -28,7 +28,7 @@ def tool_reply(calls: list[tuple[str, str | dict]], text: str | None = None) -> 
 
 class Model:
     """A scripted model: `answer(messages, body)` gives each turn's reply (a string: text; a Reply: as
-    it is). Every request body is kept in `bodies`."""
+    it is). A text completion's prompt comes as one user message. Every request body is kept in `bodies`."""
 
     def __init__(self, answer: Callable[[list[dict], dict], str | Reply]) -> None:
         self.answer = answer
@@ -36,8 +36,9 @@ class Model:
 
     async def __call__(self, index, path, body):
         self.bodies.append(body)
-        reply = self.answer(body["messages"], body)
-        return chat_reply([reply]) if isinstance(reply, str) else reply
+        chat = "messages" in body
+        reply = self.answer(body["messages"] if chat else [{"role": "user", "content": body["prompt"]}], body)
+        return chat_reply([reply], chat=chat) if isinstance(reply, str) else reply
 
 
 def last_user(messages: list[dict]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core.experience import clean_text
 from ..core.knobs import check_knobs, knob
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 from ..llm.base import Backend, Generation, GenerationParams, Prompt
 from .trajectory import Message, ToolCall, Trajectory, failed
 
@@ -84,7 +84,10 @@ class Agent:
     def run_many(self, jobs: Sequence[tuple[dict, AgentContext]], concurrency: int = 16) -> list[Trajectory]:
         """A trajectory per (sample, context), at most `concurrency` at once, in order. Never raises for
         one trajectory: an agent that raises, hangs past `trajectory_timeout` or returns something that
-        is no trajectory gives one that ended with the reason (no answer)."""
+        is no trajectory gives one that ended with the reason (no answer). But when the model failed
+        every one of them (`model_error`: its backend down or refusing every request after its
+        retries), a `BackendError`, as a plain rollout's backend raises: scoring them all 0 would have
+        a training step commit what never ran."""
         semaphore: asyncio.Semaphore | None = None
 
         async def one(sample: dict, context: AgentContext) -> Trajectory:
@@ -96,7 +99,12 @@ class Agent:
         async def all_of() -> list[Trajectory]:
             return list(await asyncio.gather(*(one(s, c) for s, c in jobs)))
 
-        return self._loop().run(all_of())
+        trajectories = self._loop().run(all_of())
+        if trajectories and all(t.ended == "model_error" for t in trajectories):
+            raise BackendError(
+                f"the model failed all {len(trajectories)} trajectories; the first: {trajectories[0].detail}"
+            )
+        return trajectories
 
     async def guarded(self, sample: dict, context: AgentContext) -> Trajectory:
         """`run` with its limits and faults turned into reasons, its output checked and cleaned."""
