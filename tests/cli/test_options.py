@@ -207,3 +207,12 @@ def test_printed_config_reads_back_to_the_same_config(tmp_path, fmt, suffix):
     setattr(again, FILE_VALUES, file_values)
     assert config_from_args(Knobs, again) == cfg
     assert again.model == "local"
+
+
+def test_tfgrpo_warnings_read_as_the_clis_errors_do_and_others_as_python_writes_them():
+    from tfgrpo.cli import _format_warning
+    from tfgrpo.errors import TFGRPOWarning
+
+    said = _format_warning(TFGRPOWarning("G=2 is small"), TFGRPOWarning, "<string>", 11)
+    assert said == "tfgrpo: warning: G=2 is small\n"
+    assert _format_warning(UserWarning("odd"), UserWarning, "f.py", 3) == "f.py:3: UserWarning: odd\n"

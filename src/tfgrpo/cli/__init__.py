@@ -8,10 +8,11 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 from .. import __version__
-from ..errors import TFGRPOError
+from ..errors import TFGRPOError, TFGRPOWarning
 from .options import FILE_VALUES, HelpFormatter, apply_config_file
 
 COMMAND_MODULES = (
@@ -21,6 +22,7 @@ COMMAND_MODULES = (
 # -v/-q steps through these from the default (INFO: the lesson critic's notes are worth seeing).
 _LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
 _DEFAULT_LEVEL = 1
+_PYTHON_FORMAT = warnings.formatwarning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    plain = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
         args = with_config_file(parser, args, argv)
         return args.func(args) or 0
@@ -42,6 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `tfgrpo ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        warnings.formatwarning = plain
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """tfgrpo's own warnings as the CLI's errors are written (where in tfgrpo they came from is no help to
+    the user); any other warning as Python writes it."""
+    if issubclass(category, TFGRPOWarning):
+        return f"tfgrpo: warning: {message}\n"
+    return _PYTHON_FORMAT(message, category, filename, lineno, line)
 
 
 def with_config_file(
