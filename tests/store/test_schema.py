@@ -138,3 +138,13 @@ def test_lessons_from_a_newer_tfgrpo_are_refused(store_target):
         db.close()
     with pytest.raises(LibraryFormatError, match=r"newer tfgrpo \(schema 7"):
         LessonLibrary(store_target)
+
+
+@pytest.mark.parametrize("schema", ["lib%0A", "Lib", "1lib", "a-b", "x" * 64, "lib%22%3B"])
+def test_a_schema_name_that_is_not_a_plain_identifier_is_refused_before_connecting(schema):
+    from tfgrpo.core.store.postgres import split_url
+    from tfgrpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a usable schema name"):
+        split_url(f"postgresql://me:secret@127.0.0.1:1/db?schema={schema}")
+    assert split_url("postgresql://me:secret@127.0.0.1:1/db?schema=lib_2")[1] == "lib_2"

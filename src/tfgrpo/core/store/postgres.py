@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     psycopg = None  # type: ignore[assignment]
 
 _TABLES = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Creating tables is serialised database-wide (two `CREATE TABLE IF NOT EXISTS` of one name at once
 # can both pass the check and one then fails), under this advisory lock key.
 _DDL_LOCK = 0x7466_6772_706F  # "tfgrpo"
@@ -42,7 +42,7 @@ def split_url(url: str) -> tuple[str, str | None, str]:
     if len(schemas) > 1:
         raise ConfigError(f"{_shown(parts)}: give schema= once")
     schema = schemas[0] if schemas else None
-    if schema is not None and not _SCHEMA_NAME.match(schema):
+    if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
         raise ConfigError(
             f"schema={schema!r:.80} is not a usable schema name: lowercase letters, digits and _, "
             "starting with a letter or _, at most 63 characters"
