@@ -31,7 +31,9 @@ def test_executor_specs(spec, address):
     assert ExecutorConfig(executor=spec).ray_address() == address
 
 
-@pytest.mark.parametrize("spec", ["Ray", "ray:", "ray://", "ray://host", "dask", "ray:host"])
+@pytest.mark.parametrize(
+    "spec", ["Ray", "ray:", "ray://", "ray://host", "dask", "ray:host", "ray://host:1\n", "ray:host:1\n"]
+)
 def test_a_spec_it_cannot_read_is_refused_naming_the_forms(spec):
     with pytest.raises(ConfigError, match="use local, ray, ray:auto, ray:HOST:PORT or ray://HOST:PORT"):
         ExecutorConfig(executor=spec)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..core.knobs import check_knobs, knob
 from ..errors import ConfigError
 
-_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+_HOST_PORT = re.compile(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,9 @@ class ExecutorConfig:
             return None
         if spec == "ray":
             return "local"
-        if spec.startswith("ray://") and _HOST_PORT.match(spec[len("ray://") :]):
+        if spec.startswith("ray://") and _HOST_PORT.fullmatch(spec[len("ray://") :]):
             return spec
-        if spec.startswith("ray:") and (spec == "ray:auto" or _HOST_PORT.match(spec[len("ray:") :])):
+        if spec.startswith("ray:") and (spec == "ray:auto" or _HOST_PORT.fullmatch(spec[len("ray:") :])):
             return spec[len("ray:") :]
         raise ConfigError(
             f"ExecutorConfig.executor: unknown executor {spec!r}; use local, ray, ray:auto, ray:HOST:PORT or "
