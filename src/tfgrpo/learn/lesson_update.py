@@ -133,9 +133,14 @@ class LessonUpdate(Update):
         rollout = replace(rollouts.config, temperature=config.eval_temperature)
         means = []
         with self.library.detached(candidate) as after:
-            for library in (self.library, after):
+            for name, library in (("validation current", self.library), ("validation candidate", after)):
                 _, scores = rollouts.run(
-                    chosen, ctx.seed + 500_009, lessons=library, placement=config.placement, config=rollout
+                    chosen,
+                    ctx.seed + 500_009,
+                    lessons=library,
+                    placement=config.placement,
+                    config=rollout,
+                    condition=name,
                 )
                 values = [s.value for group in scores for s in group]
                 means.append(sum(values) / max(1, len(values)))
