@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..agents.trajectory import Trajectory
+from ..agents.trajectory import TOOL_CHARS, Trajectory
 from ..core.library import TrainingFreeGRPO
 from ..errors import ConfigError
 from .group import Group
@@ -64,10 +64,6 @@ class ExampleUpdate(Update):
             "max_advantage": stats.max_advantage,
             "min_advantage": stats.min_advantage,
         }
-
-
-TOOL_CHARS = 400
-"""Most characters of one tool result kept in a stored trajectory (cut in the middle, marked)."""
 
 
 def stored_texts(group: Group) -> list[str]:

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from ..agents.trajectory import Trajectory
+from ..agents.trajectory import TOOL_CHARS, Trajectory
 from ..core.experience import json_text
 from ..core.knobs import check_knobs, knob
 from ..core.store import connect_db
@@ -120,7 +120,8 @@ class LoggedRollout:
     prompt: str
     """The task's prompt (what the experience library keys an experience by), before examples and lessons."""
     response: str
-    """What learning sees of it: a completion's text, an agent run's transcript."""
+    """What the library stores of it: a completion's text, an agent run's transcript (tool results cut to
+    `TOOL_CHARS`; the whole run is in `trajectory`)."""
     source: str
     run: str
     created: float = 0.0
@@ -452,7 +453,7 @@ class Recorder:
                     group_id=group_id,
                     index=index,
                     prompt=str(sample["prompt"]),
-                    response=run.text,
+                    response=run.text if run.plain else run.transcript(TOOL_CHARS),
                     source=self.source,
                     run=self.run,
                     created=now,
