@@ -225,6 +225,7 @@ def cmd_import(args) -> None:
         write(copy, args.library)
         print(f"{args.library}: a copy of {args.input}: {copy.summary()}")
         return
-    merge(copy, args.library, args.input)
+    for note in merge(copy, args.library, args.input):
+        print(f"note: {note}", file=sys.stderr)
     with open_library(args.library) as grpo:
         print(f"{args.library}: {grpo.library_size()} experiences after importing {args.input}")

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..core.store import connect_db
+from ..core.store.proxy_tables import create_proxy_tables
 from ..core.store.sql import SQLiteDatabase
 from ..errors import StoreError, excerpt
 from ..learn import rollout_log
@@ -47,54 +48,6 @@ from ..learn.rollout_log import LoggedRollout, RolloutLog
 from ..rewards.base import Score
 
 log = logging.getLogger("tfgrpo.serve")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS proxy_completions (
-    id TEXT PRIMARY KEY,
-    created {real} NOT NULL,
-    prompt TEXT NOT NULL,
-    prompt_key TEXT NOT NULL,
-    n {int} NOT NULL,
-    choices TEXT NOT NULL,
-    holdout {int} NOT NULL,
-    learnable {int} NOT NULL,
-    info TEXT NOT NULL,
-    sample TEXT,
-    group_seq {int}
-);
-CREATE INDEX IF NOT EXISTS proxy_open ON proxy_completions(prompt_key, created) WHERE group_seq IS NULL AND n = 1;
-CREATE TABLE IF NOT EXISTS proxy_turns (
-    completion_id TEXT PRIMARY KEY,
-    trajectory TEXT NOT NULL,
-    created {real} NOT NULL
-);
-CREATE INDEX IF NOT EXISTS proxy_turns_of ON proxy_turns(trajectory, created);
-CREATE TABLE IF NOT EXISTS proxy_feedback (
-    completion_id TEXT NOT NULL,
-    choice {int} NOT NULL,
-    reward {real} NOT NULL,
-    created {real} NOT NULL,
-    PRIMARY KEY (completion_id, choice)
-);
-CREATE TABLE IF NOT EXISTS proxy_figures (
-    name TEXT PRIMARY KEY,
-    value {real} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS proxy_leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    until {real} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS proxy_groups (
-    seq {int} PRIMARY KEY,
-    created {real} NOT NULL,
-    prompt TEXT NOT NULL,
-    responses TEXT NOT NULL,
-    rewards TEXT NOT NULL,
-    members TEXT NOT NULL,
-    sample TEXT
-);
-"""
 
 
 _COUNTED = ("completions", "feedback", "groups")
@@ -200,9 +153,7 @@ class CompletionRecords:
         self._synchronous = "NORMAL"  # as an SQLite connection starts
         try:
             with self._db.creating() as tx:
-                for statement in self._db.dialect.ddl(_SCHEMA).split(";"):
-                    if statement.strip():
-                        tx.execute(statement)
+                create_proxy_tables(tx, self._db)
                 if tx.execute("SELECT COUNT(*) FROM proxy_figures").fetchone()[0] == 0:
                     tx.executemany("INSERT INTO proxy_figures(name, value) VALUES (?, ?)", _scan_figures(tx))
             # Reads from request handlers, and leases: never inside the writer's transaction (SQLite: a
