@@ -45,6 +45,7 @@ _LAZY = {
     "evaluate": "tfgrpo.loop.evaluate",
     "export_dataset": "tfgrpo.learn.export",
     "get_backend": "tfgrpo.llm",
+    "learn_from_log": "tfgrpo.loop.from_log",
     "serve": "tfgrpo.server.proxy",
     "train": "tfgrpo.loop.training",
 }

@@ -37,6 +37,9 @@ class ExampleUpdate(Update):
     def stored_run(self) -> dict | None:
         return (self.library.progress or {}).get("run")
 
+    def progress(self) -> dict | None:
+        return self.library.progress
+
     def commit(self, groups: list[Group], ctx: StepContext) -> dict[str, Any]:
         grpo = self.library
         stored, pruned = grpo.total_stored, grpo.total_pruned
@@ -45,9 +48,14 @@ class ExampleUpdate(Update):
                 (
                     [(g.prompt, text) for text in stored_texts(g)],
                     g.rewards,
-                    with_trajectories(
-                        with_contrast(stored_texts(g), g.rewards, {"task": self.task_name, "sample_id": g.sample_id}),
-                        g.trajectories,
+                    with_metadata(
+                        with_trajectories(
+                            with_contrast(
+                                stored_texts(g), g.rewards, {"task": self.task_name, "sample_id": g.sample_id}
+                            ),
+                            g.trajectories,
+                        ),
+                        g.metadata,
                     ),
                 )
                 for g in groups
@@ -85,6 +93,15 @@ def with_trajectories(
         m if t.plain else {**(m or {}), "trajectory": json.dumps(t.to_dict(TOOL_CHARS), ensure_ascii=False)}
         for m, t in zip(metadata, trajectories)
     ]
+
+
+def with_metadata(
+    metadata: list[dict[str, str] | None], own: list[dict[str, str] | None] | None
+) -> list[dict[str, str] | None]:
+    """Per rollout, its metadata with the group's own for it (`Group.metadata`) beneath."""
+    if own is None:
+        return metadata
+    return [{**(o or {}), **(m or {})} or None for m, o in zip(metadata, own)]
 
 
 CONTRAST_CHARS = 2000

@@ -62,6 +62,9 @@ class LessonUpdate(Update):
     def stored_run(self) -> dict | None:
         return (self.library.progress or {}).get("run")
 
+    def progress(self) -> dict | None:
+        return self.library.progress
+
     def commit(self, groups: list[Group], ctx: StepContext) -> dict[str, Any]:
         """The semantic advantage: the groups with signal, a summary of each rollout, a comparison of
         each group, one consolidated set of operations, (validated and) applied as one version."""
