@@ -173,6 +173,32 @@ def test_an_evaluation_logs_each_conditions_rollouts_apart_from_the_training_one
     assert all(("Q: What is 1+1?" in str(r.sent)) == (r.condition == "library") for r in rows)
 
 
+def test_an_attribution_logs_every_lesson_conditions_rollouts_with_the_lessons_version(tmp_path):
+    from tfgrpo.loop.attribution import attribute_lessons
+    from tfgrpo.semantic import LessonLibrary
+
+    path = str(tmp_path / "lib.db")
+    config = EvalConfig(k=2, max_tokens=8, shots=0)
+    with (
+        StandIn(policy) as server,
+        backend(server) as llm,
+        LessonLibrary(path) as lessons,
+        RolloutLog(path) as log,
+    ):
+        lessons.replace_all({"G0": "Give only the number.", "G1": "Check the sum."})
+        attribute_lessons(llm, SAMPLES, REWARD, lessons, config, record=Recorder(log, "attribute", "a1"))
+        rows = list(log.rows(Filters(sources=("attribute",))))
+        version = lessons.version
+    assert len(rows) == 3 * 2 * 2  # conditions (all lessons, without each) x prompts x k
+    assert {r.condition for r in rows} == {"all lessons", "without G0", "without G1"}
+    assert {r.lessons_version for r in rows} == {version}
+    for r in rows:  # the prompt as sent holds exactly the lessons of its condition
+        sent = str(r.sent)
+        assert ("Give only the number." in sent) == (r.condition != "without G0")
+        assert ("Check the sum." in sent) == (r.condition != "without G1")
+    assert {r.reward for r in rows} == {1.0, 0.0} and all(r.reason == "checked" for r in rows)
+
+
 def _run(text):
     from tfgrpo.agents.trajectory import Trajectory
     from tfgrpo.llm.base import Generation

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 
-from ..errors import ConfigError
 from .common import check_lesson_path, library_arg, make_backend, open_rollout_log, rollout_log_args
 from .options import add_config_args, add_config_file_args, config_from_args, print_config, resolved_options
 
@@ -40,6 +39,8 @@ def add_commands(command) -> None:
     add_config_args(
         p.add_argument_group("lessons (LessonConfig; --strategy lessons or both)"),
         LessonConfig,
+        # (what validates or places lessons in the policy's prompt: a log brings no policy to roll out)
+        exclude=("validate_margin", "validation_size", "eval_temperature", "placement"),
         aliases={"use_ground_truth": ["--ground-truth"]},
     )
     add_config_file_args(p)
@@ -59,8 +60,6 @@ def cmd_learn_from_log(args) -> int | None:
     if args.print_config:
         print(print_config(resolved_options(args, config, lesson_config), args.print_config))
         return 0
-    if lesson_config.validate_margin is not None:
-        raise ConfigError("--validate-margin rolls the policy out again; a log brings no policy: leave it out")
     check_lesson_path(args.library)  # (the position of the log is kept in a database)
     with ExitStack() as stack:
         updates: list[Update] = []
