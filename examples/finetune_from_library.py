@@ -20,7 +20,7 @@ A few minutes on a CPU with the defaults (`--tiny`: a smoke run of a minute or t
 
 The same from the command line, for steps 1 and 2:
 
-    tfgrpo train -t arithmetic --task-option n=200 --limit 16 -G 4 --chat --example-format turns -l lib.db
+    tfgrpo train --task arithmetic --task-option n=200 --limit 16 -G 4 --chat --example-format turns -l lib.db
     tfgrpo export -l lib.db --format sft sft.jsonl
     tfgrpo export -l lib.db --format dpo dpo.jsonl
 """
