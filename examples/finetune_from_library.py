@@ -77,11 +77,11 @@ def main(argv: list[str] | None = None) -> dict:
         "not depend on the library or the training seed) instead of scoring them again",
     )
     p.add_argument(
-        "--tiny", action="store_true", help="a smoke run: 8 training and 4 held-out prompts, 2 fine-tuning steps each"
+        "--tiny", action="store_true", help="a smoke run: 16 training and 4 held-out prompts, 2 fine-tuning steps each"
     )
     args = p.parse_args(argv)
     if args.tiny:
-        args.train, args.test, args.group_size, args.k, args.sft_steps, args.dpo_steps = 8, 4, 4, 1, 2, 2
+        args.train, args.test, args.group_size, args.k, args.sft_steps, args.dpo_steps = 16, 4, 4, 1, 2, 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
