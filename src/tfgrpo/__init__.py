@@ -40,9 +40,12 @@ _LAZY = {
     "LessonLibrary": "tfgrpo.semantic.lessons",
     "LessonUpdate": "tfgrpo.learn",
     "Reward": "tfgrpo.rewards.base",
+    "RolloutLog": "tfgrpo.learn.rollout_log",
     "TrainConfig": "tfgrpo.loop.config",
     "evaluate": "tfgrpo.loop.evaluate",
+    "export_dataset": "tfgrpo.learn.export",
     "get_backend": "tfgrpo.llm",
+    "learn_from_log": "tfgrpo.loop.from_log",
     "serve": "tfgrpo.server.proxy",
     "train": "tfgrpo.loop.training",
 }

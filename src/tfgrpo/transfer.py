@@ -1,13 +1,12 @@
 """Whole libraries between SQLite files, PostgreSQL databases and JSON files (`tfgrpo export` and
 `tfgrpo import`): the experiences with their ids, counters, config and progress, the lessons with every
-version, the LLM cache and the stored embeddings.
+version, the LLM cache, the stored embeddings, the rollout log (with its retention) and `tfgrpo serve`'s
+records (completions, feedback, groups: the tables `proxy_*`).
 
 A copy into a place that holds nothing yet is exact. JSON comes in two forms: the spec's array of
 experiences (what its Rust reference reads; nothing else fits in it) and a full copy, one object
-(`{"format": "tfgrpo-dump", ...}`), which `read` takes back without loss.
-
-TODO(proxy records): the proxy's completion records and feedback (`server/records.py`, tables
-`proxy_*`) are not copied yet; they join `Copy` when the records move onto the SQL layer.
+(`{"format": "tfgrpo-dump", ...}`), which `read` takes back without loss. Between databases the rollout log
+and the records are read and written a page at a time (a log of millions of rows is never all in memory).
 """
 
 from __future__ import annotations
@@ -15,7 +14,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,7 +32,11 @@ from .core.store import (
     sql_store,
     store_exists,
 )
+from .core.store.proxy_tables import PROXY_TABLES, create_proxy_tables
+from .core.store.sql import read_pages, upsert
 from .errors import ConfigError, LibraryFormatError, LibraryNotFoundError, TFGRPOError
+from .learn.rollout_log import COLUMNS as ROLLOUT_COLUMNS
+from .learn.rollout_log import LoggedRollout, RolloutLog
 from .llm.cache import LLMCache
 from .semantic.lessons import LessonLibrary, Version
 
@@ -46,6 +51,20 @@ class Lessons:
     progress: dict | None
 
 
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {"rollout_log": (ROLLOUT_COLUMNS, ("id",)), **PROXY_TABLES}
+"""The tables a copy takes row by row: their columns and key."""
+
+
+@dataclass
+class Table:
+    """The rows of one of `TABLES`, as `rows()` reads them (from the source database, a page at a time, or
+    from a JSON copy's list)."""
+
+    name: str
+    count: int
+    rows: Callable[[], Iterator[tuple]]
+
+
 @dataclass
 class Copy:
     """Everything a library holds."""
@@ -54,6 +73,8 @@ class Copy:
     lessons: Lessons | None = None
     llm_cache: list[tuple[str, str, str, str, float]] = field(default_factory=list)
     embeddings: list[tuple[str, str, bytes]] = field(default_factory=list)
+    tables: dict[str, Table] = field(default_factory=dict)
+    rollout_retention_days: float | None = None
     exact: bool = True
     """False for the spec's JSON array: experiences without ids, counters or config."""
 
@@ -63,9 +84,12 @@ class Copy:
             if self.lessons
             else "no lessons"
         )
+        logged = self.tables.get("rollout_log")
+        served = self.tables.get("proxy_completions")
         return (
             f"{len(self.library.experiences)} experiences, {lessons}, {len(self.llm_cache)} cached LLM calls, "
-            f"{len(self.embeddings)} embeddings"
+            f"{len(self.embeddings)} embeddings, {logged.count if logged else 0} logged rollouts, "
+            f"{served.count if served else 0} served completions"
         )
 
 
@@ -95,7 +119,30 @@ def read(source: str) -> Copy:
     if "lesson_llm_cache" in tables:
         with LLMCache(source) as cache:
             copy.llm_cache = cache.rows()
+    if "rollout_log" in tables:
+        with RolloutLog(source) as log:
+            copy.rollout_retention_days = log.retention_days
+    for name, (columns, key) in TABLES.items():
+        if name in tables:
+            count = _count(source, name)
+            copy.tables[name] = Table(name, count, partial(_pages, source, name, columns, key))
     return copy
+
+
+def _count(source: str, table: str) -> int:
+    db = connect_db(source)
+    try:
+        return db.query(f"SELECT COUNT(*) FROM {table}")[0][0]
+    finally:
+        db.close()
+
+
+def _pages(source: str, table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> Iterator[tuple]:
+    db = connect_db(source)
+    try:
+        yield from read_pages(db, table, columns, key)
+    finally:
+        db.close()
 
 
 def _read_json(path: str) -> Copy:
@@ -150,11 +197,42 @@ def from_json(data: dict, where: str) -> Copy:
             if not (isinstance(row["model"], str) and isinstance(row["text"], str)):
                 raise LibraryFormatError(f"{where}: an embedding is damaged")
             copy.embeddings.append((row["model"], row["text"], base64.b64decode(row["vector"], validate=True)))
+        for name, table in (data.get("tables") or {}).items():
+            rows = _checked_rows(name, table, where)
+            copy.tables[name] = Table(name, len(rows), partial(iter, rows))
+        days = data.get("rollout_retention_days")
+        if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or not days > 0):
+            raise LibraryFormatError(f"{where}: rollout_retention_days must be a number of days > 0")
+        copy.rollout_retention_days = days
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         if isinstance(exc, TFGRPOError):
             raise LibraryFormatError(f"{where}: {exc}") from None
         raise LibraryFormatError(f"{where}: not a usable {DUMP_FORMAT}: {exc!r:.200}") from None
     return copy
+
+
+def _checked_rows(name: str, table: Any, where: str) -> list[tuple]:
+    """A JSON copy's rows of one of `TABLES`: its columns as this tfgrpo writes them, each row that many
+    JSON scalars, the key never null (the rollout log's rows read as `LoggedRollout`s)."""
+    if name not in TABLES:
+        raise LibraryFormatError(f"{where}: unknown table {name!r:.60} (a copy holds {', '.join(TABLES)})")
+    columns, key = TABLES[name]
+    if not isinstance(table, dict) or table.get("columns") != list(columns) or not isinstance(table.get("rows"), list):
+        raise LibraryFormatError(f"{where}: table {name} must have the columns {', '.join(columns)} and a list of rows")
+    rows = []
+    at = [columns.index(k) for k in key]
+    for i, row in enumerate(table["rows"]):
+        if not (
+            isinstance(row, list)
+            and len(row) == len(columns)
+            and all(v is None or (isinstance(v, (str, int, float)) and not isinstance(v, bool)) for v in row)
+            and all(row[j] is not None for j in at)
+        ):
+            raise LibraryFormatError(f"{where}: {name} row {i} is damaged")
+        if name == "rollout_log":
+            LoggedRollout.of_row(row, f"{where}: {name} row {i}")
+        rows.append(tuple(row))
+    return rows
 
 
 def _object(value: Any, where: str) -> dict | None:
@@ -186,6 +264,11 @@ def to_json(copy: Copy) -> dict:
         "embeddings": [
             {"model": m, "text": t, "vector": base64.b64encode(v).decode("ascii")} for m, t, v in copy.embeddings
         ],
+        "rollout_retention_days": copy.rollout_retention_days,
+        "tables": {
+            name: {"columns": list(TABLES[name][0]), "rows": [list(row) for row in table.rows()]}
+            for name, table in copy.tables.items()
+        },
     }
 
 
@@ -245,12 +328,40 @@ def _write_store(copy: Copy, target: str) -> None:
     if copy.llm_cache:
         with LLMCache(target) as cache:
             cache.put_rows(copy.llm_cache)
+    _write_tables(copy, target, list(copy.tables))
 
 
-def merge(copy: Copy, target: str, source: str) -> None:
+def _write_tables(copy: Copy, target: str, names: list[str], page: int = 2000) -> None:
+    """The copy's rows of `names` into `target` (the rollout log's: a row with the id of one there replaces
+    it), a transaction per page."""
+    if "rollout_log" in names:
+        RolloutLog(target, retention_days=copy.rollout_retention_days).close()  # its tables and retention
+    db = connect_db(target)
+    try:
+        if any(name in PROXY_TABLES for name in names):
+            with db.creating() as tx:
+                create_proxy_tables(tx, db)
+        for name in names:
+            columns, key = TABLES[name]
+            statement = upsert(name, columns, key)
+            batch: list[tuple] = []
+            for row in [*copy.tables[name].rows(), None]:
+                if row is not None:
+                    batch.append(row)
+                if batch and (row is None or len(batch) >= page):
+                    with db.writing() as tx:
+                        tx.executemany(statement, batch)
+                    batch = []
+    finally:
+        db.close()
+
+
+def merge(copy: Copy, target: str, source: str) -> list[str]:
     """Into a library that exists: its experiences are replaced by the copy's (counted as loaded,
     pruned by its own config, `TrainingFreeGRPO.load_from_file`), the copy's current lessons become one
-    new version of its lessons (its history kept), and cached LLM calls and embeddings are added."""
+    new version of its lessons (its history kept), and cached LLM calls, embeddings and logged rollouts
+    are added. `tfgrpo serve`'s records are not merged (their groups are numbered per library): what
+    was left out, in words."""
     from .core.library import TrainingFreeGRPO
 
     with TrainingFreeGRPO.open(target) as grpo:
@@ -267,3 +378,9 @@ def merge(copy: Copy, target: str, source: str) -> None:
     if copy.llm_cache:
         with LLMCache(target) as cache:
             cache.put_rows(copy.llm_cache)
+    if "rollout_log" in copy.tables:
+        _write_tables(copy, target, ["rollout_log"])
+    served = copy.tables.get("proxy_completions")
+    if served is not None and served.count:
+        return [f"{source}'s {served.count} served completions (tfgrpo serve's records) are not merged into {target}"]
+    return []

@@ -15,13 +15,14 @@ from tfgrpo.cli import build_parser
 from tfgrpo.cli.options import _KnobAction, config_from_args
 from tfgrpo.core.knobs import knob_fields
 from tfgrpo.executors import ExecutorConfig
+from tfgrpo.learn.rollout_log import RolloutLogConfig
 from tfgrpo.loop import EvalConfig, TrainConfig
 from tfgrpo.semantic import LessonConfig
 
 COMMANDS = {
-    "train": (TrainConfig, LessonConfig, ExecutorConfig, AgentConfig),
-    "eval": (EvalConfig, LessonConfig, ExecutorConfig, AgentConfig),
-    "attribute": (EvalConfig, LessonConfig, ExecutorConfig, AgentConfig),
+    "train": (TrainConfig, LessonConfig, ExecutorConfig, AgentConfig, RolloutLogConfig),
+    "eval": (EvalConfig, LessonConfig, ExecutorConfig, AgentConfig, RolloutLogConfig),
+    "attribute": (EvalConfig, LessonConfig, ExecutorConfig, AgentConfig, RolloutLogConfig),
 }
 ONLY = {("eval", LessonConfig): {"placement"}, ("attribute", LessonConfig): {"placement"}}
 
@@ -58,6 +59,8 @@ def test_no_flags_build_the_python_defaults():
     assert config_from_args(AgentConfig, build_parser().parse_args(["attribute"])) == AgentConfig()
     for command in ("train", "eval", "attribute", "repeat", "serve"):
         assert config_from_args(ExecutorConfig, build_parser().parse_args([command])) == ExecutorConfig()
+    for command in ("train", "eval", "attribute"):
+        assert config_from_args(RolloutLogConfig, build_parser().parse_args([command])) == RolloutLogConfig()
     assert config_from_args(TrainConfig, build_parser().parse_args(["train", "--preset", "paper"]), preset="paper") == (
         TrainConfig.preset("paper")
     )

@@ -189,3 +189,15 @@ def test_demo_runs_end_to_end_at_small_size(tmp_path: Path, local_model):
     )
     assert (out / "report.html").exists()
     assert (out / "library.db").exists() and (out / "metrics.jsonl").read_text().count("\n") == 1
+    # Every rollout is in the library's rollout log: training's 4 x G=8, and the evaluation's apart from them.
+    from tfgrpo.learn.rollout_log import SOURCES, Filters, RolloutLog
+
+    with RolloutLog(out / "library.db") as log:
+        trained = list(log.rows(Filters()))
+        evaluated = list(log.rows(Filters(sources=("eval",))))
+        assert len(log) == len(list(log.rows(Filters(sources=SOURCES))))
+    assert (
+        len(trained) == 32 and {r.source for r in trained} == {"train"} and {r.task for r in trained} == {"arithmetic"}
+    )
+    assert {"library", "zero-shot text"} <= {r.condition for r in evaluated}
+    assert len([r for r in evaluated if r.condition == "library"]) == 4 * 4  # held-out prompts x k

@@ -16,6 +16,7 @@ from store.server import raw_query
 from tfgrpo import GRPOConfig, LibraryFormatError, TrainingFreeGRPO
 from tfgrpo.core.store import SQLiteStore
 from tfgrpo.core.store.sqlstore import SCHEMA_VERSION
+from tfgrpo.learn.rollout_log import RolloutLog
 from tfgrpo.llm.cache import LLMCache
 from tfgrpo.semantic import LessonLibrary
 
@@ -148,3 +149,24 @@ def test_a_schema_name_that_is_not_a_plain_identifier_is_refused_before_connecti
     with pytest.raises(ConfigError, match="not a usable schema name"):
         split_url(f"postgresql://me:secret@127.0.0.1:1/db?schema={schema}")
     assert split_url("postgresql://me:secret@127.0.0.1:1/db?schema=lib_2")[1] == "lib_2"
+
+
+def test_a_library_without_a_rollout_log_gets_its_tables_and_keeps_everything_else(tmp_path):
+    path = tmp_path / "old.db"
+    shutil.copy(FIXTURE, path)
+    with TrainingFreeGRPO.open(path):  # (upgraded to the current library schema first, as any command does)
+        pass
+    before = read_raw(path)
+    with RolloutLog(path) as log:
+        assert len(log) == 0 and log.retention_days is None
+    assert read_raw(path) == before
+    assert raw_query(str(path), "SELECT key, value FROM rollout_meta") == [("schema_version", "1")]
+    with TrainingFreeGRPO.open(path) as lib:
+        assert lib.library_size() == len(before["experiences"])
+
+
+def test_a_database_holding_only_a_rollout_log_takes_a_new_library(store_target):
+    RolloutLog(store_target).close()
+    with TrainingFreeGRPO.open(store_target) as lib:
+        lib.add_rollout_group([("p", "good"), ("p", "bad")], [1.0, 0.0])
+    assert raw_query(store_target, "SELECT COUNT(*) FROM experiences") == [(1,)]

@@ -109,6 +109,11 @@ def render_result(content: str, error: bool) -> str:
     return f"{'Error' if error else 'Output'}:\n```\n{content.strip()}\n```"
 
 
+TOOL_CHARS = 400
+"""Most characters of one tool result kept in a stored trajectory (cut in the middle, marked): in the
+library's experiences and the rollout log alike."""
+
+
 @dataclass
 class Trajectory:
     """One rollout: the messages after the prompt, the final answer (None when none came), why it ended

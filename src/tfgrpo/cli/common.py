@@ -270,3 +270,32 @@ def open_agent(args, stack):
 
     agent = make_agent(args.agent, config_from_args(AgentConfig, args), allow_unsandboxed=args.allow_unsandboxed)
     return stack.enter_context(agent)
+
+
+def rollout_log_args(p: argparse.ArgumentParser) -> None:
+    """`--no-rollout-log` and `--rollout-log-days` (`RolloutLogConfig`)."""
+    from ..learn.rollout_log import RolloutLogConfig
+    from .options import add_config_args
+
+    add_config_args(p.add_argument_group("rollout log (RolloutLogConfig)"), RolloutLogConfig)
+
+
+def open_rollout_log(args, library: str, stack):
+    """The rollout log of `library` (opened on `stack`), or None with --no-rollout-log or for a library
+    that is no database (a .json file: said once on stderr)."""
+    import sys
+
+    from ..core.store import is_store_target
+    from ..learn.rollout_log import RolloutLog, RolloutLogConfig
+    from .options import config_from_args
+
+    config = config_from_args(RolloutLogConfig, args)
+    if not config.rollout_log:
+        return None
+    if not is_store_target(library):
+        print(
+            f"note: rollouts are logged in SQLite or PostgreSQL libraries; {library} is neither, so they are not",
+            file=sys.stderr,
+        )
+        return None
+    return stack.enter_context(RolloutLog(library, retention_days=config.rollout_log_days))

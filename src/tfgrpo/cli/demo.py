@@ -30,6 +30,7 @@ def cmd_demo(args) -> None:
     from ..core.config import GRPOConfig
     from ..core.library import TrainingFreeGRPO
     from ..learn import ExampleUpdate
+    from ..learn.rollout_log import Recorder, RolloutLog
     from ..llm import get_backend
     from ..loop.config import TrainConfig
     from ..loop.evaluate import EvalConfig, evaluate, fair_baselines, show_progress
@@ -54,9 +55,12 @@ def cmd_demo(args) -> None:
     print("[demo] loading the bundled model ...", file=sys.stderr, flush=True)
     with get_backend(args.model) as backend:
         library_path = out / "library.db"
-        with TrainingFreeGRPO.open(
-            library_path, GRPOConfig(group_size=8, max_library_size=1000), seed=args.seed
-        ) as grpo:
+        with (
+            TrainingFreeGRPO.open(
+                library_path, GRPOConfig(group_size=8, max_library_size=1000), seed=args.seed
+            ) as grpo,
+            RolloutLog(library_path) as rollout_log,  # every rollout, for `tfgrpo export --format sft|dpo|...`
+        ):
             print(
                 f"[demo] training on {len(train_samples)} arithmetic prompts, G=8, into {library_path}",
                 file=sys.stderr,
@@ -64,13 +68,23 @@ def cmd_demo(args) -> None:
             )
             config = TrainConfig(batch_size=8, group_size=8, temperature=0.7, seed=args.seed, **rollout)
             update = ExampleUpdate(grpo, task_name=task.name)
-            train(backend, train_samples, task.reward, [update], config, metrics_path=out / "metrics.jsonl")
+            train(
+                backend,
+                train_samples,
+                task.reward,
+                [update],
+                config,
+                metrics_path=out / "metrics.jsonl",
+                rollout_log=rollout_log,
+                task_name=task.name,
+            )
             print("\n" + grpo.stats().summary() + "\n")
             print(f"[demo] evaluating on {len(test_samples)} held-out prompts ...", file=sys.stderr, flush=True)
             eval_config = EvalConfig(k=4, batch_size=8, seed=args.seed + 1, **rollout)
             # The headline is the library against the strongest of the simple things a user could do instead;
             # zero-shot as the demo prompts (text mode) is one of them.
-            baselines = fair_baselines(backend, train_samples, task.reward, eval_config)
+            record = Recorder(rollout_log, "eval", "demo", task=task.name)
+            baselines = fair_baselines(backend, train_samples, task.reward, eval_config, record=record)
             report = evaluate(
                 backend,
                 test_samples,
@@ -79,6 +93,7 @@ def cmd_demo(args) -> None:
                 eval_config,
                 train_prompts={s["prompt"] for s in task.load("train")},
                 progress=show_progress(),
+                record=record,
             )
         print(report.table())
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))

@@ -19,7 +19,9 @@ from .common import (
     open_agent,
     open_executor_of,
     open_library,
+    open_rollout_log,
     require_lesson_library,
+    rollout_log_args,
     task_args,
     task_hints,
     template,
@@ -49,6 +51,7 @@ def add_commands(command) -> None:
         executor_args(p)
         add_config_args(p, LessonConfig, only=["placement"])
         agent_args(p)
+        rollout_log_args(p)
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         result_args(p)
         add_config_file_args(p)
@@ -129,28 +132,38 @@ def library_conditions(args, stack: ExitStack) -> dict:
     return conditions
 
 
-def score(task, config, backend, conditions: dict, agent=None) -> list[ConditionResult]:
+def score(task, config, backend, conditions: dict, agent=None, record=None) -> list[ConditionResult]:
     """`score_conditions` on the task's held-out samples, checked against its training prompts."""
     from ..loop.evaluate import score_conditions, show_progress
 
     train_prompts = {s["prompt"] for s in task.train}
     return score_conditions(
-        backend, task.test, task.reward, conditions, config, train_prompts, show_progress(), agent=agent
+        backend, task.test, task.reward, conditions, config, train_prompts, show_progress(), agent=agent, record=record
     )
 
 
-def score_baselines(args, task, config, backend, agent=None) -> list[ConditionResult]:
+def score_baselines(args, task, config, backend, agent=None, record=None) -> list[ConditionResult]:
     """The baselines, which do not depend on the library: the fair ones (`fair_baselines`, among them
     zero-shot as configured), or with --no-baselines zero-shot as configured alone."""
     from ..loop.evaluate import fair_baselines, zero_shot_name
 
     if args.baselines:
         conditions: dict = fair_baselines(
-            backend, task.train, task.reward, config, shots=config.shots or 3, agent=agent
+            backend, task.train, task.reward, config, shots=config.shots or 3, agent=agent, record=record
         )
     else:
         conditions = {zero_shot_name(config.chat, config.stop_after_content): None}
-    return score(task, config, backend, conditions, agent)
+    return score(task, config, backend, conditions, agent, record)
+
+
+def recorder(args, source: str, task, stack):
+    """The rollout log's recorder of one evaluation (a run of its own), or None (--no-rollout-log)."""
+    import uuid
+
+    from ..learn.rollout_log import Recorder
+
+    log = open_rollout_log(args, args.library, stack)
+    return None if log is None else Recorder(log, source, uuid.uuid4().hex[:12], task=task.name)
 
 
 def cmd_eval(args) -> int | None:
@@ -167,8 +180,10 @@ def cmd_eval(args) -> int | None:
         backend = stack.enter_context(make_backend(args.model, config.concurrency, executor))
         task = task._replace(reward=executor.reward(task.reward))
         agent = open_agent(args, stack)
-        baselines = score_baselines(args, task, config, backend, agent)
-        report = report_of([*baselines, *score(task, config, backend, conditions, agent)], task.test, config)
+        record = recorder(args, "eval", task, stack)
+        baselines = score_baselines(args, task, config, backend, agent, record)
+        scored = score(task, config, backend, conditions, agent, record)
+        report = report_of([*baselines, *scored], task.test, config)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     if not args.baselines:
         print("(--no-baselines: compared with zero-shot as configured only; by default with the strongest of "
@@ -204,6 +219,7 @@ def cmd_attribute(args) -> int | None:
             placement=args.placement,
             progress=show_progress(),
             agent=open_agent(args, stack),
+            record=recorder(args, "attribute", task, stack),
         )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     finish_result(args, report.to_dict(), "attribute", args.library)

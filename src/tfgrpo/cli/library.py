@@ -33,11 +33,50 @@ def add_commands(command) -> None:
         cmd_export,
         "Copy a library: to an SQLite file (.db; replaced) or an empty PostgreSQL database or schema "
         "(postgresql://...), everything: experiences with their ids, counters, config, lessons with every version, "
-        "the LLM cache, embeddings; to a .json file, the spec's array of experiences (--full: everything).",
+        "the LLM cache, embeddings, the rollout log, the proxy's records; to a .json file, the spec's array of "
+        "experiences (--full: everything). With --format sft|dpo|grpo|kto: fine-tuning data for TRL's trainers "
+        "instead, as JSON lines (OUT.jsonl) that Hugging Face `datasets` loads.",
     )
     library_arg(p)
-    p.add_argument("output", help="file or postgresql:// URL to write")
+    p.add_argument("output", help="file or postgresql:// URL to write (--format: a .jsonl file)")
     p.add_argument("--full", action="store_true", help=".json: everything, as one object `tfgrpo import` reads back")
+    g = p.add_argument_group("fine-tuning data (--format)")
+    g.add_argument(
+        "--format",
+        choices=["sft", "dpo", "grpo", "kto"],
+        default=None,
+        help="sft: the library's experiences (SFTTrainer); dpo: each logged group's best rollout against its worst "
+        "(DPOTrainer); grpo: the logged prompts with their reference answers (GRPOTrainer); kto: logged rollouts "
+        "labelled by whether they beat their group's mean (KTOTrainer)",
+    )
+    g.add_argument("--plain", action="store_true", help="strings (prompt/completion) instead of chat messages")
+    g.add_argument("--with-lessons", action="store_true", help="the current lessons in the system message of every row")
+    g.add_argument(
+        "--min-gap",
+        type=float,
+        default=0.5,
+        metavar="X",
+        help="dpo: the least reward difference between chosen and rejected (default 0.5)",
+    )
+    g.add_argument("--task", default=None, help="only rollouts of this task")
+    g.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="only this metadata (repeatable)")
+    g.add_argument("--min-reward", type=float, default=None, metavar="X", help="only rewards >= X (dpo: the chosen's)")
+    g.add_argument("--max-reward", type=float, default=None, metavar="X", help="only rewards <= X (dpo: the chosen's)")
+    g.add_argument(
+        "--min-library-version", type=int, metavar="N", help="only rollouts prompted from library change N on"
+    )
+    g.add_argument(
+        "--min-lessons-version", type=int, metavar="N", help="only rollouts prompted with lessons version N on"
+    )
+    g.add_argument("--since", metavar="DATE", help="only rollouts logged at or after DATE (2025-01-31; UTC)")
+    g.add_argument("--until", default=None, metavar="DATE", help="only rollouts logged before DATE")
+    g.add_argument(
+        "--source",
+        default=None,
+        metavar="LIST",
+        help="where the rollouts come from, comma-separated: train, serve, log (learn-from-log), eval, attribute "
+        "(default: train,serve,log; evaluation prompts are held out)",
+    )
 
     p = command(
         "import",
@@ -123,15 +162,52 @@ def cmd_query(args) -> None:
         )
 
 
+_DATASET_ONLY = ("plain", "with_lessons", "task", "where", "min_reward", "max_reward", "min_library_version",
+                 "min_lessons_version", "since", "until", "source")  # fmt: skip
+
+
 def cmd_export(args) -> None:
     from ..core.store import is_store_target
     from ..transfer import read, write
 
+    if args.format is not None:
+        return export_dataset_of(args)
+    given = [name for name in _DATASET_ONLY if getattr(args, name) not in (None, False, [])]
+    if given or args.min_gap != 0.5:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given or ["min_gap"])
+        raise TFGRPOError(f"{flags}: only with --format sft|dpo|grpo|kto (fine-tuning data)")
     copy = read(args.library)
     write(copy, args.output, full_json=args.full)
     print(f"wrote {len(copy.library.experiences)} experiences to {args.output} ({copy.summary()})")
     if copy.lessons and not args.full and not is_store_target(args.output):
         print("note: the spec's JSON holds experiences only; --full writes the lessons too", file=sys.stderr)
+
+
+def export_dataset_of(args) -> None:
+    from ..learn.export import export_dataset
+
+    if args.full:
+        raise TFGRPOError("--full copies a whole library; --format writes fine-tuning data: give one of them")
+    rows = export_dataset(
+        args.library,
+        args.format,
+        args.output,
+        plain=args.plain,
+        with_lessons=args.with_lessons,
+        min_gap=args.min_gap,
+        task=args.task,
+        where=args.where,
+        min_reward=args.min_reward,
+        max_reward=args.max_reward,
+        min_library_version=args.min_library_version,
+        min_lessons_version=args.min_lessons_version,
+        since=args.since,
+        until=args.until,
+        sources=args.source,
+    )
+    print(f"wrote {rows} {args.format} rows to {args.output}")
+    if not rows:
+        print("note: no rollout passed the filters (tfgrpo train or serve logs them; see --source)", file=sys.stderr)
 
 
 def cmd_import(args) -> None:
@@ -149,7 +225,8 @@ def cmd_import(args) -> None:
         write(copy, args.library)
         print(f"{args.library}: a copy of {args.input}: {copy.summary()}")
         return
-    merge(copy, args.library, args.input)
+    for note in merge(copy, args.library, args.input):
+        print(f"note: {note}", file=sys.stderr)
     with open_library(args.library) as grpo:
         _say_imported(args, grpo, len(copy.library.experiences))
 

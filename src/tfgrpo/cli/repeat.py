@@ -26,8 +26,12 @@ from .options import explicit, flag_of
 if TYPE_CHECKING:
     from ..loop.evaluate import ConditionResult
 
-LIBRARY_OPTIONS = ("library", "strategy", "placement", "out", "json", "track", "track_dir", "print_config", "contrast")
-"""`tfgrpo eval` options that do not change the baselines (their fixed examples record no failure to contrast)."""
+LIBRARY_OPTIONS = (
+    "library", "strategy", "placement", "out", "json", "track", "track_dir", "print_config", "contrast",
+    "rollout_log", "rollout_log_days",
+)  # fmt: skip
+"""`tfgrpo eval` options that do not change the baselines (their fixed examples record no failure to contrast;
+the rollout log records them)."""
 EXECUTOR_OPTIONS = tuple(f.name for f in knob_fields(ExecutorConfig))
 """Where the work runs: it changes no result, so it is no part of the baselines' identity."""
 
@@ -106,7 +110,7 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
     its result), then compared with the strongest baseline by `report_of`, as `tfgrpo eval` does."""
     from ..loop.evaluate import ConditionResult, report_of
     from .common import load_task, make_backend, open_agent
-    from .eval import eval_config, library_conditions, score
+    from .eval import eval_config, library_conditions, recorder, score
     from .report import _library_versions, finish_result
 
     first = next(iter(runs.values()))
@@ -146,7 +150,9 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
                 if saved is not None:
                     print(f"{run.out}: {_why(saved.get('repeat'), expected)}; evaluating again", file=sys.stderr)
                 with ExitStack() as opened:
-                    libraries = score(task, config, backend(), library_conditions(run, opened), agent())
+                    conditions = library_conditions(run, opened)
+                    record = recorder(run, "eval", task, opened)
+                    libraries = score(task, config, backend(), conditions, agent(), record)
             report = report_of([*baselines, *libraries], task.test, config)
             print(f"training seed {seed}:\n{report.table()}\n")
             result = json.loads(json.dumps({**report.to_dict(), "repeat": expected}))

@@ -18,6 +18,8 @@ from .common import (
     model_arg,
     open_agent,
     open_executor_of,
+    open_rollout_log,
+    rollout_log_args,
     task_args,
     task_hints,
     template,
@@ -68,6 +70,7 @@ def add_commands(command) -> None:
     )
     executor_args(p)
     agent_args(p)
+    rollout_log_args(p)
     add_config_args(
         p.add_argument_group("lessons (LessonConfig; --strategy lessons or both)"),
         LessonConfig,
@@ -152,9 +155,10 @@ def cmd_train(args) -> int | None:
         cache = stack.enter_context(LLMCache(args.library)) if is_store_target(args.library) else None
         tracker = stack.enter_context(open_run_tracker(args, "train"))
         agent = open_agent(args, stack) if policy is not None else None
+        rollout_log = open_rollout_log(args, args.library, stack) if policy is not None else None
         steps = [] if policy is None else train(
             policy, task.train, reward, updates, config, cache=cache, metrics_path=metrics_path, run=task.run,
-            on_step=tracker.on_step, agent=agent,
+            on_step=tracker.on_step, agent=agent, rollout_log=rollout_log, task_name=task.name,
         )  # fmt: skip
         if os.path.exists(args.library):  # (a file, not a database server)
             tracker.log_artifact(args.library)

@@ -566,6 +566,12 @@ class TrainingFreeGRPO:
     def experience_library(self) -> ExperienceLibrary:
         return ExperienceLibrary(self)
 
+    @property
+    def version(self) -> int:
+        """The library's change number: the last change of its store this process has applied (0 without a
+        store). The rollout log records it with every rollout whose prompt drew from the library."""
+        return self._seq
+
     def library_size(self) -> int:
         return len(self._sampler)
 

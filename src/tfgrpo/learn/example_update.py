@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..agents.trajectory import Trajectory
+from ..agents.trajectory import TOOL_CHARS, Trajectory
 from ..core.library import TrainingFreeGRPO
 from ..errors import ConfigError
 from .group import Group
@@ -37,6 +37,9 @@ class ExampleUpdate(Update):
     def stored_run(self) -> dict | None:
         return (self.library.progress or {}).get("run")
 
+    def progress(self) -> dict | None:
+        return self.library.progress
+
     def commit(self, groups: list[Group], ctx: StepContext) -> dict[str, Any]:
         grpo = self.library
         stored, pruned = grpo.total_stored, grpo.total_pruned
@@ -45,9 +48,14 @@ class ExampleUpdate(Update):
                 (
                     [(g.prompt, text) for text in stored_texts(g)],
                     g.rewards,
-                    with_trajectories(
-                        with_contrast(stored_texts(g), g.rewards, {"task": self.task_name, "sample_id": g.sample_id}),
-                        g.trajectories,
+                    with_metadata(
+                        with_trajectories(
+                            with_contrast(
+                                stored_texts(g), g.rewards, {"task": self.task_name, "sample_id": g.sample_id}
+                            ),
+                            g.trajectories,
+                        ),
+                        g.metadata,
                     ),
                 )
                 for g in groups
@@ -64,10 +72,6 @@ class ExampleUpdate(Update):
             "max_advantage": stats.max_advantage,
             "min_advantage": stats.min_advantage,
         }
-
-
-TOOL_CHARS = 400
-"""Most characters of one tool result kept in a stored trajectory (cut in the middle, marked)."""
 
 
 def stored_texts(group: Group) -> list[str]:
@@ -89,6 +93,15 @@ def with_trajectories(
         m if t.plain else {**(m or {}), "trajectory": json.dumps(t.to_dict(TOOL_CHARS), ensure_ascii=False)}
         for m, t in zip(metadata, trajectories)
     ]
+
+
+def with_metadata(
+    metadata: list[dict[str, str] | None], own: list[dict[str, str] | None] | None
+) -> list[dict[str, str] | None]:
+    """Per rollout, its metadata with the group's own for it (`Group.metadata`) beneath."""
+    if own is None:
+        return metadata
+    return [{**(o or {}), **(m or {})} or None for m, o in zip(metadata, own)]
 
 
 CONTRAST_CHARS = 2000

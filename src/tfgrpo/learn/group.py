@@ -20,6 +20,8 @@ class Group:
     responses: list[str]
     scores: list[Score]
     trajectories: list[Trajectory] | None = None
+    metadata: list[dict[str, str] | None] | None = None
+    """Per response, metadata the library stores with it (a logged record's own), if any."""
 
     @classmethod
     def of(cls, sample: dict, trajectories: list[Trajectory], scores: list[Score]) -> Group:

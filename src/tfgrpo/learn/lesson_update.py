@@ -62,6 +62,9 @@ class LessonUpdate(Update):
     def stored_run(self) -> dict | None:
         return (self.library.progress or {}).get("run")
 
+    def progress(self) -> dict | None:
+        return self.library.progress
+
     def commit(self, groups: list[Group], ctx: StepContext) -> dict[str, Any]:
         """The semantic advantage: the groups with signal, a summary of each rollout, a comparison of
         each group, one consolidated set of operations, (validated and) applied as one version."""
@@ -133,9 +136,14 @@ class LessonUpdate(Update):
         rollout = replace(rollouts.config, temperature=config.eval_temperature)
         means = []
         with self.library.detached(candidate) as after:
-            for library in (self.library, after):
+            for name, library in (("validation current", self.library), ("validation candidate", after)):
                 _, scores = rollouts.run(
-                    chosen, ctx.seed + 500_009, lessons=library, placement=config.placement, config=rollout
+                    chosen,
+                    ctx.seed + 500_009,
+                    lessons=library,
+                    placement=config.placement,
+                    config=rollout,
+                    condition=name,
                 )
                 values = [s.value for group in scores for s in group]
                 means.append(sum(values) / max(1, len(values)))

@@ -3,6 +3,7 @@ with examples from the library and the lessons, generate a group per prompt, sco
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -14,6 +15,7 @@ from ..llm.base import Backend, Generation, GenerationParams
 from ..prompting import EXAMPLE_FORMATS, PromptTemplate, build_prompt, select_examples, with_lessons
 from ..rewards.base import Reward, Score
 from ..semantic.lessons import LessonLibrary
+from .rollout_log import Recorder
 
 SELECT_MODES = ("sample", "retrieve")
 RETRIEVAL_MODES = ("lexical", "semantic", "hybrid")
@@ -112,6 +114,7 @@ def rollout_batch(
     lessons: str | LessonLibrary = "",
     placement: str = "system",
     agent: Agent | None = None,
+    record: Recorder | None = None,
 ) -> tuple[list[list[Trajectory]], list[list[Score]]]:
     """n rollouts per sample and their scores, `config.concurrency` samples per backend call.
     `examples` gives the few-shot examples, `lessons` (a rendered lesson block) goes into the prompt
@@ -123,7 +126,10 @@ def rollout_batch(
     trajectory the agent runs from the same prompt (each with a seed of its own, `config.max_tokens` per
     turn). The reward scores each rollout's final answer (a trajectory that ended without one scores
     the bottom of the reward's range, with the reason); a reward whose `trajectory` attribute is true
-    finds the whole trajectory in the sample it is given, as `sample["trajectory"]`."""
+    finds the whole trajectory in the sample it is given, as `sample["trajectory"]`.
+
+    `record`: each group also goes to the rollout log's recorder (with the prompt as sent, the model, the
+    versions of the library and lessons it drew from); the caller flushes it."""
     if isinstance(lessons, LessonLibrary):
         library, k = lessons, config.lessons_k
         whole = with_lessons(config.template, library.render(), placement)
@@ -164,6 +170,7 @@ def rollout_batch(
             )
             for sample in chunk
         ]
+        started = time.perf_counter()
         if agent is None:
             params = GenerationParams(
                 n=n,
@@ -180,9 +187,25 @@ def rollout_batch(
             ]
         else:
             chunk_groups = run_agent(agent, backend, chunk, prompts, n, config, chunk_seed)
+        share = (time.perf_counter() - started) / max(1, len(chunk) * n)
         flat = score_rollouts(reward, [(s, t) for s, group in zip(chunk, chunk_groups) for t in group])
+        chunk_scores = [flat[i * n : (i + 1) * n] for i in range(len(chunk))]
+        if record is not None:
+            library_version = examples.version if examples is not None else None
+            lessons_version = lessons.version if isinstance(lessons, LessonLibrary) else None
+            for sample, prompt, runs, group_scores in zip(chunk, prompts, chunk_groups, chunk_scores):
+                record.add(
+                    sample,
+                    prompt,
+                    runs,
+                    group_scores,
+                    model=backend.model_name,
+                    library_version=library_version,
+                    lessons_version=lessons_version,
+                    seconds=share,
+                )
         groups += chunk_groups
-        scores += [flat[i * n : (i + 1) * n] for i in range(len(chunk))]
+        scores += chunk_scores
     return groups, scores
 
 
@@ -243,6 +266,8 @@ class Rollouts:
     """The samples a validation draws from (None: the step's own batch)."""
     agent: Agent | None = None
     """The agent each rollout is a trajectory of (None: one completion)."""
+    record: Recorder | None = None
+    """Where these rollouts go in the rollout log (None: not logged)."""
 
     def run(
         self,
@@ -252,8 +277,12 @@ class Rollouts:
         lessons: str | LessonLibrary = "",
         placement: str = "system",
         config: RolloutConfig | None = None,
+        condition: str = "again",
     ) -> tuple[list[list[Trajectory]], list[list[Score]]]:
-        return rollout_batch(
+        """`rollout_batch` the step's way; logged (as `condition`, apart from the step's own rollouts, in a
+        transaction of their own) when the step's rollouts are."""
+        record = self.record.at(condition=condition, strategy=None) if self.record is not None else None
+        made = rollout_batch(
             self.policy,
             batch,
             self.reward,
@@ -264,7 +293,11 @@ class Rollouts:
             lessons=lessons,
             placement=placement,
             agent=self.agent,
+            record=record,
         )
+        if record is not None:
+            record.flush()
+        return made
 
 
 def cut_after_content(generation: Generation, config: RolloutConfig) -> Generation:

@@ -57,6 +57,11 @@ class Update:
         """The run identity saved with the last commit (see `train`'s resume check)."""
         return None
 
+    def progress(self) -> dict | None:
+        """The position saved with its library's last commit (what `done` and `stored_run` read; other ways
+        in, such as `learn-from-log`, keep theirs beside it)."""
+        return None
+
     def commit(self, groups: list[Group], ctx: StepContext) -> dict[str, Any]:
         """Change the library from the step's groups; return the figures for the step's metrics."""
         raise NotImplementedError

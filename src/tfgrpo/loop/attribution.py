@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ..agents.base import Agent
 from ..agents.trajectory import Tally
+from ..learn.rollout_log import Recorder
 from ..llm.base import Backend
 from ..rewards.base import Reward
 from ..semantic.lessons import LessonLibrary
@@ -97,9 +98,11 @@ def attribute_lessons(
     placement: str = "system",
     progress: Progress | None = None,
     agent: Agent | None = None,
+    record: Recorder | None = None,
 ) -> AttributionReport:
     """Leave-one-out attribution of every current lesson of `library` on `samples` (held out), k samples
-    per prompt, every condition with the same seeds; ranked most helpful first."""
+    per prompt, every condition with the same seeds; ranked most helpful first. `record`: every rollout
+    logged, under its condition ("all lessons", "without G3")."""
     lessons = library.lessons
     tally = Tally() if agent is not None else None
     count = 1 + len(lessons)
@@ -113,6 +116,7 @@ def attribute_lessons(
         "all lessons",
         agent,
         tally,
+        record.at(condition="all lessons") if record is not None else None,
     )
     full_per_prompt = full.mean(axis=(0, 2))
     results = []
@@ -121,7 +125,9 @@ def attribute_lessons(
         with library.detached(rest) as without:
             condition = LessonCondition(without, placement=placement)
             shown = across(progress, index, count)
-            rewards = score_condition(backend, samples, reward, condition, config, shown, f"without {lesson_id}", agent)
+            name = f"without {lesson_id}"
+            logged = record.at(condition=name) if record is not None else None
+            rewards = score_condition(backend, samples, reward, condition, config, shown, name, agent, None, logged)
         diffs = full_per_prompt - rewards.mean(axis=(0, 2))
         low, high = paired_bootstrap_ci(diffs, config.bootstrap, config.seed)
         p = sign_flip_p_value(diffs, config.bootstrap, config.seed)

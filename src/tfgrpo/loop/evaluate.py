@@ -19,6 +19,7 @@ from ..agents.trajectory import Tally
 from ..core.knobs import knob
 from ..core.library import TrainingFreeGRPO
 from ..errors import ConfigError
+from ..learn.rollout_log import Recorder
 from ..learn.rollouts import RolloutConfig, rollout_batch
 from ..llm.base import Backend
 from ..rewards.base import Reward
@@ -387,10 +388,11 @@ def score_condition(
     name: str = "",
     agent: Agent | None = None,
     tally: Tally | None = None,
+    record: Recorder | None = None,
 ) -> np.ndarray:
     """Rewards (seeds x prompts x k) for one condition; seeded per seed and batch, so every condition
     meets the same randomness. With `agent` each rollout is a trajectory it runs; `tally`, when given,
-    adds up their figures."""
+    adds up their figures; `record`, the rollout log's recorder, logs them (a transaction per batch)."""
     if isinstance(grpo, (LessonCondition, Baseline)):
         condition = grpo.prompt_condition()
     else:
@@ -405,8 +407,10 @@ def score_condition(
         for start in range(0, len(samples), config.batch_size):
             batch = samples[start : start + config.batch_size]
             runs, scores = rollout_batch(
-                backend, batch, reward, config.k, config, seed + start, **condition, agent=agent
+                backend, batch, reward, config.k, config, seed + start, **condition, agent=agent, record=record
             )
+            if record is not None:
+                record.flush()
             rows.extend([[s.value for s in group] for group in scores])
             if tally is not None:
                 for group in runs:
@@ -443,11 +447,12 @@ def score_conditions(
     train_prompts: set[str] | None = None,
     progress: Progress | None = None,
     agent: Agent | None = None,
+    record: Recorder | None = None,
 ) -> list[ConditionResult]:
     """Each condition (name -> library, `LessonCondition`, `Baseline`, None for zero-shot) scored on the
     same held-out samples, once per value of `config.seeds`. `train_prompts`, when given, is checked:
     evaluating on a training prompt is an error. With `agent`, every rollout is a trajectory it runs, and
-    each result carries their figures."""
+    each result carries their figures. `record`: every rollout logged, under its condition's name."""
     if not samples:
         raise ConfigError("no evaluation samples")
     if not conditions:
@@ -460,7 +465,8 @@ def score_conditions(
     for i, (name, grpo) in enumerate(conditions.items()):
         tally = Tally() if agent is not None else None
         shown = across(progress, i, len(conditions))
-        rewards = score_condition(backend, samples, reward, grpo, config, shown, name, agent, tally)
+        logged = record.at(condition=name) if record is not None else None
+        rewards = score_condition(backend, samples, reward, grpo, config, shown, name, agent, tally, logged)
         results.append(
             ConditionResult(
                 name,
@@ -515,12 +521,12 @@ def evaluate(
     train_prompts: set[str] | None = None,
     progress: Progress | None = None,
     agent: Agent | None = None,
+    record: Recorder | None = None,
 ) -> EvalReport:
     """`score_conditions`, then `report_of`: every condition on the same held-out samples, each library
     condition compared with the strongest baseline."""
-    return report_of(
-        score_conditions(backend, samples, reward, conditions, config, train_prompts, progress, agent), samples, config
-    )
+    results = score_conditions(backend, samples, reward, conditions, config, train_prompts, progress, agent, record)
+    return report_of(results, samples, config)
 
 
 def _kind(condition: Condition) -> str:
@@ -544,17 +550,24 @@ def bootstrap_examples(
     shots: int,
     max_prompts: int = 32,
     agent: Agent | None = None,
+    record: Recorder | None = None,
 ) -> tuple[tuple[str, str], ...]:
     """The first successful zero-shot rollouts (reward >= the success threshold) on the training
     prompts, in order, one per prompt, until `shots` are found or `max_prompts` were tried (DSPy's
-    bootstrapped few-shot). Seeded by `config.seed`, so the set is fixed for a run."""
+    bootstrapped few-shot). Seeded by `config.seed`, so the set is fixed for a run. `record`: the
+    rollouts logged (condition "bootstrap")."""
     found: list[tuple[str, str]] = []
     pool = list(samples[:max_prompts])
     # Before any condition is scored, so no progress display yet: say what the model is doing.
     log.info("bootstrapped few-shot: looking for %d successful rollouts in up to %d training prompts", shots, len(pool))
+    logged = record.at(condition="bootstrap") if record is not None else None
     for start in range(0, len(pool), config.batch_size):
         batch = pool[start : start + config.batch_size]
-        groups, scores = rollout_batch(backend, batch, reward, config.k, config, config.seed + start, agent=agent)
+        groups, scores = rollout_batch(
+            backend, batch, reward, config.k, config, config.seed + start, agent=agent, record=logged
+        )
+        if logged is not None:
+            logged.flush()
         for sample, generations, group_scores in zip(batch, groups, scores):
             best = max(range(len(group_scores)), key=lambda i: group_scores[i].value)
             text = generations[best].text.strip()
@@ -581,6 +594,7 @@ def fair_baselines(
     shots: int = 3,
     reference_field: str = "answer",
     agent: Agent | None = None,
+    record: Recorder | None = None,
 ) -> dict[str, Baseline]:
     """The baselines a library should be compared with: zero-shot in chat and in text mode, each with
     the task's stop strings as they are and with `stop_after_content` (when a stop string is only
@@ -596,7 +610,7 @@ def fair_baselines(
     labelled = labelled_examples(train_samples, shots, reference_field)
     if labelled:
         conditions[f"labelled {len(labelled)}-shot"] = Baseline("labelled", labelled)
-    boot = bootstrap_examples(backend, train_samples, reward, config, shots, agent=agent)
+    boot = bootstrap_examples(backend, train_samples, reward, config, shots, agent=agent, record=record)
     if boot:
         conditions[f"bootstrapped {len(boot)}-shot"] = Baseline("bootstrapped", boot)
     return conditions

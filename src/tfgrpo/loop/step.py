@@ -13,6 +13,7 @@ from typing import Any
 from ..agents.base import Agent
 from ..agents.trajectory import Tally, Trajectory
 from ..learn.group import Group
+from ..learn.rollout_log import Recorder
 from ..learn.rollouts import Rollouts, rollout_batch
 from ..learn.update import StepContext, Update
 from ..llm.base import Backend
@@ -84,7 +85,11 @@ def run_step(
     validation: list[dict] | None = None,
     progress_extra: dict | None = None,
     agent: Agent | None = None,
+    record: Recorder | None = None,
 ) -> StepMetrics:
+    """One step (see the module's docstring). `record`: the run's rollout log recorder; the step's rollouts
+    are written to the log (one transaction) before any strategy commits, under ids that a step run again
+    after a restart writes again instead of adding to."""
     started = time.perf_counter()
     raw = _raw_backends(policy, updates)
     usage_before = [b.usage.snapshot() for b in raw]
@@ -94,6 +99,9 @@ def run_step(
     condition: dict[str, Any] = {}
     for update in updates:
         condition.update(update.prompt_condition())
+    learning = [u for u in updates if u.done() < global_step]
+    if record is not None:
+        record = record.at(step=global_step, strategy="+".join(u.name for u in learning))
     rollouts = Rollouts(
         cached_policy,
         reward,
@@ -102,19 +110,22 @@ def run_step(
         examples=condition.get("examples"),
         validation=validation,
         agent=agent,
+        record=record,
     )
     position = {"epoch": epoch, "step": step, "global_step": global_step, **(progress_extra or {})}
     ctx = StepContext(seed=seed, global_step=global_step, position=position, rollouts=rollouts, cache=cache)
 
     # 1-2. A group of G rollouts per prompt, prompted with what the libraries hold; a reward for each.
     rollouts_made, scores = rollout_batch(
-        cached_policy, batch, reward, config.group_size, config, seed, **condition, agent=agent
+        cached_policy, batch, reward, config.group_size, config, seed, **condition, agent=agent, record=record
     )
     groups = [Group.of(sample, runs, s) for sample, runs, s in zip(batch, rollouts_made, scores)]
+    if record is not None:
+        record.flush()
 
     # 3-4. Advantages within each group, and the library updates: each strategy commits the step with
     #      its position (a strategy that had committed this step before a restart is not asked again).
-    figures = {u.name: u.commit(groups, ctx) for u in updates if u.done() < global_step}
+    figures = {u.name: u.commit(groups, ctx) for u in learning}
 
     spent = [b.usage.snapshot() - before for b, before in zip(raw, usage_before)]
     rewards = [r for g in groups for r in g.rewards]

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..agents.base import Agent
 from ..errors import ConfigError
+from ..learn.rollout_log import Recorder, RolloutLog
 from ..learn.update import Update
 from ..llm.base import Backend
 from ..llm.cache import LLMCache
@@ -39,6 +40,8 @@ def train(
     validation: Sequence[dict] | None = None,
     run: dict[str, Any] | None = None,
     agent: Agent | None = None,
+    rollout_log: RolloutLog | None = None,
+    task_name: str | None = None,
 ) -> list[StepMetrics]:
     """Run (or resume) training; returns the metrics of the steps run now.
 
@@ -46,7 +49,8 @@ def train(
     critic goes through it, so a resumed run pays once. `validation`: the samples validated lesson
     updates draw from (default: each step's batch). `run`: what else identifies the run (e.g. the data
     file's name), stored and checked on resume with the data fingerprint and `RUN_FIELDS`. `agent`: each
-    rollout is a trajectory it runs (None: one completion).
+    rollout is a trajectory it runs (None: one completion). `rollout_log`: every rollout is logged there
+    (source "train", the run named by its identity, `task_name` as the task).
     """
     if not updates:
         raise ConfigError("train needs at least one update strategy (ExampleUpdate, LessonUpdate)")
@@ -57,6 +61,10 @@ def train(
     done = min(u.done() for u in updates)
     total = total_steps(len(samples), config.batch_size, config.epochs)
     display = Progress(total, "step", label="train", done=done)
+    record = None
+    if rollout_log is not None:
+        name = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        record = Recorder(rollout_log, "train", name, task=task_name)
 
     def report(metrics: StepMetrics, total: int) -> None:
         display.update(metrics.global_step, _summary(metrics))
@@ -83,6 +91,7 @@ def train(
                 validation=list(validation) if validation else None,
                 progress_extra={"run": identity},
                 agent=agent,
+                record=record,
             ),
             report=report,
             metrics_path=metrics_path,

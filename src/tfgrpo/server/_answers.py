@@ -81,6 +81,24 @@ def choice_text(choice: dict[str, Any], chat: bool) -> str:
     return json.dumps(calls, ensure_ascii=False) if calls else ""
 
 
+def usage_of(answer: dict[str, Any] | None) -> dict[str, Any]:
+    """The model and token counts an answer reports, for the rollout log (None where missing or not of
+    the right type: the upstream's word, not needed to serve)."""
+    usage = (answer or {}).get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+
+    def count(name: str) -> int | None:
+        value = usage.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    model = (answer or {}).get("model")
+    return {
+        "model": clean_text(model)[:200] if isinstance(model, str) else None,
+        "prompt_tokens": count("prompt_tokens"),
+        "completion_tokens": count("completion_tokens"),
+    }
+
+
 def _check_choice(choice: Any, chat: bool, where: str) -> None:
     if not isinstance(choice, dict):
         raise bad_answer(f"{where} is not an object")

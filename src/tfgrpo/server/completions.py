@@ -95,14 +95,28 @@ class Completions(ProxyState):
         path = "chat/completions" if chat else "completions"
         sample = {**(extra.get("sample") or {}), "prompt": prompt or ""}
 
-        def record(texts: list[str], scored: tuple[list[str], list[float]] | None = None) -> records.Completion:
+        library_version, lessons_version = lib.experiences.version, lib.lessons.version
+
+        def record(
+            texts: list[str], scored: tuple[list[str], list[float]] | None = None, answer: dict | None = None
+        ) -> records.Completion:
+            sent = None
+            if config.rollout_log:
+                sent = records.Sent(
+                    upstream_body.get("messages" if chat else "prompt"),
+                    lib.name,
+                    seconds=(time.perf_counter() - started),
+                    library_version=library_version,
+                    lessons_version=lessons_version,
+                    **answers.usage_of(answer),
+                )
             if run_id is not None:  # a turn: learned only as part of its run, once the run is rewarded
                 turn = {**info, **run_so_far(run_id, body, texts[0] if texts else "")}
                 return records.Completion(
-                    cid, prompt or "", texts, key, holdout, False, turn, None, extra.get("sample")
+                    cid, prompt or "", texts, key, holdout, False, turn, None, extra.get("sample"), sent
                 )
             return records.Completion(
-                cid, prompt or "", texts, key, holdout, prompt is not None, info, scored, extra.get("sample")
+                cid, prompt or "", texts, key, holdout, prompt is not None, info, scored, extra.get("sample"), sent
             )
 
         def logged(**fields: Any) -> None:
@@ -147,7 +161,7 @@ class Completions(ProxyState):
             choices = [dict(choices[i], index=j) for j, i in enumerate(order[:n])]
             info = {**info, "rewards": [values[i] for i in order[:n]]}
             texts = [texts[i] for i in order[:n]]
-        await asyncio.wrap_future(lib.records.add(record(texts, scored)))
+        await asyncio.wrap_future(lib.records.add(record(texts, scored, data)))
         data["id"] = cid
         data["choices"] = choices
         data["tfgrpo"] = info

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from ..core.knobs import knob
 from ..errors import ConfigError
+from ..learn.rollout_log import RolloutLogConfig
 from ..learn.rollouts import RETRIEVAL_MODES, SELECT_MODES, PromptingConfig
 
 
 @dataclass(frozen=True)
-class ProxyConfig(PromptingConfig):
-    """Every knob of `tfgrpo serve` (each is a CLI flag: `shots` -> `--shots`)."""
+class ProxyConfig(RolloutLogConfig, PromptingConfig):
+    """Every knob of `tfgrpo serve` (each is a CLI flag: `shots` -> `--shots`); with the rollout log's, every
+    served completion is logged with its feedback and group (`--no-rollout-log`: not)."""
 
     select: str = knob(
         "retrieve",

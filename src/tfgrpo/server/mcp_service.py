@@ -149,7 +149,8 @@ class LibraryService:
         if run is not None:
             info["trajectory"] = run.figures()
             text = run.transcript(TOOL_CHARS)
-        await asyncio.wrap_future(lib.records.add(records.Completion(cid, task, [text], info=info)))
+        sent = records.Sent(task, lib.name) if lib.config.rollout_log else None
+        await asyncio.wrap_future(lib.records.add(records.Completion(cid, task, [text], info=info, sent=sent)))
         result = await asyncio.wrap_future(lib.records.feedback(cid, {0: float(reward)}))
         for seq in result.groups:
             await lib.wait_learned(seq)

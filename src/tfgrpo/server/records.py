@@ -18,74 +18,36 @@ Holdout completions never join a group: they measure the model without the libra
 
 All writes go through one writer thread that commits whatever is queued in one transaction (group
 commit), so many concurrent feedback posts cost one commit (and one fsync), not one each.
+
+The rollout log (`learn/rollout_log.py`, unless turned off) is kept in the same transactions: a row per
+choice as the completion is recorded (a best-of-G completion: a row per sampled response, with its reward
+and advantage), its reward with the feedback, its group and advantage when its group forms.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..core.store import connect_db
+from ..core.store.proxy_tables import create_proxy_tables
 from ..core.store.sql import SQLiteDatabase
 from ..errors import StoreError, excerpt
+from ..learn import rollout_log
 from ..learn.group import Group
+from ..learn.rollout_log import LoggedRollout, RolloutLog
 from ..rewards.base import Score
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS proxy_completions (
-    id TEXT PRIMARY KEY,
-    created {real} NOT NULL,
-    prompt TEXT NOT NULL,
-    prompt_key TEXT NOT NULL,
-    n {int} NOT NULL,
-    choices TEXT NOT NULL,
-    holdout {int} NOT NULL,
-    learnable {int} NOT NULL,
-    info TEXT NOT NULL,
-    sample TEXT,
-    group_seq {int}
-);
-CREATE INDEX IF NOT EXISTS proxy_open ON proxy_completions(prompt_key, created) WHERE group_seq IS NULL AND n = 1;
-CREATE TABLE IF NOT EXISTS proxy_turns (
-    completion_id TEXT PRIMARY KEY,
-    trajectory TEXT NOT NULL,
-    created {real} NOT NULL
-);
-CREATE INDEX IF NOT EXISTS proxy_turns_of ON proxy_turns(trajectory, created);
-CREATE TABLE IF NOT EXISTS proxy_feedback (
-    completion_id TEXT NOT NULL,
-    choice {int} NOT NULL,
-    reward {real} NOT NULL,
-    created {real} NOT NULL,
-    PRIMARY KEY (completion_id, choice)
-);
-CREATE TABLE IF NOT EXISTS proxy_figures (
-    name TEXT PRIMARY KEY,
-    value {real} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS proxy_leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    until {real} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS proxy_groups (
-    seq {int} PRIMARY KEY,
-    created {real} NOT NULL,
-    prompt TEXT NOT NULL,
-    responses TEXT NOT NULL,
-    rewards TEXT NOT NULL,
-    members TEXT NOT NULL,
-    sample TEXT
-);
-"""
+log = logging.getLogger("tfgrpo.serve")
 
 
 _COUNTED = ("completions", "feedback", "groups")
@@ -116,6 +78,24 @@ class Completion:
     sample: dict[str, Any] | None = None
     """The request's sample fields (`"tfgrpo": {"sample": {...}}`: a reference answer, tests), given to
     the rewards and the critic with the group."""
+    sent: Sent | None = None
+    """What the rollout log keeps beside the record (None: the completion is not logged)."""
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What the rollout log keeps of a served completion beside its record."""
+
+    prompt: Any
+    """The request's prompt or messages as they went upstream (with what was injected)."""
+    library: str
+    """The served library's name (the log's run)."""
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    seconds: float | None = None
+    library_version: int | None = None
+    lessons_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +140,8 @@ class CompletionRecords:
         window_s: float = 86400.0,
         on_group: Callable[[FormedGroup], None] | None = None,
         clock: Callable[[], float] = time.time,
+        log_rollouts: bool = True,
+        log_retention_days: float | None = None,
     ) -> None:
         self.target = target
         self.group_size = group_size
@@ -171,9 +153,7 @@ class CompletionRecords:
         self._synchronous = "NORMAL"  # as an SQLite connection starts
         try:
             with self._db.creating() as tx:
-                for statement in self._db.dialect.ddl(_SCHEMA).split(";"):
-                    if statement.strip():
-                        tx.execute(statement)
+                create_proxy_tables(tx, self._db)
                 if tx.execute("SELECT COUNT(*) FROM proxy_figures").fetchone()[0] == 0:
                     tx.executemany("INSERT INTO proxy_figures(name, value) VALUES (?, ?)", _scan_figures(tx))
             # Reads from request handlers, and leases: never inside the writer's transaction (SQLite: a
@@ -181,6 +161,13 @@ class CompletionRecords:
             self._other = connect_db(target)
         except BaseException:
             self._db.close()
+            raise
+        # The rollout log's tables and retention (its rows are written in the writer's transactions).
+        try:
+            self._log = RolloutLog(target, retention_days=log_retention_days, clock=clock) if log_rollouts else None
+        except BaseException:
+            self._db.close()
+            self._other.close()
             raise
         self._pending: dict[str, float] = {}  # the batch's changes of `proxy_figures`
         self._queue: queue.Queue = queue.Queue()
@@ -259,6 +246,11 @@ class CompletionRecords:
                 self.on_group(group)
         for (_, future), result in zip(batch, results):
             future.set_result(result)
+        if self._log is not None:
+            try:
+                self._log.prune_if_due()
+            except StoreError:
+                log.warning("cannot delete the rollout log's rows past their retention; trying again later")
 
     def _sync(self, feedback: bool) -> None:
         """SQLite: a batch with feedback is on disk (the WAL fsynced) before any of it is acknowledged, so a
@@ -272,8 +264,16 @@ class CompletionRecords:
             self._synchronous = synchronous
 
     def _new_group(
-        self, tx, prompt: str, responses: list[str], rewards: list[float], members: list[str], sample: str | None
+        self,
+        tx,
+        prompt: str,
+        responses: list[str],
+        rewards: list[float],
+        members: list[str],
+        sample: str | None,
+        logged: list[str],
     ) -> FormedGroup:
+        """A group formed; `logged`: its rollouts' ids in the rollout log, in the order of `responses`."""
         seq = tx.execute("SELECT COALESCE(MAX(seq), 0) FROM proxy_groups").fetchone()[0] + 1
         group = FormedGroup.of(seq, prompt, responses, rewards, members, sample)
         tx.execute(
@@ -283,6 +283,8 @@ class CompletionRecords:
         )
         tx.executemany("UPDATE proxy_completions SET group_seq = ? WHERE id = ?", [(group.seq, m) for m in members])
         self._count("groups", 1)
+        if self._log is not None:
+            rollout_log.set_group(tx, f"serve:group-{group.seq}", logged, rewards)
         return group
 
     def _add(self, tx, c: Completion, groups: list[FormedGroup]) -> None:
@@ -310,8 +312,52 @@ class CompletionRecords:
                 "INSERT INTO proxy_turns(completion_id, trajectory, created) VALUES (?, ?, ?)",
                 (c.id, str(trajectory), self._clock()),
             )
+        if self._log is not None and c.sent is not None:
+            rollout_log.write_rows(tx, self._logged(c))
         if c.scored is not None and not c.holdout:
-            groups.append(self._new_group(tx, c.prompt, list(c.scored[0]), list(c.scored[1]), [c.id], sample))
+            ids = [f"serve:{c.id}:s{i}" for i in range(len(c.scored[0]))]
+            groups.append(self._new_group(tx, c.prompt, list(c.scored[0]), list(c.scored[1]), [c.id], sample, ids))
+
+    def _logged(self, c: Completion) -> list[LoggedRollout]:
+        """The rollout log's rows of a completion: one per choice; for best-of-G, one per sampled response
+        (with the proxy's reward and the advantage), the choices returned among them."""
+        sent = c.sent
+        assert sent is not None
+        scored = c.scored is not None and not c.holdout
+        texts = list(c.scored[0]) if c.scored is not None and scored else list(c.choices)
+        rewards: list[float | None] = list(c.scored[1]) if c.scored is not None and scored else [None] * len(texts)
+        advantages: list[float | None] = [*rollout_log.advantages(c.scored[1])] if c.scored and scored else rewards
+        first = LoggedRollout(
+            id="",
+            group_id=f"serve:{c.id}",
+            index=0,
+            prompt=c.prompt,
+            response="",
+            source="serve",
+            run=sent.library,
+            created=self._clock(),
+            condition="holdout" if c.holdout else None,
+            sent=sent.prompt,
+            library_version=sent.library_version,
+            lessons_version=sent.lessons_version,
+            model=sent.model,
+            prompt_tokens=sent.prompt_tokens,
+            completion_tokens=sent.completion_tokens if len(texts) == 1 else None,
+            seconds=None if sent.seconds is None else sent.seconds / max(1, len(texts)),
+            sample=c.sample or None,
+            metadata={"task": "serve"},
+        )
+        return [
+            replace(
+                first,
+                id=f"serve:{c.id}:{'s' if scored else ''}{i}",
+                index=i,
+                response=text,
+                reward=reward,
+                advantage=advantage,
+            )
+            for i, (text, reward, advantage) in enumerate(zip(texts, rewards, advantages))
+        ]
 
     def _feedback(self, tx, completion_id: str, rewards: dict[int, float], groups: list[FormedGroup]) -> FeedbackResult:
         row = tx.execute(
@@ -344,12 +390,20 @@ class CompletionRecords:
         if new:
             self._count("feedback", len(new))
             self._moment(bool(holdout), list(existing.values()), [*existing.values(), *new.values()])
+            if self._log is not None:
+                rollout_log.set_rewards(tx, [(f"serve:{completion_id}:{c}", r) for c, r in new.items()])
         formed: list[int] = []
         if new and learnable and group_seq is None:
             existing.update(new)
             if n >= 2 and len(existing) == n:
                 group = self._new_group(
-                    tx, prompt, json.loads(choices), [existing[i] for i in range(n)], [completion_id], sample
+                    tx,
+                    prompt,
+                    json.loads(choices),
+                    [existing[i] for i in range(n)],
+                    [completion_id],
+                    sample,
+                    [f"serve:{completion_id}:{i}" for i in range(n)],
                 )
                 groups.append(group)
                 formed.append(group.seq)
@@ -369,6 +423,7 @@ class CompletionRecords:
                         [m[2] for m in members],
                         [m[0] for m in members],
                         members[0][3],
+                        [f"serve:{m[0]}:0" for m in members],
                     )
                     groups.append(group)
                     formed.append(group.seq)
@@ -404,7 +459,29 @@ class CompletionRecords:
                 ),
             )
             self._count("completions", 1)
+            if self._log is not None:  # the run as one rollout (its turns are logged as they were served)
+                rollout_log.write_rows(tx, [self._logged_run(run_id, first[1], info, first[4])])
         return self._feedback(tx, run_id, {0: reward}, groups)
+
+    def _logged_run(self, run_id: str, prompt: str, info: dict, sample: str | None) -> LoggedRollout:
+        figures = info.get("figures") or {}
+        return LoggedRollout(
+            id=f"serve:{run_id}:0",
+            group_id=f"serve:{run_id}",
+            index=0,
+            prompt=prompt,
+            response=str(info.get("transcript", "")),
+            source="serve",
+            run=str(info.get("library", "")),
+            created=self._clock(),
+            condition="trajectory",
+            library_version=None,
+            lessons_version=info.get("version"),
+            prompt_tokens=figures.get("prompt_tokens") or None,
+            completion_tokens=figures.get("completion_tokens") or None,
+            sample=json.loads(sample) if sample else None,
+            metadata={"task": "serve"},
+        )
 
     # ----------------------------------------------------------------- reading, and the learner's lease
 
@@ -518,9 +595,10 @@ class CompletionRecords:
     def close(self) -> None:
         """`drain`, then close the connections. Safe to call twice."""
         self.drain()
-        for db in (self._db, self._other):
+        for db in (self._db, self._other, self._log):
             try:
-                db.close()
+                if db is not None:
+                    db.close()
             except StoreError:
                 pass
 

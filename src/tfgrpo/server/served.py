@@ -104,7 +104,12 @@ class ServedLibrary:
         self.learned = int((self.experiences.progress or {}).get(_SERVED_PROGRESS, 0))
         self.failed = 0  # the last group whose commit failed this run (learned at the next start)
         self.records = records.CompletionRecords(
-            self.path, config.group_size, config.group_window, on_group=self._group_formed
+            self.path,
+            config.group_size,
+            config.group_window,
+            on_group=self._group_formed,
+            log_rollouts=config.rollout_log,
+            log_retention_days=config.rollout_log_days,
         )
         self.tracker = tracker
         self._tracking: asyncio.Future | None = None

@@ -240,3 +240,26 @@ def check_version(what: str, found: int, current: int) -> None:
             f"{what} was written by a newer tfgrpo (schema {found}; this tfgrpo reads up to {current}): "
             "upgrade tfgrpo to open it"
         )
+
+
+def read_pages(
+    db: Database, table: str, columns: Sequence[str], key: Sequence[str], page: int = 2000
+) -> Iterator[tuple]:
+    """Every row of `table` (its `columns`, which hold `key`: one or two columns), in key order, read a page
+    at a time, so that a table of millions of rows is never all in memory."""
+    at = [list(columns).index(k) for k in key]
+    after: list[Any] | None = None
+    while True:
+        where, params = "", []
+        if after is not None:
+            if len(key) == 1:
+                where, params = f" WHERE {key[0]} > ?", after
+            else:
+                where = f" WHERE {key[0]} > ? OR ({key[0]} = ? AND {key[1]} > ?)"
+                params = [after[0], after[0], after[1]]
+        query = f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY {', '.join(key)} LIMIT {page}"
+        rows = db.query(query, params)
+        yield from (tuple(row) for row in rows)
+        if len(rows) < page:
+            return
+        after = [rows[-1][i] for i in at]

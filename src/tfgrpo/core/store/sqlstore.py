@@ -66,9 +66,9 @@ CREATE TABLE IF NOT EXISTS library_changes (seq {int} PRIMARY KEY, op TEXT NOT N
 """
 _EMBEDDINGS = """CREATE TABLE IF NOT EXISTS embeddings (
     model TEXT NOT NULL, text TEXT NOT NULL, vector {blob} NOT NULL, PRIMARY KEY (model, text))"""
-# Tables tfgrpo keeps beside a library (lessons, the LLM cache, the proxy's records): a database holding
-# only these has no experience library yet, and one may be made there.
-_SIDE_TABLES = ("lesson_", "proxy_", "sqlite_")
+# Tables tfgrpo keeps beside a library (lessons, the LLM cache, the proxy's records, the rollout log): a
+# database holding only these has no experience library yet, and one may be made there.
+_SIDE_TABLES = ("lesson_", "proxy_", "rollout_", "sqlite_")
 
 _STATE = "SELECT seq, next_id, total_rollouts, total_stored, total_pruned, total_loaded, progress FROM library_state"
 _COLUMNS = "id, prompt, response, advantage, timestamp, metadata"
