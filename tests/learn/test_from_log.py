@@ -116,6 +116,14 @@ def test_every_record_shape_is_read_and_grouped_by_prompt_or_group(tmp_path):
         ({"request": {"messages": [{"role": "user", "content": "q"}]}, "response": {"choices": []}}, "non-empty"),
         (chat_record("q", "a", 1) | {"reward": None, "rewards": [1, 2]}, "one reward per choice"),
         ({"request": {"x": 1}, "response": {"choices": [{"text": "a"}]}, "reward": 1}, '"messages" or "prompt"'),
+        (
+            {
+                "request": {"prompt": "q"},
+                "response": {"choices": [{"index": "x", "text": "a"}, {"index": 1, "text": "b"}]},
+            },
+            "choices.0.index is not a whole number",
+        ),
+        ({"request": {"prompt": "q"}, "response": {"choices": [{"text": "a"}, 7]}, "rewards": [1, 0]}, "choices.1"),
     ],
 )
 def test_a_malformed_record_says_why(record, why):
@@ -267,3 +275,16 @@ def test_the_command_learns_resumes_and_stops_at_a_malformed_line_with_strict(tm
     assert ran.returncode == 1 and "no log file at" in ran.stderr
     with pytest.raises(DatasetNotFoundError):
         learn_from_log(tmp_path / "missing.jsonl", [ExampleUpdate(TrainingFreeGRPO())], show_progress=False)
+
+
+def test_a_record_that_breaks_the_parser_is_that_lines_error_not_the_runs_end(monkeypatch):
+    import io
+
+    from tfgrpo.learn import ingest
+
+    def broken(value, line):
+        raise TypeError("a shape nobody checked")
+
+    monkeypatch.setattr(ingest, "parse_record", broken)
+    [line] = list(ingest.read_lines(io.BytesIO(b'{"prompt": "q"}\n')))
+    assert line.record is None and line.error == "unreadable record (TypeError: a shape nobody checked)"

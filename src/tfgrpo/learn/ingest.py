@@ -105,10 +105,14 @@ def _openai_record(value: dict, request: dict, answer: dict, line: int) -> LogRe
     choices = answer.get("choices")
     if not isinstance(choices, list) or not choices:
         raise BadRecord("response.choices must be a non-empty list")
-    texts = []
-    for i, choice in enumerate(sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)):
+    for i, choice in enumerate(choices):
         if not isinstance(choice, dict):
             raise BadRecord(f"response.choices.{i} is not an object")
+        index = choice.get("index", 0)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise BadRecord(f"response.choices.{i}.index is not a whole number")
+    texts = []
+    for i, choice in enumerate(sorted(choices, key=lambda c: c.get("index", 0))):
         if "message" in choice:
             message = choice["message"]
             if not isinstance(message, dict):
@@ -287,9 +291,14 @@ def read_lines(f: IO[bytes], line: int = 0, max_bytes: int = MAX_LINE_BYTES) -> 
             yield Line(line, offset, error=f"not JSON: {str(exc)[:120]}")
             continue
         try:
-            yield Line(line, offset, record=parse_record(value, line))
+            record = parse_record(value, line)
         except BadRecord as exc:
             yield Line(line, offset, error=str(exc))
+            continue
+        except Exception as exc:  # a shape the checks above missed: still that line's error, not the run's end
+            yield Line(line, offset, error=f"unreadable record ({type(exc).__name__}: {str(exc)[:120]})")
+            continue
+        yield Line(line, offset, record=record)
 
 
 def group_window(records: list[LogRecord], max_group: int) -> list[tuple[Group, list[LogRecord]]]:
