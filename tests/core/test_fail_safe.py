@@ -300,6 +300,17 @@ def test_missing_fields_are_named_as_missing(tmp_path, drop, said):
         fresh().load_from_file(path)
 
 
+@pytest.mark.parametrize("name", ["lib.json", "lib.db"])
+def test_a_save_to_a_folder_or_into_a_missing_one_is_a_config_error_that_writes_nothing(tmp_path, name):
+    lib = fill(fresh())
+    (tmp_path / name).mkdir()
+    with pytest.raises(ConfigError, match="is a folder; name a file to write"):
+        lib.save_to_file(tmp_path / name)
+    with pytest.raises(ConfigError, match="there is no folder"):
+        lib.save_to_file(tmp_path / "missing" / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name] and not any((tmp_path / name).iterdir())
+
+
 def test_a_load_directory_is_refused(tmp_path):
     with pytest.raises(LibraryFormatError, match="folder"):
         fresh().load_from_file(tmp_path)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
-from ..errors import LibraryFormatError, LibraryNotFoundError
+from ..errors import ConfigError, LibraryFormatError, LibraryNotFoundError
 from .experience import Experience
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -57,6 +57,10 @@ def make_temp(path: Path) -> tuple[int, str]:
 
     The file gets the mode `open(path, "w")` would leave: the mode of the file it replaces, else 0o666
     less the umask (`tempfile.mkstemp` makes 0o600, which the rename would give the user's file)."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; name a file to write")
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: there is no folder {path.parent}")
     remove_orphaned_temps(path)
     try:
         mode: int | None = stat.S_IMODE(os.stat(path).st_mode)
@@ -68,6 +72,8 @@ def make_temp(path: Path) -> tuple[int, str]:
             fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         except FileExistsError:
             continue
+        except PermissionError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror} in {path.parent}") from None
         if mode is not None:
             os.fchmod(fd, mode)
         return fd, name
