@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tfgrpo.cli import main
-from tfgrpo.errors import BackendError, ConfigError
+from tfgrpo.errors import BackendError, ConfigError, ExecutorError
 from tfgrpo.executors import ExecutorConfig, LocalExecutor, open_executor
 from tfgrpo.llm.local import bundled_model_path
 
@@ -107,3 +107,35 @@ def test_repeat_with_rewards_on_ray_gives_the_results_of_a_local_repeat(tmp_path
     for evaluation in remote["evaluations"]:  # where each library lies: the one difference
         evaluation["library"]["path"] = evaluation["library"]["path"].replace(f"{tmp_path}/ray", f"{tmp_path}/local")
     assert remote == local and local["train_seeds"] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("failures", "joined", "tries"),
+    [
+        ([ConnectionAbortedError("Initialization failure from server")], True, 2),
+        ([ConnectionAbortedError("Initialization failure from server")] * 3, False, 3),
+        ([ConnectionError("ray client connection timeout")], False, 1),
+    ],
+)
+def test_a_cluster_that_fails_to_start_a_client_server_is_tried_again_one_that_does_not_answer_is_not(
+    monkeypatch, failures, joined, tries
+):
+    # A stand-in for ray.init: a cluster whose proxier loses its race cannot be had on demand.
+    ray_executor = pytest.importorskip("tfgrpo.executors.ray_executor")
+    calls = []
+
+    def init(address, **kwargs):
+        calls.append(address)
+        if len(calls) <= len(failures):
+            raise failures[len(calls) - 1]
+
+    monkeypatch.setattr(ray_executor.ray, "init", init)
+    monkeypatch.setattr(ray_executor.ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray_executor.ray, "is_initialized", lambda: False)
+    config = ExecutorConfig(executor="ray://head.example:10001")
+    if joined:
+        ray_executor.RayExecutor(config).close()
+    else:
+        with pytest.raises(ExecutorError, match="cannot join the Ray cluster at ray://head.example:10001"):
+            ray_executor.RayExecutor(config)
+    assert calls == ["ray://head.example:10001"] * tries

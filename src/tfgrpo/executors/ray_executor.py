@@ -42,6 +42,8 @@ PROGRESS_EVERY_S = 10.0
 """While work is in flight, a log line with what each worker holds, this often."""
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
 """The object store of a Ray started for the run: prompts, generations and scores are small."""
+JOIN_ATTEMPTS = 3
+"""Tries at joining a cluster that answers but fails to start this client's server (see `RayExecutor`)."""
 LOST = (
     ray_errors.RayActorError,
     ray_errors.WorkerCrashedError,
@@ -98,11 +100,18 @@ class RayExecutor(Executor):
             )
         elif config.ray_cpus is not None:
             raise ConfigError("--ray-cpus sizes a Ray started for the run (--executor ray), not an existing cluster")
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            ray.shutdown()  # a half-made connection (a Ray Client's) would stay behind
-            raise ExecutorError(f"cannot join the Ray cluster at {address}: {exc}") from None
+        for attempt in range(JOIN_ATTEMPTS):
+            try:
+                ray.init(address=address, **kwargs)
+                break
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                ray.shutdown()  # a half-made connection (a Ray Client's) would stay behind
+                # The cluster answered but could not start this client's server process (Ray's proxier
+                # loses that race now and then on a busy machine): worth another try, unlike no answer.
+                if isinstance(exc, ConnectionAbortedError) and attempt + 1 < JOIN_ATTEMPTS:
+                    logger.warning("the Ray cluster at %s failed to start a client server (%s); again", address, exc)
+                    continue
+                raise ExecutorError(f"cannot join the Ray cluster at {address}: {exc}") from None
         self._started = True
 
     def backend(self, spec: BackendSpec, *, concurrency: int | None = None) -> Backend:
