@@ -385,6 +385,7 @@ def start_target(spec: str, args, direct: str, served: Path, work: Path) -> tupl
     _, *rest = spec.split(":")
     workers = rest[0] if rest else "1"
     shots = rest[1] if len(rest) > 1 else str(args.shots)
+    options = ["--no-rollout-log"] if "nolog" in rest[2:] else []  # tfgrpo:W:S:nolog: without the rollout log
     tfgrpo = Path(sys.executable).with_name("tfgrpo")
     library = work / f"served-{spec.replace(':', '-')}.db"
     shutil.copy(served, library)
@@ -393,7 +394,7 @@ def start_target(spec: str, args, direct: str, served: Path, work: Path) -> tupl
     process = subprocess.Popen(
         [str(tfgrpo), "-q", "serve", "--upstream", direct, "--library", str(library), "--port", str(port),
          "--lessons-every", "0", "--retrieval-mode", args.mode, "--shots", shots, "--workers", workers,
-         "--min-relevance", str(args.min_relevance)],
+         "--min-relevance", str(args.min_relevance), *options],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     wait_up(f"http://127.0.0.1:{port}/healthz", process)
@@ -408,7 +409,7 @@ def main() -> None:
     parser.add_argument("--min-relevance", type=float, default=0.0,
                         help="the proxy's --min-relevance (0: every request gets --shots experiences)")  # fmt: skip
     parser.add_argument("--targets", nargs="+", default=["tfgrpo:1", "tfgrpo:2"],
-                        help="servers measured against direct: tfgrpo[:WORKERS[:SHOTS]] or litellm")  # fmt: skip
+                        help="servers beside direct: tfgrpo[:WORKERS[:SHOTS[:nolog]]] or litellm")  # fmt: skip
     parser.add_argument("--litellm", default=shutil.which("litellm"), help="the litellm executable (litellm[proxy])")
     parser.add_argument("--library", default=None, help="library file (default: a cached one in the temp dir)")
     parser.add_argument("--requests", type=int, default=300, help="sequential requests for the latency rows (0: none)")
