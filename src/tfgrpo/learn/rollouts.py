@@ -116,7 +116,7 @@ class RolloutConfig(GuidanceConfig, PromptingConfig):
 
     def where_for(self, sample: dict) -> dict[str, str] | None:
         """The metadata filter of `where` for one sample (a KEY alone takes the sample's own value)."""
-        tags = sample.get("metadata") if isinstance(sample.get("metadata"), dict) else {}
+        tags: dict = sample["metadata"] if isinstance(sample.get("metadata"), dict) else {}
         found: dict[str, str] = {}
         for item in self.where:
             key, sep, value = item.partition("=")
