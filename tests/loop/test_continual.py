@@ -22,7 +22,7 @@ from tfgrpo.loop.continual import (
 )
 from tfgrpo.tasks import get_task
 
-DOMAINS = ["dates", "json", "price"]
+DOMAINS = ["dates", "json", "quote"]
 
 
 def test_gem_figures_follow_the_definitions():

@@ -1,6 +1,6 @@
 """Tasks (samples + reward + generation hints) and dataset loading. Bundled: `arithmetic` (its `large`
 difficulty needs a calculator), `humaneval`, `math` (your own file) and `math-tool` (bundled problems that
-need computation) and `multidomain` (six small domains, each with its own answer convention, for continual
+need computation) and `multidomain` (five small domains, each with its own answer convention, for continual
 learning). `get_task(name, **options)` builds one."""
 
 from .arithmetic import arithmetic_task, generate_arithmetic

@@ -1,12 +1,13 @@
 """`multidomain`: a bundled family of small tasks, one per domain, each with an answer convention of its
 own and a strict checker, for continual and multi-domain learning (`tfgrpo continual`).
 
-Every domain asks something the bundled model half-knows, in one plain request form ("Date: ...",
-"Price: ..."), and accepts only its own convention: an ISO date, a JSON object, an acronym in capitals,
-a price as `$N.00`, the words in double quotes, the words in lower case. The shared instruction does not
-say the convention, so a model learns it from examples: zero-shot the bundled SmolLM2-135M writes almost
-none of them, with three examples as conversation turns it writes many (`docs/evidence.md`, "Continual and
-multi-domain", measures both). Samples are generated, deterministic for a seed, and carry their domain in
+Every domain asks a small thing in one request form and accepts only its own exact form of the answer:
+an ISO date, a JSON object of two fields, the words in double quotes, the words in lower case, the words
+joined by hyphens. Each request names its form, so a model sometimes writes it zero-shot (the bundled
+SmolLM2-135M does, a few times in a hundred at temperature 0.7: enough for a library to start from), and
+follows it far more often from examples of it (`docs/evidence.md`, "Continual and multi-domain", measures
+both). The quote, lower-case and hyphen requests draw from one vocabulary, so a retriever by words can
+confuse them. Samples are generated, deterministic for a seed, and carry their domain in
 `sample["metadata"]`.
 """
 
@@ -29,13 +30,6 @@ _WORDS = (
     "blue river green stone quiet market bright window silver forest small garden red bridge cold morning "
     "paper lamp open road golden field"
 ).split()
-_PHRASES = (
-    "portable network graphics|central processing unit|random access memory|hypertext markup language|"
-    "global positioning system|user interface|frequently asked questions|artificial intelligence|"
-    "world health organization|local area network|operating system|solid state drive|"
-    "application programming interface|virtual private network|light emitting diode|read only memory|"
-    "graphical user interface|domain name system|search engine optimization|customer relationship management"
-).split("|")
 
 
 @dataclass(frozen=True)
@@ -56,12 +50,12 @@ def _exact(response: str, answer: str) -> bool:
 
 def _dates(rng: random.Random) -> tuple[str, str]:
     year, month, day = rng.randint(1990, 2029), rng.randint(1, 12), rng.randint(1, 28)
-    return f"Date: {_MONTHS[month - 1]} {day}, {year}", f"{year:04d}-{month:02d}-{day:02d}"
+    return f"Date in ISO form (YYYY-MM-DD): {_MONTHS[month - 1]} {day}, {year}", f"{year:04d}-{month:02d}-{day:02d}"
 
 
 def _json(rng: random.Random) -> tuple[str, str]:
     name, age = rng.choice(_NAMES), rng.randint(18, 80)
-    return f"Extract: {name} is {age} years old", json.dumps({"name": name, "age": age})
+    return f"JSON with name and age: {name} is {age} years old", json.dumps({"name": name, "age": age})
 
 
 def _check_json(response: str, answer: str) -> bool:
@@ -71,24 +65,19 @@ def _check_json(response: str, answer: str) -> bool:
         return False
 
 
-def _price(rng: random.Random) -> tuple[str, str]:
-    dollars = rng.randint(2, 99)
-    return f"Price: {dollars} dollars", f"${dollars}.00"
-
-
 def _quote(rng: random.Random) -> tuple[str, str]:
     words = " ".join(rng.sample(_WORDS, 2))
-    return f"Quote: {words}", f'"{words}"'
+    return f'Repeat inside double quotes ("..."): {words}', f'"{words}"'
 
 
 def _lower(rng: random.Random) -> tuple[str, str]:
     words = " ".join(rng.sample(_WORDS, 2))
-    return f"Whisper: {words.upper()}", words
+    return f"Rewrite in lower case letters: {words.upper()}", words
 
 
-def _acronym(rng: random.Random) -> tuple[str, str]:
-    phrase = rng.choice(_PHRASES)
-    return f"Acronym: {phrase}", "".join(word[0] for word in phrase.split()).upper()
+def _hyphen(rng: random.Random) -> tuple[str, str]:
+    words = rng.sample(_WORDS, 2)
+    return f"Join with hyphens: {' '.join(words)}", "-".join(words)
 
 
 DOMAINS: dict[str, Domain] = {
@@ -96,16 +85,17 @@ DOMAINS: dict[str, Domain] = {
     for d in (
         Domain("dates", _dates, _exact, 40 * 12 * 28),
         Domain("json", _json, _check_json, len(_NAMES) * 63),
-        Domain("acronym", _acronym, _exact, len(_PHRASES)),
-        Domain("price", _price, _exact, 98),
         Domain("quote", _quote, _exact, len(_WORDS) * (len(_WORDS) - 1)),
         Domain("lower", _lower, _exact, len(_WORDS) * (len(_WORDS) - 1)),
+        Domain("hyphen", _hyphen, _exact, len(_WORDS) * (len(_WORDS) - 1)),
     )
 }
 
 
 class DomainReward(Reward):
     """1.0 when the response passes its sample's domain checker (`sample["domain"]`), else 0.0."""
+
+    max_workers = 1  # a string comparison: no thread pool
 
     def score(self, prompt: str, response: str, sample: dict) -> Score:
         domain = DOMAINS.get(str(sample.get("domain")))
