@@ -36,7 +36,7 @@ def run(library: TrainingFreeGRPO, steps: int | None = None, start: int = 0, hel
     allocation = ActiveAllocation(library, SAMPLES, CONFIG)
     examples = ExampleUpdate(library)
     made = []
-    for global_step, (epoch, index, batch) in enumerate(allocation.batches(), start=start + 1):
+    for global_step, (epoch, _index, batch) in enumerate(allocation.batches(), start=start + 1):
         groups = [group_of(s) for s in batch]
         if held is not None:
             held.setdefault(epoch, []).extend(

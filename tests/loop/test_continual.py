@@ -18,6 +18,7 @@ from tfgrpo.loop.continual import (
     gem_figures,
     knn_library,
     make_plan,
+    merge,
     summarise,
 )
 from tfgrpo.tasks import get_task
@@ -201,3 +202,33 @@ def test_bad_continual_arguments_are_clear_errors(student, tmp_path):
     assert ran.returncode == 1 and "--select retrieve" in ran.stderr
     ran = tfgrpo("continual", *ARGS, "--seeds", "1", "1", "--out", tmp_path, check=False)
     assert ran.returncode == 1 and "each training seed once" in ran.stderr
+
+
+def test_runs_on_the_same_prompts_are_compared_side_by_side(student, tmp_path):
+    shared = ["--seeds", "0", "--retrieval-mode", "lexical", "--baselines-dir", tmp_path / "baselines"]
+    tfgrpo("continual", *ARGS, *shared, "--out", tmp_path / "a", "--select", "retrieve", "--name", "retrieve")
+    tfgrpo("continual", *ARGS, *shared, "--out", tmp_path / "b", "--no-baselines", "--name", "sample")
+    first, second = (json.loads((tmp_path / d / "continual.json").read_text()) for d in ("a", "b"))
+    assert set(second["conditions"]) == {"zero-shot", "sample"}
+    merged = merge([first, second])
+    assert set(merged["conditions"]) == {"zero-shot", "fixed", "knn", "retrieve", "sample"}
+    assert set(merged["lifts"]) == {"retrieve", "sample"}
+    assert merged["lifts"]["sample"]["baseline"] == merged["strongest_baseline"] == first["strongest_baseline"]
+    assert merged["conditions"]["sample"]["R"] == second["conditions"]["sample"]["R"]
+    out = tmp_path / "report.html"
+    tfgrpo("report", "-l", tmp_path / "a" / "library-seed0.db", "--eval", tmp_path / "a" / "continual.json",
+           "--eval", tmp_path / "b" / "continual.json", "-o", out)  # fmt: skip
+    html = out.read_text()
+    side = html[html.index("Continual conditions side by side") :]
+    assert all(f'id="plot-continual-matrix-{c}-side-by-side"' in side for c in ("retrieve", "sample", "knn"))
+    assert 'id="plot-continual-matrix-retrieve-a-continual"' in html and "plot-continual-seen-b-continual" in html
+    # Results of other prompts, or one condition scored two ways, are not merged.
+    other = tmp_path / "c"
+    tfgrpo("continual", *ARGS, "--seeds", "0", "--out", other, "--no-baselines", "--domains", "dates,json")
+    with pytest.raises(ConfigError, match="different plans"):
+        merge([first, json.loads((other / "continual.json").read_text())])
+    renamed = json.loads(json.dumps(second).replace('"sample"', '"retrieve"'))
+    with pytest.raises(ConfigError, match="scored differently"):
+        merge([first, renamed])
+    with pytest.raises(ConfigError, match="no continual results"):
+        merge([])

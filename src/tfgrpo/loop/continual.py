@@ -180,10 +180,47 @@ def summarise(
     """Every condition's matrix per training seed, their mean, and the figures across seeds; each condition
     that is not a baseline also gets its ACC minus the strongest baseline's (the baseline with the highest
     mean ACC), seed by seed, with a t 95% CI across seeds."""
+    meta = {
+        "kind": "continual",
+        "plan": plan.fingerprint(),
+        "domains": list(plan.domains),
+        "schedule": plan.schedule,
+        "phases": ["before training", *(name for name, _ in plan.phases)],
+        "test_prompts": {d: plan.test_domains().count(d) for d in plan.domains},
+        "train_prompts": {name: len(samples) for name, samples in plan.phases},
+    }
+    return _summary(matrices, meta, [b for b in baselines if b in matrices])
+
+
+def merge(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One summary of the conditions of several (continual runs on the same plan: the same phases, held-out
+    prompts and, for a baseline in more than one, the same scores), every library compared with the
+    strongest baseline of them all."""
+    if not summaries:
+        raise ConfigError("no continual results to merge")
+    first = summaries[0]
+    matrices: dict[str, dict[int, np.ndarray]] = {}
+    baselines: list[str] = []
+    for summary in summaries:
+        if summary.get("kind") != "continual" or summary.get("plan") != first.get("plan"):
+            raise ConfigError("continual results of different plans (phases, held-out prompts) cannot be compared")
+        for name, c in summary["conditions"].items():
+            per_seed = {int(seed): np.asarray(R, dtype=float) for seed, R in c["R"].items()}
+            if name in matrices and any(not np.array_equal(matrices[name].get(s, R), R) for s, R in per_seed.items()):
+                raise ConfigError(f"{name!r} was scored differently in two results; give each condition one name")
+            matrices.setdefault(name, {}).update(per_seed)
+            if c["baseline"] and name not in baselines:
+                baselines.append(name)
+    meta = {k: first[k] for k in ("kind", "plan", "domains", "schedule", "phases", "test_prompts", "train_prompts")}
+    return _summary(matrices, meta, baselines)
+
+
+def _summary(matrices: dict[str, dict[int, np.ndarray]], meta: dict[str, Any], baselines: Sequence[str]) -> dict:
+    schedule = meta["schedule"]
     conditions: dict[str, Any] = {}
     for name, per_seed in matrices.items():
         seeds = sorted(per_seed)
-        figures = {s: gem_figures(per_seed[s], plan.schedule) for s in seeds}
+        figures = {s: gem_figures(per_seed[s], schedule) for s in seeds}
         conditions[name] = {
             "baseline": name in baselines,
             "seeds": seeds,
@@ -208,17 +245,7 @@ def summarise(
             acc = dict(zip(c["seeds"], c["acc"]["per_seed"]))
             base = dict(zip(reference["seeds"], reference["acc"]["per_seed"]))
             lifts[name] = {"baseline": strongest, **(across_seeds([acc[s] - base[s] for s in common]) or {})}
-    return {
-        "kind": "continual",
-        "domains": list(plan.domains),
-        "schedule": plan.schedule,
-        "phases": ["before training", *(name for name, _ in plan.phases)],
-        "test_prompts": {d: plan.test_domains().count(d) for d in plan.domains},
-        "train_prompts": {name: len(samples) for name, samples in plan.phases},
-        "strongest_baseline": strongest,
-        "conditions": conditions,
-        "lifts": lifts,
-    }
+    return {**meta, "strongest_baseline": strongest, "conditions": conditions, "lifts": lifts}
 
 
 def table(summary: dict[str, Any]) -> str:

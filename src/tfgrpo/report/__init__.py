@@ -60,14 +60,16 @@ def write_report(
     out: str | os.PathLike,
     results: Sequence[str | os.PathLike] = (),
     metrics: Sequence[str | os.PathLike] | None = None,
+    side_by_side: dict | None = None,
 ) -> Path:
     """Write the report of `library` (with the result files `results`, and the metrics logs `metrics`,
-    default: those next to the library) to `out`, atomically; returns its path."""
+    default: those next to the library) to `out`, atomically; returns its path. `side_by_side`: several
+    continual results merged into one (`tfgrpo.loop.continual.merge`), drawn as one comparison."""
     if not os.path.exists(library):
         raise LibraryNotFoundError(f"no library at {library}")
     loaded = [(str(p), read_result(p)) for p in results]
     logs = [Path(p) for p in metrics] if metrics is not None else metrics_paths(library)
-    html = render(str(library), loaded, [(str(p), read_metrics(p)) for p in logs])
+    html = render(str(library), loaded, [(str(p), read_metrics(p)) for p in logs], side_by_side)
     atomic_write(out, lambda f: print(html, end="", file=f))
     return Path(out)
 
@@ -75,7 +77,9 @@ def write_report(
 # ------------------------------------------------------------------------------------------ sections
 
 
-def render(library: str, results: list[tuple[str, dict]], logs: list[tuple[str, list[dict]]]) -> str:
+def render(
+    library: str, results: list[tuple[str, dict]], logs: list[tuple[str, list[dict]]], side_by_side: dict | None = None
+) -> str:
     experiences, stats, lessons = _read_library(library)
     sections = [_summary(library, stats, lessons, results, logs)]
     sections += [_training(name, records) for name, records in logs if records]
@@ -83,9 +87,8 @@ def render(library: str, results: list[tuple[str, dict]], logs: list[tuple[str, 
     for name, result in results:
         kinds = {"evaluation": _evaluation, "attribution": _attribution, "repeat": _repeat, "continual": _continual}
         sections.append(kinds[result["kind"]](name, result))
-    continual = [(name, r) for name, r in results if r["kind"] == "continual"]
-    if len(continual) > 1:
-        sections.append(_continual_side_by_side(continual))
+    if side_by_side is not None:
+        sections.append(_continual("side by side", side_by_side, "Continual conditions side by side"))
     if lessons is not None:
         sections.append(_history(lessons))
     sections.append(_top(experiences))
@@ -318,12 +321,13 @@ def _figure_text(value: dict | None) -> str:
     return "n/a" if not value else f"{value['mean']:+.3f} ({value['ci_low']:+.3f} .. {value['ci_high']:+.3f})"
 
 
-def _continual(name: str, result: dict) -> str:
+def _continual(name: str, result: dict, title: str | None = None) -> str:
     """A continual run: each condition's accuracy matrix (mean over training seeds) as a heatmap, the mean
     accuracy after each phase with its CI across seeds, and the figures with their CIs."""
     conditions = result["conditions"]
     phases, domains = result["phases"], result["domains"]
-    slug = _slug(name)
+    folder = Path(name).parent.name  # results are OUT/continual.json: the folder tells two apart
+    slug = _slug(f"{folder}-{Path(name).stem}" if folder else name)
     parts = [
         f"<p>Schedule: {escape(result['schedule'])}; domains in order: {escape(', '.join(domains))}; held-out "
         f"prompts per domain: {escape(json.dumps(result.get('test_prompts', {})))}. Strongest baseline: "
@@ -341,7 +345,7 @@ def _continual(name: str, result: dict) -> str:
     lifts = [(f"{n} - {lift['baseline']}", _figure_text(lift)) for n, lift in result.get("lifts", {}).items()]
     if lifts:
         parts.append(_table(("ACC difference", "mean (t 95% CI across training seeds)"), lifts))
-    for key, title in (("seen", "domains learned so far"), ("all", "every domain")):
+    for key, over in (("seen", "domains learned so far"), ("all", "every domain")):
         series = {
             c: tuple(
                 [(v or {}).get(f, float("nan")) for v in conditions[c]["curves"][key]]
@@ -354,7 +358,7 @@ def _continual(name: str, result: dict) -> str:
             parts.append(
                 _plot(
                     f"continual-{key}-{slug}",
-                    f"Mean accuracy over {title} after each phase",
+                    f"Mean accuracy over {over} after each phase",
                     plots.bands(phases, series, "accuracy"),  # type: ignore[arg-type]
                     "band: t 95% CI across training seeds",
                 )
@@ -367,30 +371,7 @@ def _continual(name: str, result: dict) -> str:
                 plots.heatmap(conditions[c]["R_mean"], phases, domains, "accuracy"),
             )
         )
-    return _section(f"Continual ({name})", "\n".join(parts))
-
-
-def _continual_side_by_side(results: list[tuple[str, dict]]) -> str:
-    """Every library condition of several continual results in one table, with the baselines of the first."""
-    first = results[0][1]
-    rows = [
-        (c, "baseline", _figure_text(v["acc"]), _figure_text(v["bwt"]), _figure_text(v["fwt"]), "")
-        for c, v in first["conditions"].items()
-        if v["baseline"]
-    ]
-    for name, result in results:
-        for c, v in result["conditions"].items():
-            if not v["baseline"]:
-                lift = result.get("lifts", {}).get(c)
-                rows.append(
-                    (f"{c} ({name})", "library", _figure_text(v["acc"]), _figure_text(v["bwt"]),
-                     _figure_text(v["fwt"]), f"{_figure_text(lift)} vs {lift['baseline']}" if lift else "")
-                )  # fmt: skip
-    note = (
-        "<p>Baselines as scored in the first result; each library compared with the strongest baseline of its own.</p>"
-    )
-    head = ("condition", "role", "ACC", "BWT", "FWT", "ACC - strongest baseline")
-    return _section("Continual conditions side by side", note + _table(head, rows))
+    return _section(title or f"Continual ({name})", "\n".join(parts))
 
 
 def _attribution(name: str, result: dict) -> str:
