@@ -2,7 +2,7 @@
 bundled multidomain task, the same prompts and seeds, then one table of them all against the strongest
 baseline.
 
-    python bench/continual.py run [--jobs 1] [--out bench-out/continual] [CONDITION ...]
+    python bench/continual.py run [--jobs 1] [--seeds 0 1 2] [--out bench-out/continual] [CONDITION ...]
     python bench/continual.py table [--out bench-out/continual]
 
 `run` starts one `tfgrpo continual` per condition (at most --jobs at a time, each with one math thread),
@@ -44,16 +44,17 @@ CONDITIONS = {
 }
 
 
-def command(name: str, out: Path) -> list[str]:
+def command(name: str, out: Path, seeds: list[int] | None = None) -> list[str]:
     extra = CONDITIONS[name]
     own = [] if name == "baselines" else ["--no-baselines", "--name", name]
+    own += ["--seeds", *map(str, seeds)] if seeds else []  # fewer seeds than COMMON's (the last --seeds counts)
     return [
         str(Path(sys.executable).parent / "tfgrpo"), "continual", *shlex.split(COMMON), *shlex.split(extra), *own,
         "--out", str(out / name), "--baselines-dir", str(out / "baselines"),
     ]  # fmt: skip
 
 
-def run(names: list[str], out: Path, jobs: int) -> None:
+def run(names: list[str], out: Path, jobs: int, seeds: list[int] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     waiting, running = list(names), {}
@@ -62,7 +63,7 @@ def run(names: list[str], out: Path, jobs: int) -> None:
             name = waiting.pop(0)
             log = open(out / f"{name}.log", "a")
             print(f"start {name}", flush=True)
-            running[name] = (subprocess.Popen(command(name, out), stdout=log, stderr=subprocess.STDOUT, env=env), log)
+            running[name] = (subprocess.Popen(command(name, out, seeds), stdout=log, stderr=subprocess.STDOUT, env=env), log)
         time.sleep(5)
         for name, (process, log) in list(running.items()):
             if process.poll() is not None:
@@ -99,12 +100,13 @@ def main() -> None:
     parser.add_argument("conditions", nargs="*", help=f"default: all ({', '.join(CONDITIONS)})")
     parser.add_argument("--out", type=Path, default=Path("bench-out/continual"))
     parser.add_argument("--jobs", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: 0 1 2)")
+    args = parser.parse_intermixed_args()
     if args.action == "run":
         unknown = [c for c in args.conditions if c not in CONDITIONS]
         if unknown:
             parser.error(f"unknown condition(s) {', '.join(unknown)}")
-        run(args.conditions or list(CONDITIONS), args.out, args.jobs)
+        run(args.conditions or list(CONDITIONS), args.out, args.jobs, args.seeds)
     else:
         table(args.out)
 

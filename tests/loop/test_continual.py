@@ -232,3 +232,38 @@ def test_runs_on_the_same_prompts_are_compared_side_by_side(student, tmp_path):
         merge([first, renamed])
     with pytest.raises(ConfigError, match="no continual results"):
         merge([])
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--select", "sample"],
+        ["--select", "retrieve", "--advantage-weight", "0.5"],
+        ["--strategy", "lessons", "--shots", "0"],
+        ["--strategy", "both", "--select", "retrieve"],
+        ["--select", "retrieve", "--max-library-size", "2", "--eviction-policy", "balanced"],  # (warns: tiny)
+        pytest.param(["--select", "retrieve", "--shots", "0", "--guidance", "bias"], marks=pytest.mark.slow),
+    ],
+    ids=["sample", "advantage-weight", "lessons", "both", "capacity", "bias"],  # bias: the bundled tokenizer
+)
+def test_every_library_condition_of_the_benchmark_runs_beside_the_same_baselines(student, tmp_path, extra):
+    shared = ["--seeds", "0", "--retrieval-mode", "lexical", "--baselines-dir", tmp_path / "baselines"]
+    tfgrpo("continual", *ARGS, *shared, "--out", tmp_path / "a", "--baselines-only")
+    tfgrpo("continual", *ARGS, *shared, *extra, "--out", tmp_path / "b", "--no-baselines", "--name", "this")
+    baselines, this = (json.loads((tmp_path / d / "continual.json").read_text()) for d in ("a", "b"))
+    merged = merge([baselines, this])
+    assert set(merged["conditions"]) == {"zero-shot", "fixed", "knn", "this"}
+    R = np.asarray(merged["conditions"]["this"]["R"]["0"])
+    assert R.shape == (len(DOMAINS) + 1, len(DOMAINS)) and R[0].tolist() == this["conditions"]["zero-shot"]["R_mean"][0]
+    assert merged["lifts"]["this"]["baseline"] == merged["strongest_baseline"]
+    if "--max-library-size" in extra:
+        from tfgrpo import TrainingFreeGRPO
+
+        with TrainingFreeGRPO.open(tmp_path / "b" / "library-seed0.db") as library:
+            assert library.library_size() <= 2
+
+
+def test_constrained_decoding_needs_a_local_model(student, tmp_path):
+    ran = tfgrpo("continual", *ARGS, "--seeds", "0", "--out", tmp_path, "--no-baselines", "--select", "retrieve",
+                 "--shots", "0", "--guidance", "constrain", check=False)  # fmt: skip
+    assert ran.returncode == 1 and "--guidance constrain needs a local model" in ran.stderr
