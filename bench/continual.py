@@ -63,7 +63,10 @@ def run(names: list[str], out: Path, jobs: int, seeds: list[int] | None = None) 
             name = waiting.pop(0)
             log = open(out / f"{name}.log", "a")
             print(f"start {name}", flush=True)
-            running[name] = (subprocess.Popen(command(name, out, seeds), stdout=log, stderr=subprocess.STDOUT, env=env), log)
+            running[name] = (
+                subprocess.Popen(command(name, out, seeds), stdout=log, stderr=subprocess.STDOUT, env=env),
+                log,
+            )
         time.sleep(5)
         for name, (process, log) in list(running.items()):
             if process.poll() is not None:

@@ -25,6 +25,8 @@ class Student(Backend):
         """Raise on the call after this many (a run killed mid-way); None: never."""
         self.calls = 0
         self.params: list[GenerationParams] = []
+        self.shown: list[tuple[str, set[str]]] = []
+        """(the asked sample's domain, the domains of the examples its prompt showed), per prompt answered."""
         self._usage = Usage()
         self._lock = threading.Lock()
 
@@ -66,6 +68,11 @@ class Student(Backend):
             if self.fail_after is not None and self.calls > self.fail_after:
                 raise KeyboardInterrupt("the student was stopped (a killed run)")
             self.params.append(params)
+        for p in prompts:
+            asked = self.known.get(self.query(p))
+            if asked is not None:
+                with self._lock:
+                    self.shown.append((asked["domain"], self.domains_shown(p)))
         groups = [[Generation(self.answer(p, params.seed, i), "stop", 10, 5) for i in range(params.n)] for p in prompts]
         self._usage.record(10 * len(prompts), 5 * params.n * len(prompts), requests=len(prompts))
         return groups
