@@ -27,7 +27,6 @@ from ..prompting import build_prompt
 from . import records
 from .config import ProxyConfig
 from .metrics import ProxyMetrics
-from .openai_api import find_lone_surrogate
 from .served import ServedLibrary
 
 
@@ -169,6 +168,8 @@ class LibraryService:
         size = len(json.dumps(value, default=str))
         if size > self.limits.max_trajectory_bytes:
             raise ConfigError(f"the trajectory is {size} bytes as JSON; at most {self.limits.max_trajectory_bytes}")
+        from .openai_api import find_lone_surrogate  # here: openai_api loads fastapi, which `tfgrpo --help` needs not
+
         where = find_lone_surrogate(value)
         if where is not None:
             raise ConfigError(f"trajectory: {where} holds a lone surrogate, which UTF-8 cannot encode")
