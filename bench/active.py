@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 TASK = (
-    "--task multidomain --task-option n=8 --task-option test_fraction=0.5 "
+    "--task multidomain --task-option n=6 --task-option test_fraction=0.5 "
     "--task-option domains=dates,json,quote,lower,hyphen"
 )
 TRAIN = "-G 4 --batch-size 4 --epochs 2 --max-tokens 20 --shots 2 --select retrieve --example-format turns"

@@ -92,9 +92,13 @@ def table(out: Path) -> None:
         lift = summary["lifts"].get(name)
         seeds = ", ".join(f"{v:.3f}" for v in c["acc"]["per_seed"])
         print(f"| {name} | {fig(c['acc'])} | {fig(c['bwt'])} | {fig(c['fwt'])} | {fig(lift)} | {seeds} |")
-    print("\nFinal row of R (mean over seeds), per domain:", ", ".join(summary["domains"]))
+    print("\nR[phase][domain], mean over each condition's training seeds (rows: after each phase):")
     for name, c in summary["conditions"].items():
-        print(f"- {name}: " + ", ".join(f"{v:.2f}" for v in c["R_mean"][-1]))
+        print(f"\n{name} ({len(c['seeds'])} training seed(s))\n")
+        print("| after | " + " | ".join(summary["domains"]) + " | mean |")
+        print("| --- |" + " --- |" * (len(summary["domains"]) + 1))
+        for phase, row in zip(summary["phases"], c["R_mean"]):
+            print(f"| {phase} | " + " | ".join(f"{v:.2f}" for v in row) + f" | {sum(row) / len(row):.2f} |")
 
 
 def main() -> None:
