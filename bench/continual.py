@@ -33,6 +33,7 @@ CONDITIONS = {
     "retrieve": "--select retrieve",
     "sample": "--select sample",
     "route": "--select retrieve --where domain",
+    "route-fallback": "--select retrieve --where domain --where-fallback",
     "retrieve-adv": "--select retrieve --advantage-weight 0.5",
     "cap10-lowest": "--select retrieve --max-library-size 10 --eviction-policy lowest_advantage",
     "cap10-oldest": "--select retrieve --max-library-size 10 --eviction-policy oldest",

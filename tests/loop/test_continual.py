@@ -199,6 +199,22 @@ def test_routing_by_metadata_retrieves_only_the_prompts_own_domain(student, tmp_
     assert result["conditions"]["library"]["acc"]["mean"] == 1.0
 
 
+def test_routing_with_a_fallback_borrows_only_while_a_domain_has_nothing_of_its_own(student, tmp_path):
+    words = ["--task-option", "domains=quote,lower,hyphen"]
+    tfgrpo("continual", *ARGS, *words, "--seeds", "0", "--out", tmp_path, "--no-baselines", "--select", "retrieve",
+           "--retrieval-mode", "lexical", "--where", "domain", "--where-fallback", "--shots", "3")  # fmt: skip
+    shown = [(asked, seen) for asked, seen in student[-1].shown if seen]
+    borrowed = [i for i, (asked, seen) in enumerate(shown) if asked not in seen]
+    own = [i for i, (asked, seen) in enumerate(shown) if asked in seen]
+    assert borrowed and own  # a new domain's first prompts borrowed, later ones had their own
+    assert all(seen == {asked} for asked, seen in shown if asked in seen)  # never a mix
+    # Once a domain shows its own, it never borrows again (the library only grows here).
+    for domain in ("quote", "lower", "hyphen"):
+        mine = [i for i, (asked, _) in enumerate(shown) if asked == domain]
+        first_own = next((i for i in mine if i in own), None)
+        assert first_own is None or all(i in own for i in mine if i > first_own)
+
+
 def test_bad_continual_arguments_are_clear_errors(student, tmp_path):
     ran = tfgrpo("continual", *ARGS, "--domains", "dates,dates", "--out", tmp_path, check=False)
     assert ran.returncode == 1 and "each domain once" in ran.stderr

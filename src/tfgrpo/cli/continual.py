@@ -246,6 +246,7 @@ def library_condition(grpo, lessons, placement: str):
 EVAL_FIELDS = frozenset(
     "shots select retrieval_mode advantage_weight min_relevance example_format contrast token_budget lessons_k "
     "template guidance guidance_k guidance_retrieval guidance_strength guidance_constraint guidance_tokenizer where "
+    "where_fallback "
     "top_p max_tokens stop chat stop_after_content concurrency".split()
 )
 """The prompting a continual run's evaluation shares with its training (the rest is the evaluation's own)."""

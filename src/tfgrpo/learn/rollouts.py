@@ -89,6 +89,11 @@ class RolloutConfig(GuidanceConfig, PromptingConfig):
         "KEY alone the prompt's own (its sample's metadata[KEY], as a router tagged it; none: no filter), e.g. "
         "--where domain",
     )
+    where_fallback: bool = knob(
+        False,
+        "with --where: a prompt for which the filter finds no experience gets examples retrieved without it "
+        "(a new domain borrows from the others until it has its own)",
+    )
 
     temperature: float = knob(0.7, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
     top_p: float = knob(1.0, "nucleus sampling of the policy", minimum=0.0, maximum=1.0)
@@ -110,6 +115,8 @@ class RolloutConfig(GuidanceConfig, PromptingConfig):
         object.__setattr__(self, "where", tuple(self.where))
         if self.where and self.select != "retrieve" and (self.shots > 0 or self.guidance == "none"):
             raise ConfigError("--where filters retrieved experiences: use it with --select retrieve")
+        if self.where_fallback and not self.where:
+            raise ConfigError("--where-fallback falls back from a --where filter: give --where too")
         for item in self.where:
             if not item.partition("=")[0].strip():
                 raise ConfigError(f"--where takes KEY=VALUE or KEY, got {item!r}")
@@ -183,6 +190,7 @@ def rollout_batch(
                     advantage_weight=config.advantage_weight,
                     min_relevance=config.min_relevance,
                     where=config.where_for(sample),
+                    where_fallback=config.where_fallback,
                 ),
                 template_for(sample["prompt"]),
                 config.token_budget,
@@ -225,6 +233,7 @@ def guidance_for(examples: TrainingFreeGRPO | None, sample: dict, config: Rollou
         select="retrieve",
         retrieval_mode=config.guidance_retrieval,
         where=config.where_for(sample),
+        where_fallback=config.where_fallback,
     )
 
 

@@ -449,7 +449,13 @@ def baseline_conditions(pool: Sequence[tuple[dict, str]], shots: int) -> dict[st
 def knn_config(config: EvalConfig, retrieval_mode: str) -> EvalConfig:
     """The prompting of the `knn` baseline: the evaluation's, with the successes retrieved per prompt."""
     return dataclasses.replace(
-        config, select="retrieve", retrieval_mode=retrieval_mode, where=(), guidance="none", advantage_weight=0.0
+        config,
+        select="retrieve",
+        retrieval_mode=retrieval_mode,
+        where=(),
+        where_fallback=False,
+        guidance="none",
+        advantage_weight=0.0,
     )
 
 
@@ -469,6 +475,7 @@ def baseline_config(config: EvalConfig) -> EvalConfig:
         config,
         select="sample",
         where=(),
+        where_fallback=False,
         guidance="none",
         advantage_weight=0.0,
         min_relevance=0.0,

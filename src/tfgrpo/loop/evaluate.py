@@ -118,7 +118,7 @@ class Baseline:
         if self.stop_after_content is not None:
             changes["stop_after_content"] = self.stop_after_content
         if self.examples:  # the fixed examples alone: no retrieval filter, no guidance
-            changes.update(shots=len(self.examples), select="sample", where=(), guidance="none")
+            changes.update(shots=len(self.examples), select="sample", where=(), where_fallback=False, guidance="none")
         return dataclasses.replace(config, **changes) if changes else config
 
     def prompt_condition(self) -> dict:
