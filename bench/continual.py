@@ -2,7 +2,7 @@
 bundled multidomain task, the same prompts and seeds, then one table of them all against the strongest
 baseline.
 
-    python bench/continual.py run [--jobs 1] [--seeds 0 1 2] [--out bench-out/continual] [CONDITION ...]
+    python bench/continual.py run [CONDITION ...] [--seeds 0 1 2] [--jobs 1] [--out bench-out/continual]
     python bench/continual.py table [--out bench-out/continual]
 
 `run` starts one `tfgrpo continual` per condition (at most --jobs at a time, each with one math thread),
