@@ -84,15 +84,29 @@ def table(out: Path) -> None:
     (out / "merged.json").write_text(json.dumps(summary, indent=1))
 
     def fig(v: dict | None) -> str:
-        return "n/a" if not v else f"{v['mean']:+.3f} ({v['ci_low']:+.3f} .. {v['ci_high']:+.3f})"
+        if not v:
+            return "n/a"
+        if len(v["per_seed"]) < 2:
+            return f"{v['mean']:+.3f} (1 seed)"
+        return f"{v['mean']:+.3f} ({v['ci_low']:+.3f} .. {v['ci_high']:+.3f})"
 
     print(f"strongest baseline: {summary['strongest_baseline']}; phases: {', '.join(summary['phases'])}\n")
-    print("| condition | ACC | BWT | FWT | ACC - strongest baseline | ACC per seed |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    from tfgrpo.loop.continual import across_seeds
+
+    def minus_knn(c: dict) -> dict | None:  # the fair retrieval baseline, seed by seed
+        knn = summary["conditions"].get("knn")
+        if knn is None or c["baseline"]:
+            return None
+        theirs = dict(zip(knn["seeds"], knn["acc"]["per_seed"]))
+        return across_seeds([v - theirs[s] for s, v in zip(c["seeds"], c["acc"]["per_seed"]) if s in theirs])
+
+    print("| condition | seeds | ACC | BWT | FWT | ACC - strongest baseline | ACC - knn | ACC per seed |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, c in summary["conditions"].items():
         lift = summary["lifts"].get(name)
         seeds = ", ".join(f"{v:.3f}" for v in c["acc"]["per_seed"])
-        print(f"| {name} | {fig(c['acc'])} | {fig(c['bwt'])} | {fig(c['fwt'])} | {fig(lift)} | {seeds} |")
+        print(f"| {name} | {len(c['seeds'])} | {fig(c['acc'])} | {fig(c['bwt'])} | {fig(c['fwt'])} | {fig(lift)} | "
+              f"{fig(minus_knn(c))} | {seeds} |")  # fmt: skip
     print("\nR[phase][domain], mean over each condition's training seeds (rows: after each phase):")
     for name, c in summary["conditions"].items():
         print(f"\n{name} ({len(c['seeds'])} training seed(s))\n")

@@ -172,7 +172,8 @@ def test_a_killed_run_resumes_to_the_result_of_an_unbroken_one(student, tmp_path
 
 
 def test_a_mixed_schedule_reports_accuracy_without_transfer(student, tmp_path):
-    tfgrpo("continual", *ARGS, "--seeds", "0", "--out", tmp_path, "--schedule", "mixed", "--no-baselines")
+    ran = tfgrpo("continual", *ARGS, "--seeds", "0", "--out", tmp_path, "--schedule", "mixed", "--no-baselines")
+    assert "(one seed)" in ran.stdout and ".. " not in ran.stdout  # one training seed: no interval shown
     result = json.loads((tmp_path / "continual.json").read_text())
     library = result["conditions"]["library"]
     assert result["phases"] == ["before training", "mixed 1", "mixed 2", "mixed 3"]

@@ -252,7 +252,11 @@ def table(summary: dict[str, Any]) -> str:
     """The figures of every condition, and each library's lift over the strongest baseline, as text."""
 
     def fig(value: dict | None) -> str:
-        return "n/a" if value is None else f"{value['mean']:+.3f} ({value['ci_low']:+.3f} .. {value['ci_high']:+.3f})"
+        if value is None:
+            return "n/a"
+        if len(value.get("per_seed", ())) == 1:  # one training seed: no interval
+            return f"{value['mean']:+.3f} (one seed)".ljust(25)
+        return f"{value['mean']:+.3f} ({value['ci_low']:+.3f} .. {value['ci_high']:+.3f})"
 
     seeds = max((len(c["seeds"]) for c in summary["conditions"].values()), default=0)
     lines = [

@@ -318,7 +318,11 @@ def _repeat(name: str, result: dict) -> str:
 
 
 def _figure_text(value: dict | None) -> str:
-    return "n/a" if not value else f"{value['mean']:+.3f} ({value['ci_low']:+.3f} .. {value['ci_high']:+.3f})"
+    if not value:
+        return "n/a"
+    if len(value.get("per_seed", ())) == 1:  # one training seed: no interval
+        return f"{value['mean']:+.3f} (one seed)"
+    return f"{value['mean']:+.3f} ({value['ci_low']:+.3f} .. {value['ci_high']:+.3f})"
 
 
 def _continual(name: str, result: dict, title: str | None = None) -> str:
