@@ -67,23 +67,29 @@ def select_examples(
     retrieval_mode: str = "semantic",
     advantage_weight: float = 0.0,
     min_relevance: float = 0.0,
+    where: dict[str, str] | None = None,
+    where_fallback: bool = False,
 ) -> list[Experience]:
     """Up to `shots` distinct experiences, best advantage first: drawn by advantage (`select="sample"`)
     or the most relevant to the prompt (`select="retrieve"`, with `retrieval_mode` lexical, semantic or
     hybrid; `advantage_weight` w > 0 ranks by (1 - w) * relevance + w * advantage instead, both scaled
-    over the candidates; those below `min_relevance`, in [0, 1], are left out). Experiences of the very
-    same prompt are left out by default, since they would hand the model its own answer."""
+    over the candidates; those below `min_relevance`, in [0, 1], are left out; `where`: only those whose
+    metadata holds these pairs; with `where_fallback`, a prompt for which the filter finds none gets the
+    unfiltered choice instead). Experiences of the very same prompt are left out by default, since they
+    would hand the model its own answer."""
     if select not in ("sample", "retrieve"):
         raise ConfigError(f"select must be 'sample' or 'retrieve', got {select!r}")
     if grpo is None or shots <= 0 or grpo.library_size() == 0:
         return []
+    if where and select != "retrieve":
+        raise ConfigError("a metadata filter (where) applies to select='retrieve' only")
     if select == "sample":
         candidates = grpo.sample_multiple(min(grpo.library_size(), 4 * shots), replace=False)
     else:
         options: dict[str, float] = {"advantage_weight": advantage_weight} if advantage_weight > 0 else {}
         if min_relevance > 0:
             options["min_similarity"] = min_relevance
-        candidates = grpo.get_experiences_for_prompt(prompt, k=4 * shots, mode=retrieval_mode, where=None, **options)
+        candidates = grpo.get_experiences_for_prompt(prompt, k=4 * shots, mode=retrieval_mode, where=where, **options)
     chosen, seen = [], set()
     for exp in candidates:
         if (exclude_same_prompt and exp.prompt == prompt) or exp.response in seen:
@@ -92,6 +98,10 @@ def select_examples(
         chosen.append(exp)
         if len(chosen) == shots:
             break
+    if not chosen and where and where_fallback:  # nothing of the prompt's own kind yet: borrow from the rest
+        return select_examples(
+            grpo, prompt, shots, exclude_same_prompt, select, retrieval_mode, advantage_weight, min_relevance
+        )
     chosen.sort(key=lambda e: e.advantage, reverse=True)
     return chosen
 

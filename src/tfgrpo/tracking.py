@@ -36,8 +36,18 @@ def flat_numbers(values: Mapping[str, Any], prefix: str = "") -> dict[str, float
 
 
 def result_metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    """The headline figures of an `EvalReport.to_dict()` or `AttributionReport.to_dict()`."""
+    """The headline figures of an `EvalReport.to_dict()`, an `AttributionReport.to_dict()` or a continual
+    run's summary (`tfgrpo.loop.continual.summarise`)."""
     out: dict[str, float] = {}
+    if result.get("kind") == "continual":
+        for name, c in result["conditions"].items():
+            for figure in ("acc", "bwt", "fwt"):
+                if c.get(figure) is not None:
+                    out[f"continual/{name}/{figure}"] = c[figure]["mean"]
+        for name, lift in result.get("lifts", {}).items():
+            if "mean" in lift:
+                out[f"continual/{name} - {lift['baseline']}/acc"] = lift["mean"]
+        return out
     for name, c in (result.get("conditions") or {}).items():
         out[f"eval/{name}/mean_at_k"] = c["mean_at_k"]
         out[f"eval/{name}/pass_at_k"] = c["pass_at_k"]

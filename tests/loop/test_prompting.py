@@ -64,3 +64,24 @@ def test_select_retrieve_picks_the_most_relevant_experiences():
     assert [e.response for e in chosen] == ["open(p).readlines()"]
     with pytest.raises(ConfigError, match="select must be"):
         select_examples(grpo, "q", 1, select="nearest")
+
+
+def test_a_routed_prompt_with_nothing_of_its_own_kind_borrows_from_the_rest_only_with_the_fallback():
+    from tfgrpo.learn.rollouts import RolloutConfig
+
+    grpo = TrainingFreeGRPO(seed=0)
+    grpo.add_rollout_group(
+        [("Join with hyphens: red road", "red-road"), ("Join with hyphens: red road", "x")], [1, 0], {"domain": "h"}
+    )
+    grpo.add_rollout_group(
+        [("Rewrite in lower case: RED LAMP", "red lamp"), ("Rewrite in lower case: RED LAMP", "y")], [1, 0],
+        {"domain": "l"},
+    )  # fmt: skip
+    query, options = "Repeat inside quotes: red lamp", {"select": "retrieve", "retrieval_mode": "lexical"}
+    assert select_examples(grpo, query, 2, where={"domain": "q"}, **options) == []
+    borrowed = select_examples(grpo, query, 2, where={"domain": "q"}, where_fallback=True, **options)
+    assert {e.response for e in borrowed} == {"red-road", "red lamp"}
+    own = select_examples(grpo, query, 2, where={"domain": "h"}, where_fallback=True, **options)
+    assert [e.response for e in own] == ["red-road"]  # its own kind exists: nothing borrowed
+    with pytest.raises(ConfigError, match="give --where too"):
+        RolloutConfig(select="retrieve", where_fallback=True)

@@ -54,7 +54,7 @@ def test_the_report_is_one_file_with_every_plot_inline_and_the_text_escaped(repo
 def test_a_result_file_of_the_wrong_kind_is_refused(trained, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"hello": 1}')
-    with pytest.raises(ConfigError, match="not an eval, attribute or repeat result"):
+    with pytest.raises(ConfigError, match="not an eval, attribute, repeat or continual result"):
         write_report(trained["library"], tmp_path / "r.html", [bad])
     assert not (tmp_path / "r.html").exists()
 

@@ -16,8 +16,8 @@ from ..errors import TFGRPOError, TFGRPOWarning
 from .options import FILE_VALUES, HelpFormatter, apply_config_file
 
 COMMAND_MODULES = (
-    "demo", "train", "from_log", "eval", "serve_model", "serve_proxy", "mcp_server", "library", "lessons", "report",
-    "repeat",
+    "demo", "train", "from_log", "eval", "continual", "serve_model", "serve_proxy", "mcp_server", "library", "lessons",
+    "report", "repeat",
 )  # fmt: skip
 
 # -v/-q steps through these from the default (INFO: the lesson critic's notes are worth seeing).

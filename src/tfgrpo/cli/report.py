@@ -20,7 +20,8 @@ def add_commands(command) -> None:
         action="append",
         default=[],
         metavar="RESULT.json",
-        help="a result file of `eval --out`, `attribute --out` or `repeat` (repeatable)",
+        help="a result file of `eval --out`, `attribute --out`, `repeat` or `continual` (repeatable; several "
+        "continual results are also drawn side by side)",
     )
     p.add_argument(
         "--metrics",
@@ -33,9 +34,12 @@ def add_commands(command) -> None:
 
 
 def cmd_report(args) -> None:
-    from ..report import write_report
+    from ..loop.continual import merge
+    from ..report import read_result, write_report
 
-    path = write_report(args.library, args.output, args.eval, args.metrics)
+    continual = [r for r in map(read_result, args.eval) if r["kind"] == "continual"]
+    merged = merge(continual) if len(continual) > 1 else None  # several runs' conditions, side by side
+    path = write_report(args.library, args.output, args.eval, args.metrics, merged)
     print(f"report: {path}")
 
 

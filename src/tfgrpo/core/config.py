@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError, TFGRPOWarning
 
-EvictionPolicy = Literal["lowest_advantage", "oldest"]
+EvictionPolicy = Literal["lowest_advantage", "oldest", "balanced"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,11 @@ class GRPOConfig:
     """Also divide advantages by the group's standard deviation, as gradient GRPO does."""
     eviction_policy: EvictionPolicy = "lowest_advantage"
     """Which experiences go when the library is over capacity: the lowest advantages (ties: the
-    oldest first) or the oldest ones."""
+    oldest first), the oldest ones, or "balanced": the lowest advantage among the experiences of the
+    `eviction_key` value that holds the most (so every domain keeps its share)."""
+    eviction_key: str = "domain"
+    """With `eviction_policy="balanced"`: the metadata key whose values share the library (experiences
+    without it count as one more value)."""
 
     @classmethod
     def default(cls) -> GRPOConfig:
@@ -53,9 +57,14 @@ class GRPOConfig:
         for name in ("use_advantage_weighting", "scale_advantages_by_std"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"GRPOConfig.{name} must be True or False, got {getattr(self, name)!r}")
-        if self.eviction_policy not in ("lowest_advantage", "oldest"):
+        if self.eviction_policy not in ("lowest_advantage", "oldest", "balanced"):
             raise ConfigError(
-                f"GRPOConfig.eviction_policy must be 'lowest_advantage' or 'oldest', got {self.eviction_policy!r}"
+                "GRPOConfig.eviction_policy must be 'lowest_advantage', 'oldest' or 'balanced', "
+                f"got {self.eviction_policy!r}"
+            )
+        if not isinstance(self.eviction_key, str) or not self.eviction_key:
+            raise ConfigError(
+                f"GRPOConfig.eviction_key must be a metadata key (non-empty text), got {self.eviction_key!r}"
             )
 
     def replace(self, **changes) -> GRPOConfig:

@@ -14,6 +14,10 @@ Internals, all O(1) or O(log n) per experience:
   oldest first); entries of removed experiences are skipped when popped. Kept from the start and built
   during a load (None with the "oldest" policy, or after a compaction until the next eviction), so the
   first eviction of a large library does not stall to build it.
+- `_groups`, `_group_sizes` (the "balanced" policy only): per value of the eviction key, a heap like
+  `_heap` and the number of live experiences; an eviction takes the lowest advantage of the largest
+  group (O(values + log n)). A metadata change (`tag`, another process's) drops them, to be rebuilt
+  from the live experiences at the next eviction.
 - `_sampler`: buckets by advantage for O(1) weighted draws (see `sampler.py`).
 
 With a store, the library may be shared by many processes (see `store/base.py`): each keeps these
@@ -183,8 +187,11 @@ class TrainingFreeGRPO:
         self._by_age: list[tuple[int, int | None, Experience]] | None = None
         self._by_id: dict[int | None, Experience] = {}  # stored experiences always have an id
         self._heap: list[tuple[float, int | None, Experience]] | None = (
-            [] if self.config.eviction_policy != "oldest" else None
+            [] if self.config.eviction_policy == "lowest_advantage" else None
         )
+        balanced = self.config.eviction_policy == "balanced"
+        self._groups: dict[str, list[tuple[float, int | None, Experience]]] | None = {} if balanced else None
+        self._group_sizes: dict[str, int] = {}
         self._stats_cache: GRPOStats | None = None
         if self._retriever is not None:
             self._retriever.clear()
@@ -247,6 +254,11 @@ class TrainingFreeGRPO:
         if self._heap is not None:
             self._heap.extend([(e.advantage, e.id, e) for e in experiences])
             heapq.heapify(self._heap)
+        if self._groups is not None:
+            for exp in experiences:
+                self._group_add(exp, push=False)
+            for heap in self._groups.values():
+                heapq.heapify(heap)
         self._stats_cache = None
         if self._retriever is not None:
             self._retriever.add_many(experiences)
@@ -432,6 +444,7 @@ class TrainingFreeGRPO:
                 exp, row = by_id.get(id_), rows.get(id_)  # type: ignore[arg-type]
                 if exp is not None and row is not None and exp is not row:
                     exp.metadata = dict(row.stored_metadata or {})
+                    self._regroup()
         for name in _COUNTERS:
             setattr(self, name, int(changes.counters.get(name, 0)))
         self.progress = changes.progress
@@ -479,9 +492,29 @@ class TrainingFreeGRPO:
             heapq.heappush(self._by_age, (exp.timestamp, exp.id, exp))
         if self._heap is not None:
             heapq.heappush(self._heap, (exp.advantage, exp.id, exp))
+        if self._groups is not None:
+            self._group_add(exp)
         self._stats_cache = None
         if self._retriever is not None:
             self._retriever.add(exp)
+
+    def _group_of(self, exp: Experience) -> str:
+        return (exp.stored_metadata or {}).get(self.config.eviction_key, "")
+
+    def _group_add(self, exp: Experience, push: bool = True) -> None:
+        assert self._groups is not None
+        group = self._group_of(exp)
+        heap = self._groups.setdefault(group, [])
+        if push:
+            heapq.heappush(heap, (exp.advantage, exp.id, exp))
+        else:
+            heap.append((exp.advantage, exp.id, exp))
+        self._group_sizes[group] = self._group_sizes.get(group, 0) + 1
+
+    def _regroup(self) -> None:
+        """Metadata changed: the "balanced" groups are rebuilt at the next eviction."""
+        if self.config.eviction_policy == "balanced":
+            self._groups = None
 
     def _remove(self, exp: Experience) -> None:
         self._sampler.remove(exp)
@@ -496,6 +529,14 @@ class TrainingFreeGRPO:
             self._head = 0
         if self._heap is not None and len(self._heap) > 2 * live + 64:
             self._heap = None  # rebuilt from the live experiences at the next eviction
+        if self._groups is not None:
+            group = self._group_of(exp)
+            if self._group_sizes.get(group, 0) < 1:  # its metadata was changed in place: count again
+                self._groups = None
+            else:
+                self._group_sizes[group] -= 1
+                if sum(len(h) for h in self._groups.values()) > 2 * live + 64:
+                    self._groups = None
         if self._by_age is not None and len(self._by_age) > 2 * live + 64:
             self._by_age = None  # rebuilt when next needed
 
@@ -524,6 +565,20 @@ class TrainingFreeGRPO:
             oldest = self._oldest()
             assert oldest is not None, "evicting from an empty library"
             return oldest
+        if self.config.eviction_policy == "balanced":
+            if self._groups is None:
+                self._groups, self._group_sizes = {}, {}
+                live = list(self.experience_library)
+                for exp in live:
+                    self._group_add(exp, push=False)
+                for heap in self._groups.values():
+                    heapq.heapify(heap)
+            sizes = self._group_sizes
+            largest = max(sizes, key=lambda g: (sizes[g], g))  # ties: the same group every time
+            heap = self._groups[largest]
+            while not heap[0][2].in_library:
+                heapq.heappop(heap)
+            return heapq.heappop(heap)[2]
         if self._heap is None:
             self._heap = [(e.advantage, e.id, e) for e in self.experience_library]
             heapq.heapify(self._heap)
@@ -691,6 +746,7 @@ class TrainingFreeGRPO:
     def tag(self, experience: Experience | int, **metadata: str) -> Experience:
         """Add metadata to a stored experience (written through to the store)."""
         check_metadata(metadata)
+        self._regroup()
         if self._store is None:
             exp = self._member(experience)
             exp.metadata.update(metadata)
@@ -698,7 +754,12 @@ class TrainingFreeGRPO:
         with self._update() as change:  # (another process may have removed it: looked up after catching up)
             exp = self._member(experience)
             before = dict(exp.metadata)
-            change.restore = lambda: setattr(exp, "metadata", before)
+
+            def restore() -> None:
+                exp.metadata = before
+                self._regroup()
+
+            change.restore = restore
             exp.metadata.update(metadata)
             change.tx.update_metadata(exp)
         return exp

@@ -51,7 +51,9 @@ class ExampleUpdate(Update):
                     with_metadata(
                         with_trajectories(
                             with_contrast(
-                                stored_texts(g), g.rewards, {"task": self.task_name, "sample_id": g.sample_id}
+                                stored_texts(g),
+                                g.rewards,
+                                {**sample_metadata(g.sample), "task": self.task_name, "sample_id": g.sample_id},
                             ),
                             g.trajectories,
                         ),
@@ -72,6 +74,19 @@ class ExampleUpdate(Update):
             "max_advantage": stats.max_advantage,
             "min_advantage": stats.min_advantage,
         }
+
+
+def sample_metadata(sample: dict) -> dict[str, str]:
+    """The sample's own tags (`sample["metadata"]`, e.g. its domain) as an experience keeps them: text keys
+    with text, number or true/false values, as text; anything else (nested data, None) is left out."""
+    tags = sample.get("metadata")
+    if not isinstance(tags, dict):
+        return {}
+    return {
+        key: str(value).lower() if isinstance(value, bool) else str(value)
+        for key, value in tags.items()
+        if isinstance(key, str) and key and isinstance(value, (str, int, float)) and str(value)
+    }
 
 
 def stored_texts(group: Group) -> list[str]:

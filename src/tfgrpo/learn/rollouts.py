@@ -11,7 +11,9 @@ from ..agents.base import Agent, AgentContext
 from ..agents.trajectory import Trajectory
 from ..core.knobs import check_knobs, knob
 from ..core.library import TrainingFreeGRPO
+from ..errors import ConfigError
 from ..llm.base import Backend, Generation, GenerationParams
+from ..llm.guidance import GuidanceConfig, guided_generate
 from ..prompting import EXAMPLE_FORMATS, PromptTemplate, build_prompt, select_examples, with_lessons
 from ..rewards.base import Reward, Score
 from ..semantic.lessons import LessonLibrary
@@ -80,8 +82,20 @@ class PromptingConfig:
 
 
 @dataclass(frozen=True)
-class RolloutConfig(PromptingConfig):
+class RolloutConfig(GuidanceConfig, PromptingConfig):
     """How the policy is prompted and sampled; training and evaluation share it."""
+
+    where: tuple[str, ...] = knob(
+        (),
+        "with select=retrieve (and --guidance): only experiences whose metadata matches; KEY=VALUE a fixed value, "
+        "KEY alone the prompt's own (its sample's metadata[KEY], as a router tagged it; none: no filter), e.g. "
+        "--where domain",
+    )
+    where_fallback: bool = knob(
+        False,
+        "with --where: a prompt for which the filter finds no experience gets examples retrieved without it "
+        "(a new domain borrows from the others until it has its own)",
+    )
 
     temperature: float = knob(0.7, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
     top_p: float = knob(1.0, "nucleus sampling of the policy", minimum=0.0, maximum=1.0)
@@ -100,6 +114,26 @@ class RolloutConfig(PromptingConfig):
     def __post_init__(self) -> None:
         check_knobs(self)
         object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "where", tuple(self.where))
+        if self.where and self.select != "retrieve" and (self.shots > 0 or self.guidance == "none"):
+            raise ConfigError("--where filters retrieved experiences: use it with --select retrieve")
+        if self.where_fallback and not self.where:
+            raise ConfigError("--where-fallback falls back from a --where filter: give --where too")
+        for item in self.where:
+            if not item.partition("=")[0].strip():
+                raise ConfigError(f"--where takes KEY=VALUE or KEY, got {item!r}")
+
+    def where_for(self, sample: dict) -> dict[str, str] | None:
+        """The metadata filter of `where` for one sample (a KEY alone takes the sample's own value)."""
+        tags: dict = sample["metadata"] if isinstance(sample.get("metadata"), dict) else {}
+        found: dict[str, str] = {}
+        for item in self.where:
+            key, sep, value = item.partition("=")
+            if sep:
+                found[key.strip()] = value
+            elif tags.get(key.strip()) is not None:
+                found[key.strip()] = str(tags[key.strip()])
+        return found or None
 
 
 def rollout_batch(
@@ -161,6 +195,8 @@ def rollout_batch(
                     retrieval_mode=config.retrieval_mode,
                     advantage_weight=config.advantage_weight,
                     min_relevance=config.min_relevance,
+                    where=config.where_for(sample),
+                    where_fallback=config.where_fallback,
                 ),
                 template_for(sample["prompt"]),
                 config.token_budget,
@@ -180,11 +216,13 @@ def rollout_batch(
                 stop=[s for s in config.stop if not (config.stop_after_content and s.isspace())] or None,
                 seed=chunk_seed,
             )
+            if config.guidance != "none" and examples is not None:
+                successes = [guidance_for(examples, s, config) for s in chunk]
+                made = guided_generate(backend, prompts, successes, params, config, chat=config.chat)
+            else:
+                made = backend.generate(prompts, params, chat=config.chat)
             # (A `Generation`'s text is already clean: a lone surrogate became U+FFFD where it was made.)
-            chunk_groups = [
-                [Trajectory.of(cut_after_content(g, config)) for g in group]
-                for group in backend.generate(prompts, params, chat=config.chat)
-            ]
+            chunk_groups = [[Trajectory.of(cut_after_content(g, config)) for g in group] for group in made]
         else:
             chunk_groups = run_agent(agent, backend, chunk, prompts, n, config, chunk_seed)
         share = (time.perf_counter() - started) / max(1, len(chunk) * n)
@@ -207,6 +245,19 @@ def rollout_batch(
         groups += chunk_groups
         scores += chunk_scores
     return groups, scores
+
+
+def guidance_for(examples: TrainingFreeGRPO | None, sample: dict, config: RolloutConfig) -> list:
+    """The successes that guide a sample's decoding (`--guidance`): retrieved for its prompt as examples are."""
+    return select_examples(
+        examples,
+        sample["prompt"],
+        config.guidance_k,
+        select="retrieve",
+        retrieval_mode=config.guidance_retrieval,
+        where=config.where_for(sample),
+        where_fallback=config.where_fallback,
+    )
 
 
 def run_agent(

@@ -14,16 +14,27 @@ union of their experiences (`retrieve_experiences` does that).
 
     processors = processors_for_prompts(grpo, [prompt], backend.tokenizer, constraint="strict")
     backend.generate([prompt], params, logits_processors=processors)
+
+`GuidanceConfig` (`--guidance bias|constrain` of train, eval and serve-model) and `guided_generate` do it per
+prompt from the successes retrieved for it: a bias goes as `GenerationParams.logit_bias` (so an HTTP backend
+sends it as OpenAI's `logit_bias` map), a constraint as a logits processor of a local model.
+`GuidedBackend` is a backend that guides every call itself, from a library (what `serve-model` serves).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..core.experience import Experience
+from ..core.knobs import check_knobs, knob
 from ..errors import ConfigError
+from .base import Backend, Delta, Generation, GenerationParams, Prompt, Usage, to_messages
 
 ConstraintMode = Literal["strict", "ngram", "soft"]
 Tokenizer = Any
@@ -327,3 +338,206 @@ def logit_bias_for_prompt(
     if not experiences:
         return {}
     return LogitBias.from_experiences(experiences, tokenizer, strength).to_openai(integer)
+
+
+GUIDANCE_MODES = ("none", "bias", "constrain")
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """How a library steers decoding beyond the prompt (the guide's logit biasing and constrained decoding),
+    from the successes retrieved for each prompt."""
+
+    guidance: str = knob(
+        "none",
+        "steer decoding by the library's successes retrieved for each prompt: bias (a logit bias towards their "
+        "tokens; over HTTP sent as OpenAI's logit_bias map) or constrain (decoding kept on their token n-grams; "
+        "local models only); none: the prompt alone",
+        choices=GUIDANCE_MODES,
+    )
+    guidance_k: int = knob(4, "with --guidance: successes retrieved per prompt", minimum=1)
+    guidance_retrieval: str = knob(
+        "lexical",
+        "with --guidance: how they are retrieved (as --retrieval-mode)",
+        choices=("lexical", "semantic", "hybrid"),
+    )
+    guidance_strength: float = knob(
+        2.0,
+        "with --guidance bias: the bias, in logits, of a token that every retrieved success holds (a token in "
+        "half of them gets half)",
+        minimum=-100.0,
+        maximum=100.0,
+    )
+    guidance_constraint: str = knob(
+        "ngram",
+        "with --guidance constrain: strict (only prefixes of a success), ngram (only tokens that continue one of "
+        "their 3-grams) or soft (tokens outside them penalised by 5 logits)",
+        choices=("strict", "ngram", "soft"),
+    )
+    guidance_tokenizer: str = knob(
+        "local",
+        "with --guidance bias over HTTP: the served model's tokenizer (local: the bundled model's; else a model "
+        "directory, .gguf file or hub id); a local model uses its own",
+    )
+
+    def __post_init__(self) -> None:
+        check_knobs(self)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tokenizer(spec: str) -> Any:
+    from .local import load_tokenizer
+
+    return load_tokenizer(None if spec == "local" else spec)
+
+
+def _raw(backend: Backend) -> Backend:
+    """The backend under a `CachedBackend` (guided calls that cannot be keyed go to it directly)."""
+    return getattr(backend, "backend", backend) if type(backend).__name__ == "CachedBackend" else backend
+
+
+def local_model(backend: Backend) -> Backend:
+    """The local model (under any cache) a constraint is handed to; a clear error for any other backend."""
+    model = _raw(backend)
+    if getattr(model, "tokenizer", None) is None or getattr(model, "eos_token_ids", None) is None:
+        raise ConfigError(
+            f"--guidance constrain needs a local model (its decoding is constrained token by token); "
+            f"{model.model_name} is not one. Use --guidance bias over HTTP, or serve the model with "
+            "`tfgrpo serve-model --guidance constrain -l LIBRARY`"
+        )
+    return model
+
+
+def tokenizer_of(backend: Backend, config: GuidanceConfig) -> Any:
+    """The tokenizer whose ids a guide of `backend` uses: a local model's own, else `config.guidance_tokenizer`."""
+    own = getattr(_raw(backend), "tokenizer", None)
+    return own if own is not None else _load_tokenizer(config.guidance_tokenizer)
+
+
+def guided_generate(
+    backend: Backend,
+    prompts: Sequence[Prompt],
+    successes: Sequence[Sequence[Experience]],
+    params: GenerationParams,
+    config: GuidanceConfig,
+    *,
+    chat: bool | None = None,
+    concurrency: int = 16,
+) -> list[list[Generation]]:
+    """`backend.generate` with each prompt guided by its `successes` (the experiences retrieved for it; none:
+    unguided), one call per prompt. "bias": a `LogitBias` as `params.logit_bias` (cached like any call, sent
+    over HTTP); "constrain": a `LibraryConstraint` handed to the local model under any cache (not cached: a
+    constraint is no sampling parameter)."""
+    if config.guidance == "none":
+        return backend.generate(prompts, params, chat=chat)
+    if len(prompts) != len(successes):
+        raise ConfigError(
+            f"guided_generate needs one list of successes per prompt, got {len(successes)} for {len(prompts)}"
+        )
+    if config.guidance == "bias":
+        tokenizer = tokenizer_of(backend, config)
+
+        def one(i: int) -> list[Generation]:
+            found = successes[i]
+            bias = LogitBias.from_experiences(found, tokenizer, config.guidance_strength).bias if found else None
+            return backend.generate([prompts[i]], params.replace(logit_bias=bias or None), chat=chat)[0]
+
+    else:
+        model = local_model(backend)
+
+        def one(i: int) -> list[Generation]:
+            found = successes[i]
+            processors = None
+            if found:
+                mode: ConstraintMode = config.guidance_constraint  # type: ignore[assignment]
+                eos = model.eos_token_ids  # type: ignore[attr-defined]
+                processors = [LibraryConstraint.from_experiences(found, model.tokenizer, mode, eos_token_id=eos)]  # type: ignore[attr-defined]
+            return model.generate([prompts[i]], params, chat=chat, logits_processors=processors)[0]  # type: ignore[call-arg]
+
+    if len(prompts) <= 1 or config.guidance == "constrain":  # a constraint holds per-call state: one at a time
+        return [one(i) for i in range(len(prompts))]
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(prompts)), thread_name_prefix="tfgrpo-guided") as pool:
+        return list(pool.map(one, range(len(prompts))))
+
+
+def query_of(prompt: Prompt) -> str:
+    """What a served request is about, for retrieval: a text prompt, or its last user message."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m["content"] for m in to_messages(prompt) if m["role"] == "user"]
+    return users[-1] if users else ""
+
+
+class GuidedBackend(Backend):
+    """`backend` with every call guided by `library` (`GuidanceConfig`): the successes retrieved for each
+    prompt (its text, or its last user message) bias or constrain the decoding. A request's own
+    `logit_bias` is added to the guide's (each entry kept in [-100, 100])."""
+
+    def __init__(self, backend: Backend, library: Any, config: GuidanceConfig) -> None:
+        if config.guidance == "none":
+            raise ConfigError("GuidedBackend needs guidance 'bias' or 'constrain'")
+        self.backend = backend
+        self.library = library
+        self.config = config
+        self.model_name = backend.model_name
+        self.structured_output = backend.structured_output
+        if config.guidance == "constrain":
+            local_model(backend)  # refused now, not at the first request
+
+    @property
+    def usage(self) -> Usage:
+        return self.backend.usage
+
+    def successes(self, prompt: Prompt) -> list[Experience]:
+        query = query_of(prompt)
+        if not query.strip() or not len(self.library):
+            return []
+        return self.library.get_experiences_for_prompt(
+            query, self.config.guidance_k, mode=self.config.guidance_retrieval
+        )
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: GenerationParams | None = None, *, chat: bool | None = None
+    ) -> list[list[Generation]]:
+        params = params or GenerationParams()
+        if self.config.guidance == "bias":
+            return [self.backend.generate([p], self._biased(p, params), chat=chat)[0] for p in prompts]
+        return guided_generate(
+            self.backend, prompts, [self.successes(p) for p in prompts], params, self.config, chat=chat
+        )
+
+    def _biased(self, prompt: Prompt, params: GenerationParams) -> GenerationParams:
+        found = self.successes(prompt)
+        if not found:
+            return params
+        bias = dict(
+            LogitBias.from_experiences(
+                found, tokenizer_of(self.backend, self.config), self.config.guidance_strength
+            ).bias
+        )
+        for token, value in (params.logit_bias or {}).items():
+            bias[token] = max(-100.0, min(100.0, bias.get(token, 0.0) + value))
+        return params.replace(logit_bias=bias)
+
+    async def agenerate(
+        self, prompt: Prompt, params: GenerationParams | None = None, *, chat: bool | None = None
+    ) -> list[Generation]:
+        if self.config.guidance == "bias":  # the backend's own call, so a client that leaves cancels it
+            biased = await asyncio.to_thread(self._biased, prompt, params or GenerationParams())
+            return await self.backend.agenerate(prompt, biased, chat=chat)
+        return await super().agenerate(prompt, params, chat=chat)
+
+    async def astream(
+        self, prompt: Prompt, params: GenerationParams | None = None, *, chat: bool | None = None
+    ) -> AsyncGenerator[Delta, None]:
+        """Streamed as the backend streams with a bias; with a constraint, each completion as one piece."""
+        if self.config.guidance == "bias":
+            biased = await asyncio.to_thread(self._biased, prompt, params or GenerationParams())
+            async for delta in self.backend.astream(prompt, biased, chat=chat):
+                yield delta
+            return
+        async for delta in super().astream(prompt, params, chat=chat):
+            yield delta
+
+    def close(self) -> None:
+        """Closes nothing: the backend and the library belong to the caller."""

@@ -60,6 +60,19 @@ def split_model_path(model: str | os.PathLike | None, gguf_file: str | None) -> 
     return model, gguf_file
 
 
+def load_tokenizer(model: str | os.PathLike | None = None) -> Any:
+    """The tokenizer alone of a local model (None: the bundled one), e.g. to bias a served copy of it."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise BackendError(f"a tokenizer needs transformers ({exc}): pip install 'tfgrpo[local]'") from exc
+    source, gguf_file = split_model_path(model, None)
+    try:
+        return AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf_file} if gguf_file else {}))
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"could not load the tokenizer of {model or 'the bundled model'!r}: {exc}") from exc
+
+
 def _pick_device(device: str) -> str:
     import torch
 
@@ -167,6 +180,11 @@ class TransformersBackend(Backend):
     @property
     def usage(self) -> Usage:
         return self._usage
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """The ids that end a completion (a constraint lets the model stop only where a library response ends)."""
+        return list(self._eos_ids)
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes for this model."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,30 +34,42 @@ def run_steps(
     step: Callable[[list[dict], int, int, int], Any],
     report: Callable[[Any, int], None],
     metrics_path: str | Path | None = None,
+    batches: Iterable[tuple[int, int, list[dict]]] | None = None,
+    start: int = 0,
+    total: int | None = None,
 ) -> list:
     """Call `step(batch, epoch, step_in_epoch, global_step)` for every batch of every epoch, skipping the
     first `done` global steps (committed before a restart). Each step's metrics (an object with
-    `to_dict()`) is appended to `metrics_path` as a JSON line and passed to `report(metrics, total)`."""
+    `to_dict()`) is appended to `metrics_path` as a JSON line and passed to `report(metrics, total)`.
+
+    `batches`, when given, are the steps instead, as (epoch, step in epoch, batch), numbered from `start`
+    + 1 (a continual run's phase after the phases before it; an active schedule that decides each batch
+    from the steps before it, resumed at `start`); `total`: the run's steps, for the report."""
     if not samples:
         raise ConfigError("no training samples")
-    total = total_steps(len(samples), batch_size, epochs)
+    if batches is None:
+        batches = (
+            (epoch, index, batch)
+            for epoch in range(epochs)
+            for index, batch in enumerate(epoch_batches(samples, batch_size, seed, epoch))
+        )
+    total = total if total is not None else start + total_steps(len(samples), batch_size, epochs)
     log = open(metrics_path, "a", encoding="utf-8") if metrics_path is not None else None
     if log is not None and metrics_path is not None:
         _mark_lost_metrics(Path(metrics_path), log, done)
     history = []
     try:
-        global_step = 0
-        for epoch in range(epochs):
-            for index, batch in enumerate(epoch_batches(samples, batch_size, seed, epoch)):
-                global_step += 1
-                if global_step <= done:
-                    continue
-                metrics = step(batch, epoch, index, global_step)
-                history.append(metrics)
-                if log:
-                    log.write(json.dumps(metrics.to_dict(), ensure_ascii=False) + "\n")
-                    log.flush()
-                report(metrics, total)
+        global_step = start
+        for epoch, index, batch in batches:
+            global_step += 1
+            if global_step <= done:
+                continue
+            metrics = step(batch, epoch, index, global_step)
+            history.append(metrics)
+            if log:
+                log.write(json.dumps(metrics.to_dict(), ensure_ascii=False) + "\n")
+                log.flush()
+            report(metrics, total)
     finally:
         if log:
             log.close()

@@ -18,6 +18,17 @@ class TrainConfig(RolloutConfig):
     batch_size: int = knob(4, "prompts per step (each strategy commits once per step)", minimum=1)
     group_size: int = knob(8, "rollouts per prompt (G)", minimum=1, flag="--group-size")
     seed: int = knob(0, "seed of the batch order, the examples drawn and the sampling")
+    active: bool = knob(
+        False,
+        "spend each epoch's groups where they teach: a prompt whose group had signal and that holds fewer than "
+        "--active-min experiences gets another group (at most --active-budget per epoch), in place of prompts "
+        "whose last group was all right or all wrong (moved to the end of the next epoch); as many groups per "
+        "epoch as uniform allocation (needs the examples strategy)",
+    )
+    active_min: int = knob(
+        2, "with --active: a prompt with signal gets more groups until it holds this many experiences", minimum=1
+    )
+    active_budget: int = knob(8, "with --active: most extra groups in one epoch", minimum=0)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:

@@ -118,8 +118,8 @@ class Baseline:
             changes["chat"] = self.chat
         if self.stop_after_content is not None:
             changes["stop_after_content"] = self.stop_after_content
-        if self.examples:
-            changes.update(shots=len(self.examples), select="sample")
+        if self.examples:  # the fixed examples alone: no retrieval filter, no guidance
+            changes.update(shots=len(self.examples), select="sample", where=(), where_fallback=False, guidance="none")
         return dataclasses.replace(config, **changes) if changes else config
 
     def prompt_condition(self) -> dict:

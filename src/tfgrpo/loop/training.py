@@ -16,11 +16,13 @@ from typing import Any
 
 from ..agents.base import Agent
 from ..errors import ConfigError
+from ..learn.example_update import ExampleUpdate
 from ..learn.rollout_log import Recorder, RolloutLog
 from ..learn.update import Update
 from ..llm.base import Backend
 from ..llm.cache import LLMCache
 from ..rewards.base import Reward
+from ._active import ActiveAllocation
 from ._progress import Progress
 from ._schedule import run_steps, total_steps
 from .config import RUN_FIELDS, TrainConfig
@@ -50,7 +52,8 @@ def train(
     updates draw from (default: each step's batch). `run`: what else identifies the run (e.g. the data
     file's name), stored and checked on resume with the data fingerprint and `RUN_FIELDS`. `agent`: each
     rollout is a trajectory it runs (None: one completion). `rollout_log`: every rollout is logged there
-    (source "train", the run named by its identity, `task_name` as the task).
+    (source "train", the run named by its identity, `task_name` as the task). With `config.active`, the
+    batches are allocated actively (`ActiveAllocation`) instead of every prompt once per epoch.
     """
     if not updates:
         raise ConfigError("train needs at least one update strategy (ExampleUpdate, LessonUpdate)")
@@ -60,6 +63,13 @@ def train(
     check_resume(updates, identity)
     done = min(u.done() for u in updates)
     total = total_steps(len(samples), config.batch_size, config.epochs)
+    allocation = None
+    if config.active:
+        examples = next((u for u in updates if isinstance(u, ExampleUpdate)), None)
+        if examples is None:
+            raise ConfigError("--active counts each prompt's experiences: use it with --strategy examples or both")
+        allocation = ActiveAllocation(examples.library, samples, config)
+        updates = [allocation, *updates]  # first: the strategies save the allocation with their change
     display = Progress(total, "step", label="train", done=done)
     record = None
     if rollout_log is not None:
@@ -95,6 +105,9 @@ def train(
             ),
             report=report,
             metrics_path=metrics_path,
+            batches=allocation.batches() if allocation is not None else None,
+            start=done if allocation is not None else 0,
+            total=total,
         )
 
 
@@ -102,12 +115,15 @@ def run_identity(samples: Sequence[dict], config: TrainConfig, run: dict[str, An
     digest = hashlib.sha256()
     for sample in samples:
         digest.update(json.dumps([str(sample.get("id", "")), sample["prompt"]], ensure_ascii=False).encode())
-    return {
+    identity = {
         **(run or {}),
         "samples": len(samples),
         "data_fingerprint": digest.hexdigest()[:16],
         **{name: getattr(config, name) for name in RUN_FIELDS},
     }
+    if config.active:  # (only then: libraries trained before --active existed keep their identity)
+        identity["active"] = {"min": config.active_min, "budget": config.active_budget}
+    return identity
 
 
 def check_resume(updates: Sequence[Update], identity: dict[str, Any]) -> None:

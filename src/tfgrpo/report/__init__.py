@@ -43,15 +43,15 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 
 
 def read_result(path: str | os.PathLike) -> dict:
-    """An `eval --out`, `attribute --out` or `repeat` result file."""
+    """An `eval --out`, `attribute --out`, `repeat` or `continual` result file."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"no result file at {path} (write one with `tfgrpo eval --out {path}`)") from None
     except ValueError as exc:
         raise ConfigError(f"{path} is not a JSON result file ({exc})") from None
-    if not isinstance(data, dict) or data.get("kind") not in ("evaluation", "attribution", "repeat"):
-        raise ConfigError(f"{path} is not an eval, attribute or repeat result (no 'kind' of those)")
+    if not isinstance(data, dict) or data.get("kind") not in ("evaluation", "attribution", "repeat", "continual"):
+        raise ConfigError(f"{path} is not an eval, attribute, repeat or continual result (no 'kind' of those)")
     return data
 
 
@@ -60,14 +60,16 @@ def write_report(
     out: str | os.PathLike,
     results: Sequence[str | os.PathLike] = (),
     metrics: Sequence[str | os.PathLike] | None = None,
+    side_by_side: dict | None = None,
 ) -> Path:
     """Write the report of `library` (with the result files `results`, and the metrics logs `metrics`,
-    default: those next to the library) to `out`, atomically; returns its path."""
+    default: those next to the library) to `out`, atomically; returns its path. `side_by_side`: several
+    continual results merged into one (`tfgrpo.loop.continual.merge`), drawn as one comparison."""
     if not os.path.exists(library):
         raise LibraryNotFoundError(f"no library at {library}")
     loaded = [(str(p), read_result(p)) for p in results]
     logs = [Path(p) for p in metrics] if metrics is not None else metrics_paths(library)
-    html = render(str(library), loaded, [(str(p), read_metrics(p)) for p in logs])
+    html = render(str(library), loaded, [(str(p), read_metrics(p)) for p in logs], side_by_side)
     atomic_write(out, lambda f: print(html, end="", file=f))
     return Path(out)
 
@@ -75,15 +77,18 @@ def write_report(
 # ------------------------------------------------------------------------------------------ sections
 
 
-def render(library: str, results: list[tuple[str, dict]], logs: list[tuple[str, list[dict]]]) -> str:
+def render(
+    library: str, results: list[tuple[str, dict]], logs: list[tuple[str, list[dict]]], side_by_side: dict | None = None
+) -> str:
     experiences, stats, lessons = _read_library(library)
     sections = [_summary(library, stats, lessons, results, logs)]
     sections += [_training(name, records) for name, records in logs if records]
     sections.append(_advantages(experiences))
     for name, result in results:
-        sections.append(
-            {"evaluation": _evaluation, "attribution": _attribution, "repeat": _repeat}[result["kind"]](name, result)
-        )
+        kinds = {"evaluation": _evaluation, "attribution": _attribution, "repeat": _repeat, "continual": _continual}
+        sections.append(kinds[result["kind"]](name, result))
+    if side_by_side is not None:
+        sections.append(_continual("side by side", side_by_side, "Continual conditions side by side"))
     if lessons is not None:
         sections.append(_history(lessons))
     sections.append(_top(experiences))
@@ -310,6 +315,67 @@ def _repeat(name: str, result: dict) -> str:
     content = _plot(f"repeat-{_slug(name)}", "Lift across training seeds", plot)
     content += f"<p>Training seeds: {escape(seeds)}.</p>" + _table(("condition", "mean lift", "95% CI", "sd"), rows)
     return _section(f"Training seeds ({name})", content)
+
+
+def _figure_text(value: dict | None) -> str:
+    if not value:
+        return "n/a"
+    if len(value.get("per_seed", ())) == 1:  # one training seed: no interval
+        return f"{value['mean']:+.3f} (one seed)"
+    return f"{value['mean']:+.3f} ({value['ci_low']:+.3f} .. {value['ci_high']:+.3f})"
+
+
+def _continual(name: str, result: dict, title: str | None = None) -> str:
+    """A continual run: each condition's accuracy matrix (mean over training seeds) as a heatmap, the mean
+    accuracy after each phase with its CI across seeds, and the figures with their CIs."""
+    conditions = result["conditions"]
+    phases, domains = result["phases"], result["domains"]
+    folder = Path(name).parent.name  # results are OUT/continual.json: the folder tells two apart
+    slug = _slug(f"{folder}-{Path(name).stem}" if folder else name)
+    parts = [
+        f"<p>Schedule: {escape(result['schedule'])}; domains in order: {escape(', '.join(domains))}; held-out "
+        f"prompts per domain: {escape(json.dumps(result.get('test_prompts', {})))}. Strongest baseline: "
+        f"{escape(str(result.get('strongest_baseline')))}. ACC: mean accuracy over every domain after the last "
+        "phase; BWT: how much a domain lost after it was learned (negative: forgetting); FWT: what the phases "
+        "before a domain did for it (GEM, Lopez-Paz and Ranzato 2017). Each: mean over training seeds with a "
+        "t 95% CI across them.</p>"
+    ]
+    rows = [
+        (c, "baseline" if conditions[c]["baseline"] else "library", len(conditions[c]["seeds"]),
+         _figure_text(conditions[c]["acc"]), _figure_text(conditions[c]["bwt"]), _figure_text(conditions[c]["fwt"]))
+        for c in conditions
+    ]  # fmt: skip
+    parts.append(_table(("condition", "role", "training seeds", "ACC", "BWT", "FWT"), rows))
+    lifts = [(f"{n} - {lift['baseline']}", _figure_text(lift)) for n, lift in result.get("lifts", {}).items()]
+    if lifts:
+        parts.append(_table(("ACC difference", "mean (t 95% CI across training seeds)"), lifts))
+    for key, over in (("seen", "domains learned so far"), ("all", "every domain")):
+        series = {
+            c: tuple(
+                [(v or {}).get(f, float("nan")) for v in conditions[c]["curves"][key]]
+                for f in ("mean", "ci_low", "ci_high")
+            )
+            for c in conditions
+            if key in conditions[c].get("curves", {})
+        }
+        if series:
+            parts.append(
+                _plot(
+                    f"continual-{key}-{slug}",
+                    f"Mean accuracy over {over} after each phase",
+                    plots.bands(phases, series, "accuracy"),  # type: ignore[arg-type]
+                    "band: t 95% CI across training seeds",
+                )
+            )
+    for c in conditions:
+        parts.append(
+            _plot(
+                f"continual-matrix-{_slug(c)}-{slug}",
+                f"R[phase][domain] of {c} (mean over {len(conditions[c]['seeds'])} training seed(s))",
+                plots.heatmap(conditions[c]["R_mean"], phases, domains, "accuracy"),
+            )
+        )
+    return _section(title or f"Continual ({name})", "\n".join(parts))
 
 
 def _attribution(name: str, result: dict) -> str:

@@ -91,3 +91,32 @@ def intervals(
     ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3, axis="x")
     return _svg(fig)
+
+
+def heatmap(values: Sequence[Sequence[float]], rows: Sequence[str], columns: Sequence[str], label: str) -> str:
+    """A matrix as coloured cells with their values written in (rows top to bottom), on a 0..1 scale."""
+    fig, ax = _figure(0.9 + 0.36 * len(rows))
+    image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(rows)), rows)
+    fig.colorbar(image, ax=ax, label=label, fraction=0.04)
+    return _svg(fig)
+
+
+def bands(
+    x: Sequence[str], series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], ylabel: str
+) -> str:
+    """One line per series over the labels `x` with a shaded band: {name: (means, lows, highs)}."""
+    fig, ax = _figure()
+    positions = list(range(len(x)))
+    for name, (means, lows, highs) in series.items():
+        (line,) = ax.plot(positions, means, marker="o", markersize=3, label=name)
+        ax.fill_between(positions, lows, highs, color=line.get_color(), alpha=0.15)
+    ax.set_xticks(positions, x, rotation=20)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _svg(fig)

@@ -16,8 +16,7 @@ from typing import Any
 
 from starlette.types import Receive
 
-from ..agents.trajectory import Message, ToolCall, Trajectory
-from ..learn.example_update import TOOL_CHARS
+from ..agents.trajectory import TOOL_CHARS, Message, ToolCall, Trajectory
 from ..prompting import build_prompt, inject_messages
 from . import _answers as answers
 from . import records

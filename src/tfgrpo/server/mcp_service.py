@@ -18,11 +18,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..agents.trajectory import Message, Trajectory
+from ..agents.trajectory import TOOL_CHARS, Message, Trajectory
 from ..core.experience import check_text
 from ..core.knobs import check_knobs, knob
 from ..errors import ConfigError, TFGRPOError
-from ..learn.example_update import TOOL_CHARS
 from ..prompting import build_prompt
 from . import records
 from .config import ProxyConfig

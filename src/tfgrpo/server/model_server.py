@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..errors import ConfigError
 from ..llm.base import Backend, Generation, GenerationParams, Prompt
+from ..llm.guidance import GuidanceConfig, GuidedBackend
 from ._streaming import ClientDisconnected, EventStream, until_disconnected
 from .guards import ApiKey, BodyLimit
 from .limits import ServerLimits, check_limits
@@ -292,15 +293,20 @@ def run_model_server(
     *,
     limits: ServerLimits | None = None,
     api_key: str | None = None,
+    guidance: GuidanceConfig | None = None,
+    library: Any = None,
 ) -> None:
     """What `tfgrpo serve-model` runs: make the backend from its spec (see `tfgrpo.llm.get_backend`),
-    serve it, and release it on exit."""
+    serve it (with `guidance` and `library`: every answer guided by the library's successes for its
+    request, `GuidedBackend`), and release it on exit."""
     from ..llm import get_backend
 
     backend = get_backend(backend_spec)
     try:
+        served = GuidedBackend(backend, library, guidance) if guidance is not None else backend
         where = f"http://{host}:{port}/v1" + (" (API key required)" if api_key else "")
-        print(f"serving {model_name or backend.model_name} ({backend_spec}) at {where}", flush=True)
-        serve(backend, host, port, model_name, limits=limits, api_key=api_key)
+        guided = f", guided by {len(library)} experiences ({guidance.guidance})" if guidance is not None else ""
+        print(f"serving {model_name or backend.model_name} ({backend_spec}){guided} at {where}", flush=True)
+        serve(served, host, port, model_name, limits=limits, api_key=api_key)
     finally:
         backend.close()

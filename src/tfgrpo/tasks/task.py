@@ -30,6 +30,8 @@ class Task:
     """Share of samples in the "test" split."""
     seed: int = 0
     """Seed of the train/test split."""
+    stratify: str | None = None
+    """A sample field (e.g. "domain") whose every value is split apart, so each keeps `test_fraction`."""
 
     def load(self, split: str = "train") -> list[dict]:
         """The samples of `split`: "train", "test" or "all"; the same prompt is never in both."""
@@ -38,8 +40,14 @@ class Task:
         samples = self.loader()
         if split == "all":
             return samples
-        train, test = split_samples(samples, self.test_fraction, self.seed)
-        return train if split == "train" else test
+        if self.stratify is None:
+            train, test = split_samples(samples, self.test_fraction, self.seed)
+            return train if split == "train" else test
+        held_out: set[int] = set()
+        for value in dict.fromkeys(s.get(self.stratify) for s in samples):
+            part = [s for s in samples if s.get(self.stratify) == value]
+            held_out.update(id(s) for s in split_samples(part, self.test_fraction, self.seed)[1])
+        return [s for s in samples if (id(s) in held_out) == (split == "test")]
 
 
 TaskFactory = Callable[..., Task]
