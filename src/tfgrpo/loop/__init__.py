@@ -1,6 +1,7 @@
 """The drivers: epochs and batches of a training run (resumable), held-out evaluation, lesson
 attribution. What a step learns, and how, is `tfgrpo.learn`."""
 
+from ._progress import Progress
 from ._schedule import total_steps
 from .attribution import AttributionReport, LessonAttribution, attribute_lessons
 from .config import TrainConfig
@@ -14,6 +15,7 @@ __all__ = [
     "EvalReport",
     "LessonAttribution",
     "LessonCondition",
+    "Progress",
     "StepMetrics",
     "TrainConfig",
     "attribute_lessons",
