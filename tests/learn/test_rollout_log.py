@@ -136,19 +136,7 @@ def test_rows_past_the_retention_are_deleted_and_the_setting_is_the_librarys(sto
 
 def test_a_log_written_by_a_newer_tfgrpo_is_refused(store_target):
     RolloutLog(store_target).close()
-    if store_target.startswith("postgresql://"):
-        import psycopg
-
-        base, _, schema = store_target.partition("?schema=")
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f"UPDATE \"{schema}\".rollout_meta SET value = '9' WHERE key = 'schema_version'")
-    else:
-        import sqlite3
-
-        db = sqlite3.connect(store_target)
-        db.execute("UPDATE rollout_meta SET value = '9' WHERE key = 'schema_version'")
-        db.commit()
-        db.close()
+    raw_query(store_target, "UPDATE rollout_meta SET value = '9' WHERE key = 'schema_version'")
     with pytest.raises(LibraryFormatError, match=r"rollout log .* newer tfgrpo \(schema 9"):
         RolloutLog(store_target)
 

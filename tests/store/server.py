@@ -45,7 +45,8 @@ def store_target(request, tmp_path) -> str:
 
 
 def raw_query(target: str, sql: str, params: tuple = ()) -> list[tuple]:
-    """Rows read straight through the engine's own driver (not through tfgrpo), `?` placeholders."""
+    """One statement run straight through the engine's own driver (not through tfgrpo), `?` placeholders,
+    committed; its rows (none for a statement that returns none)."""
     if target.startswith("postgresql://"):
         import psycopg
 
@@ -53,11 +54,14 @@ def raw_query(target: str, sql: str, params: tuple = ()) -> list[tuple]:
         with psycopg.connect(base, autocommit=True) as conn:
             if schema:
                 conn.execute(f'SET search_path TO "{schema}"')
-            return [tuple(row) for row in conn.execute(sql.replace("?", "%s"), params or None).fetchall()]
+            cursor = conn.execute(sql.replace("?", "%s"), params or None)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
     import sqlite3
 
     db = sqlite3.connect(target)
     try:
-        return db.execute(sql, params).fetchall()
+        rows = db.execute(sql, params).fetchall()
+        db.commit()
+        return rows
     finally:
         db.close()

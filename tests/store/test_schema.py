@@ -127,17 +127,7 @@ def test_a_library_from_a_newer_tfgrpo_is_refused_and_left_alone(store_target):
 
 def test_lessons_from_a_newer_tfgrpo_are_refused(store_target):
     LessonLibrary(store_target).close()
-    if store_target.startswith("postgresql://"):
-        import psycopg
-
-        base, _, schema = store_target.partition("?schema=")
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f"UPDATE \"{schema}\".lesson_meta SET value = '7' WHERE key = 'schema_version'")
-    else:
-        db = sqlite3.connect(store_target)
-        db.execute("UPDATE lesson_meta SET value = '7' WHERE key = 'schema_version'")
-        db.commit()
-        db.close()
+    raw_query(store_target, "UPDATE lesson_meta SET value = '7' WHERE key = 'schema_version'")
     with pytest.raises(LibraryFormatError, match=r"newer tfgrpo \(schema 7"):
         LessonLibrary(store_target)
 
