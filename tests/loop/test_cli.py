@@ -14,6 +14,7 @@ import pytest
 
 from support.cli import TFGRPO
 from support.cli import tfgrpo as run
+from support.llm import StandIn, chat_reply
 from tfgrpo import TFGRPOWarning, TrainingFreeGRPO
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
@@ -201,3 +202,35 @@ def test_demo_runs_end_to_end_at_small_size(tmp_path: Path, local_model):
     )
     assert {"library", "zero-shot text"} <= {r.condition for r in evaluated}
     assert len([r for r in evaluated if r.condition == "library"]) == 4 * 4  # held-out prompts x k
+
+
+async def _half_right(index, path, body):
+    """A model that answers the demo's arithmetic right in every other choice, as text or in chat."""
+    chat = path.endswith("/chat/completions")
+    text = body["messages"][-1]["content"] if chat else body["prompt"]
+    asked = re.findall(r"What is ([\d\s+*-]+)\?", text)
+    right = str(eval(asked[-1], {})) if asked else "0"  # the task's own expressions: digits and + - *
+    return chat_reply([right if i % 2 == 0 else "7" for i in range(body.get("n", 1))], chat=chat)
+
+
+def test_demo_keeps_no_rollouts_with_no_rollout_log(tmp_path: Path):
+    """`demo --no-rollout-log` trains and evaluates as usual and leaves the library's rollout log empty."""
+    from tfgrpo.learn.rollout_log import SOURCES, Filters, RolloutLog
+
+    out = tmp_path / "demo"
+    with StandIn(_half_right) as server:
+        result = run(
+            "demo",
+            "--model",
+            f"openai:m@{server.url}",
+            "--out",
+            out,
+            "--train-prompts",
+            "2",
+            "--eval-prompts",
+            "2",
+            "--no-rollout-log",
+        )
+    assert "Total rollouts: 16" in result.stdout and (out / "report.json").exists()
+    with RolloutLog(out / "library.db") as log:
+        assert len(log) == 0 and list(log.rows(Filters(sources=SOURCES))) == []

@@ -3,12 +3,15 @@ strongest of the fair baselines."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from .common import open_rollout_log, rollout_log_args
 
 
 def add_commands(command) -> None:
@@ -24,13 +27,14 @@ def add_commands(command) -> None:
     p.add_argument("--train-prompts", type=int, default=32, help="training prompts")
     p.add_argument("--eval-prompts", type=int, default=40, help="held-out prompts")
     p.add_argument("--seed", type=int, default=0, help="seed of the task's questions, training and evaluation")
+    rollout_log_args(p)
 
 
 def cmd_demo(args) -> None:
     from ..core.config import GRPOConfig
     from ..core.library import TrainingFreeGRPO
     from ..learn import ExampleUpdate
-    from ..learn.rollout_log import Recorder, RolloutLog
+    from ..learn.rollout_log import Recorder
     from ..llm import get_backend
     from ..loop.config import TrainConfig
     from ..loop.evaluate import EvalConfig, evaluate, fair_baselines, show_progress
@@ -55,12 +59,12 @@ def cmd_demo(args) -> None:
     print("[demo] loading the bundled model ...", file=sys.stderr, flush=True)
     with get_backend(args.model) as backend:
         library_path = out / "library.db"
-        with (
-            TrainingFreeGRPO.open(
-                library_path, GRPOConfig(group_size=8, max_library_size=1000), seed=args.seed
-            ) as grpo,
-            RolloutLog(library_path) as rollout_log,  # every rollout, for `tfgrpo export --format sft|dpo|...`
-        ):
+        with contextlib.ExitStack() as stack:
+            grpo = stack.enter_context(
+                TrainingFreeGRPO.open(library_path, GRPOConfig(group_size=8, max_library_size=1000), seed=args.seed)
+            )
+            # Every rollout, for `tfgrpo export --format sft|dpo|...` (None with --no-rollout-log).
+            rollout_log = open_rollout_log(args, str(library_path), stack)
             print(
                 f"[demo] training on {len(train_samples)} arithmetic prompts, G=8, into {library_path}",
                 file=sys.stderr,
@@ -83,7 +87,7 @@ def cmd_demo(args) -> None:
             eval_config = EvalConfig(k=4, batch_size=8, seed=args.seed + 1, **rollout)
             # The headline is the library against the strongest of the simple things a user could do instead;
             # zero-shot as the demo prompts (text mode) is one of them.
-            record = Recorder(rollout_log, "eval", "demo", task=task.name)
+            record = Recorder(rollout_log, "eval", "demo", task=task.name) if rollout_log is not None else None
             baselines = fair_baselines(backend, train_samples, task.reward, eval_config, record=record)
             report = evaluate(
                 backend,
