@@ -84,9 +84,17 @@ def assistant(text):
 
 
 def test_sft_rows_are_the_librarys_experiences_and_each_is_a_logged_rollout_that_beat_its_group(trained, tmp_path):
-    assert export_dataset(trained, "sft", tmp_path / "sft.jsonl") == 2 * (1 + 1 + 2)  # 4+4: both "9"s
     with TrainingFreeGRPO.open(trained) as lib:
-        experiences = list(lib.experience_library)
+        kept = list(lib.experience_library)
+    assert len(kept) == 2 * (1 + 1 + 2)  # two epochs; 4+4: both "9"s
+    # Each prompt and response once, in the library's order.
+    experiences, seen = [], set()
+    for e in kept:
+        if (e.prompt, e.response) not in seen:
+            seen.add((e.prompt, e.response))
+            experiences.append(e)
+    assert seen == {("What is 2+2?", "4"), ("What is 3+3?", "6"), ("What is 4+4?", "9")}
+    assert export_dataset(trained, "sft", tmp_path / "sft.jsonl") == 3
     rows = rows_of(tmp_path / "sft.jsonl")
     assert rows == [{"messages": user(e.prompt) + assistant(e.response)} for e in experiences]
     logged = {(r.prompt, r.response): r for r in log_rows(trained)}

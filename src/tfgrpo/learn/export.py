@@ -5,8 +5,9 @@ One JSON object per line, in the formats TRL documents for its trainers (they lo
 `datasets`: `load_dataset("json", data_files=OUT)`). Conversational by default (chat messages); `plain`
 writes the standard form (strings):
 
-- `sft` (SFTTrainer): the library's experiences, what it kept after pruning: `{"messages": [user,
-  assistant]}`; plain `{"prompt", "completion"}`.
+- `sft` (SFTTrainer): the library's experiences, what it kept after pruning, each prompt and response
+  once (a prompt answered alike in several epochs is one row, not a weight on the prompts trained most):
+  `{"messages": [user, assistant]}`; plain `{"prompt", "completion"}`.
 - `dpo` (DPOTrainer): per logged group, its best rollout (chosen) against its worst (rejected), when their
   rewards differ by at least `min_gap`: `{"prompt", "chosen", "rejected"}`. The prompt is the task's, not
   the prompt as sent with examples and lessons; a group whose best and worst do not share one prompt
@@ -217,7 +218,12 @@ def _sft(target: str, db, filters: Filters, shape: _Shape, filtered: bool) -> It
             if key in wanted:
                 passed.add(key)
         experiences = [e for e in experiences if _key(e.prompt, e.response) in passed]
+    written: set[bytes] = set()
     for e in experiences:
+        key = _key(e.prompt, e.response)
+        if key in written:
+            continue
+        written.add(key)
         if shape.plain:
             yield {"prompt": shape.prompt(e.prompt), "completion": e.response}
         else:
