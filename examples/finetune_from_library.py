@@ -200,33 +200,20 @@ def earlier_baselines(path: Path, samples: list[dict], config: EvalConfig) -> li
     ]
 
 
-def bundled_model():
-    """The bundled model, loaded by transformers from its GGUF (dequantized: float32 weights)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tfgrpo.llm.local import split_model_path
-
-    torch.set_num_threads(1)
-    source, gguf = split_model_path(None, None)
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, dtype=torch.float32)
-    # Loading from GGUF marks the model quantized, which the trainers refuse; its weights are plain floats.
-    model.hf_quantizer = None
-    model.is_quantized = False
-    return model, tokenizer
-
-
 def finetune(
     kind: str, data: Path, out: Path, steps: int, lr: float, batch: int, seed: int
 ) -> tuple[Path, list[float]]:
     """TRL's SFTTrainer (`kind` "sft") or DPOTrainer ("dpo") on the exported rows, `steps` steps; the model
     saved where `local:PATH` loads it, and the loss of every step."""
     import datasets
+    import torch
     import trl
 
+    from tfgrpo.llm.local import load_trainable
+
     rows = datasets.load_dataset("json", data_files=str(data), split="train", cache_dir=str(out / "hf-cache"))
-    model, tokenizer = bundled_model()
+    torch.set_num_threads(1)
+    model, tokenizer = load_trainable()
     settings = {
         "output_dir": str(out / f"trainer-{kind}"),
         "max_steps": steps,

@@ -12,6 +12,7 @@ import pytest
 from tfgrpo import TrainingFreeGRPO, export_dataset
 from tfgrpo.learn import ExampleUpdate
 from tfgrpo.learn.rollout_log import RolloutLog
+from tfgrpo.llm.local import load_trainable
 from tfgrpo.loop import TrainConfig, train
 from tfgrpo.tasks import get_task
 
@@ -44,22 +45,6 @@ def exported(local_backend, tmp_path_factory):
     return files
 
 
-def bundled_model():
-    """The bundled model, loaded by transformers from its GGUF (dequantized: float32 weights)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tfgrpo.llm.local import split_model_path
-
-    source, gguf = split_model_path(None, None)
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, dtype=torch.float32)
-    # Loading from GGUF marks the model quantized, which the trainers refuse; its weights are plain floats.
-    model.hf_quantizer = None
-    model.is_quantized = False
-    return model, tokenizer
-
-
 def losses(trainer) -> list[float]:
     trainer.train()
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -87,7 +72,7 @@ def check(values: list[float]) -> None:
 
 def test_sft_trainer_takes_steps_on_the_exported_experiences(exported, tmp_path):
     rows = datasets.load_dataset("json", data_files=str(exported["sft"]), split="train", cache_dir=str(tmp_path))
-    model, tokenizer = bundled_model()
+    model, tokenizer = load_trainable()
     trainer = trl.SFTTrainer(
         model=model,
         args=arguments(trl.SFTConfig, tmp_path, learning_rate=5e-5),
@@ -99,7 +84,7 @@ def test_sft_trainer_takes_steps_on_the_exported_experiences(exported, tmp_path)
 
 def test_dpo_trainer_takes_steps_on_the_exported_pairs(exported, tmp_path):
     rows = datasets.load_dataset("json", data_files=str(exported["dpo"]), split="train", cache_dir=str(tmp_path))
-    model, tokenizer = bundled_model()
+    model, tokenizer = load_trainable()
     trainer = trl.DPOTrainer(
         model=model,
         ref_model=copy.deepcopy(model),

@@ -200,3 +200,13 @@ def test_model_paths_and_devices(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             _pick_device("cuda")
+
+
+def test_load_trainable_names_what_it_could_not_load(tmp_path):
+    from tfgrpo.llm.local import load_trainable
+
+    with pytest.raises(BackendError, match=r"GGUF file .*missing\.gguf does not exist"):
+        load_trainable(tmp_path / "missing.gguf")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BackendError, match="could not load the tokenizer of"):
+        load_trainable(tmp_path / "empty")

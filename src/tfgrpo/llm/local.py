@@ -73,6 +73,30 @@ def load_tokenizer(model: str | os.PathLike | None = None) -> Any:
         raise BackendError(f"could not load the tokenizer of {model or 'the bundled model'!r}: {exc}") from exc
 
 
+def load_trainable(model: str | os.PathLike | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) of a local model (None: the bundled one) in float32, ready for a trainer such as
+    TRL's SFTTrainer or DPOTrainer: the way to fine-tune the model on `tfgrpo export`'s rows."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+    except ImportError as exc:
+        raise BackendError(f"fine-tuning needs torch and transformers ({exc}): pip install 'tfgrpo[local]'") from exc
+    tokenizer = load_tokenizer(model)
+    source, gguf_file = split_model_path(model, None)
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch.float32, **({"gguf_file": gguf_file} if gguf_file else {})
+        )
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"could not load {model or 'the bundled model'!r}: {exc}") from exc
+    if gguf_file:
+        # Loading from GGUF marks the model quantized, which the trainers refuse; its weights are plain floats
+        # once de-quantized into float32.
+        loaded.hf_quantizer = None
+        loaded.is_quantized = False
+    return loaded, tokenizer
+
+
 def _pick_device(device: str) -> str:
     import torch
 
