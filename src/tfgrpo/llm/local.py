@@ -84,7 +84,7 @@ def load_trainable(model: str | os.PathLike | None = None) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(model)
     source, gguf_file = split_model_path(model, None)
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch.float32, **({"gguf_file": gguf_file} if gguf_file else {})
         )
     except (OSError, ValueError) as exc:
