@@ -157,3 +157,12 @@ def test_a_seed_given_twice_is_refused_before_any_training(tmp_path, stand_in, c
     assert repeat(tmp_path / "out", train, evaluate, 0, 1, 0) != 0
     assert "a seed given twice" in capsys.readouterr().err
     assert stand_in.requests == [] and not (tmp_path / "out" / "library-seed0.db").exists()
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_training(tmp_path, stand_in, capsys):
+    train, evaluate = setup(tmp_path, stand_in)
+    a_file = tmp_path / "results"
+    a_file.write_text("kept")
+    assert repeat(a_file, train, evaluate, 0, 1) != 0
+    assert f"--out {a_file}: a file is in the way" in capsys.readouterr().err
+    assert stand_in.requests == [] and a_file.read_text() == "kept"

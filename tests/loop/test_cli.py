@@ -213,24 +213,35 @@ async def _half_right(index, path, body):
     return chat_reply([right if i % 2 == 0 else "7" for i in range(body.get("n", 1))], chat=chat)
 
 
-def test_demo_keeps_no_rollouts_with_no_rollout_log(tmp_path: Path):
-    """`demo --no-rollout-log` trains and evaluates as usual and leaves the library's rollout log empty."""
+def test_demo_keeps_no_rollouts_with_no_rollout_log_and_empties_only_its_own_folder(tmp_path: Path):
+    """`demo --no-rollout-log` trains and evaluates as usual and leaves the library's rollout log empty. A
+    second demo into the same folder empties it first; a folder of the user's own, or a file, is refused and
+    left as it was."""
     from tfgrpo.learn.rollout_log import SOURCES, Filters, RolloutLog
 
     out = tmp_path / "demo"
+    sizes = ["--train-prompts", "2", "--eval-prompts", "2"]
     with StandIn(_half_right) as server:
-        result = run(
-            "demo",
-            "--model",
-            f"openai:m@{server.url}",
-            "--out",
-            out,
-            "--train-prompts",
-            "2",
-            "--eval-prompts",
-            "2",
-            "--no-rollout-log",
-        )
-    assert "Total rollouts: 16" in result.stdout and (out / "report.json").exists()
-    with RolloutLog(out / "library.db") as log:
-        assert len(log) == 0 and list(log.rows(Filters(sources=SOURCES))) == []
+        model = f"openai:m@{server.url}"
+        result = run("demo", "--model", model, "--out", out, *sizes, "--no-rollout-log")
+        assert "Total rollouts: 16" in result.stdout and (out / "report.json").exists()
+        with RolloutLog(out / "library.db") as log:
+            assert len(log) == 0 and list(log.rows(Filters(sources=SOURCES))) == []
+
+        (out / "left-over.txt").write_text("from the first demo's folder")
+        again = run("demo", "--model", model, "--out", out, *sizes)
+        assert "Total rollouts: 16" in again.stdout and not (out / "left-over.txt").exists()
+        with RolloutLog(out / "library.db") as log:
+            assert len(log) > 0  # the log of this run alone: the first run's library went with its folder
+
+        mine = tmp_path / "mine"
+        mine.mkdir()
+        (mine / "thesis.tex").write_text("years of work")
+        refused = run("demo", "--model", model, "--out", mine, *sizes, check=False)
+        assert refused.returncode == 1 and "holds files an earlier demo did not write" in refused.stderr
+        assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+        a_file = tmp_path / "a-file"
+        a_file.write_text("x")
+        refused = run("demo", "--model", model, "--out", a_file, *sizes, check=False)
+        assert refused.returncode == 1 and "a file is in the way" in refused.stderr and a_file.read_text() == "x"
+    assert len(server.requests) > 0

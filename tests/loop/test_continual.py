@@ -225,6 +225,18 @@ def test_bad_continual_arguments_are_clear_errors(student, tmp_path):
     assert ran.returncode == 1 and "--select retrieve" in ran.stderr
     ran = tfgrpo("continual", *ARGS, "--seeds", "1", "1", "--out", tmp_path, check=False)
     assert ran.returncode == 1 and "each training seed once" in ran.stderr
+    # Refused before any model call: a capacity of nothing, an --out or --baselines-dir that is a file.
+    ran = tfgrpo("continual", *ARGS, "--max-library-size", "0", "--out", tmp_path / "a", check=False)
+    assert ran.returncode == 1 and "max_library_size must be >= 1" in ran.stderr
+    a_file = tmp_path / "a-file"
+    a_file.write_text("kept")
+    ran = tfgrpo("continual", *ARGS, "--out", a_file, check=False)
+    assert ran.returncode == 1 and f"--out {a_file}: a file is in the way" in ran.stderr
+    ran = tfgrpo("continual", *ARGS, "--out", tmp_path / "b", "--baselines-dir", a_file, check=False)
+    assert ran.returncode == 1 and "--baselines-dir" in ran.stderr and a_file.read_text() == "kept"
+    ran = tfgrpo("continual", *ARGS, "--out", a_file / "below", check=False)
+    assert ran.returncode == 1 and "cannot make the folder" in ran.stderr
+    assert all(s.calls == 0 for s in student)
 
 
 def test_runs_on_the_same_prompts_are_compared_side_by_side(student, tmp_path):

@@ -80,13 +80,14 @@ def library_label(path: str) -> str:
     return "-".join(x for x in ("postgresql", parts.path.strip("/") or parts.hostname or "", schema) if x)
 
 
-def task_args(p: argparse.ArgumentParser) -> None:
+def task_args(p: argparse.ArgumentParser, default: str = "arithmetic") -> None:
     g = p.add_argument_group("task")
     g.add_argument(
         "--task",
-        default="arithmetic",
-        help="bundled task (arithmetic, humaneval, math) or your own factory returning a tfgrpo.tasks.Task: "
-        "module:function or path/to/file.py:function (called with the --task-option values)",
+        default=default,
+        help="bundled task (arithmetic, humaneval, math, math-tool, multidomain) or your own factory returning a "
+        "tfgrpo.tasks.Task: module:function or path/to/file.py:function (called with the --task-option values); "
+        "default: %(default)s",
     )
     g.add_argument(
         "--task-option", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. difficulty=medium"

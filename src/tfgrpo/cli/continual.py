@@ -68,7 +68,7 @@ def add_commands(command) -> None:
         help="what goes when the library is full (new libraries; balanced: the lowest advantage of the domain "
         "that holds the most)",
     )
-    task_args(p)
+    task_args(p, default="multidomain")  # the bundled task whose samples carry a domain
     g = p.add_argument_group("model")
     model_arg(g)
     g.add_argument("--critic", default=None, help="backend spec of the critic LLM (default: the policy model)")
@@ -102,7 +102,7 @@ def cmd_continual(args) -> int | None:
     import numpy as np
 
     from ..core.config import GRPOConfig
-    from ..core.files import atomic_write
+    from ..core.files import atomic_write, output_folder
     from ..core.library import TrainingFreeGRPO
     from ..core.store import is_store_target, store_exists
     from ..errors import ConfigError
@@ -145,7 +145,15 @@ def cmd_continual(args) -> int | None:
     eval_config = EvalConfig(
         **rollout, k=args.k, temperature=args.test_temperature, seed=args.test_seed, batch_size=args.test_batch_size
     )
-    out.mkdir(parents=True, exist_ok=True)
+    # The new libraries' config, checked before any work.
+    changes: dict = {"group_size": config.group_size}
+    if args.max_library_size is not None:
+        changes["max_library_size"] = args.max_library_size
+    if args.eviction_policy:
+        changes["eviction_policy"] = args.eviction_policy
+    new_library = GRPOConfig().replace(**changes)
+    output_folder(out)
+    output_folder(base_dir, "--baselines-dir")
     matrices: dict[str, dict[int, np.ndarray]] = {}
     with ExitStack() as stack:
         policy = stack.enter_context(make_backend(args.model, config.concurrency))
@@ -172,19 +180,12 @@ def cmd_continual(args) -> int | None:
             if args.baselines_only:
                 continue
             path = seed_library(library_path, seed)
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            output_folder(Path(path).parent, "--library")
             (out / f"seed{seed}").mkdir(parents=True, exist_ok=True)
             with ExitStack() as opened:
                 grpo = lessons = None
                 if args.strategy in ("examples", "both"):
-                    grpo_config = None
-                    if not store_exists(path):
-                        changes: dict = {"group_size": config.group_size}
-                        if args.max_library_size:
-                            changes["max_library_size"] = args.max_library_size
-                        if args.eviction_policy:
-                            changes["eviction_policy"] = args.eviction_policy
-                        grpo_config = GRPOConfig().replace(**changes)
+                    grpo_config = None if store_exists(path) else new_library
                     grpo = opened.enter_context(TrainingFreeGRPO.open(path, grpo_config, seed=seed))
                 if args.strategy in ("lessons", "both"):
                     lessons = opened.enter_context(LessonLibrary(path, max_words=lesson_config.max_words))

@@ -22,7 +22,11 @@ def add_commands(command) -> None:
         "the strongest of the simple alternatives (zero-shot in chat and text mode, labelled and bootstrapped "
         "few-shot) on held-out prompts.",
     )
-    p.add_argument("--out", default="demo-out", help="folder for the library and metrics (emptied first)")
+    p.add_argument(
+        "--out",
+        default="demo-out",
+        help="folder for the library and metrics: a new or empty folder, or one an earlier demo wrote (emptied first)",
+    )
     p.add_argument("--model", default="local", help="backend spec (see `train --help`)")
     p.add_argument("--train-prompts", type=int, default=32, help="training prompts")
     p.add_argument("--eval-prompts", type=int, default=40, help="held-out prompts")
@@ -44,10 +48,7 @@ def cmd_demo(args) -> None:
     from ..tasks import get_task
 
     started = time.perf_counter()
-    out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out = fresh_output(Path(args.out))
     # Enough questions that the held-out fifth covers --eval-prompts.
     n = max(5 * args.eval_prompts, 2 * args.train_prompts)
     task = get_task("arithmetic", n=n, seed=args.seed)
@@ -107,3 +108,25 @@ def cmd_demo(args) -> None:
             f"\n[demo] done in {time.perf_counter() - started:.0f}s; model usage {backend.usage.to_dict()}; "
             f"files in {out}/"
         )
+
+
+MARK = ".tfgrpo-demo"
+"""The file that marks a folder as the demo's own, which a later demo may empty."""
+
+
+def fresh_output(out: Path) -> Path:
+    """`out` made empty for a new demo. Only a folder the demo wrote (its MARK inside) or an empty one is
+    emptied: `--out` naming a folder of the user's own is refused, never deleted."""
+    from ..core.files import output_folder
+    from ..errors import ConfigError
+
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARK).is_file():
+            raise ConfigError(
+                f"--out {out}: the folder holds files an earlier demo did not write; name a new or empty folder "
+                "(the demo empties its folder first)"
+            )
+        shutil.rmtree(out)
+    output_folder(out)
+    (out / MARK).write_text("written by tfgrpo demo: the next demo with this --out empties this folder\n")
+    return out

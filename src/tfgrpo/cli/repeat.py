@@ -61,7 +61,7 @@ def add_commands(command) -> None:
 
 
 def cmd_repeat(args) -> int | None:
-    from ..core.files import atomic_write
+    from ..core.files import atomic_write, output_folder
     from ..errors import ConfigError, TFGRPOError
     from ..loop.evaluate import across_training_seeds, repeat_table
     from . import main, parse_command
@@ -77,8 +77,7 @@ def cmd_repeat(args) -> int | None:
             "values: --seeds 0 1 2 trains three libraries",
             file=sys.stderr,
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out)
     # The executor's flags go to every train and eval run, which join the one Ray opened here.
     given = explicit(args)
     executor = [

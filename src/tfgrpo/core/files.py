@@ -107,6 +107,19 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+def output_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """The folder a command writes its results into, made with its parents if missing; a ConfigError
+    naming `flag` when a file is in the way or the folder cannot be made."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{flag} {folder}: a file is in the way; name a folder") from None
+    except OSError as exc:
+        raise ConfigError(f"{flag} {folder}: cannot make the folder ({exc.strerror or exc})") from None
+    return folder
+
+
 def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
