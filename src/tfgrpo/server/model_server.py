@@ -91,7 +91,7 @@ def _token_ids(bias: dict[str, float] | None) -> dict[int, float] | None:
         return None
     ids: dict[int, float] = {}
     for key, value in bias.items():
-        if not (key.isascii() and key.isdigit()):
+        if not (key.isascii() and key.isdigit() and len(key) <= 10):  # ids are below 2**31
             raise bad_request(
                 f'logit_bias: the key {key!r:.40} is not a token id; use whole numbers >= 0 such as "50256"',
                 param="logit_bias",
