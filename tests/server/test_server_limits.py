@@ -4,6 +4,7 @@ The backend is the scripted stand-in: these requests must be refused before any 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 
@@ -155,6 +156,32 @@ def test_a_64_mb_body_is_refused_before_it_is_sent(server):
     assert status == 413 and body["error"]["code"] == "request_too_large"
     assert "67108864" in body["error"]["message"] and "--max-body-bytes" in body["error"]["message"]
     still_serves(server)
+
+
+def test_a_content_length_of_5000_digits_is_refused(server):
+    """uvicorn's parser refuses it before the app; BodyLimit itself (under any ASGI server) answers a 413."""
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: " + b"9" * 5000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head)
+        assert sock.recv(100).startswith((b"HTTP/1.1 400", b"HTTP/1.1 413"))
+    still_serves(server)
+
+    from tfgrpo.server.guards import BodyLimit
+
+    async def endpoint(scope, receive, send):
+        raise AssertionError("the endpoint ran")
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/completions", "headers": [(b"content-length", b"9" * 5000)]}
+    asyncio.run(BodyLimit(endpoint, 1000)(scope, receive, send))
+    assert sent[0]["status"] == 413 and b"over this server's limit of 1000" in sent[1]["body"]
 
 
 def test_a_chunked_body_is_cut_off_at_the_limit(small):
