@@ -136,3 +136,11 @@ def test_streamable_http(tmp_path):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_a_bad_http_address_is_a_clear_error(tmp_path):
+    from support.cli import tfgrpo
+
+    for address in ("127.0.0.1", ":8000", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:" + "9" * 5000, "h:٣"):
+        ran = tfgrpo("mcp", "--library", tmp_path / "lib.db", "--http", address, check=False)
+        assert ran.returncode == 1 and "--http takes HOST:PORT (a port of 1 to 65535)" in ran.stderr, address

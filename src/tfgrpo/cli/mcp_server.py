@@ -42,8 +42,8 @@ def cmd_mcp(args) -> int | None:
     http = None
     if args.http:
         host, _, port = args.http.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"--http takes HOST:PORT, got {args.http!r}")
+        if not host or not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
+            raise ConfigError(f"--http takes HOST:PORT (a port of 1 to 65535), got {args.http!r}")
         http = (host, int(port))
     service = LibraryService(args.library, config_from_args(ProxyConfig, args), config_from_args(MCPLimits, args))
     asyncio.run(run_server(service, http))

@@ -90,7 +90,7 @@ def _check_logit_bias(bias: object) -> dict[int, float]:
         raise ConfigError(f"GenerationParams.logit_bias must be a mapping token id -> bias, got {bias!r:.200}")
     checked: dict[int, float] = {}
     for key, value in bias.items():
-        token = int(key) if isinstance(key, str) and key.isascii() and key.isdigit() else key
+        token = int(key) if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 10 else key
         if isinstance(token, bool) or not isinstance(token, int) or token < 0:
             raise ConfigError(f"GenerationParams.logit_bias keys must be token ids (whole numbers >= 0), got {key!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
