@@ -17,7 +17,15 @@ CONVENTIONS = {
     "json": (
         "json-0-0",
         ['{"name": "Farah", "age": 22}', '{"age":22,"name":"Farah"}'],
-        ['{"name": "Farah", "age": "22"}', "name: Farah, age: 22", '{"name": "Farah"}', '{"name": "farah", "age": 22}'],
+        [
+            *[
+                '{"name": "Farah", "age": "22"}',
+                "name: Farah, age: 22",
+                '{"name": "Farah"}',
+                '{"name": "farah", "age": 22}',
+            ],
+            *["[" * 100_000 + "]" * 100_000, "9" * 5000],  # past the parser's depth, past int()'s digits
+        ],
     ),
     "quote": ("quote-0-0", ['"cold lamp"'], ["cold lamp", "'cold lamp'", '"Cold lamp"', '"cold lamp".']),
     "lower": ("lower-0-0", ["green red", "green red "], ["GREEN RED", "Green red", "green, red", "green-red"]),

@@ -61,7 +61,7 @@ def _json(rng: random.Random) -> tuple[str, str]:
 def _check_json(response: str, answer: str) -> bool:
     try:
         return json.loads(response.strip()) == json.loads(answer)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return False
 
 
