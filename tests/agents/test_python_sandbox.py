@@ -78,3 +78,9 @@ def test_code_cannot_forge_the_interpreters_answer_for_a_later_block():
     )
     # The forged line is the first block's own answer at most; the second block's answer is its own.
     assert outputs[1].content.endswith("real") and "FORGED" not in outputs[1].content
+
+
+def test_code_that_writes_deeply_nested_json_to_the_interpreters_pipe_loses_only_its_own_block():
+    outputs = run_blocks("import os; os.write(4, b'[' * 100000 + b'\\n')", "print('still here')")
+    assert outputs[0].content.startswith("the interpreter answered junk") and outputs[0].error
+    assert outputs[1].content.endswith("still here")

@@ -239,6 +239,11 @@ def test_stop_strings_never_cut_a_code_block():
     assert call is None and "cut off" in problem
     _, call, problem = parse_text_turn('```tool\n{"name": 3}\n```', "stop", 0)
     assert call is None and "needs" in problem
+    _, call, problem = parse_text_turn("```tool\n" + "[" * 100_000 + "\n```", "stop", 0)  # past the parser's depth
+    assert call is None and "not JSON" in problem
+    from tfgrpo.agents.react import parse_arguments
+
+    assert parse_arguments("[" * 100_000) == "[" * 100_000  # the raw text, which the toolbox refuses
 
 
 def test_plain_text_prompts_grow_as_one_text():

@@ -65,6 +65,16 @@ def test_client_errors_are_not_retried():
     assert len(server.requests) == 1 and backend.usage.retries == 0
 
 
+def test_an_answer_nested_past_the_parsers_depth_is_a_backend_error():
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with StandIn(script(then=Reply(raw=deep))) as server, backend_for(server) as backend:
+        with pytest.raises(BackendError, match="response that is not JSON"):
+            backend.generate(["hi"])
+    with StandIn(script(then=Reply(status=400, raw=deep))) as server, backend_for(server) as backend:
+        with pytest.raises(BackendError, match=r"\(400\): \[\[\["):  # the error's text, as it came
+            backend.generate(["hi"])
+
+
 def test_hang_past_timeout_is_retried():
     async def behaviour(index, path, body):
         if index == 0:

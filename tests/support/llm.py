@@ -91,6 +91,8 @@ class Reply:
     body: dict | None = None
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
+    raw: bytes | None = None
+    """The body's bytes as sent, instead of `body` as JSON (for answers no JSON encoder writes)."""
 
 
 def chat_reply(texts: list[str], prompt_tokens: int = 10, completion_tokens: int = 5, chat: bool = True) -> Reply:
@@ -203,7 +205,7 @@ class StandIn:
                 if reply.drop:
                     writer.transport.abort()  # no answer at all: the connection just goes away
                     return
-                payload = json.dumps(reply.body or {}).encode()
+                payload = reply.raw if reply.raw is not None else json.dumps(reply.body or {}).encode()
                 status_line = f"HTTP/1.1 {reply.status} X\r\n"
                 extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
                 writer.write(

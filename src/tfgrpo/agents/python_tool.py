@@ -160,7 +160,7 @@ class Interpreter(ToolSession):
         try:
             answer = json.loads(line)
             output, error = str(answer["output"]), answer["error"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return self._lost(f"the interpreter answered junk: {line[:200]!r}")
         note = "(the interpreter was restarted before this code: earlier variables are gone)\n" if restarted else ""
         if error is not None:
@@ -192,7 +192,7 @@ class Interpreter(ToolSession):
             ready = json.loads(self._read_line(time.monotonic() + _START_S))
             if ready != {"ready": True}:
                 raise ValueError(ready)
-        except (TimeoutError, EOFError, ValueError):
+        except (TimeoutError, EOFError, ValueError, RecursionError):
             ending = self._ending()
             self._stop()
             raise ToolUnavailable(f"the Python interpreter did not start ({ending})") from None
@@ -203,7 +203,7 @@ class Interpreter(ToolSession):
             line = self._read_line(deadline)
             try:
                 answer = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return line
             if not isinstance(answer, dict) or answer.get("id") == block:
                 return line

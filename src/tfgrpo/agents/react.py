@@ -195,7 +195,7 @@ def parse_text_turn(text: str, finish_reason: str | None, turn: int) -> tuple[st
         return text, ToolCall(call_id, "python", {"code": body.strip("\n")}, inline=True), None
     try:
         data = json.loads(body)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         return text, None, f'the tool block is not JSON ({error}); write {{"name": ..., "arguments": {{...}}}}'
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         return text, None, 'the tool block needs {"name": "TOOL", "arguments": {...}}'
@@ -206,7 +206,7 @@ def parse_arguments(raw: str) -> dict[str, Any] | str:
     """A native call's arguments: the JSON object, or the raw text when it is none (the toolbox says so)."""
     try:
         value = json.loads(raw) if raw.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw
     return value if isinstance(value, dict) else raw
 

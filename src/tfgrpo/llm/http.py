@@ -367,7 +367,7 @@ class OpenAIBackend(Backend):
             raise BackendError(f"{self.base_url} refused the {what} ({status}): {refused.message}") from refused
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BackendError(f"{self.base_url} sent a {what} response that is not JSON: {raw!r:.200}") from None
 
     async def _with_retries(self, method: str, path: str, body: dict | None, what: str) -> Any:
@@ -451,7 +451,7 @@ def _message(raw: bytes) -> str:
     """The error message of an error answer: OpenAI's `{"error": {"message": ...}}`, else its text."""
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw.decode("utf-8", "replace").strip()[:500] or "no message"
     error = body.get("error", body) if isinstance(body, dict) else body
     if isinstance(error, dict) and error.get("message"):

@@ -172,7 +172,7 @@ class UnitTestReward(Reward):
                     err += b"\nthe judge ran out of time"
                 try:
                     verdict = json.loads(out) if judge.returncode == 0 else None
-                except ValueError:
+                except (ValueError, RecursionError):
                     verdict = None
                 # The candidate's program ends by itself once the judge's ends of the pipes close (or has
                 # ended already); one the judge gave up on (hung, sent junk) is not waited for.

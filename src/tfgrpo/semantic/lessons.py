@@ -597,7 +597,7 @@ class LessonLibrary:
         data = read_text_file(path)
         try:
             value = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise LibraryFormatError(f'{path} is not JSON ({exc}); expected {{"G0": "lesson", ...}}') from None
         if isinstance(value, list):
             value = {str(i): v for i, v in enumerate(value)}
