@@ -221,6 +221,8 @@ def test_bad_continual_arguments_are_clear_errors(student, tmp_path):
     assert ran.returncode == 1 and "each domain once" in ran.stderr
     ran = tfgrpo("continual", *ARGS, "--domains", "dates,chess", "--out", tmp_path, check=False)
     assert ran.returncode == 1 and "no samples of domain(s) chess" in ran.stderr
+    ran = tfgrpo("continual", "--domains", "dates,chess", "--out", tmp_path, check=False)  # multidomain by default
+    assert ran.returncode == 1 and "the data has dates, json, quote, lower, hyphen" in ran.stderr
     ran = tfgrpo("continual", *ARGS, "--where", "domain", "--out", tmp_path, check=False)
     assert ran.returncode == 1 and "--select retrieve" in ran.stderr
     ran = tfgrpo("continual", *ARGS, "--seeds", "1", "1", "--out", tmp_path, check=False)

@@ -86,8 +86,7 @@ def task_args(p: argparse.ArgumentParser, default: str = "arithmetic") -> None:
         "--task",
         default=default,
         help="bundled task (arithmetic, humaneval, math, math-tool, multidomain) or your own factory returning a "
-        "tfgrpo.tasks.Task: module:function or path/to/file.py:function (called with the --task-option values); "
-        "default: %(default)s",
+        "tfgrpo.tasks.Task: module:function or path/to/file.py:function (called with the --task-option values)",
     )
     g.add_argument(
         "--task-option", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. difficulty=medium"
