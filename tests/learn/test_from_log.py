@@ -288,3 +288,16 @@ def test_a_record_that_breaks_the_parser_is_that_lines_error_not_the_runs_end(mo
     monkeypatch.setattr(ingest, "parse_record", broken)
     [line] = list(ingest.read_lines(io.BytesIO(b'{"prompt": "q"}\n')))
     assert line.record is None and line.error == "unreadable record (TypeError: a shape nobody checked)"
+
+
+def test_the_command_creates_a_library_with_the_capacity_and_eviction_policy_asked(tmp_path):
+    log = tmp_path / "log.jsonl"
+    write(log, lines(8, prompts=3))
+    library = tmp_path / "lib.db"
+    ran = tfgrpo("learn-from-log", log, "-l", library, "--max-library-size", "0", check=False)
+    assert ran.returncode == 1 and "max_library_size must be >= 1" in ran.stderr and not library.exists()
+    tfgrpo("learn-from-log", log, "-l", library, "--window", "4", "--max-library-size", "2",
+           "--eviction-policy", "balanced")  # fmt: skip
+    with TrainingFreeGRPO.open(library) as lib:
+        assert (lib.config.max_library_size, lib.config.eviction_policy) == (2, "balanced")
+        assert len(lib.experience_library) <= 2

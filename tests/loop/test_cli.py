@@ -245,3 +245,18 @@ def test_demo_keeps_no_rollouts_with_no_rollout_log_and_empties_only_its_own_fol
         refused = run("demo", "--model", model, "--out", a_file, *sizes, check=False)
         assert refused.returncode == 1 and "a file is in the way" in refused.stderr and a_file.read_text() == "x"
     assert len(server.requests) > 0
+
+
+def test_train_creates_a_library_with_the_capacity_and_eviction_policy_asked(tmp_path: Path):
+    lib = tmp_path / "lib.db"
+    with StandIn(_half_right) as server:
+        model = ["--model", f"openai:m@{server.url}", "--no-chat", "--stop", "\n"]
+        ran = run("train", *TINY_TRAIN, *TINY_GEN, *model, "-l", lib, "--max-library-size", "0", check=False)
+        assert ran.returncode == 1 and "max_library_size must be >= 1" in ran.stderr
+        assert server.requests == [] and not lib.exists()
+        run(
+            "train", *TINY_TRAIN, *TINY_GEN, *model, "-l", lib, "--max-library-size", "3", "--eviction-policy", "oldest"
+        )
+    with TrainingFreeGRPO.open(lib) as grpo:
+        assert (grpo.config.max_library_size, grpo.config.eviction_policy) == (3, "oldest")
+        assert grpo.total_stored > 3 and len(grpo.experience_library) == 3  # the oldest went

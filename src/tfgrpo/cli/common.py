@@ -27,6 +27,30 @@ def library_arg(p: argparse.ArgumentParser, default: str = "library.db", help: s
     )
 
 
+def capacity_args(p: argparse.ArgumentParser) -> None:
+    """`--max-library-size` and `--eviction-policy`: the capacity of a library the command creates."""
+    p.add_argument("--max-library-size", type=int, default=None, help="library capacity (new libraries)")
+    p.add_argument(
+        "--eviction-policy",
+        choices=["lowest_advantage", "oldest", "balanced"],
+        default=None,
+        help="what goes when the library is full (new libraries; balanced: the lowest advantage of the domain "
+        "that holds the most, so every domain keeps its share)",
+    )
+
+
+def new_library_config(args, **changes):
+    """The GRPOConfig of a library the command creates: the defaults, `changes`, then --max-library-size and
+    --eviction-policy; checked at once, so a bad value is refused before any work."""
+    from ..core.config import GRPOConfig
+
+    if getattr(args, "max_library_size", None) is not None:
+        changes["max_library_size"] = args.max_library_size
+    if getattr(args, "eviction_policy", None):
+        changes["eviction_policy"] = args.eviction_policy
+    return GRPOConfig().replace(**changes)
+
+
 def open_library(path: str, must_exist: bool = True):
     """A library from a path or URL: SQLite files and PostgreSQL URLs are opened write-through, JSON
     files loaded into memory."""

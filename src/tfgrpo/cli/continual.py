@@ -11,7 +11,18 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from .common import HINTED, check_lesson_path, load_task, make_backend, model_arg, task_args, task_hints, template
+from .common import (
+    HINTED,
+    capacity_args,
+    check_lesson_path,
+    load_task,
+    make_backend,
+    model_arg,
+    new_library_config,
+    task_args,
+    task_hints,
+    template,
+)
 from .options import add_config_args, add_config_file_args, config_from_args
 from .report import open_run_tracker, result_args
 
@@ -60,14 +71,7 @@ def add_commands(command) -> None:
         help="folder of the baselines' pools and scores, reused by every run made on the same prompts and seeds "
         "(default: OUT/baselines); give several runs the same one to score the baselines once",
     )
-    p.add_argument("--max-library-size", type=int, default=None, help="library capacity (new libraries)")
-    p.add_argument(
-        "--eviction-policy",
-        choices=["lowest_advantage", "oldest", "balanced"],
-        default=None,
-        help="what goes when the library is full (new libraries; balanced: the lowest advantage of the domain "
-        "that holds the most)",
-    )
+    capacity_args(p)
     task_args(p, default="multidomain")  # the bundled task whose samples carry a domain
     g = p.add_argument_group("model")
     model_arg(g)
@@ -101,7 +105,6 @@ def cmd_continual(args) -> int | None:
 
     import numpy as np
 
-    from ..core.config import GRPOConfig
     from ..core.files import atomic_write, output_folder
     from ..core.library import TrainingFreeGRPO
     from ..core.store import is_store_target, store_exists
@@ -145,13 +148,7 @@ def cmd_continual(args) -> int | None:
     eval_config = EvalConfig(
         **rollout, k=args.k, temperature=args.test_temperature, seed=args.test_seed, batch_size=args.test_batch_size
     )
-    # The new libraries' config, checked before any work.
-    changes: dict = {"group_size": config.group_size}
-    if args.max_library_size is not None:
-        changes["max_library_size"] = args.max_library_size
-    if args.eviction_policy:
-        changes["eviction_policy"] = args.eviction_policy
-    new_library = GRPOConfig().replace(**changes)
+    new_library = new_library_config(args, group_size=config.group_size)
     output_folder(out)
     output_folder(base_dir, "--baselines-dir")
     matrices: dict[str, dict[int, np.ndarray]] = {}

@@ -6,7 +6,15 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 
-from .common import check_lesson_path, library_arg, make_backend, open_rollout_log, rollout_log_args
+from .common import (
+    capacity_args,
+    check_lesson_path,
+    library_arg,
+    make_backend,
+    new_library_config,
+    open_rollout_log,
+    rollout_log_args,
+)
 from .options import add_config_args, add_config_file_args, config_from_args, print_config, resolved_options
 
 
@@ -33,7 +41,7 @@ def add_commands(command) -> None:
         "turns each window's groups with signal into lessons (paper mode); both",
     )
     p.add_argument("--critic", default="local", help="backend spec of the critic LLM (--strategy lessons, both)")
-    p.add_argument("--max-library-size", type=int, default=None, help="library capacity (new libraries)")
+    capacity_args(p)
     add_config_args(p.add_argument_group("reading the log (FromLogConfig)"), FromLogConfig)
     rollout_log_args(p)
     add_config_args(
@@ -47,7 +55,6 @@ def add_commands(command) -> None:
 
 
 def cmd_learn_from_log(args) -> int | None:
-    from ..core.config import GRPOConfig
     from ..core.library import TrainingFreeGRPO
     from ..core.store import store_exists
     from ..learn import ExampleUpdate, LessonUpdate, Update
@@ -61,12 +68,11 @@ def cmd_learn_from_log(args) -> int | None:
         print(print_config(resolved_options(args, config, lesson_config), args.print_config))
         return 0
     check_lesson_path(args.library)  # (the position of the log is kept in a database)
+    new_config = new_library_config(args)  # a library this run creates
     with ExitStack() as stack:
         updates: list[Update] = []
         if args.strategy in ("examples", "both"):
-            grpo_config = None
-            if not store_exists(args.library) and args.max_library_size:
-                grpo_config = GRPOConfig().replace(max_library_size=args.max_library_size)
+            grpo_config = None if store_exists(args.library) else new_config
             grpo = stack.enter_context(TrainingFreeGRPO.open(args.library, grpo_config))
             updates.append(ExampleUpdate(grpo, task_name=config.task))
         cache = None

@@ -10,12 +10,14 @@ from contextlib import ExitStack
 from .common import (
     HINTED,
     agent_args,
+    capacity_args,
     check_lesson_path,
     executor_args,
     library_label,
     load_task,
     make_backend,
     model_arg,
+    new_library_config,
     open_agent,
     open_executor_of,
     open_rollout_log,
@@ -47,7 +49,7 @@ def add_commands(command) -> None:
         "in the same .db; both: both updates in every step, on the same rollouts",
     )
     p.add_argument("--library", "-l", default="library.db", help="SQLite library (resumes if it exists)")
-    p.add_argument("--max-library-size", type=int, default=None, help="library capacity (new libraries)")
+    capacity_args(p)
     p.add_argument(
         "--metrics",
         default=None,
@@ -93,7 +95,6 @@ def configs(args, task):
 
 
 def cmd_train(args) -> int | None:
-    from ..core.config import GRPOConfig
     from ..core.library import TrainingFreeGRPO
     from ..core.store import is_store_target, store_exists
     from ..learn import ExampleUpdate, LessonUpdate, Update
@@ -110,6 +111,7 @@ def cmd_train(args) -> int | None:
         return 0
     examples = args.strategy in ("examples", "both")
     lessons = args.strategy in ("lessons", "both")
+    new_config = new_library_config(args, group_size=config.group_size)  # a library this run creates
     if lessons:
         check_lesson_path(args.library)
     label = library_label(args.library)
@@ -118,12 +120,7 @@ def cmd_train(args) -> int | None:
     with ExitStack() as stack:
         grpo = library = None
         if examples:
-            grpo_config = None
-            if not store_exists(args.library):
-                changes = {"group_size": config.group_size}
-                if args.max_library_size:
-                    changes["max_library_size"] = args.max_library_size
-                grpo_config = GRPOConfig().replace(**changes)
+            grpo_config = None if store_exists(args.library) else new_config
             grpo = stack.enter_context(TrainingFreeGRPO.open(args.library, grpo_config, seed=config.seed))
         if lessons:
             library = stack.enter_context(LessonLibrary(args.library, max_words=lesson_config.max_words))
