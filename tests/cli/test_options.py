@@ -216,3 +216,15 @@ def test_tfgrpo_warnings_read_as_the_clis_errors_do_and_others_as_python_writes_
     said = _format_warning(TFGRPOWarning("G=2 is small"), TFGRPOWarning, "<string>", 11)
     assert said == "tfgrpo: warning: G=2 is small\n"
     assert _format_warning(UserWarning("odd"), UserWarning, "f.py", 3) == "f.py:3: UserWarning: odd\n"
+
+
+def test_a_ranged_number_in_a_file_is_checked_as_on_the_command_line(tmp_path):
+    from tfgrpo.cli import parse_command
+
+    with pytest.raises(ConfigError, match=r"limit \(--limit\) takes a whole number >= 1, got '-1'"):
+        parse_command(["train", "--config", str(write(tmp_path, "a.yaml", "limit: -1\n"))])
+    with pytest.raises(ConfigError, match=r"seeds \(--seeds\) takes a whole number >= 0, got '-2'"):
+        parse_command(["continual", "--config", str(write(tmp_path, "b.yaml", "seeds: [0, -2]\n"))])
+    with pytest.raises(ConfigError, match=r"test_seed \(--test-seed\) takes a whole number, got '5'"):
+        parse_command(["continual", "--config", str(write(tmp_path, "c.yaml", "test_seed: '5'\n"))])
+    assert parse_command(["continual", "--config", str(write(tmp_path, "d.yaml", "test_seed: 5\n"))]).test_seed == 5

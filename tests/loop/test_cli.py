@@ -89,6 +89,35 @@ def test_errors_are_one_clear_line(tmp_path: Path):
     assert wrong.returncode == 1 and "unknown task" in wrong.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["serve", "--port", "99999"], "argument --port: a port is a whole number from 1 to 65535, got '99999'"),
+        (["serve-model", "--port", "-1"], "argument --port: a port is a whole number from 1 to 65535"),
+        (["train", "--limit", "-1"], "argument --limit: a whole number >= 1, got '-1'"),
+        (["demo", "--eval-prompts", "0"], "argument --eval-prompts: a whole number >= 1"),
+        (["demo", "--seed", "-1"], "argument --seed: a whole number >= 0"),
+        (["continual", "--seeds", "0", "-1"], "argument --seeds: a whole number >= 0, got '-1'"),
+        (["repeat", "--seeds", "-2"], "argument --seeds: a whole number >= 0"),
+        (["sample", "--seed", "x"], "argument --seed: a whole number >= 0, got 'x'"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_before_any_work(args, says):
+    """A port, count or seed that cannot work is a usage error at once: before a model loads or a socket
+    opens (a port of 99999 served on another port; a negative --limit dropped the last prompt)."""
+    ran = run(*args, check=False)
+    assert ran.returncode == 2 and says in ran.stderr
+
+
+def test_a_negative_seed_in_a_config_is_refused_before_the_model_is_called(tmp_path: Path):
+    with StandIn(_half_right) as server:
+        for command in ("train", "eval"):
+            model = ["--model", f"openai:m@{server.url}"]
+            ran = run(command, *TINY_TRAIN, *model, "-l", tmp_path / "l.db", "--seed", "-1", check=False)
+            assert ran.returncode == 1 and "Config.seed must be >= 0, got -1" in ran.stderr
+        assert server.requests == []
+
+
 STOP_AT_STEP_TWO = """
 import threading
 from pathlib import Path

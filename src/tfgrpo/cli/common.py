@@ -27,6 +27,33 @@ def library_arg(p: argparse.ArgumentParser, default: str = "library.db", help: s
     )
 
 
+def _whole_number(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"a whole number >= {minimum}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a count)."""
+    return _whole_number(text, 1)
+
+
+def seed_value(text: str) -> int:
+    """An argparse type: a seed, a whole number >= 0 (checked before any work, not at the first sample)."""
+    return _whole_number(text, 0)
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port to listen on, 1 to 65535 (refused before a model loads or a socket opens)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) < 65536):
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535, got {text!r}")
+    return int(text)
+
+
 def capacity_args(p: argparse.ArgumentParser) -> None:
     """`--max-library-size` and `--eviction-policy`: the capacity of a library the command creates."""
     p.add_argument("--max-library-size", type=int, default=None, help="library capacity (new libraries)")
@@ -133,7 +160,7 @@ def task_args(p: argparse.ArgumentParser, default: str = "arithmetic") -> None:
         help="your held-out file (same fields as --data): eval and attribute use it instead of the split, and "
         "train then uses all of --data",
     )
-    g.add_argument("--limit", type=int, default=None, help="use at most this many prompts of each side")
+    g.add_argument("--limit", type=positive_int, default=None, help="use at most this many prompts of each side")
     g.add_argument(
         "--allow-unsandboxed",
         action="store_true",

@@ -19,6 +19,8 @@ from .common import (
     make_backend,
     model_arg,
     new_library_config,
+    positive_int,
+    seed_value,
     task_args,
     task_hints,
     template,
@@ -43,7 +45,7 @@ def add_commands(command) -> None:
     )
     p.add_argument("--domains", default=None, help="the domains, in the order learned: A,B,C (default: all, as met)")
     p.add_argument("--schedule", choices=["phases", "mixed"], default="phases", help="a phase per domain, or mixed")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds' values, e.g. 0 1 2")
+    p.add_argument("--seeds", type=seed_value, nargs="+", default=[0, 1, 2], help="training seeds' values, e.g. 0 1 2")
     p.add_argument("--out", default="continual-out", help="folder of the results (OUT/continual.json) and evaluations")
     p.add_argument(
         "--library",
@@ -84,10 +86,12 @@ def add_commands(command) -> None:
         defaults=HINTED,
     )
     g = p.add_argument_group("evaluation")
-    g.add_argument("-k", type=int, default=4, help="samples per held-out prompt")
+    g.add_argument("-k", type=positive_int, default=4, help="samples per held-out prompt")
     g.add_argument("--test-temperature", type=float, default=0.3, help="sampling temperature of the evaluation")
-    g.add_argument("--test-seed", type=int, default=1234, help="seed of the evaluation's sampling (every condition)")
-    g.add_argument("--test-batch-size", type=int, default=8, help="held-out prompts per generation call")
+    g.add_argument(
+        "--test-seed", type=seed_value, default=1234, help="seed of the evaluation's sampling (every condition)"
+    )
+    g.add_argument("--test-batch-size", type=positive_int, default=8, help="held-out prompts per generation call")
     add_config_args(p.add_argument_group("lessons (LessonConfig; --strategy lessons or both)"), LessonConfig)
     result_args(p, out=False)
     add_config_file_args(p)

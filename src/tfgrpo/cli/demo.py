@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import open_rollout_log, rollout_log_args
+from .common import open_rollout_log, positive_int, rollout_log_args, seed_value
 
 
 def add_commands(command) -> None:
@@ -28,9 +28,9 @@ def add_commands(command) -> None:
         help="folder for the library and metrics: a new or empty folder, or one an earlier demo wrote (emptied first)",
     )
     p.add_argument("--model", default="local", help="backend spec (see `train --help`)")
-    p.add_argument("--train-prompts", type=int, default=32, help="training prompts")
-    p.add_argument("--eval-prompts", type=int, default=40, help="held-out prompts")
-    p.add_argument("--seed", type=int, default=0, help="seed of the task's questions, training and evaluation")
+    p.add_argument("--train-prompts", type=positive_int, default=32, help="training prompts")
+    p.add_argument("--eval-prompts", type=positive_int, default=40, help="held-out prompts")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of the task's questions, training and evaluation")
     rollout_log_args(p)
 
 

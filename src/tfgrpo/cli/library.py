@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..errors import TFGRPOError
-from .common import library_arg, open_library
+from .common import library_arg, open_library, seed_value
 
 
 def add_commands(command) -> None:
@@ -18,7 +18,7 @@ def add_commands(command) -> None:
     library_arg(p)
     p.add_argument("-k", type=int, default=5, help="how many to draw")
     p.add_argument("--distinct", action="store_true", help="no experience twice")
-    p.add_argument("--seed", type=int, default=None, help="seed for a reproducible draw")
+    p.add_argument("--seed", type=seed_value, default=None, help="seed for a reproducible draw")
     p.add_argument("--json", action="store_true", help="print JSON lines")
 
     p = command("query", cmd_query, "Find a library's experiences for a prompt (prefix match), best first.")

@@ -320,6 +320,13 @@ def _coerce(path: str | Path, name: str, value: Any, action: argparse.Action) ->
 
 def _coerce_one(path: str | Path, name: str, value: Any, action: argparse.Action, flag: str) -> Any:
     kind = action.type or str
+    if kind not in (int, float, str):  # a whole number in a range (`common.positive_int`, `seed_value`, ...)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: {name} ({flag}) takes a whole number, got {value!r}")
+        try:
+            return kind(str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"{path}: {name} ({flag}) takes {exc}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind in (int, float, str) and (isinstance(value, bool) or not isinstance(value, kind)):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..core.knobs import knob_fields
 from ..executors.config import ExecutorConfig
-from .common import executor_args, open_executor_of
+from .common import executor_args, open_executor_of, seed_value
 from .options import explicit, flag_of
 
 if TYPE_CHECKING:
@@ -45,7 +45,11 @@ def add_commands(command) -> None:
         "mean, t 95%% CI and spread. Rerun the same command to resume, or with more --seeds to add seeds.",
     )
     p.add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="the training seeds' values, e.g. 0 1 2 (not a count)"
+        "--seeds",
+        type=seed_value,
+        nargs="+",
+        default=[0, 1, 2],
+        help="the training seeds' values, e.g. 0 1 2 (not a count)",
     )
     p.add_argument("--out", default="repeat-out", help="folder for the libraries and results")
     p.add_argument("--train-args", default="", help='arguments for `tfgrpo train`, e.g. "--task arithmetic -G 8"')

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 
 from ..server.limits import add_limit_arguments, limits_from_args
+from .common import port_number
 
 
 def add_commands(command) -> None:
     p = command("serve-model", cmd_serve_model, "Serve a backend as an OpenAI-compatible HTTP API.")
     p.add_argument("--model", default="local", help="backend spec (see `train --help`)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface; set --api-key)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument("--port", type=port_number, default=8000, help="port to listen on")
     p.add_argument("--model-name", default=None, help="the model id clients use (default: from the backend)")
     p.add_argument(
         "--api-key",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..server.limits import add_limit_arguments, limits_from_args
-from .common import executor_args, open_executor_of
+from .common import executor_args, open_executor_of, port_number
 from .options import add_config_args, config_from_args
 from .report import open_run_tracker, result_args
 
@@ -26,7 +26,7 @@ def add_commands(command) -> None:
     )
     p.add_argument("--library", "-l", default=None, help="SQLite library file (created if missing); not with --keys")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (without --keys: loopback only)")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on")
+    p.add_argument("--port", type=port_number, default=8080, help="port to listen on")
     p.add_argument("--keys", default=None, metavar="KEYS.TOML", help="tenants: hashed API keys -> library and role")
     p.add_argument(
         "--reward",

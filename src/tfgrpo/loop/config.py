@@ -17,7 +17,7 @@ class TrainConfig(RolloutConfig):
     epochs: int = knob(1, "passes over the training samples", minimum=1)
     batch_size: int = knob(4, "prompts per step (each strategy commits once per step)", minimum=1)
     group_size: int = knob(8, "rollouts per prompt (G)", minimum=1, flag="--group-size")
-    seed: int = knob(0, "seed of the batch order, the examples drawn and the sampling")
+    seed: int = knob(0, "seed of the batch order, the examples drawn and the sampling", minimum=0)
     active: bool = knob(
         False,
         "spend each epoch's groups where they teach: a prompt whose group had signal and that holds fewer than "
