@@ -324,7 +324,7 @@ def _coerce_one(path: str | Path, name: str, value: Any, action: argparse.Action
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: {name} ({flag}) takes a whole number, got {value!r}")
         try:
-            return kind(str(value))
+            return kind(str(value))  # type: ignore[operator]  # argparse types its `type` loosely
         except argparse.ArgumentTypeError as exc:
             raise ConfigError(f"{path}: {name} ({flag}) takes {exc}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
