@@ -222,7 +222,9 @@ def test_bad_continual_arguments_are_clear_errors(student, tmp_path):
     ran = tfgrpo("continual", *ARGS, "--domains", "dates,chess", "--out", tmp_path, check=False)
     assert ran.returncode == 1 and "no samples of domain(s) chess" in ran.stderr
     ran = tfgrpo("continual", "--domains", "dates,chess", "--out", tmp_path, check=False)  # multidomain by default
-    assert ran.returncode == 1 and "the data has dates, json, quote, lower, hyphen" in ran.stderr
+    assert ran.returncode == 1 and "the training data has dates, json, quote, lower, hyphen" in ran.stderr
+    ran = tfgrpo("continual", "--domains", "dates", "--task-option", "n=1", "--out", tmp_path, check=False)
+    assert ran.returncode == 1 and "no samples of domain(s) dates; the held-out data is empty" in ran.stderr
     ran = tfgrpo("continual", *ARGS, "--where", "domain", "--out", tmp_path, check=False)
     assert ran.returncode == 1 and "--select retrieve" in ran.stderr
     ran = tfgrpo("continual", *ARGS, "--seeds", "1", "1", "--out", tmp_path, check=False)

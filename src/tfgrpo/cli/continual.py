@@ -144,7 +144,9 @@ def cmd_continual(args) -> int | None:
     if domains is not None and (not domains or len(set(domains)) < len(domains)):
         raise ConfigError(f"--domains {args.domains!r}: name each domain once, A,B,C")
     plan = make_plan(
-        by_domain(task.train, domains, args.limit), by_domain(task.test, domains, args.limit), args.schedule
+        by_domain(task.train, domains, args.limit, "training data"),
+        by_domain(task.test, domains, args.limit, "held-out data"),
+        args.schedule,
     )
     config = config_from_args(TrainConfig, args, hints=task_hints(task), template=template(args, task))
     lesson_config = config_from_args(LessonConfig, args)

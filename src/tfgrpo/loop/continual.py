@@ -61,9 +61,11 @@ def domain_of(sample: dict) -> str | None:
     return None if value is None else str(value)
 
 
-def by_domain(samples: Sequence[dict], domains: Sequence[str] | None = None, limit: int | None = None) -> dict:
+def by_domain(
+    samples: Sequence[dict], domains: Sequence[str] | None = None, limit: int | None = None, split: str = "data"
+) -> dict:
     """The samples of each domain (those named, in that order; by default every domain in the order met),
-    at most `limit` of each."""
+    at most `limit` of each. `split` names the samples in an error ("training samples", ...)."""
     groups: dict[str, list[dict]] = {}
     for sample in samples:
         domain = domain_of(sample)
@@ -76,7 +78,8 @@ def by_domain(samples: Sequence[dict], domains: Sequence[str] | None = None, lim
     order = list(domains) if domains else list(groups)
     missing = [d for d in order if d not in groups]
     if missing:
-        raise ConfigError(f"no samples of domain(s) {', '.join(missing)}; the data has {', '.join(groups)}")
+        has = f"has {', '.join(groups)}" if groups else "is empty"
+        raise ConfigError(f"no samples of domain(s) {', '.join(missing)}; the {split} {has}")
     return {d: groups[d][:limit] if limit else groups[d] for d in order}
 
 
