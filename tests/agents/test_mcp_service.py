@@ -54,3 +54,18 @@ def test_the_least_recent_sessions_are_forgotten_past_the_bound(tmp_path):
     kept, stats = run(tmp_path / "lib.db", MCPLimits(max_sessions=3), calls)
     assert kept == ["client-4", "client-2", "client-5"]
     assert stats["session"]["contexts"] == 2
+
+
+def test_a_reward_that_cannot_be_learned_from_is_refused_and_nothing_is_stored(tmp_path):
+    async def calls(service):
+        refused = []
+        for reward in (float("nan"), 1e308, -1e200, True):
+            with pytest.raises(ConfigError) as error:
+                await service.record("s", "task", "3000 m", reward)
+            refused.append(str(error.value))
+        return refused, await service.stats("s")
+
+    refused, stats = run(tmp_path / "lib.db", MCPLimits(), calls)
+    assert "finite" in refused[0] and "finite" in refused[3]
+    assert all("too large to learn from" in r for r in refused[1:3])
+    assert stats["records"]["completions"] == 0

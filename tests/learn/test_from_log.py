@@ -107,6 +107,7 @@ def test_every_record_shape_is_read_and_grouped_by_prompt_or_group(tmp_path):
         ({"prompt": "q", "response": "4"}, '"reward" must be a number'),
         ({"prompt": "q", "response": "4", "reward": True}, '"reward" must be a number'),
         ({"prompt": "q", "response": "4", "reward": 1e400}, "must be finite"),
+        ({"prompt": "q", "response": "4", "reward": 1e308}, "too large to learn from"),  # two overflow a sum
         ({"prompt": "q", "response": 4, "reward": 1}, '"response" must be text'),
         ({"prompt": "q", "response": "4", "reward": 1, "metadata": {"k": [1]}}, "metadata.k"),
         ({"prompt": "q", "response": "4", "reward": 1, "timestamp": "yesterday"}, "ISO date-time"),

@@ -125,6 +125,17 @@ def test_non_finite_reward_is_400(fresh, tmp_path):
         assert response.status_code == 400 and "finite" in response.json()["error"]["message"]
 
 
+def test_a_reward_too_large_to_learn_from_is_400_not_a_group_the_learner_drops(fresh, tmp_path):
+    # 1e308 is finite, but two of them overflow the group's sum: the learner would skip the group after a 200.
+    with Proxy(fresh, tmp_path / "lib.db") as proxy, proxy.client() as client:
+        cid = chat(client, n=3).id
+        response = proxy.post("/v1/feedback", {"id": cid, "rewards": [1e308, 1e308, 0.0]})
+        assert response.status_code == 400 and response.json()["error"]["param"] == "rewards.0"
+        assert "too large to learn from" in response.json()["error"]["message"]
+        response = proxy.post("/v1/feedback", {"id": cid, "rewards": [1e150, -1e150, 0.0]})
+        assert response.status_code == 200 and response.json()["groups"] == [1]
+
+
 def test_rewards_for_every_choice_form_one_group(fresh, tmp_path):
     with Proxy(fresh, tmp_path / "lib.db") as proxy, proxy.client() as client:
         cid = chat(client, n=3).id

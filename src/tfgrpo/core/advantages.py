@@ -8,6 +8,10 @@ from collections.abc import Sequence
 
 from ..errors import InvalidRolloutsError
 
+MAX_REWARD_MAGNITUDE = 1e150
+"""The largest reward magnitude a service takes from a client: a group of such rewards always adds up
+and subtracts without overflow (a finite 1e308 does not), so what it accepts it can learn."""
+
 
 def check_rewards(rewards: Sequence[float]) -> list[float]:
     """Rewards as floats, or `InvalidRolloutsError` naming the first bad one."""

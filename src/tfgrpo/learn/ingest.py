@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from ..core.advantages import MAX_REWARD_MAGNITUDE
 from ..core.experience import MAX_TIMESTAMP, clean_text
 from ..rewards.base import Score
 from .group import Group
@@ -203,6 +204,8 @@ def _reward(value: Any, what: str) -> float:
         raise BadRecord(f'"{what}" is too large') from None
     if not math.isfinite(value):
         raise BadRecord(f'"{what}" must be finite')
+    if abs(value) > MAX_REWARD_MAGNITUDE:
+        raise BadRecord(f'"{what}" is too large to learn from (at most {MAX_REWARD_MAGNITUDE:g} either way)')
     return value
 
 

@@ -9,6 +9,7 @@ import logging
 import math
 from typing import Any
 
+from ..core.advantages import MAX_REWARD_MAGNITUDE
 from ..errors import excerpt
 from ._state import ProxyState
 from .metrics import log_fields
@@ -94,4 +95,10 @@ def _rewards(body: dict[str, Any]) -> tuple[str, dict[int, float]]:
 def _finite(value: Any, param: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise bad_request(f"{param}: must be a finite number, got {json.dumps(value)[:50]}", param=param)
+    if abs(value) > MAX_REWARD_MAGNITUDE:
+        raise bad_request(
+            f"{param}: {json.dumps(value)[:50]} is too large to learn from (at most {MAX_REWARD_MAGNITUDE:g} either "
+            "way); rescale the rewards",
+            param=param,
+        )
     return float(value)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..agents.trajectory import TOOL_CHARS, Message, Trajectory
+from ..core.advantages import MAX_REWARD_MAGNITUDE
 from ..core.experience import check_text
 from ..core.knobs import check_knobs, knob
 from ..errors import ConfigError, TFGRPOError
@@ -137,6 +138,10 @@ class LibraryService:
         self._text(response, "response", self.limits.max_response_chars)
         if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
             raise ConfigError(f"reward must be a finite number, got {reward!r:.50}")
+        if abs(reward) > MAX_REWARD_MAGNITUDE:
+            raise ConfigError(
+                f"reward {reward!r:.50} is too large to learn from (at most {MAX_REWARD_MAGNITUDE:g} either way)"
+            )
         run = self._trajectory(trajectory, response)
         state = self.session(session)
         if not state.take():
