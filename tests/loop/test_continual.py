@@ -271,6 +271,26 @@ def test_runs_on_the_same_prompts_are_compared_side_by_side(student, tmp_path):
         merge([first, renamed])
     with pytest.raises(ConfigError, match="no continual results"):
         merge([])
+    # A result file is data from elsewhere: one of another shape is named, and no report is written.
+    damaged = {
+        "R": lambda d: d["conditions"]["sample"].__setitem__("R", {"0": "x"}),
+        "R_mean": lambda d: d["conditions"]["sample"].__setitem__("R_mean", [[1, 2], [3]]),
+        "acc": lambda d: d["conditions"]["sample"]["acc"].__setitem__("mean", "high"),
+        "phases": lambda d: d.__setitem__("phases", None),
+        "conditions": lambda d: d.__setitem__("conditions", []),
+    }
+    for field, damage in damaged.items():
+        bad = json.loads(json.dumps(second))
+        damage(bad)
+        path = tmp_path / f"damaged-{field}.json"
+        path.write_text(json.dumps(bad))
+        for files in ([path], [tmp_path / "a" / "continual.json", path]):
+            args = [a for f in files for a in ("--eval", f)]
+            ran = tfgrpo(
+                "report", "-l", tmp_path / "a" / "library-seed0.db", *args, "-o", tmp_path / "x.html", check=False
+            )
+            assert ran.returncode == 1 and f"{path}: " in ran.stderr and "Traceback" not in ran.stderr, (field, files)
+    assert not (tmp_path / "x.html").exists()
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -56,6 +57,11 @@ def test_a_result_file_of_the_wrong_kind_is_refused(trained, tmp_path):
     bad.write_text('{"hello": 1}')
     with pytest.raises(ConfigError, match="not an eval, attribute, repeat or continual result"):
         write_report(trained["library"], tmp_path / "r.html", [bad])
+    assert not (tmp_path / "r.html").exists()
+    for kind in ("evaluation", "attribution", "repeat", "continual"):  # the right kind, the wrong shape
+        bad.write_text(json.dumps({"kind": kind, "conditions": {"x": 1}}))
+        with pytest.raises(ConfigError, match=f"bad.json: not a readable {kind} result"):
+            write_report(trained["library"], tmp_path / "r.html", [bad])
     assert not (tmp_path / "r.html").exists()
 
 

@@ -34,11 +34,17 @@ def add_commands(command) -> None:
 
 
 def cmd_report(args) -> None:
+    from ..errors import ConfigError
     from ..loop.continual import merge
     from ..report import read_result, write_report
 
-    continual = [r for r in map(read_result, args.eval) if r["kind"] == "continual"]
-    merged = merge(continual) if len(continual) > 1 else None  # several runs' conditions, side by side
+    continual = [(path, r) for path, r in ((p, read_result(p)) for p in args.eval) if r["kind"] == "continual"]
+    for path, result in continual:  # each alone first, so that a damaged one is named
+        try:
+            merge([result])
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    merged = merge([r for _, r in continual]) if len(continual) > 1 else None  # several runs' conditions, side by side
     path = write_report(args.library, args.output, args.eval, args.metrics, merged)
     print(f"report: {path}")
 

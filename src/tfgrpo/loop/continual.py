@@ -207,15 +207,37 @@ def merge(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for summary in summaries:
         if summary.get("kind") != "continual" or summary.get("plan") != first.get("plan"):
             raise ConfigError("continual results of different plans (phases, held-out prompts) cannot be compared")
-        for name, c in summary["conditions"].items():
-            per_seed = {int(seed): np.asarray(R, dtype=float) for seed, R in c["R"].items()}
+        for name, (per_seed, baseline) in _conditions_of(summary).items():
             if name in matrices and any(not np.array_equal(matrices[name].get(s, R), R) for s, R in per_seed.items()):
                 raise ConfigError(f"{name!r} was scored differently in two results; give each condition one name")
             matrices.setdefault(name, {}).update(per_seed)
-            if c["baseline"] and name not in baselines:
+            if baseline and name not in baselines:
                 baselines.append(name)
-    meta = {k: first[k] for k in ("kind", "plan", "domains", "schedule", "phases", "test_prompts", "train_prompts")}
-    return _summary(matrices, meta, baselines)
+    keys = ("kind", "plan", "domains", "schedule", "phases", "test_prompts", "train_prompts")
+    if any(k not in first for k in keys) or first["schedule"] not in ("phases", "mixed"):
+        raise ConfigError(f"a continual result needs {', '.join(keys)}; write it again with `tfgrpo continual`")
+    shapes = {R.shape for per_seed in matrices.values() for R in per_seed.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ConfigError("continual results whose accuracy matrices differ in shape cannot be merged")
+    return _summary(matrices, {k: first[k] for k in keys}, baselines)
+
+
+def _conditions_of(summary: dict[str, Any]) -> dict[str, tuple[dict[int, np.ndarray], bool]]:
+    """Each condition of a continual result: its matrix per training seed and whether it is a baseline;
+    a ConfigError for a result of another shape (result files come from elsewhere)."""
+    try:
+        return {
+            str(name): (
+                {int(seed): np.asarray(R, dtype=float) for seed, R in c["R"].items()},
+                bool(c["baseline"]),
+            )
+            for name, c in summary["conditions"].items()
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"a continual result of another shape ({type(exc).__name__}: {str(exc)[:200]}); "
+            "write it again with `tfgrpo continual`"
+        ) from None
 
 
 def _summary(matrices: dict[str, dict[int, np.ndarray]], meta: dict[str, Any], baselines: Sequence[str]) -> dict:

@@ -84,9 +84,16 @@ def render(
     sections = [_summary(library, stats, lessons, results, logs)]
     sections += [_training(name, records) for name, records in logs if records]
     sections.append(_advantages(experiences))
+    kinds = {"evaluation": _evaluation, "attribution": _attribution, "repeat": _repeat, "continual": _continual}
     for name, result in results:
-        kinds = {"evaluation": _evaluation, "attribution": _attribution, "repeat": _repeat, "continual": _continual}
-        sections.append(kinds[result["kind"]](name, result))
+        try:
+            sections.append(kinds[result["kind"]](name, result))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            # A result file is data from elsewhere: a field missing or of another shape is the file's fault.
+            raise ConfigError(
+                f"{name}: not a readable {result['kind']} result ({type(exc).__name__}: {str(exc)[:200]}); "
+                f"write it again with the tfgrpo command that makes it"
+            ) from None
     if side_by_side is not None:
         sections.append(_continual("side by side", side_by_side, "Continual conditions side by side"))
     if lessons is not None:
