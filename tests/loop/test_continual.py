@@ -10,7 +10,7 @@ import pytest
 
 from support.cli import tfgrpo
 from support.students import Student, domain_samples
-from tfgrpo.errors import ConfigError
+from tfgrpo.errors import ConfigError, TFGRPOWarning
 from tfgrpo.loop.continual import (
     across_seeds,
     by_domain,
@@ -169,6 +169,29 @@ def test_a_killed_run_resumes_to_the_result_of_an_unbroken_one(student, tmp_path
     resumed = json.loads((tmp_path / "broken" / "continual.json").read_text())["conditions"]["library"]["R"]
     assert resumed == expected
     assert student[-1].calls < calls  # the resumed run did only what was left
+
+
+def test_a_damaged_saved_score_or_pool_is_said_and_made_again(student, tmp_path):
+    out = tmp_path / "out"
+    tfgrpo("continual", *ARGS, "--seeds", "0", "--out", out)
+    expected = json.loads((out / "continual.json").read_text())["conditions"]
+    damaged = {
+        out / "baselines" / "zero-shot.json": "not json",
+        out / "baselines" / "seed0" / "pool-phase1.json": json.dumps({"identity": None, "successes": 3}),
+        out / "baselines" / "seed0" / "phase2.json": "[1, 2]",
+        out / "seed0" / "phase3.json": json.dumps({"identity": None, "rewards": {"library": "x"}}),
+    }
+    for path, text in damaged.items():
+        assert path.exists(), path
+        if text.startswith('{"identity": null'):  # the right identity, a body of another shape
+            saved = json.loads(path.read_text())
+            text = json.dumps({**json.loads(text), "identity": saved["identity"]})
+        path.write_text(text)
+    with pytest.warns(TFGRPOWarning) as said:
+        tfgrpo("continual", *ARGS, "--seeds", "0", "--out", out)
+    for path in damaged:
+        assert any(f"{path} cannot be read back" in str(w.message) for w in said), path
+    assert json.loads((out / "continual.json").read_text())["conditions"] == expected
 
 
 def test_a_mixed_schedule_reports_accuracy_without_transfer(student, tmp_path):

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ import numpy as np
 
 from ..core.files import atomic_write
 from ..core.library import TrainingFreeGRPO
-from ..errors import ConfigError
+from ..errors import ConfigError, TFGRPOWarning
 from ..learn.rollouts import rollout_batch
 from ..learn.update import Update
 from ..llm.base import Backend
@@ -327,10 +328,15 @@ class Evaluator:
             "state": state,
             "conditions": {n: json.loads(json.dumps(c.to_dict(), default=str)) for n, (_, c) in conditions.items()},
         }
-        if path.exists():
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved.get("identity") == expected:
-                return {name: np.asarray(r, dtype=float) for name, r in saved["rewards"].items()}
+        saved = _saved(path, expected)
+        if saved is not None:
+            try:
+                rewards = {name: np.asarray(saved["rewards"][name], dtype=float) for name in conditions}
+                if all(r.ndim == 3 for r in rewards.values()):
+                    return rewards
+            except (KeyError, TypeError, ValueError):
+                pass
+            _unreadable(path, "its scores are of another shape")
         if refuse is not None:
             raise ConfigError(refuse)
         rewards = {}
@@ -419,11 +425,15 @@ def bootstrap_pool(
         "phase": phase,
         "threshold": success_threshold,
     }
-    if path.exists():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("identity") == identity:
-            by_id = {str(s.get("id", "")): s for s in samples}
-            return [(by_id[i], text) for i, text in saved["successes"]]
+    saved = _saved(path, identity)
+    if saved is not None:
+        by_id = {str(s.get("id", "")): s for s in samples}
+        successes = saved.get("successes")
+        if isinstance(successes, list) and all(
+            isinstance(x, list) and len(x) == 2 and x[0] in by_id and isinstance(x[1], str) for x in successes
+        ):
+            return [(by_id[i], text) for i, text in successes]
+        _unreadable(path, "its successes are of another shape")
     model = CachedBackend(policy, cache, namespace="policy") if cache is not None else policy
     found: list[tuple[dict, str]] = []
     seed = config.seed * 1_000_003 + 500_000 + phase  # far from the training steps' seeds
@@ -438,6 +448,26 @@ def bootstrap_pool(
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: json.dump(record, f))
     return found
+
+
+def _saved(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """What a run saved at `path` when it was made the same way (`identity`), else None. A file that cannot
+    be read (damaged, edited) is said in a warning and made again: it only saves work."""
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        _unreadable(path, str(exc)[:200])
+        return None
+    if not isinstance(saved, dict):
+        _unreadable(path, "not a JSON object")
+        return None
+    return saved if saved.get("identity") == identity else None
+
+
+def _unreadable(path: Path, why: str) -> None:
+    warnings.warn(f"{path} cannot be read back ({why}); it is made again", TFGRPOWarning, stacklevel=3)
 
 
 def fixed_shots(pool: Sequence[tuple[dict, str]], shots: int) -> tuple[tuple[str, str], ...]:
