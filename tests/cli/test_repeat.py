@@ -166,3 +166,21 @@ def test_an_out_that_is_a_file_is_refused_before_any_training(tmp_path, stand_in
     assert repeat(a_file, train, evaluate, 0, 1) != 0
     assert f"--out {a_file}: a file is in the way" in capsys.readouterr().err
     assert stand_in.requests == [] and a_file.read_text() == "kept"
+
+
+def test_a_damaged_saved_result_is_said_and_scored_again(tmp_path, stand_in, scored, capsys):
+    train, evaluate = setup(tmp_path, stand_in)
+    out = tmp_path / "out"
+    assert repeat(out, train, evaluate, 0) == 0
+    first = json.loads((out / "repeat.json").read_text())
+    baselines = json.loads((out / "baselines.json").read_text())
+    (out / "baselines.json").write_text(json.dumps({**baselines, "conditions": {"zero-shot chat": 5}}))
+    (out / "eval-seed0.json").write_text("{not json")
+    capsys.readouterr()
+    scored.clear()
+    assert repeat(out, train, evaluate, 0) == 0
+    err = capsys.readouterr().err
+    assert f"{out / 'baselines.json'} cannot be read back (its conditions are of another shape" in err
+    assert f"{out / 'eval-seed0.json'} cannot be read back (" in err
+    assert scored == [*baselines["conditions"], "library"]  # everything scored again, nothing lost
+    assert json.loads((out / "repeat.json").read_text())["lifts"] == first["lifts"]

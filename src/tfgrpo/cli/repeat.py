@@ -111,7 +111,7 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
     """Each seed's `eval --out` result (`runs`: its `tfgrpo eval` arguments), with "train_seed": the
     baselines scored once (or read back from OUT/baselines.json), each library scored (or read back from
     its result), then compared with the strongest baseline by `report_of`, as `tfgrpo eval` does."""
-    from ..loop.evaluate import ConditionResult, report_of
+    from ..loop.evaluate import report_of
     from .common import load_task, make_backend, open_agent
     from .eval import eval_config, library_conditions, recorder, score
     from .report import _library_versions, finish_result
@@ -144,9 +144,11 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
             library["train_args"] = train_args
             expected = {**identity, "library": {**library, **_library_versions(run.library)}}
             saved = _read(Path(run.out))
+            scored = None
             if saved is not None and saved.get("repeat") == expected:
-                conditions = saved["conditions"].items()
-                scored = [ConditionResult.from_dict(n, c, config.success_threshold) for n, c in conditions]
+                scored = _conditions(Path(run.out), saved, config.success_threshold)
+                saved = saved if scored is not None else None
+            if scored is not None:
                 libraries = [c for c in scored if not c.baseline]
                 print(f"training seed {seed}: reusing the library's evaluation in {run.out}", file=sys.stderr)
             else:
@@ -171,14 +173,15 @@ def _baselines(path: Path, identity: dict, args, task, config, backend, agent) -
     """The baselines of `tfgrpo eval` (`score_baselines`), read back from `path` when it was written with
     this `identity`, else scored (`backend()` gives the model) and saved there."""
     from ..core.files import atomic_write
-    from ..loop.evaluate import ConditionResult
     from .eval import score_baselines
 
     saved = _read(path)
     if saved is not None and saved.get("identity") == identity:
-        baselines = [ConditionResult.from_dict(n, c, config.success_threshold) for n, c in saved["conditions"].items()]
-        print(f"reusing the baselines in {path}: {', '.join(c.name for c in baselines)}", file=sys.stderr)
-        return baselines
+        reused = _conditions(path, saved, config.success_threshold)
+        if reused is not None:
+            print(f"reusing the baselines in {path}: {', '.join(c.name for c in reused)}", file=sys.stderr)
+            return reused
+        saved = None
     if saved is not None:
         print(f"{path}: {_why(saved.get('identity'), identity)}; evaluating the baselines again", file=sys.stderr)
     baselines = score_baselines(args, task, config, backend(), agent())
@@ -202,7 +205,34 @@ def _digest(samples: list[dict]) -> str:
 
 
 def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    """What an earlier run saved at `path`, or None: none there, or a file that cannot be read back
+    (damaged, edited; said on stderr, and made again)."""
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        _unreadable(path, str(exc))
+        return None
+    if not isinstance(saved, dict):
+        _unreadable(path, "not a JSON object")
+        return None
+    return saved
+
+
+def _unreadable(path: Path, why: str) -> None:
+    print(f"{path} cannot be read back ({why[:200]}); it is made again", file=sys.stderr)
+
+
+def _conditions(path: Path, saved: dict, threshold: float) -> list | None:
+    """The scored conditions of a saved result, or None when they are of another shape (said)."""
+    from ..loop.evaluate import ConditionResult
+
+    try:
+        return [ConditionResult.from_dict(n, c, threshold) for n, c in saved["conditions"].items()]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        _unreadable(path, f"its conditions are of another shape: {type(exc).__name__}: {exc}")
+        return None
 
 
 def _why(saved: dict | None, now: dict) -> str:
