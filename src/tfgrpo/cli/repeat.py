@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..core.files import read_saved, saved_unreadable
 from ..core.knobs import knob_fields
 from ..executors.config import ExecutorConfig
 from .common import executor_args, open_executor_of, seed_value
@@ -143,7 +144,7 @@ def evaluate_seeds(runs: dict[int, argparse.Namespace], train_args: list[str], o
             library = {key: getattr(run, key) for key in ("strategy", "placement", "contrast")}
             library["train_args"] = train_args
             expected = {**identity, "library": {**library, **_library_versions(run.library)}}
-            saved = _read(Path(run.out))
+            saved = read_saved(run.out)
             scored = None
             if saved is not None and saved.get("repeat") == expected:
                 scored = _conditions(Path(run.out), saved, config.success_threshold)
@@ -175,7 +176,7 @@ def _baselines(path: Path, identity: dict, args, task, config, backend, agent) -
     from ..core.files import atomic_write
     from .eval import score_baselines
 
-    saved = _read(path)
+    saved = read_saved(path)
     if saved is not None and saved.get("identity") == identity:
         reused = _conditions(path, saved, config.success_threshold)
         if reused is not None:
@@ -204,26 +205,6 @@ def _digest(samples: list[dict]) -> str:
     return hashlib.sha256(json.dumps(samples, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _read(path: Path) -> dict | None:
-    """What an earlier run saved at `path`, or None: none there, or a file that cannot be read back
-    (damaged, edited; said on stderr, and made again)."""
-    if not path.exists():
-        return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        _unreadable(path, str(exc))
-        return None
-    if not isinstance(saved, dict):
-        _unreadable(path, "not a JSON object")
-        return None
-    return saved
-
-
-def _unreadable(path: Path, why: str) -> None:
-    print(f"{path} cannot be read back ({why[:200]}); it is made again", file=sys.stderr)
-
-
 def _conditions(path: Path, saved: dict, threshold: float) -> list | None:
     """The scored conditions of a saved result, or None when they are of another shape (said)."""
     from ..loop.evaluate import ConditionResult
@@ -231,7 +212,7 @@ def _conditions(path: Path, saved: dict, threshold: float) -> list | None:
     try:
         return [ConditionResult.from_dict(n, c, threshold) for n, c in saved["conditions"].items()]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        _unreadable(path, f"its conditions are of another shape: {type(exc).__name__}: {exc}")
+        saved_unreadable(path, f"its conditions are of another shape: {type(exc).__name__}: {exc}")
         return None
 
 

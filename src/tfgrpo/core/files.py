@@ -8,11 +8,12 @@ import os
 import re
 import secrets
 import stat
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
-from ..errors import ConfigError, LibraryFormatError, LibraryNotFoundError
+from ..errors import ConfigError, LibraryFormatError, LibraryNotFoundError, TFGRPOWarning
 from .experience import Experience
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -118,6 +119,28 @@ def output_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
     except OSError as exc:
         raise ConfigError(f"{flag} {folder}: cannot make the folder ({exc.strerror or exc})") from None
     return folder
+
+
+def read_saved(path: str | os.PathLike) -> dict | None:
+    """A JSON object an earlier run saved at `path` to spare work (scores, results), or None: nothing there,
+    or a file that cannot be read back (damaged, edited), which a warning names; the caller makes it again."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        saved_unreadable(path, str(exc))
+        return None
+    if not isinstance(saved, dict):
+        saved_unreadable(path, "not a JSON object")
+        return None
+    return saved
+
+
+def saved_unreadable(path: str | os.PathLike, why: str) -> None:
+    """Say that a saved file cannot be read back and is made again."""
+    warnings.warn(f"{path} cannot be read back ({why[:200]}); it is made again", TFGRPOWarning, stacklevel=3)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -27,7 +27,6 @@ import functools
 import hashlib
 import json
 import random
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from ..core.files import atomic_write
+from ..core.files import atomic_write, read_saved, saved_unreadable
 from ..core.library import TrainingFreeGRPO
-from ..errors import ConfigError, TFGRPOWarning
+from ..errors import ConfigError
 from ..learn.rollouts import rollout_batch
 from ..learn.update import Update
 from ..llm.base import Backend
@@ -336,7 +335,7 @@ class Evaluator:
                     return rewards
             except (KeyError, TypeError, ValueError):
                 pass
-            _unreadable(path, "its scores are of another shape")
+            saved_unreadable(path, "its scores are of another shape")
         if refuse is not None:
             raise ConfigError(refuse)
         rewards = {}
@@ -433,7 +432,7 @@ def bootstrap_pool(
             isinstance(x, list) and len(x) == 2 and x[0] in by_id and isinstance(x[1], str) for x in successes
         ):
             return [(by_id[i], text) for i, text in successes]
-        _unreadable(path, "its successes are of another shape")
+        saved_unreadable(path, "its successes are of another shape")
     model = CachedBackend(policy, cache, namespace="policy") if cache is not None else policy
     found: list[tuple[dict, str]] = []
     seed = config.seed * 1_000_003 + 500_000 + phase  # far from the training steps' seeds
@@ -451,23 +450,9 @@ def bootstrap_pool(
 
 
 def _saved(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """What a run saved at `path` when it was made the same way (`identity`), else None. A file that cannot
-    be read (damaged, edited) is said in a warning and made again: it only saves work."""
-    if not path.exists():
-        return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        _unreadable(path, str(exc)[:200])
-        return None
-    if not isinstance(saved, dict):
-        _unreadable(path, "not a JSON object")
-        return None
-    return saved if saved.get("identity") == identity else None
-
-
-def _unreadable(path: Path, why: str) -> None:
-    warnings.warn(f"{path} cannot be read back ({why}); it is made again", TFGRPOWarning, stacklevel=3)
+    """What a run saved at `path` when it was made the same way (`identity`), else None."""
+    saved = read_saved(path)
+    return saved if saved is not None and saved.get("identity") == identity else None
 
 
 def fixed_shots(pool: Sequence[tuple[dict, str]], shots: int) -> tuple[tuple[str, str], ...]:
