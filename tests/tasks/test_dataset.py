@@ -106,6 +106,9 @@ def test_a_bad_json_line_is_named(tmp_path):
     path.write_text('{"prompt": "a", "answer": 1}\n{"prompt": "b", "answer": \n')
     with pytest.raises(DatasetError, match=r"d\.jsonl, line 2: not valid JSON"):
         load_samples(path)
+    path.write_text('{"prompt": "a", "answer": 1}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(DatasetError, match=r"d\.jsonl, line 2: JSON nested too deeply to read"):
+        load_samples(path)
 
 
 def test_a_lone_surrogate_in_a_json_line_is_named(tmp_path):
@@ -143,10 +146,16 @@ def test_an_empty_prompt_is_refused(tmp_path):
         load_samples(path)
 
 
-def test_a_csv_row_with_extra_cells(tmp_path):
+def test_a_csv_row_with_extra_or_missing_cells(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("prompt,answer\na,1\nb,2,surplus\n")
     with pytest.raises(DatasetError, match="line 3: more cells than the header"):
+        load_samples(path)
+    path.write_text("prompt,answer\na,1\nb\n")
+    with pytest.raises(DatasetError, match="line 3: fewer cells than the header"):
+        load_samples(path)
+    path.write_text('prompt,answer\n"a,1\n')  # an unclosed quote: the rest of the file is one cell
+    with pytest.raises(DatasetError, match="line 2: fewer cells than the header"):
         load_samples(path)
 
 

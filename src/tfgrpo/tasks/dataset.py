@@ -97,6 +97,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
                         f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}); "
                         "each line must be one JSON object"
                     ) from None
+                except RecursionError:
+                    raise DatasetError(f"{path}, line {number}: JSON nested too deeply to read") from None
                 if not isinstance(row, dict):
                     raise DatasetError(f"{path}, line {number}: a JSON {type(row).__name__}, not an object")
                 if "\\u" in line and not _encodable(row):
@@ -124,6 +126,8 @@ def _read_csv(path: Path) -> Iterator[tuple[str, dict]]:
             for row in reader:
                 if None in row:
                     raise DatasetError(f"{path}, line {reader.line_num}: more cells than the header has columns")
+                if None in row.values():  # (an unclosed quote runs to the end of the file and leaves cells out)
+                    raise DatasetError(f"{path}, line {reader.line_num}: fewer cells than the header has columns")
                 yield f"line {reader.line_num}", row
     except UnicodeDecodeError as error:
         raise DatasetError(f"{path}: not UTF-8 text ({error})") from None
