@@ -29,6 +29,7 @@ from .core.store import (
     is_postgres_url,
     is_store_target,
     read_library,
+    shown_target,
     sql_store,
     store_exists,
 )
@@ -101,7 +102,7 @@ def read(source: str) -> Copy:
     there is changed."""
     if not is_postgres_url(source):
         if not os.path.exists(source):
-            raise LibraryNotFoundError(f"no library at {source}")
+            raise LibraryNotFoundError(f"no library at {shown_target(source)}")
         if not is_sqlite_file(source):
             return _read_json(source)
     copy = Copy(read_library(source))

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..core.store import shown_target
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -86,7 +87,8 @@ def open_library(path: str, must_exist: bool = True):
     from ..errors import LibraryNotFoundError
 
     if must_exist and not store_exists(path):
-        raise LibraryNotFoundError(f"no library at {path} (train one with `tfgrpo train --library {path}`)")
+        shown = shown_target(path)
+        raise LibraryNotFoundError(f"no library at {shown} (train one with `tfgrpo train --library {shown}`)")
     if is_store_target(path):
         return TrainingFreeGRPO.open(path)
     grpo = TrainingFreeGRPO()
@@ -112,23 +114,10 @@ def require_lesson_library(path: str) -> None:
 
     check_lesson_path(path)
     if not store_exists(path):
+        shown = shown_target(path)
         raise LibraryNotFoundError(
-            f"no library at {path} (train one with `tfgrpo train --strategy lessons --library {path}`)"
+            f"no library at {shown} (train one with `tfgrpo train --strategy lessons --library {shown}`)"
         )
-
-
-def library_label(path: str) -> str:
-    """What names a library in the files made beside it (metrics): the path itself, or for a
-    PostgreSQL URL its database (and schema), in the current folder."""
-    from ..core.store import is_postgres_url
-
-    if not is_postgres_url(path):
-        return path
-    from urllib.parse import parse_qs, urlsplit
-
-    parts = urlsplit(path)
-    schema = parse_qs(parts.query).get("schema", [""])[0]
-    return "-".join(x for x in ("postgresql", parts.path.strip("/") or parts.hostname or "", schema) if x)
 
 
 def task_args(p: argparse.ArgumentParser, default: str = "arithmetic") -> None:

@@ -111,7 +111,7 @@ def cmd_continual(args) -> int | None:
 
     from ..core.files import atomic_write, output_folder
     from ..core.library import TrainingFreeGRPO
-    from ..core.store import is_store_target, store_exists
+    from ..core.store import is_store_target, shown_target, store_exists
     from ..errors import ConfigError
     from ..learn import ExampleUpdate, LessonUpdate, Update
     from ..llm.cache import LLMCache
@@ -228,7 +228,7 @@ def cmd_continual(args) -> int | None:
             "train": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
             "eval": json.loads(json.dumps(eval_config.to_dict(), default=str)),
             "strategy": None if args.baselines_only else args.strategy,
-            "library": None if args.baselines_only else library_path,
+            "library": None if args.baselines_only else shown_target(library_path),
             "model": args.model,
             "task": args.task if not args.data else args.data,
             "seeds": args.seeds,

@@ -8,6 +8,7 @@ import sys
 from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
+from ..core.store import shown_target
 from ..errors import ConfigError
 from .common import (
     HINTED,
@@ -119,7 +120,7 @@ def library_conditions(args, stack: ExitStack) -> dict:
     grpo = stack.enter_context(open_library(args.library)) if examples else None
     library = stack.enter_context(LessonLibrary(args.library)) if lessons else None
     if library is not None and not len(library):
-        print(f"warning: {args.library} holds no lessons (version {library.version})", file=sys.stderr)
+        print(f"warning: {shown_target(args.library)} holds no lessons (version {library.version})", file=sys.stderr)
     conditions: dict = {}
     if strategy == "examples":
         conditions["library"] = grpo

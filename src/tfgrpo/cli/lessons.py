@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..core.store import shown_target
 from .common import check_lesson_path, library_arg, require_lesson_library
 from .options import HelpFormatter
 
@@ -68,7 +69,7 @@ def cmd_lessons(args) -> None:
             elif args.prompt:
                 print(lib.render())
             else:
-                print(f"{args.library}: {len(lib)} lessons at version {lib.version}")
+                print(f"{shown_target(args.library)}: {len(lib)} lessons at version {lib.version}")
                 print(lib.render_list())
         elif args.action == "history":
             versions = lib.history() if args.version is None else [lib.get_version(args.version)]
@@ -108,4 +109,5 @@ def cmd_lessons(args) -> None:
                 result = lib.import_text(args.path)
             for skipped in result.skipped:
                 print(f"note: {skipped.reason}", file=sys.stderr)
-            print(f"{args.library}: {len(lib)} lessons at version {result.version} after importing {args.path}")
+            shown = shown_target(args.library)
+            print(f"{shown}: {len(lib)} lessons at version {result.version} after importing {args.path}")

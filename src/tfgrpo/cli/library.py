@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from ..core.store import shown_target
 from ..errors import TFGRPOError
 from .common import library_arg, open_library, seed_value
 
@@ -137,7 +138,7 @@ def cmd_sample(args) -> None:
         drawn = grpo.sample_multiple(args.k, replace=not args.distinct)
     _print_experiences(drawn, args.json)
     if not drawn:  # as `query`: a valid empty answer, said on stderr
-        print(f"no experiences to sample: {args.library} is empty", file=sys.stderr)
+        print(f"no experiences to sample: {shown_target(args.library)} is empty", file=sys.stderr)
 
 
 def cmd_query(args) -> None:
@@ -157,7 +158,7 @@ def cmd_query(args) -> None:
         filters = f" with {' and '.join(args.where)}" if args.where else ""
         print(
             f"no experiences match: no stored prompt starts with {args.prompt!r}{filters} "
-            f"({size} experiences in {args.library})",
+            f"({size} experiences in {shown_target(args.library)})",
             file=sys.stderr,
         )
 
@@ -223,7 +224,7 @@ def cmd_import(args) -> None:
         return
     if copy.exact and not store_exists(args.library):
         write(copy, args.library)
-        print(f"{args.library}: a copy of {args.input}: {copy.summary()}")
+        print(f"{shown_target(args.library)}: a copy of {shown_target(args.input)}: {copy.summary()}")
         return
     for note in merge(copy, args.library, args.input):
         print(f"note: {note}", file=sys.stderr)
@@ -233,7 +234,7 @@ def cmd_import(args) -> None:
 
 def _say_imported(args, grpo, given: int) -> None:
     size = grpo.library_size()
-    print(f"{args.library}: {size} experiences after importing {args.input}")
+    print(f"{shown_target(args.library)}: {size} experiences after importing {shown_target(args.input)}")
     if size < given:  # the library's own config pruned some: say so, an empty result is otherwise a puzzle
         config = grpo.config
         print(

@@ -67,7 +67,14 @@ def open_run_tracker(args, command: str):
     from ..tracking import open_tracker, run_name
 
     tracker = open_tracker(getattr(args, "track", None), run_name(command), getattr(args, "track_dir", "."))
-    settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)}
+    from ..core.store import shown_target
+
+    # (a PostgreSQL URL's password is no setting to keep)
+    settings = {
+        k: shown_target(v) if isinstance(v, str) else v
+        for k, v in vars(args).items()
+        if not k.startswith("_") and not callable(v)
+    }
     tracker.log_config({"command": command, **settings})
     return tracker
 
@@ -82,7 +89,9 @@ def finish_result(args, result: dict, command: str, library: str | None = None) 
     result.update(command=command, tfgrpo=__version__, model=getattr(args, "model", None))
     result.update(task=getattr(args, "task", None), data=getattr(args, "data", None))
     if library:
-        result["library"] = {"path": library, **_library_versions(library)}
+        from ..core.store import shown_target
+
+        result["library"] = {"path": shown_target(library), **_library_versions(library)}
     if getattr(args, "out", None):
         atomic_write(args.out, lambda f: json.dump(result, f, indent=1))
         print(f"result: {args.out}", file=sys.stderr)

@@ -7,13 +7,13 @@ import os
 import sys
 from contextlib import ExitStack
 
+from ..core.store import library_label, shown_target
 from .common import (
     HINTED,
     agent_args,
     capacity_args,
     check_lesson_path,
     executor_args,
-    library_label,
     load_task,
     make_backend,
     model_arg,
@@ -136,7 +136,7 @@ def cmd_train(args) -> int | None:
         for update in updates:
             if update.done():
                 what = "" if update.name == "examples" else f"{update.name} in "
-                print(f"resuming {what}{args.library} after step {update.done()}", file=sys.stderr)
+                print(f"resuming {what}{shown_target(args.library)} after step {update.done()}", file=sys.stderr)
         total = total_steps(len(task.train), config.batch_size, config.epochs)
         finished = bool(task.train) and min(u.done() for u in updates) >= total
         policy: Backend | None = None
@@ -166,7 +166,7 @@ def cmd_train(args) -> int | None:
             print(library.render_list())
         usage = {name: b.usage.to_dict() for name, b in (("policy", policy), ("critic", critic)) if b is not None}
         print(
-            f"library: {args.library}   metrics: {metrics_path}   steps run: {len(steps)}   "
+            f"library: {shown_target(args.library)}   metrics: {metrics_path}   steps run: {len(steps)}   "
             f"cache hits: {sum(m.cache_hits for m in steps)}   model usage: {usage}"
         )
     return None

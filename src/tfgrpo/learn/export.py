@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from ..core.files import atomic_write
-from ..core.store import connect_db, is_store_target, read_library, store_exists
+from ..core.store import connect_db, is_store_target, read_library, shown_target, store_exists
 from ..errors import ConfigError, LibraryNotFoundError
 from .rollout_log import TRAINING_SOURCES, Filters, LoggedRollout, read_rows
 
@@ -76,7 +76,7 @@ def export_dataset(
             f"{target} is not an SQLite or PostgreSQL library: the rollout log, which the export reads, lives in one"
         )
     if not store_exists(target):
-        raise LibraryNotFoundError(f"no library at {target}")
+        raise LibraryNotFoundError(f"no library at {shown_target(target)}")
     system = _lessons(target) if with_lessons else None
     shape = _Shape(plain, system)
     db = connect_db(target)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import __version__
 from ..core.files import atomic_write
+from ..core.store import is_store_target, library_label, shown_target, store_exists
 from ..errors import ConfigError, LibraryNotFoundError
 from . import _plots as plots
 
@@ -26,7 +27,8 @@ TOP_EXPERIENCES = 10
 
 def metrics_paths(library: str | os.PathLike) -> list[Path]:
     """The metrics logs `tfgrpo train` writes next to a library (examples, then lessons)."""
-    return [p for p in (Path(f"{library}.metrics.jsonl"), Path(f"{library}.lessons.metrics.jsonl")) if p.exists()]
+    label = library_label(library)
+    return [p for p in (Path(f"{label}.metrics.jsonl"), Path(f"{label}.lessons.metrics.jsonl")) if p.exists()]
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -65,8 +67,8 @@ def write_report(
     """Write the report of `library` (with the result files `results`, and the metrics logs `metrics`,
     default: those next to the library) to `out`, atomically; returns its path. `side_by_side`: several
     continual results merged into one (`tfgrpo.loop.continual.merge`), drawn as one comparison."""
-    if not os.path.exists(library):
-        raise LibraryNotFoundError(f"no library at {library}")
+    if not (store_exists(library) if is_store_target(library) else os.path.exists(library)):
+        raise LibraryNotFoundError(f"no library at {shown_target(library)}")
     loaded = [(str(p), read_result(p)) for p in results]
     logs = [Path(p) for p in metrics] if metrics is not None else metrics_paths(library)
     html = render(str(library), loaded, [(str(p), read_metrics(p)) for p in logs], side_by_side)
@@ -100,12 +102,11 @@ def render(
         sections.append(_history(lessons))
     sections.append(_top(experiences))
     body = "\n".join(s for s in sections if s)
-    return PAGE.format(title=escape(f"tfgrpo report: {Path(library).name}"), body=body)
+    return PAGE.format(title=escape(f"tfgrpo report: {Path(shown_target(library)).name}"), body=body)
 
 
 def _read_library(path: str) -> tuple[list, Any, Any]:
     from ..core.library import TrainingFreeGRPO
-    from ..core.store import is_store_target
 
     if is_store_target(path):
         with TrainingFreeGRPO.open(path) as grpo:
@@ -145,7 +146,7 @@ def _cell(value: Any) -> str:
 
 def _summary(library: str, stats: Any, lessons: Any, results: list, logs: list) -> str:
     rows = [
-        ("library", library),
+        ("library", shown_target(library)),
         ("experiences stored now", stats.current_library_size),
         ("rollouts seen / stored / pruned", f"{stats.total_rollouts} / {stats.total_stored} / {stats.total_pruned}"),
     ]

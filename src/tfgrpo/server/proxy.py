@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
+from ..core.store import shown_target
 from ..errors import ConfigError
 from ..learn import LessonUpdate, PromptingConfig, RolloutConfig, Rollouts
 from ..rewards.base import Reward
@@ -357,7 +358,7 @@ def serve(
     }
     try:
         print(
-            f"tfgrpo serve: {', '.join(map(str, libraries.values()))} in front of {upstream} at "
+            f"tfgrpo serve: {', '.join(map(shown_target, libraries.values()))} in front of {upstream} at "
             f"http://{host}:{port}/v1" + (f" ({config.workers} workers)" if config.workers > 1 else ""),
             flush=True,
         )

@@ -22,11 +22,35 @@ __all__ = [
     "SQLiteStore",
     "is_postgres_url",
     "is_store_target",
+    "library_label",
     "open_store",
     "read_library",
+    "shown_target",
     "sql_store",
     "store_exists",
 ]
+
+
+def shown_target(target: str | os.PathLike) -> str:
+    """A library's path or URL as messages, result files and trackers show it: a PostgreSQL URL without its
+    password (`postgresql://user:secret@host/db` is shown as `postgresql://user@host/db`)."""
+    if is_postgres_url(target):
+        from .postgres import shown_url
+
+        return shown_url(str(target))
+    return str(target)
+
+
+def library_label(target: str | os.PathLike) -> str:
+    """What names a library in the files made beside it (metrics logs): the path itself, or for a
+    PostgreSQL URL its database (and schema), in the current folder."""
+    if not is_postgres_url(target):
+        return str(target)
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(str(target))
+    schema = parse_qs(parts.query).get("schema", [""])[0]
+    return "-".join(x for x in ("postgresql", parts.path.strip("/") or parts.hostname or "", schema) if x)
 
 
 def connect_db(target: str | os.PathLike | None) -> Database:

@@ -52,6 +52,13 @@ def split_url(url: str) -> tuple[str, str | None, str]:
     return conninfo, schema, _shown(parts) + (f" (schema {schema})" if schema else "")
 
 
+def shown_url(url: str) -> str:
+    """The URL as messages, results and logs show it: without its password (or any query but the schema)."""
+    parts = urlsplit(url)
+    schemas = [value for key, value in parse_qsl(parts.query, keep_blank_values=True) if key == "schema"]
+    return _shown(parts) + (f"?schema={quote(schemas[0])}" if len(schemas) == 1 else "")
+
+
 def _shown(parts) -> str:
     netloc = parts.netloc
     if "@" in netloc:
