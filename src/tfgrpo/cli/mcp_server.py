@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+
+from .common import port_number
 from .options import add_config_args, config_from_args
 
 SERVED = [
@@ -42,9 +45,12 @@ def cmd_mcp(args) -> int | None:
     http = None
     if args.http:
         host, _, port = args.http.rpartition(":")
-        if not host or not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
+        try:
+            http = (host, port_number(port)) if host else None
+        except argparse.ArgumentTypeError:
+            pass
+        if http is None:
             raise ConfigError(f"--http takes HOST:PORT (a port of 1 to 65535), got {args.http!r}")
-        http = (host, int(port))
     service = LibraryService(args.library, config_from_args(ProxyConfig, args), config_from_args(MCPLimits, args))
     asyncio.run(run_server(service, http))
     return None

@@ -35,13 +35,13 @@ def add_commands(command) -> None:
 
 def cmd_report(args) -> None:
     from ..errors import ConfigError
-    from ..loop.continual import merge
+    from ..loop.continual import check_continual, merge
     from ..report import read_result, write_report
 
     continual = [(path, r) for path, r in ((p, read_result(p)) for p in args.eval) if r["kind"] == "continual"]
-    for path, result in continual:  # each alone first, so that a damaged one is named
+    for path, result in continual:  # each on its own first, so that a damaged one is named
         try:
-            merge([result])
+            check_continual(result)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
     merged = merge([r for _, r in continual]) if len(continual) > 1 else None  # several runs' conditions, side by side

@@ -195,6 +195,9 @@ def summarise(
     return _summary(matrices, meta, [b for b in baselines if b in matrices])
 
 
+SUMMARY_KEYS = ("kind", "plan", "domains", "schedule", "phases", "test_prompts", "train_prompts")
+
+
 def merge(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One summary of the conditions of several (continual runs on the same plan: the same phases, held-out
     prompts and, for a baseline in more than one, the same scores), every library compared with the
@@ -207,26 +210,24 @@ def merge(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for summary in summaries:
         if summary.get("kind") != "continual" or summary.get("plan") != first.get("plan"):
             raise ConfigError("continual results of different plans (phases, held-out prompts) cannot be compared")
-        for name, (per_seed, baseline) in _conditions_of(summary).items():
+        for name, (per_seed, baseline) in check_continual(summary).items():
             if name in matrices and any(not np.array_equal(matrices[name].get(s, R), R) for s, R in per_seed.items()):
                 raise ConfigError(f"{name!r} was scored differently in two results; give each condition one name")
             matrices.setdefault(name, {}).update(per_seed)
             if baseline and name not in baselines:
                 baselines.append(name)
-    keys = ("kind", "plan", "domains", "schedule", "phases", "test_prompts", "train_prompts")
-    if any(k not in first for k in keys) or first["schedule"] not in ("phases", "mixed"):
-        raise ConfigError(f"a continual result needs {', '.join(keys)}; write it again with `tfgrpo continual`")
-    shapes = {R.shape for per_seed in matrices.values() for R in per_seed.values()}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+    if len({R.shape for per_seed in matrices.values() for R in per_seed.values()}) != 1:
         raise ConfigError("continual results whose accuracy matrices differ in shape cannot be merged")
-    return _summary(matrices, {k: first[k] for k in keys}, baselines)
+    return _summary(matrices, {k: first[k] for k in SUMMARY_KEYS}, baselines)
 
 
-def _conditions_of(summary: dict[str, Any]) -> dict[str, tuple[dict[int, np.ndarray], bool]]:
+def check_continual(summary: dict[str, Any]) -> dict[str, tuple[dict[int, np.ndarray], bool]]:
     """Each condition of a continual result: its matrix per training seed and whether it is a baseline;
     a ConfigError for a result of another shape (result files come from elsewhere)."""
+    if any(k not in summary for k in SUMMARY_KEYS) or summary["schedule"] not in ("phases", "mixed"):
+        raise ConfigError(f"a continual result needs {', '.join(SUMMARY_KEYS)}; write it again with `tfgrpo continual`")
     try:
-        return {
+        conditions = {
             str(name): (
                 {int(seed): np.asarray(R, dtype=float) for seed, R in c["R"].items()},
                 bool(c["baseline"]),
@@ -238,6 +239,9 @@ def _conditions_of(summary: dict[str, Any]) -> dict[str, tuple[dict[int, np.ndar
             f"a continual result of another shape ({type(exc).__name__}: {str(exc)[:200]}); "
             "write it again with `tfgrpo continual`"
         ) from None
+    if any(R.ndim != 2 for per_seed, _ in conditions.values() for R in per_seed.values()):
+        raise ConfigError("a continual result whose accuracy matrices are not tables of phases by domains")
+    return conditions
 
 
 def _summary(matrices: dict[str, dict[int, np.ndarray]], meta: dict[str, Any], baselines: Sequence[str]) -> dict:
