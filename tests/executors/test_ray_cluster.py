@@ -60,6 +60,10 @@ class Cluster:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         self.env.update(PYTHONPATH=path, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", RAY_USAGE_STATS_ENABLED="0",
                         RAY_AUTH_MODE="disabled")  # fmt: skip
+        # The head's client proxy forks a server per client while its gRPC threads run; on a busy machine
+        # that child died of SIGSEGV before exec (rc -11; 3 of 13 starts with 4 to 6 busy loops on this
+        # 2-core machine). Without gRPC's fork handlers: 0 of 34 (docs/scaling.md, Faults).
+        self.env["GRPC_ENABLE_FORK_SUPPORT"] = "0"
         common = ["--block", "--num-cpus", "1", "--object-store-memory", str(100 * 2**20), "--disable-usage-stats"]
         head = ["--head", "--node-ip-address", "127.0.0.2", "--port", str(self.gcs), "--temp-dir", self.temp]
         head += ["--ray-client-server-port", str(self.client), "--include-dashboard=false"]
@@ -80,13 +84,10 @@ class Cluster:
         while not accepts(self.client):
             assert self.head.poll() is None, "ray start --head ended"
             time.sleep(0.1)
-        try:
-            ray.init(self.address)
+        with open_executor(ExecutorConfig(executor=self.address)):  # joins as a run does, its retries included
             while sum(n["Alive"] for n in ray.nodes()) < 2:
                 assert self.node.poll() is None, "ray start --address ended"
                 time.sleep(0.1)
-        finally:
-            ray.shutdown()
 
     def stop(self) -> None:
         for process in (self.node, self.head):

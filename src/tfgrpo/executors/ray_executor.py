@@ -106,8 +106,9 @@ class RayExecutor(Executor):
                 break
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 ray.shutdown()  # a half-made connection (a Ray Client's) would stay behind
-                # The cluster answered but could not start this client's server process (Ray's proxier
-                # loses that race now and then on a busy machine): worth another try, unlike no answer.
+                # The cluster answered but could not start this client's server process (Ray's proxy
+                # forks it under running gRPC threads; on a busy head the child can crash before exec,
+                # see docs/scaling.md): worth another try, unlike no answer.
                 if isinstance(exc, ConnectionAbortedError) and attempt + 1 < JOIN_ATTEMPTS:
                     logger.warning("the Ray cluster at %s failed to start a client server (%s); again", address, exc)
                     continue
