@@ -100,6 +100,8 @@ def test_errors_are_one_clear_line(tmp_path: Path):
         (["continual", "--seeds", "0", "-1"], "argument --seeds: a whole number >= 0, got '-1'"),
         (["repeat", "--seeds", "-2"], "argument --seeds: a whole number >= 0"),
         (["sample", "--seed", "x"], "argument --seed: a whole number >= 0, got 'x'"),
+        (["eval", "--test-fraction", "1.5"], "argument --test-fraction: a number from 0 to 1, got '1.5'"),
+        (["train", "--test-fraction", "nan"], "argument --test-fraction: a number from 0 to 1, got 'nan'"),
     ],
 )
 def test_numbers_out_of_range_are_refused_before_any_work(args, says):
@@ -107,6 +109,21 @@ def test_numbers_out_of_range_are_refused_before_any_work(args, says):
     opens (a port of 99999 served on another port; a negative --limit dropped the last prompt)."""
     ran = run(*args, check=False)
     assert ran.returncode == 2 and says in ran.stderr
+
+
+def test_a_test_fraction_that_would_be_ignored_is_refused_before_the_model_is_called(tmp_path: Path):
+    """--test-fraction splits a --data file; with a task (which splits its own samples) or beside
+    --eval-data it changed nothing, silently."""
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "1+1", "answer": "2"}\n')
+    with StandIn(_half_right) as server:
+        model = ["--model", f"openai:m@{server.url}", "-l", tmp_path / "l.db"]
+        ran = run("eval", *TINY_TRAIN, *model, "--test-fraction", "0.5", check=False)
+        assert ran.returncode == 1 and "a task splits its own samples (--task-option test_fraction=X" in ran.stderr
+        both = ["--data", data, "--eval-data", data, "--test-fraction", "0.5"]
+        ran = run("train", *both, *model, check=False)
+        assert ran.returncode == 1 and "--eval-data is the held-out side" in ran.stderr
+        assert server.requests == []
 
 
 def test_a_negative_seed_in_a_config_is_refused_before_the_model_is_called(tmp_path: Path):

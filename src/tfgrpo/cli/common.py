@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..core.store import shown_target
 from ..errors import ConfigError
+
+DATA_TEST_FRACTION = 0.2
+"""The held-out share of a --data file split here (without --eval-data)."""
 
 if TYPE_CHECKING:
     from ..executors import Executor
@@ -53,6 +57,17 @@ def port_number(text: str) -> int:
     if not (text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) < 65536):
         raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535, got {text!r}")
     return int(text)
+
+
+def share(text: str) -> float:
+    """An argparse type: a share from 0 to 1 (0: all of it on one side, as train on a whole file)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # also NaN
+        raise argparse.ArgumentTypeError(f"a number from 0 to 1, got {text!r}")
+    return value
 
 
 def capacity_args(p: argparse.ArgumentParser) -> None:
@@ -141,7 +156,13 @@ def task_args(p: argparse.ArgumentParser, default: str = "arithmetic") -> None:
         "path/to/file.py:name naming a Reward (instance or class) or a function (prompt, response, sample) -> "
         "float (default: numeric for --data, the task's own reward for a task)",
     )
-    g.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of --data (without --eval-data)")
+    g.add_argument(
+        "--test-fraction",
+        type=share,
+        default=None,
+        help=f"held-out share of --data without --eval-data (default: {DATA_TEST_FRACTION}); a task splits its own "
+        "samples (--task-option test_fraction=X where the task takes it)",
+    )
     g.add_argument(
         "--eval-data",
         default=None,
@@ -199,13 +220,22 @@ def load_task(args, with_samples: bool = True) -> LoadedTask:
         return load_samples(path, prompt_field=args.prompt_field, answer_field=args.answer_field)
 
     eval_data = str(Path(args.eval_data).resolve()) if args.eval_data else None
+    if args.test_fraction is not None and (eval_data or not args.data):
+        raise ConfigError(
+            "--test-fraction splits --data without --eval-data"
+            + (
+                ": --eval-data is the held-out side"
+                if eval_data
+                else "; a task splits its own samples (--task-option test_fraction=X where the task takes it)"
+            )
+        )
     if args.data:
         samples = read(args.data)
         if eval_data:
             train, test, fraction = samples, read(args.eval_data), None
         else:
-            train, test = split(samples, args.test_fraction, seed=0)
-            fraction = args.test_fraction
+            fraction = args.test_fraction or DATA_TEST_FRACTION
+            train, test = split(samples, fraction, seed=0)
         run = {"data": str(Path(args.data).resolve()), "split": fraction, "eval_data": eval_data}
         reward = get_reward(args.reward or "numeric", allow_unsandboxed=args.allow_unsandboxed)
         loaded = LoadedTask(Path(args.data).stem, train, test, reward, "", 256, ("\n",), run)
