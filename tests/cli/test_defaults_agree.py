@@ -77,6 +77,8 @@ def a_value(action: argparse.Action):
     if action.nargs == "+":
         return [5, 6]
     kind = action.type or str
+    if getattr(kind, "takes", None) is float:  # a number in a range
+        return 0.5
     return {float: 0.5, str: "some text"}.get(kind, 7)  # int, or a whole number in a range
 
 

@@ -228,3 +228,8 @@ def test_a_ranged_number_in_a_file_is_checked_as_on_the_command_line(tmp_path):
     with pytest.raises(ConfigError, match=r"test_seed \(--test-seed\) takes a whole number, got '5'"):
         parse_command(["continual", "--config", str(write(tmp_path, "c.yaml", "test_seed: '5'\n"))])
     assert parse_command(["continual", "--config", str(write(tmp_path, "d.yaml", "test_seed: 5\n"))]).test_seed == 5
+    with pytest.raises(ConfigError, match=r"test_fraction \(--test-fraction\) takes a number from 0 to 1, got '2'"):
+        parse_command(["eval", "--config", str(write(tmp_path, "e.yaml", "test_fraction: 2\n"))])
+    with pytest.raises(ConfigError, match=r"test_fraction \(--test-fraction\) takes a number, got 'x'"):
+        parse_command(["eval", "--config", str(write(tmp_path, "f.yaml", "test_fraction: x\n"))])
+    assert parse_command(["eval", "--config", str(write(tmp_path, "g.yaml", "test_fraction: 0\n"))]).test_fraction == 0

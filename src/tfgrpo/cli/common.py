@@ -70,6 +70,9 @@ def share(text: str) -> float:
     return value
 
 
+share.takes = float  # type: ignore[attr-defined]  # what a config file gives it (see options._coerce_one)
+
+
 def capacity_args(p: argparse.ArgumentParser) -> None:
     """`--max-library-size` and `--eviction-policy`: the capacity of a library the command creates."""
     p.add_argument("--max-library-size", type=int, default=None, help="library capacity (new libraries)")

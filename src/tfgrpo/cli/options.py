@@ -320,9 +320,10 @@ def _coerce(path: str | Path, name: str, value: Any, action: argparse.Action) ->
 
 def _coerce_one(path: str | Path, name: str, value: Any, action: argparse.Action, flag: str) -> Any:
     kind = action.type or str
-    if kind not in (int, float, str):  # a whole number in a range (`common.positive_int`, `seed_value`, ...)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: {name} ({flag}) takes a whole number, got {value!r}")
+    if kind not in (int, float, str):  # a number in a range (`common.positive_int`, `seed_value`, `share`, ...)
+        takes = getattr(kind, "takes", int)  # what the type reads: a whole number unless it says float
+        if isinstance(value, bool) or not isinstance(value, (int, float) if takes is float else int):
+            raise ConfigError(f"{path}: {name} ({flag}) takes {_TYPE_WORDS[takes]}, got {value!r}")
         try:
             return kind(str(value))  # type: ignore[operator]  # argparse types its `type` loosely
         except argparse.ArgumentTypeError as exc:
