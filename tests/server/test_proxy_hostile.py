@@ -44,6 +44,11 @@ def completion(text_or_message, chat: bool = True) -> bytes:
         (b'{"choices": [17]}', True),
         (b"[1, 2]", True),
         (b"not json", True),
+        (b'{"choices": [{"index": 5, "message": {"content": "x"}}]}', True),  # one choice asked for
+        (b'{"choices": [{"index": -1, "text": "x"}]}', False),
+        (b'{"choices": [{"message": {"content": "x"}}, {"message": {"content": "y"}}]}', True),
+        (b'{"choices": [{"index": 0, "message": {"content": "x"}}], "x": NaN}', True),
+        (b'{"choices": [{"index": 0, "text": "x"}], "x": 1e400}', False),
     ],
 )
 def test_an_answer_of_the_wrong_shape_is_a_502_and_nothing_is_recorded(fresh, tmp_path, caplog, raw, chat_endpoint):
@@ -200,3 +205,68 @@ def test_a_request_unlike_anything_learned_gets_no_examples_and_is_counted(fresh
     with Proxy(fresh, tmp_path / "lib.db", ProxyConfig(lessons_every=0, min_relevance=0.0)) as proxy:
         with proxy.client() as client:
             assert chat(client, dspy).model_extra["tfgrpo"]["experiences"]  # without the gate, it is handed some
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [b'{"choices": [{"index": 1000000, "delta": {"content": "hi"}}]}'],  # it was a list of a million texts
+        [b'{"choices": [{"index": -1, "delta": {"content": "hi"}}]}'],
+        [b'{"choices": [{"index": 0, "delta": {"content": "hi"}}], "x": NaN}'],
+        [],  # no event at all: no answer
+    ],
+)
+def test_a_stream_of_the_wrong_shape_ends_with_an_upstream_error_and_no_record(fresh, tmp_path, caplog, events):
+    with Proxy(fresh, tmp_path / "lib.db", NO_INJECTION) as proxy:
+        fresh.script.append(("events", events, "done"))
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json=body, timeout=30) as response:
+            sent = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+        assert json.loads(sent[-1])["error"]["code"] == "upstream_error", sent
+        assert proxy.library.records.counts()["completions"] == 0
+        assert chat(proxy.client(), n=1).choices[0].message.content == "ok-0"
+    assert not errors_logged(caplog)
+
+
+def test_token_counts_past_a_database_integer_are_taken_as_unknown(fresh, tmp_path, caplog):
+    """The upstream's usage figures go into the rollout log; one past 2**63 failed the whole write batch."""
+    answer = json.loads(completion({"role": "assistant", "content": "x"}))
+    answer["usage"] = {"prompt_tokens": 10**30, "completion_tokens": 2}
+    with Proxy(fresh, tmp_path / "lib.db", NO_INJECTION) as proxy, proxy.client() as client:
+        fresh.script.append(("raw", json.dumps(answer).encode()))
+        assert chat(client, n=1).choices[0].message.content == "x"
+        assert proxy.library.records.counts()["completions"] == 1
+    assert not errors_logged(caplog)
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"-Infinity", b"1e400"])
+def test_a_number_that_is_not_json_in_a_request_is_a_400(fresh, tmp_path, number):
+    with Proxy(fresh, tmp_path / "lib.db", NO_INJECTION) as proxy:
+        raw = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": ' + number + b"}"
+        response = proxy.post("/v1/chat/completions", raw)
+        assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
+        assert fresh.bodies == []
+
+
+def test_health_says_so_when_a_librarys_writer_has_stopped(fresh, tmp_path):
+    with Proxy(fresh, tmp_path / "acme.db", NO_INJECTION) as proxy:
+        assert proxy.get("/healthz").json() == {"status": "ok"}
+        records = proxy.library.records
+        records._queue.put(None)  # what closing does: the writer stops
+        records._thread.join(timeout=60)
+        response = proxy.get("/healthz")
+        assert response.status_code == 503 and response.json()["status"] == "failing"
+        assert "acme" not in response.text  # still no library named
+
+
+def test_an_upstream_redirect_is_not_followed(fresh, tmp_path):
+    """The proxy talks to the upstream it was given: a redirect (here to itself, which would answer) is the
+    upstream's answer, not a new address to call with the request."""
+    with Proxy(fresh, tmp_path / "lib.db", NO_INJECTION) as proxy:
+        fresh.script.append(("redirect",))
+        response = proxy.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 502 and len(fresh.bodies) == 1
+        assert "answered 307" in response.json()["error"]["message"]
+        fresh.script.append(("redirect",))
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        assert proxy.post("/v1/chat/completions", body).status_code == 502 and len(fresh.bodies) == 2

@@ -105,3 +105,46 @@ def test_two_writers_of_one_file_share_the_figures_and_form_each_group_once(tmp_
     finally:
         first.close()
         second.close()
+
+
+def test_a_waiter_that_goes_away_leaves_the_writer_and_the_record_in_place(tmp_path):
+    """A client that hangs up while its record waits for the library's write lock (held here by another
+    connection, as a sibling worker can) cancels its wait, not the write: the record is committed, and the
+    writer lives on to record the next one (it died of resolving a cancelled future, and every later request
+    hung)."""
+    import asyncio
+    import sqlite3
+
+    records = CompletionRecords(tmp_path / "lib.db")
+    lock = sqlite3.connect(tmp_path / "lib.db", isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+
+        async def hang_up() -> None:
+            waiting = asyncio.ensure_future(asyncio.wrap_future(records.add(Completion("gone", "p", ["a"]))))
+            await asyncio.sleep(0)  # the wait has begun
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+
+        asyncio.run(hang_up())
+        lock.execute("COMMIT")
+        records.add(Completion("next", "p", ["b"])).result(timeout=60)
+        assert records.alive
+        assert records.get("gone")["choices"] == ["a"] and records.get("next")["choices"] == ["b"]
+    finally:
+        lock.close()
+        records.close()
+
+
+def test_a_failing_group_callback_does_not_stop_the_writer(tmp_path):
+    def broken(group) -> None:
+        raise RuntimeError("the event loop is closed")
+
+    records = CompletionRecords(tmp_path / "lib.db", group_size=2, on_group=broken)
+    try:
+        records.add(Completion("c1", "p", ["a", "b"])).result(timeout=60)
+        assert records.feedback("c1", {0: 1.0, 1: 0.0}).result(timeout=60).groups
+        records.add(Completion("c2", "p", ["c"])).result(timeout=60)
+        assert records.alive and records.counts()["groups"] == 1
+    finally:
+        records.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 
 import httpx
@@ -284,9 +285,12 @@ def test_bodies_that_are_not_json_objects(server, content, words):
     assert_error(response, 400, None, *words)
 
 
-def test_backend_failure_and_unknown_route_are_openai_errors(server):
-    response = post(server, {"messages": [{"role": "user", "content": "fail"}]})
-    assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
-    assert "on purpose" in response.json()["error"]["message"]
+def test_backend_failure_and_unknown_route_are_openai_errors(server, caplog):
+    with httpx.Client(base_url=server.url, timeout=30) as client:  # one kept-alive connection
+        response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "fail"}]})
+        assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
+        assert "on purpose" in response.json()["error"]["message"]
+        assert client.get("/health").status_code == 200  # the connection was dropped after a backend failure
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # nor is it a traceback in the log
     missing = httpx.get(f"{server.url}/v1/nothing")
     assert missing.status_code == 404 and missing.json()["error"]["message"]

@@ -33,7 +33,8 @@ class Upstream:
     completion request: "ok" (texts "ok-0".."ok-{n-1}"), ("status", code), "hang" (waits until the
     client disconnects, then sets `cancelled`), "stall" (the same, after the status and part of the body),
     "wait" (answers once `release` is set), ("tools", calls),
-    ("texts", [...]), ("raw", bytes) (a 200 with that body, as hostile as a test needs), ("events", [data...],
+    ("texts", [...]), ("raw", bytes) (a 200 with that body, as hostile as a test needs), ("redirect",) (a 307
+    to the same URL), ("events", [data...],
     end) (a stream of those `data:` lines, then `end`: "done", "break" (the connection drops mid-answer) or
     "stall"). Empty script: "ok". Every completion request's JSON body is kept in `bodies`."""
 
@@ -111,6 +112,11 @@ class Upstream:
                     pass
                 return
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+            return
+        if isinstance(action, tuple) and action[0] == "redirect":  # to the same path: answered if followed
+            location = f"http://127.0.0.1:{scope['server'][1]}{path}".encode()
+            await send({"type": "http.response.start", "status": 307, "headers": [(b"location", location)]})
+            await send({"type": "http.response.body", "body": b""})
             return
         if isinstance(action, tuple) and action[0] == "status":
             await answer(action[1], {"error": {"message": f"scripted {action[1]}", "type": "scripted", "code": None}})

@@ -2,7 +2,9 @@
 and of a streamed chunk (the fields the proxy reads, recorded and learned from), and text without lone
 surrogates (a JSON `\\ud800` escape with no pair, which no UTF-8 encoder, store or client accepts: each
 becomes U+FFFD, as the training loop does with model output). Anything else the upstream sends passes
-through as it came. A shape the proxy cannot read is the upstream's fault: a 502 `upstream_error`."""
+through as it came, once it is JSON (no NaN or Infinity, which no client's parser need take). A choice's
+index is one of the `n` choices asked for. A shape the proxy cannot read is the upstream's fault: a 502
+`upstream_error`."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import re
 from typing import Any
 
 from ..core.experience import clean_text
-from .openai_api import OpenAIError
+from .openai_api import OpenAIError, loads_json
 
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 """Where a lone surrogate could come from in JSON text (raw UTF-8 cannot encode one)."""
@@ -21,10 +23,11 @@ def bad_answer(what: str) -> OpenAIError:
     return OpenAIError(502, f"the upstream's answer is not an OpenAI completion: {what}", code="upstream_error")
 
 
-def completion(raw: bytes, chat: bool) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
-    """(the answer, its choices in index order, each choice's text) of a whole upstream completion."""
+def completion(raw: bytes, chat: bool, n: int) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """(the answer, its choices in index order, each choice's text) of a whole upstream completion of `n`
+    choices asked for (a choice without an index is the one at its place)."""
     try:
-        data = json.loads(raw)
+        data = loads_json(raw)
     except (ValueError, RecursionError):
         raise bad_answer(repr(raw[:200])) from None
     if _ESCAPED_SURROGATE.search(raw):
@@ -32,16 +35,22 @@ def completion(raw: bytes, chat: bool) -> tuple[dict[str, Any], list[dict[str, A
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
         raise bad_answer(f"no list of choices in {repr(raw[:200])}")
     choices = data["choices"]
+    if len(choices) > n:
+        raise bad_answer(f"{len(choices)} choices, {n} asked for")
     for i, choice in enumerate(choices):
-        _check_choice(choice, chat, f"choices.{i}")
-    choices = sorted(choices, key=lambda c: c.get("index", 0))
+        _check_choice(choice, chat, f"choices.{i}", n)
+    indexes = [c.get("index", i) for i, c in enumerate(choices)]
+    if len(set(indexes)) < len(indexes):
+        raise bad_answer("two choices have one index")
+    choices = [c for _, c in sorted(zip(indexes, choices), key=lambda pair: pair[0])]
     return data, choices, [choice_text(c, chat) for c in choices]
 
 
-def chunk(data: str, chat: bool) -> dict[str, Any] | None:
-    """One streamed event's JSON, checked (None: not an object, which the proxy skips)."""
+def chunk(data: str, chat: bool, n: int) -> dict[str, Any] | None:
+    """One streamed event's JSON, checked, of a stream of `n` choices asked for (None: not an object,
+    which the proxy skips)."""
     try:
-        event = json.loads(data)
+        event = loads_json(data)
     except (ValueError, RecursionError):
         raise bad_answer(f"a bad event: {data[:200]!r}") from None
     if _ESCAPED_SURROGATE.search(data.encode("utf-8", "surrogatepass")):
@@ -56,7 +65,7 @@ def chunk(data: str, chat: bool) -> dict[str, Any] | None:
     for i, choice in enumerate(choices):
         if not isinstance(choice, dict):
             raise bad_answer(f"an event's choices.{i} is not an object")
-        _check_index(choice, f"choices.{i}")
+        _check_index(choice, f"choices.{i}", n)
         part = choice.get("delta") if chat else choice
         if chat and part is not None and not isinstance(part, dict):
             raise bad_answer(f"an event's choices.{i}.delta is not an object")
@@ -87,9 +96,9 @@ def usage_of(answer: dict[str, Any] | None) -> dict[str, Any]:
     usage = (answer or {}).get("usage")
     usage = usage if isinstance(usage, dict) else {}
 
-    def count(name: str) -> int | None:
+    def count(name: str) -> int | None:  # a whole number a database column holds
         value = usage.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
 
     model = (answer or {}).get("model")
     return {
@@ -99,10 +108,10 @@ def usage_of(answer: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def _check_choice(choice: Any, chat: bool, where: str) -> None:
+def _check_choice(choice: Any, chat: bool, where: str, n: int) -> None:
     if not isinstance(choice, dict):
         raise bad_answer(f"{where} is not an object")
-    _check_index(choice, where)
+    _check_index(choice, where, n)
     if not chat:
         _check_text(choice.get("text"), f"{where}.text")
         return
@@ -117,10 +126,12 @@ def _check_choice(choice: Any, chat: bool, where: str) -> None:
         raise bad_answer(f"{where}.message.tool_calls is not a list")
 
 
-def _check_index(choice: dict[str, Any], where: str) -> None:
+def _check_index(choice: dict[str, Any], where: str, n: int) -> None:
     index = choice.get("index", 0)
     if isinstance(index, bool) or not isinstance(index, int):
         raise bad_answer(f"{where}.index is not a whole number")
+    if not 0 <= index < n:
+        raise bad_answer(f"{where}.index is {index}, not one of the {n} choices asked for")
 
 
 def _check_text(value: Any, where: str) -> None:

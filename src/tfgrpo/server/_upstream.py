@@ -125,8 +125,13 @@ class Upstream:
     async def _send(self, method: str, path: str, body: dict | None) -> UpstreamResponse:
         """One try: the response, or `TryAgain` for a 5xx."""
         started = time.perf_counter()
-        raw = await self.session.request(method, f"{self.base_url}/{path}", json=body)
+        raw = await self.session.request(method, f"{self.base_url}/{path}", json=body, allow_redirects=False)
         self.metrics.upstream_latency.labels(path.rsplit("/", 1)[-1]).observe(time.perf_counter() - started)
+        if 300 <= raw.status < 400:  # not followed: the proxy calls the upstream it was given, and no other
+            raw.close()
+            where = raw.headers.get("location", "")[:200]
+            message = f"the upstream answered {raw.status} (to {where!r}); start the proxy with the URL it names"
+            raise OpenAIError(502, message, code="upstream_error")
         if raw.status < 500:
             return UpstreamResponse(raw, self.max_output_bytes)
         try:

@@ -14,7 +14,9 @@ from .served import ServedLibrary
 
 class Admin(ProxyState):
     def health(self) -> dict[str, Any]:
-        """Says only that the proxy answers: no key is asked for, so nothing about any library is told."""
+        """Says only that the proxy answers and records: no key is asked for, so no library is named."""
+        if any(not lib.records.alive for lib in self.libraries.values()):
+            return {"status": "failing", "reason": "a library's records writer has stopped; see the server's log"}
         return {"status": "ok"}
 
     def prometheus(self) -> tuple[bytes, str]:

@@ -145,7 +145,7 @@ class Completions(ProxyState):
         upstream_ms = 1000 * (time.perf_counter() - upstream_started)
         if status >= 400:  # the upstream's own refusal, as it is
             return Passthrough(status, raw, ctype)
-        data, choices, texts = answers.completion(raw, chat)
+        data, choices, texts = answers.completion(raw, chat, upstream_body.get("n") or 1)
         scored = None
         if self.reward is not None:
             scores = await self.reward.ascore_batch([(prompt or "", t, sample) for t in texts])
@@ -179,6 +179,8 @@ class Completions(ProxyState):
                 await response.aclose()
             return Passthrough(response.status_code, raw, response.headers.get("content-type", "application/json"))
 
+        asked = upstream_body.get("n") or 1
+
         async def events() -> AsyncGenerator[dict[str, Any], None]:
             texts: dict[int, list[str]] = {}
             first = True
@@ -189,7 +191,7 @@ class Completions(ProxyState):
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
-                    chunk = answers.chunk(data, chat)
+                    chunk = answers.chunk(data, chat, asked)
                     if chunk is None:
                         continue
                     if "error" in chunk:  # the upstream's own error event, as it is
@@ -204,6 +206,8 @@ class Completions(ProxyState):
                         if piece is not None:
                             texts.setdefault(choice.get("index", 0), []).append(piece)
                     yield chunk
+                if first:  # not one event: no answer to record or learn from
+                    raise answers.bad_answer("the stream ended without an event")
                 n = max(texts, default=0) + 1
                 await asyncio.wrap_future(lib.records.add(record(["".join(texts.get(i, [])) for i in range(n)])))
                 logged(stream=True)

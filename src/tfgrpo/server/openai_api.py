@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -83,7 +84,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle(_: Request, exc: Exception) -> JSONResponse:
         return error_of(exc).response()
 
-    for kind in (OpenAIError, RequestValidationError, ConfigError, ClientDisconnect, HTTPException, Exception):
+    # BackendError has a handler of its own: Starlette's handler of Exception answers and then raises again
+    # (a traceback in the log, the kept-alive connection dropped), which is for what nobody foresaw.
+    kinds = (OpenAIError, RequestValidationError, ConfigError, BackendError, ClientDisconnect, HTTPException, Exception)
+    for kind in kinds:
         app.add_exception_handler(kind, handle)
 
 
@@ -129,12 +133,29 @@ def find_lone_surrogate(value: Any, path: str = "") -> str | None:
     return None
 
 
+def _not_a_number(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number (numbers must be finite)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is too large for a finite number")
+    return value
+
+
+def loads_json(raw: bytes | str) -> Any:
+    """JSON as RFC 8259 has it: NaN, Infinity and numbers beyond a float's range (which Python's parser
+    takes, and no JSON encoder writes back) are a ValueError, as is invalid JSON."""
+    return json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
+
+
 async def read_json(request: Request) -> dict[str, Any]:
     """The request body as a JSON object. Invalid JSON, nesting too deep to parse, anything but an
     object, and lone surrogates anywhere in it are 400s. (Its size is bounded by `BodyLimit`.)"""
     raw = await request.body()
     try:
-        body = json.loads(raw)
+        body = loads_json(raw)
     except UnicodeDecodeError:
         raise bad_request("the request body is not UTF-8 text; send JSON encoded as UTF-8") from None
     except ValueError as exc:

@@ -100,8 +100,9 @@ def create_proxy_app(
 
     @app.get("/healthz")
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return service.health()
+    async def health() -> JSONResponse:
+        said = service.health()
+        return JSONResponse(said, 200 if said["status"] == "ok" else 503)
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:

@@ -193,6 +193,9 @@ class CompletionRecords:
 
     def _submit(self, item: tuple) -> Future:
         future: Future = Future()
+        # Running from the start: a client that goes away (its awaiting task cancelled) cannot cancel the
+        # write, which is committed all the same, and the writer never resolves a cancelled future.
+        future.set_running_or_notify_cancel()
         if self._closed:
             future.set_exception(StoreError("the proxy's records are closed (the server is shutting down)"))
             return future
@@ -214,7 +217,18 @@ class CompletionRecords:
                     self._queue.put(None)  # stop after this batch
                     break
                 batch.append(more)
-            self._commit_batch(batch)
+            try:
+                self._commit_batch(batch)
+            except Exception:  # the writer outlives any batch: its callers are told, later batches go on
+                log.exception("recording a batch failed")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(StoreError("recording failed; see the server's log"))
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread runs (it stops only when the records are closed)."""
+        return self._thread.is_alive()
 
     def _commit_batch(self, batch: list[tuple[tuple, Future]]) -> None:
         results: list[Any] = []
@@ -243,7 +257,10 @@ class CompletionRecords:
             return
         for group in groups:
             if self.on_group is not None:
-                self.on_group(group)
+                try:
+                    self.on_group(group)
+                except Exception:  # the group is committed: the learner finds it at its next poll
+                    log.exception("handing a formed group to the learner failed")
         for (_, future), result in zip(batch, results):
             future.set_result(result)
         if self._log is not None:
