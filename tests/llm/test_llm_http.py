@@ -75,6 +75,26 @@ def test_an_answer_nested_past_the_parsers_depth_is_a_backend_error():
             backend.generate(["hi"])
 
 
+@pytest.mark.parametrize("usage", [{"prompt_tokens": "7"}, [1, 2], {"prompt_tokens": -3}, {"prompt_tokens": 10**30}])
+def test_token_counts_of_the_wrong_kind_are_unknown_not_a_crash(usage):
+    """The server's usage is its word on its own tokens: text, a list or a negative count was a TypeError
+    (AttributeError) out of generate; now the answer stands and the count is unknown."""
+    answer = chat_reply(["fine"])
+    answer.body["usage"] = usage
+    with StandIn(script(then=answer)) as server, backend_for(server) as backend:
+        generation = backend.generate(["hi"])[0][0]
+        assert generation.text == "fine" and generation.prompt_tokens is None
+        assert backend.usage.prompt_tokens == 0 and backend.usage.requests == 1
+
+
+def test_a_choice_whose_text_is_not_text_is_a_backend_error():
+    answer = chat_reply(["x"])
+    answer.body["choices"][0]["message"]["content"] = 5
+    with StandIn(script(then=answer)) as server, backend_for(server) as backend:
+        with pytest.raises(BackendError, match="malformed chat completion response"):
+            backend.generate(["hi"])
+
+
 def test_hang_past_timeout_is_retried():
     async def behaviour(index, path, body):
         if index == 0:

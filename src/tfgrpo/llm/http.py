@@ -337,12 +337,15 @@ class OpenAIBackend(Backend):
 
         try:
             choices = sorted(response.get("choices") or [], key=lambda c: c.get("index") or 0)
-            usage = response.get("usage") or {}
             texts = [((c.get("message") or {}).get("content") if chat else c.get("text")) or "" for c in choices]
+            if not all(isinstance(text, str) for text in texts):
+                raise TypeError("a choice's text is not text")
         except (AttributeError, TypeError):  # not the JSON object an OpenAI-compatible server sends
             raise BackendError(f"{self.base_url} sent a malformed {what} response: {response!r:.200}") from None
-        prompt_tokens = usage.get("prompt_tokens")
-        completion_tokens = usage.get("completion_tokens")
+        usage = response.get("usage")
+        usage = usage if isinstance(usage, dict) else {}  # the server's word on its tokens: unknown if odd
+        prompt_tokens = _token_count(usage.get("prompt_tokens"))
+        completion_tokens = _token_count(usage.get("completion_tokens"))
         self._usage.record(prompt_tokens or 0, completion_tokens or 0, self.price_table)
         generations = []
         for choice, text in zip(choices, texts):
@@ -445,6 +448,10 @@ def _env_proxy(url: str) -> str | None:
     if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
         return None
     return urllib.request.getproxies().get(parts.scheme)
+
+
+def _token_count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
 
 
 def _message(raw: bytes) -> str:
