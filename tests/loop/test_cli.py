@@ -126,6 +126,30 @@ def test_a_test_fraction_that_would_be_ignored_is_refused_before_the_model_is_ca
         assert server.requests == []
 
 
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path: Path):
+    """`eval --out` and `report -o` naming the library (or a result they read) wrote over it."""
+    library = tmp_path / "lib.db"
+    TrainingFreeGRPO.open(library).close()
+    kept = library.read_bytes()
+    with StandIn(_half_right) as server:
+        model = ["--model", f"openai:m@{server.url}"]
+        ran = run("eval", *TINY_TRAIN, *model, "-l", library, "--out", library, check=False)
+        assert ran.returncode == 1 and "is one of this command's inputs" in ran.stderr
+        assert server.requests == []
+    ran = run("report", "-l", library, "-o", library, check=False)
+    assert ran.returncode == 1 and "is one of this command's inputs" in ran.stderr
+    assert library.read_bytes() == kept
+
+
+def test_guidance_a_model_cannot_take_is_refused_before_any_call(tmp_path: Path):
+    with StandIn(_half_right) as server:
+        model = ["--model", f"openai:m@{server.url}", "-l", tmp_path / "l.db"]
+        for command in ("train", "eval"):
+            ran = run(command, *TINY_TRAIN, *model, "--guidance", "constrain", check=False)
+            assert ran.returncode == 1 and "--guidance constrain needs a local model" in ran.stderr, command
+        assert server.requests == []
+
+
 def test_a_negative_seed_in_a_config_is_refused_before_the_model_is_called(tmp_path: Path):
     with StandIn(_half_right) as server:
         for command in ("train", "eval"):

@@ -263,7 +263,54 @@ def test_bad_continual_arguments_are_clear_errors(student, tmp_path):
     assert ran.returncode == 1 and "--baselines-dir" in ran.stderr and a_file.read_text() == "kept"
     ran = tfgrpo("continual", *ARGS, "--out", a_file / "below", check=False)
     assert ran.returncode == 1 and "cannot make the folder" in ran.stderr
+    # A library condition named as a baseline took the baseline's row; baselines beside --out overwrote it.
+    ran = tfgrpo("continual", *ARGS, "--name", "zero-shot", "--out", tmp_path / "c", check=False)
+    assert ran.returncode == 1 and "other than zero-shot, fixed, knn" in ran.stderr
+    ran = tfgrpo("continual", *ARGS, "--out", tmp_path / "d", "--baselines-dir", tmp_path / "d", check=False)
+    assert ran.returncode == 1 and "give the baselines a folder of their own" in ran.stderr
+    ran = tfgrpo("continual", *ARGS, "--no-baselines", "--baselines-only", "--out", tmp_path / "e", check=False)
+    assert ran.returncode == 1 and "one or the other" in ran.stderr
+    ran = tfgrpo("continual", *ARGS, "--active", "--out", tmp_path / "e", check=False)  # train's: it did nothing here
+    assert ran.returncode == 2 and "unrecognized arguments: --active" in ran.stderr
+    (tmp_path / "n.yaml").write_text("seeds: []\nname: null\n")
+    ran = tfgrpo("continual", *ARGS, "--config", tmp_path / "n.yaml", "--out", tmp_path / "e", check=False)
+    assert ran.returncode == 1 and "takes one value or more" in ran.stderr and "Traceback" not in ran.stderr
     assert student == []  # refused before a model was even made
+
+
+def test_print_config_prints_and_runs_nothing(student, tmp_path):
+    ran = tfgrpo("continual", *ARGS, "--out", tmp_path / "out", "--print-config", "json")
+    printed = json.loads(ran.stdout)
+    assert printed["out"] == str(tmp_path / "out") and printed["group_size"] == 8
+    assert student == [] and not (tmp_path / "out").exists()
+
+
+def test_a_rerun_of_another_kind_is_refused_before_any_call_or_scored_again(student, tmp_path):
+    """Into the same --out: a library trained by another run is refused before anything is scored (the
+    baselines it found were scored again and overwritten first), and another model or reward does not
+    reuse the first one's scores."""
+    out = tmp_path / "out"
+    tfgrpo("continual", *ARGS, "--seeds", "0", "--out", out)
+    first = json.loads((out / "continual.json").read_text())
+    kept = {p: p.read_bytes() for p in (out / "baselines").rglob("*.json")}
+    made = len(student)
+    ran = tfgrpo("continual", *ARGS, "--seeds", "0", "--out", out, "--schedule", "mixed", check=False)
+    assert ran.returncode == 1 and "trained (up to step" in ran.stderr and "by a different run" in ran.stderr
+    assert len(student) == made and {p: p.read_bytes() for p in kept} == kept  # no model made, nothing scored
+    another = ["--model", "openai:another@http://127.0.0.1:9/v1"]
+    ran = tfgrpo("continual", *ARGS, "--seeds", "0", "--out", out, *another, "-l", tmp_path / "o.db", check=False)
+    assert ran.returncode == 1 and "holds the results of another continual run (it differs in: library, source)" in (
+        ran.stderr
+    )
+    assert len(student) == made
+    # Into a folder of its own beside the same baselines: the zero-shot row is scored again, for this model.
+    tfgrpo("continual", *ARGS, "--seeds", "0", "--out", tmp_path / "out2", *another, "--baselines-dir",
+           out / "baselines", "--no-baselines")  # fmt: skip
+    assert len(student) == made + 1 and student[-1].calls > 0
+    zero = json.loads((out / "baselines" / "zero-shot.json").read_text())
+    assert zero["identity"]["source"]["model"] == another[1]
+    tfgrpo("continual", *ARGS, "--seeds", "0", "--out", out)  # the first run again: its figures, once more
+    assert json.loads((out / "continual.json").read_text())["conditions"] == first["conditions"]
 
 
 def test_runs_on_the_same_prompts_are_compared_side_by_side(student, tmp_path):
@@ -297,8 +344,8 @@ def test_runs_on_the_same_prompts_are_compared_side_by_side(student, tmp_path):
     # A result file is data from elsewhere: one of another shape is named, and no report is written.
     damaged = {
         "R": lambda d: d["conditions"]["sample"].__setitem__("R", {"0": "x"}),
-        "R_mean": lambda d: d["conditions"]["sample"].__setitem__("R_mean", [[1, 2], [3]]),
-        "acc": lambda d: d["conditions"]["sample"]["acc"].__setitem__("mean", "high"),
+        "R-shape": lambda d: d["conditions"]["sample"].__setitem__("R", {"0": [[0.5, 0.5]]}),
+        "R-none": lambda d: d["conditions"]["sample"].__setitem__("R", {}),
         "phases": lambda d: d.__setitem__("phases", None),
         "conditions": lambda d: d.__setitem__("conditions", []),
     }
@@ -314,6 +361,14 @@ def test_runs_on_the_same_prompts_are_compared_side_by_side(student, tmp_path):
             )
             assert ran.returncode == 1 and f"{path}: " in ran.stderr and "Traceback" not in ran.stderr, (field, files)
     assert not (tmp_path / "x.html").exists()
+    # Its figures are made again from its matrices: a file's own (here made up) are not drawn.
+    tampered = json.loads(json.dumps(second))
+    tampered["conditions"]["sample"]["acc"] = {"mean": 0.987654, "ci_low": 0.9, "ci_high": 1.0, "per_seed": [1.0]}
+    tampered["conditions"]["sample"]["R_mean"] = [[1, 2], [3]]
+    (tmp_path / "tampered.json").write_text(json.dumps(tampered))
+    args = ["-l", tmp_path / "a" / "library-seed0.db", "--eval", tmp_path / "tampered.json", "-o", tmp_path / "x.html"]
+    tfgrpo("report", *args)
+    assert "+0.988 (one seed)" not in (tmp_path / "x.html").read_text()
 
 
 @pytest.mark.parametrize(
@@ -349,3 +404,12 @@ def test_constrained_decoding_needs_a_local_model(student, tmp_path):
     ran = tfgrpo("continual", *ARGS, "--seeds", "0", "--out", tmp_path, "--no-baselines", "--select", "retrieve",
                  "--shots", "0", "--guidance", "constrain", check=False)  # fmt: skip
     assert ran.returncode == 1 and "--guidance constrain needs a local model" in ran.stderr
+
+
+def test_each_training_seed_has_a_library_of_its_own_beside_a_file_or_in_a_schema_of_its_own():
+    from tfgrpo.cli.continual import seed_library
+
+    assert seed_library("runs/lib.db", 2) == "runs/lib-seed2.db"
+    url = seed_library("postgresql://u:pw@db.internal:5432/tfgrpo?schema=exp&sslmode=disable", 1)
+    assert url == "postgresql://u:pw@db.internal:5432/tfgrpo?sslmode=disable&schema=exp_seed1"
+    assert seed_library("postgresql://db.internal/tfgrpo", 0) == "postgresql://db.internal/tfgrpo?schema=library_seed0"

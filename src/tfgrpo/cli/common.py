@@ -73,6 +73,18 @@ def share(text: str) -> float:
 share.takes = float  # type: ignore[attr-defined]  # what a config file gives it (see options._coerce_one)
 
 
+def check_output(out: str | os.PathLike | None, flag: str, *inputs: str | os.PathLike | None) -> None:
+    """Refuse an output file that is one of the command's inputs (a library, a dataset, a result): it
+    would be written over what it was made from."""
+    if out is None:
+        return
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is not None and not str(given).startswith(("postgresql://", "postgres://")):
+            if Path(given).resolve() == target:
+                raise ConfigError(f"{flag} {out} is one of this command's inputs; write to another file")
+
+
 def capacity_args(p: argparse.ArgumentParser) -> None:
     """`--max-library-size` and `--eviction-policy`: the capacity of a library the command creates."""
     p.add_argument("--max-library-size", type=int, default=None, help="library capacity (new libraries)")

@@ -10,6 +10,7 @@ import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from .common import (
     HINTED,
@@ -25,7 +26,7 @@ from .common import (
     task_hints,
     template,
 )
-from .options import add_config_args, add_config_file_args, config_from_args
+from .options import add_config_args, add_config_file_args, config_from_args, print_config, resolved_options
 from .report import open_run_tracker, result_args
 
 
@@ -81,7 +82,7 @@ def add_commands(command) -> None:
     add_config_args(
         p.add_argument_group("training (TrainConfig; the prompting is the evaluation's too)"),
         TrainConfig,
-        exclude=["seed"],
+        exclude=["seed", "active", "active_min", "active_budget"],  # phases are trained uniformly (train --active)
         aliases={"group_size": ["-G"]},
         defaults=HINTED,
     )
@@ -97,10 +98,59 @@ def add_commands(command) -> None:
     add_config_file_args(p)
 
 
+BASELINES = ("zero-shot", "fixed", "knn")
+"""The conditions every continual run scores beside its library (their names are taken)."""
+
+
 def seed_library(path: str, seed: int) -> str:
-    """LIB-seedN: the library of one training seed, beside LIB."""
+    """LIB-seedN: the library of one training seed, beside LIB; in PostgreSQL, the schema of LIB's
+    (`library` when it names none) with `_seedN` added, in the same database."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    from ..core.store import is_postgres_url
+
+    if is_postgres_url(path):
+        parts = urlsplit(path)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        schema = next((v for k, v in query if k == "schema"), "library")
+        query = [(k, v) for k, v in query if k != "schema"] + [("schema", f"{schema}_seed{seed}")]
+        return urlunsplit(parts._replace(query=urlencode(query)))
     base = Path(path)
     return str(base.with_name(f"{base.stem}-seed{seed}{base.suffix}"))
+
+
+def claim_out(out: Path, run: dict) -> None:
+    """Keep in OUT what run its files belong to (its seeds aside, which a rerun may add to); refuse another
+    run's, whose scores and phase evaluations it would write over."""
+    from ..core.files import atomic_write, read_saved
+    from ..errors import ConfigError
+
+    path = out / "continual-run.json"
+    saved = read_saved(path)
+    if saved is not None and saved != run:
+        changed = ", ".join(sorted(k for k in set(saved) | set(run) if saved.get(k) != run.get(k)))
+        raise ConfigError(
+            f"{out} holds the results of another continual run (it differs in: {changed}); rerun with its settings "
+            "to resume it, or give this one another --out"
+        )
+    if saved is None:
+        atomic_write(path, lambda f: json.dump(run, f, indent=1))
+
+
+def run_source(args, task, plan) -> dict:
+    """What the scores of a run come from besides its plan and prompting: the model, the reward and the
+    reference answers (kept with every saved scoring, so a rerun with another is scored again)."""
+    import hashlib
+
+    answers = hashlib.sha256()
+    for sample in (*(s for _, samples in plan.phases for s in samples), *plan.test):
+        answers.update(json.dumps([str(sample.get("id", "")), sample.get("answer")], default=str).encode())
+    return {
+        "model": args.model,
+        "reward": args.reward or f"{task.name}'s own",
+        "data": task.run,
+        "answers": answers.hexdigest()[:16],
+    }
 
 
 def cmd_continual(args) -> int | None:
@@ -115,6 +165,7 @@ def cmd_continual(args) -> int | None:
     from ..errors import ConfigError
     from ..learn import ExampleUpdate, LessonUpdate, Update
     from ..llm.cache import LLMCache
+    from ..llm.guidance import check_guidance
     from ..loop import Progress
     from ..loop.config import TrainConfig
     from ..loop.continual import (
@@ -125,21 +176,33 @@ def cmd_continual(args) -> int | None:
         matrix,
         phase_batches,
         run_baselines,
+        run_identity,
         run_library,
         summarise,
         table,
     )
     from ..loop.evaluate import EvalConfig, show_progress
+    from ..loop.training import check_resume
     from ..semantic import LessonConfig, LessonLibrary
 
-    if len(set(args.seeds)) < len(args.seeds):
+    if not args.seeds or len(set(args.seeds)) < len(args.seeds):
         raise ConfigError(f"--seeds {' '.join(map(str, args.seeds))}: give each training seed once")
+    if not args.name or args.name in BASELINES:
+        raise ConfigError(f"--name {args.name!r}: name the library condition, other than {', '.join(BASELINES)}")
+    if not args.baselines and args.baselines_only:
+        raise ConfigError("--no-baselines and --baselines-only: one or the other")
     out = Path(args.out)
     base_dir = Path(args.baselines_dir) if args.baselines_dir else out / "baselines"
+    if base_dir.resolve() == out.resolve():  # both keep seedN/phaseP.json: each would overwrite the other's
+        raise ConfigError(f"--baselines-dir {base_dir} is --out: give the baselines a folder of their own")
     library_path = args.library or str(out / "library.db")
     if not args.baselines_only and args.strategy != "examples":
         check_lesson_path(library_path)
-    task = load_task(argparse.Namespace(**{**vars(args), "limit": None}))
+    task = load_task(argparse.Namespace(**{**vars(args), "limit": None}), with_samples=not args.print_config)
+    if args.print_config:
+        config = config_from_args(TrainConfig, args, hints=task_hints(task), template=template(args, task))
+        print(print_config(resolved_options(args, config, config_from_args(LessonConfig, args)), args.print_config))
+        return None
     domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
     if domains is not None and (not domains or len(set(domains)) < len(domains)):
         raise ConfigError(f"--domains {args.domains!r}: name each domain once, A,B,C")
@@ -157,12 +220,46 @@ def cmd_continual(args) -> int | None:
     new_library = new_library_config(args, group_size=config.group_size)
     output_folder(out)
     output_folder(base_dir, "--baselines-dir")
+
+    def open_seed(seed: int, opened: ExitStack, critic=None) -> tuple[Any, Any, list[Update]]:
+        """Seed `seed`'s libraries (made if missing) and the updates that train them."""
+        path = seed_library(library_path, seed)
+        grpo = lessons = None
+        if args.strategy in ("examples", "both"):
+            grpo_config = None if store_exists(path) else new_library
+            grpo = opened.enter_context(TrainingFreeGRPO.open(path, grpo_config, seed=seed))
+        if args.strategy in ("lessons", "both"):
+            lessons = opened.enter_context(LessonLibrary(path, max_words=lesson_config.max_words))
+        updates: list[Update] = [
+            *([ExampleUpdate(grpo, task_name=task.name)] if grpo is not None else []),
+            *([LessonUpdate(lessons, lesson_config, critic=critic)] if lessons is not None else []),
+        ]
+        return grpo, lessons, updates
+
+    # Before any model is called: a library trained by another run, or one that cannot be read, is refused
+    # now, not after the baselines were scored.
+    if not args.baselines_only:
+        for seed in args.seeds:
+            if store_exists(seed_library(library_path, seed)):
+                with ExitStack() as opened:
+                    check_resume(open_seed(seed, opened)[2], run_identity(plan, dataclasses.replace(config, seed=seed)))
+    source = run_source(args, task, plan)
+    claim_out(out, {
+        "plan": plan.fingerprint(),
+        "source": source,
+        "train": json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(config, seed=0)), default=str)),
+        "eval": json.loads(json.dumps(eval_config.to_dict(), default=str)),
+        "strategy": None if args.baselines_only else args.strategy,
+        "name": None if args.baselines_only else args.name,
+        "library": None if args.baselines_only else shown_target(library_path),
+    })  # fmt: skip
     matrices: dict[str, dict[int, np.ndarray]] = {}
     with ExitStack() as stack:
         policy = stack.enter_context(make_backend(args.model, config.concurrency))
+        check_guidance(policy, config)
         critic = stack.enter_context(make_backend(args.critic, config.concurrency)) if args.critic else None
         tracker = stack.enter_context(open_run_tracker(args, "continual"))
-        evaluator = Evaluator(policy, task.reward, plan, show_progress())
+        evaluator = Evaluator(policy, task.reward, plan, show_progress(), source=source)
         zero = evaluator.rows(
             base_dir / "zero-shot.json", lambda: {"zero-shot": (None, baseline_config(eval_config))}, {}
         )["zero-shot"]
@@ -186,16 +283,7 @@ def cmd_continual(args) -> int | None:
             output_folder(Path(path).parent, "--library")
             (out / f"seed{seed}").mkdir(parents=True, exist_ok=True)
             with ExitStack() as opened:
-                grpo = lessons = None
-                if args.strategy in ("examples", "both"):
-                    grpo_config = None if store_exists(path) else new_library
-                    grpo = opened.enter_context(TrainingFreeGRPO.open(path, grpo_config, seed=seed))
-                if args.strategy in ("lessons", "both"):
-                    lessons = opened.enter_context(LessonLibrary(path, max_words=lesson_config.max_words))
-                updates: list[Update] = [
-                    *([ExampleUpdate(grpo, task_name=task.name)] if grpo is not None else []),
-                    *([LessonUpdate(lessons, lesson_config, critic=critic)] if lessons is not None else []),
-                ]
+                grpo, lessons, updates = open_seed(seed, opened, critic)
                 condition = functools.partial(library_condition, grpo, lessons, lesson_config.placement)
                 cache = opened.enter_context(LLMCache(path)) if is_store_target(path) else None
                 steps = sum(len(phase_batches(s, seed_config, p)) for p, (_, s) in enumerate(plan.phases, start=1))

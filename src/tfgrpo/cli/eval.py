@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from .common import (
     HINTED,
     agent_args,
+    check_output,
     executor_args,
     load_task,
     make_backend,
@@ -168,8 +169,10 @@ def recorder(args, source: str, task, stack):
 
 
 def cmd_eval(args) -> int | None:
+    from ..llm.guidance import check_guidance
     from ..loop.evaluate import report_of
 
+    check_output(args.out, "--out", args.library, args.data, args.eval_data)
     task = load_task(args, with_samples=not args.print_config)
     config = eval_config(args, task)
     if args.print_config:
@@ -179,6 +182,7 @@ def cmd_eval(args) -> int | None:
         conditions = library_conditions(args, stack)
         executor = stack.enter_context(open_executor_of(args))
         backend = stack.enter_context(make_backend(args.model, config.concurrency, executor))
+        check_guidance(backend, config)
         task = task._replace(reward=executor.reward(task.reward))
         agent = open_agent(args, stack)
         record = recorder(args, "eval", task, stack)
@@ -198,6 +202,7 @@ def cmd_attribute(args) -> int | None:
     from ..loop.evaluate import show_progress
     from ..semantic import LessonLibrary
 
+    check_output(args.out, "--out", args.library, args.data, args.eval_data)
     task = load_task(args, with_samples=not args.print_config)
     config = eval_config(args, task)
     if args.print_config:

@@ -306,10 +306,14 @@ def _coerce(path: str | Path, name: str, value: Any, action: argparse.Action) ->
         if not all(isinstance(v, str) for v in items):
             raise ConfigError(f"{path}: {name} ({flag}) takes text or a list of text, got {value!r}")
         return tuple(items) if getattr(action, "kind", None) == "append" else list(items)
-    if value is None:
-        return None
+    if value is None:  # an option that may be unset; the others have a value without which they cannot run
+        if action.default is None:
+            return None
+        raise ConfigError(f"{path}: {name} ({flag}) takes a value (default {action.default!r}); leave it out for that")
     if action.nargs == "+":  # values: a list, or one value alone (as `--seeds 3` is one)
         items = value if isinstance(value, list) else [value]
+        if not items:
+            raise ConfigError(f"{path}: {name} ({flag}) takes one value or more, got none")
         return tuple(_coerce_one(path, name, item, action, flag) for item in items)
     if action.nargs == 0 or getattr(action, "kind", None) == "bool":
         if not isinstance(value, bool):

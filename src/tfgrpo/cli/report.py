@@ -35,18 +35,20 @@ def add_commands(command) -> None:
 
 def cmd_report(args) -> None:
     from ..errors import ConfigError
-    from ..loop.continual import check_continual, merge
+    from ..loop.continual import merge, recomputed
     from ..report import read_result, write_report
+    from .common import check_output
 
-    continual = [(path, r) for path, r in ((p, read_result(p)) for p in args.eval) if r["kind"] == "continual"]
-    for path, result in continual:  # each on its own first, so that a damaged one is named
+    check_output(args.output, "--output", args.library, *args.eval, *(args.metrics or []))
+    results = {str(p): read_result(p) for p in args.eval}
+    continual = [path for path, r in results.items() if r["kind"] == "continual"]
+    for name in continual:  # each on its own first, so that a damaged one is named; its figures from its matrices
         try:
-            check_continual(result)
+            results[name] = recomputed(results[name])
         except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    merged = merge([r for _, r in continual]) if len(continual) > 1 else None  # several runs' conditions, side by side
-    path = write_report(args.library, args.output, args.eval, args.metrics, merged)
-    print(f"report: {path}")
+            raise ConfigError(f"{name}: {exc}") from None
+    merged = merge([results[p] for p in continual]) if len(continual) > 1 else None  # side by side
+    print(f"report: {write_report(args.library, args.output, list(results.items()), args.metrics, merged)}")
 
 
 def result_args(p, out: bool = True) -> None:

@@ -100,6 +100,7 @@ def cmd_train(args) -> int | None:
     from ..learn import ExampleUpdate, LessonUpdate, Update
     from ..llm.base import Backend
     from ..llm.cache import LLMCache
+    from ..llm.guidance import check_guidance
     from ..loop import total_steps
     from ..loop.training import check_resume, run_identity, train
     from ..semantic import LessonLibrary
@@ -145,6 +146,7 @@ def cmd_train(args) -> int | None:
         if not finished:  # a finished run loads no model (`tfgrpo repeat` calls train for every seed)
             executor = stack.enter_context(open_executor_of(args))
             policy = stack.enter_context(make_backend(args.model, config.concurrency, executor))
+            check_guidance(policy, config)
             reward = executor.reward(task.reward)
             if args.critic:
                 critic = stack.enter_context(make_backend(args.critic, config.concurrency))

@@ -340,6 +340,15 @@ def tokenizer_of(backend: Backend, config: GuidanceConfig) -> Any:
     return own if own is not None else _load_tokenizer(config.guidance_tokenizer)
 
 
+def check_guidance(backend: Backend, config: GuidanceConfig) -> None:
+    """Refuse guidance `backend` cannot take before any call: constrained decoding of a model that is not
+    local, or a bias whose tokenizer cannot be loaded."""
+    if config.guidance == "constrain":
+        local_model(backend)
+    elif config.guidance == "bias":
+        tokenizer_of(backend, config)
+
+
 def guided_generate(
     backend: Backend,
     prompts: Sequence[Prompt],

@@ -28,7 +28,7 @@ import hashlib
 import json
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -239,9 +239,29 @@ def check_continual(summary: dict[str, Any]) -> dict[str, tuple[dict[int, np.nda
             f"a continual result of another shape ({type(exc).__name__}: {str(exc)[:200]}); "
             "write it again with `tfgrpo continual`"
         ) from None
-    if any(R.ndim != 2 for per_seed, _ in conditions.values() for R in per_seed.values()):
-        raise ConfigError("a continual result whose accuracy matrices are not tables of phases by domains")
+    try:
+        shape = (len(summary["phases"]), len(summary["domains"]))  # the phases: "before", then each trained
+    except TypeError:
+        raise ConfigError("a continual result whose phases or domains are not lists") from None
+    for name, (per_seed, _) in conditions.items():
+        if not per_seed:
+            raise ConfigError(f"a continual result whose condition {name!r} has no training seed's matrix")
+        if any(R.shape != shape or not np.isfinite(R).all() for R in per_seed.values()):
+            raise ConfigError(
+                f"a continual result whose matrices of {name!r} are not {shape[0]} rows (before training and "
+                f"after each phase) by {shape[1]} domains of numbers"
+            )
     return conditions
+
+
+def recomputed(summary: dict[str, Any]) -> dict[str, Any]:
+    """A continual result's figures made again from its matrices (a file's own figures are not trusted)."""
+    conditions = check_continual(summary)
+    baselines = [name for name, (_, baseline) in conditions.items() if baseline]
+    return {
+        **summary,
+        **_summary({n: m for n, (m, _) in conditions.items()}, {k: summary[k] for k in SUMMARY_KEYS}, baselines),
+    }
 
 
 def _summary(matrices: dict[str, dict[int, np.ndarray]], meta: dict[str, Any], baselines: Sequence[str]) -> dict:
@@ -318,6 +338,8 @@ class Evaluator:
     reward: Reward
     plan: Plan
     progress: Callable[[str, int, int], None] | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    """What else the scores come from (the model, the reward, the answers): saved with each scoring."""
 
     def rows(
         self, path: Path, make: Callable[[], Scoring], state: dict[str, Any], refuse: str | None = None
@@ -328,6 +350,7 @@ class Evaluator:
         conditions = make()
         expected = {
             "plan": self.plan.fingerprint(),
+            "source": self.source,
             "state": state,
             "conditions": {n: json.loads(json.dumps(c.to_dict(), default=str)) for n, (_, c) in conditions.items()},
         }
@@ -417,6 +440,7 @@ def bootstrap_pool(
     path: Path,
     cache: LLMCache | None = None,
     success_threshold: float = 1.0,
+    source: dict[str, Any] | None = None,
 ) -> list[tuple[dict, str]]:
     """The model's own successes on one phase's training prompts, zero-shot (no examples), G rollouts per
     prompt at the training temperature, seeded by (seed, phase): the first success of each prompt that has
@@ -427,6 +451,7 @@ def bootstrap_pool(
         "config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
         "phase": phase,
         "threshold": success_threshold,
+        "source": source or {},
     }
     saved = _saved(path, identity)
     if saved is not None:
@@ -550,7 +575,7 @@ def run_baselines(
     for p, (_, samples) in enumerate(evaluator.plan.phases, start=1):
         pool += bootstrap_pool(
             policy, evaluator.reward, samples, config, p, folder / f"pool-phase{p}.json", cache,
-            eval_config.success_threshold,
+            eval_config.success_threshold, evaluator.source,
         )  # fmt: skip
 
         state = {"pool": [[str(s.get("id", "")), text] for s, text in pool]}

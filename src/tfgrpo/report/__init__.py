@@ -60,16 +60,17 @@ def read_result(path: str | os.PathLike) -> dict:
 def write_report(
     library: str | os.PathLike,
     out: str | os.PathLike,
-    results: Sequence[str | os.PathLike] = (),
+    results: Sequence[str | os.PathLike | tuple[str, dict]] = (),
     metrics: Sequence[str | os.PathLike] | None = None,
     side_by_side: dict | None = None,
 ) -> Path:
-    """Write the report of `library` (with the result files `results`, and the metrics logs `metrics`,
-    default: those next to the library) to `out`, atomically; returns its path. `side_by_side`: several
-    continual results merged into one (`tfgrpo.loop.continual.merge`), drawn as one comparison."""
+    """Write the report of `library` (with the result files `results`, each a path or (path, what was read
+    from it), and the metrics logs `metrics`, default: those next to the library) to `out`, atomically;
+    returns its path. `side_by_side`: several continual results merged into one
+    (`tfgrpo.loop.continual.merge`), drawn as one comparison."""
     if not (store_exists(library) if is_store_target(library) else os.path.exists(library)):
         raise LibraryNotFoundError(f"no library at {shown_target(library)}")
-    loaded = [(str(p), read_result(p)) for p in results]
+    loaded = [r if isinstance(r, tuple) else (str(r), read_result(r)) for r in results]
     logs = [Path(p) for p in metrics] if metrics is not None else metrics_paths(library)
     html = render(str(library), loaded, [(str(p), read_metrics(p)) for p in logs], side_by_side)
     atomic_write(out, lambda f: print(html, end="", file=f))
