@@ -223,7 +223,7 @@ def test_a_ranged_number_in_a_file_is_checked_as_on_the_command_line(tmp_path):
 
     with pytest.raises(ConfigError, match=r"limit \(--limit\) takes a whole number >= 1, got '-1'"):
         parse_command(["train", "--config", str(write(tmp_path, "a.yaml", "limit: -1\n"))])
-    with pytest.raises(ConfigError, match=r"seeds \(--seeds\) takes a whole number >= 0, got '-2'"):
+    with pytest.raises(ConfigError, match=r"seeds \(--seeds\) takes a whole number >= 0 and <= 2147483647, got '-2'"):
         parse_command(["continual", "--config", str(write(tmp_path, "b.yaml", "seeds: [0, -2]\n"))])
     with pytest.raises(ConfigError, match=r"test_seed \(--test-seed\) takes a whole number, got '5'"):
         parse_command(["continual", "--config", str(write(tmp_path, "c.yaml", "test_seed: '5'\n"))])

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..core.knobs import MAX_SEED
 from ..core.store import shown_target
 from ..errors import ConfigError
 
@@ -32,13 +33,14 @@ def library_arg(p: argparse.ArgumentParser, default: str = "library.db", help: s
     )
 
 
-def _whole_number(text: str, minimum: int) -> int:
+def _whole_number(text: str, minimum: int, maximum: int | None = None) -> int:
+    said = f"a whole number >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a whole number >= {minimum}, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"a whole number >= {minimum}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"{said}, got {text!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise argparse.ArgumentTypeError(f"{said}, got {text!r}")
     return value
 
 
@@ -49,7 +51,7 @@ def positive_int(text: str) -> int:
 
 def seed_value(text: str) -> int:
     """An argparse type: a seed, a whole number >= 0 (checked before any work, not at the first sample)."""
-    return _whole_number(text, 0)
+    return _whole_number(text, 0, MAX_SEED)
 
 
 def port_number(text: str) -> int:

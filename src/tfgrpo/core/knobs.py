@@ -14,6 +14,9 @@ from ..errors import ConfigError
 
 _MISSING = dataclasses.MISSING
 
+MAX_SEED = 2**31 - 1
+"""The largest seed taken: what servers take as a request's `seed`, with room for the seeds derived from it."""
+
 
 def knob(
     default: Any = _MISSING,

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..agents.base import Agent
 from ..agents.trajectory import Tally
-from ..core.knobs import knob
+from ..core.knobs import MAX_SEED, knob
 from ..core.library import TrainingFreeGRPO
 from ..errors import ConfigError
 from ..learn.rollout_log import Recorder
@@ -40,7 +40,9 @@ class EvalConfig(RolloutConfig):
 
     k: int = knob(4, "samples per prompt", minimum=1, flag="-k")
     temperature: float = knob(0.3, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
-    seed: int = knob(1234, "seed of the examples drawn and the sampling (the same for every condition)", minimum=0)
+    seed: int = knob(
+        1234, "seed of the examples drawn and the sampling (the same for every condition)", minimum=0, maximum=MAX_SEED
+    )
     seeds: tuple[int, ...] = knob(
         (0,),
         "evaluation seeds, as values (0 1 2: three evaluations; not a count): the whole evaluation is repeated "
