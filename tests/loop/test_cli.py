@@ -331,3 +331,10 @@ def test_train_creates_a_library_with_the_capacity_and_eviction_policy_asked(tmp
     with TrainingFreeGRPO.open(lib) as grpo:
         assert (grpo.config.max_library_size, grpo.config.eviction_policy) == (3, "oldest")
         assert grpo.total_stored > 3 and len(grpo.experience_library) == 3  # the oldest went
+    # An existing library keeps its own: the flags are said to change nothing (they were silently ignored).
+    with StandIn(_half_right) as server:
+        model = ["--model", f"openai:m@{server.url}", "--no-chat", "--stop", "\n"]
+        with pytest.warns(TFGRPOWarning, match="exists: it keeps its own capacity and eviction policy"):
+            run("train", *TINY_TRAIN, *TINY_GEN, *model, "-l", lib, "--max-library-size", "2", "--epochs", "2")
+    with TrainingFreeGRPO.open(lib) as grpo:
+        assert grpo.config.max_library_size == 3

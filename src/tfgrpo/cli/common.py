@@ -111,6 +111,26 @@ def new_library_config(args, **changes):
     return GRPOConfig().replace(**changes)
 
 
+def creating(path: str, new_config, args):
+    """`new_config` for a library this command creates at `path`; None (its own, kept) for one that exists,
+    with a warning where --max-library-size or --eviction-policy asked for another."""
+    import warnings
+
+    from ..core.store import store_exists
+    from ..errors import TFGRPOWarning
+
+    if not store_exists(path):
+        return new_config
+    if getattr(args, "max_library_size", None) is not None or getattr(args, "eviction_policy", None):
+        warnings.warn(
+            f"{shown_target(path)} exists: it keeps its own capacity and eviction policy "
+            "(--max-library-size and --eviction-policy shape a library the command creates)",
+            TFGRPOWarning,
+            stacklevel=2,
+        )
+    return None
+
+
 def open_library(path: str, must_exist: bool = True):
     """A library from a path or URL: SQLite files and PostgreSQL URLs are opened write-through, JSON
     files loaded into memory."""

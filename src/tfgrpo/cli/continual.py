@@ -16,6 +16,7 @@ from .common import (
     HINTED,
     capacity_args,
     check_lesson_path,
+    creating,
     load_task,
     make_backend,
     model_arg,
@@ -226,7 +227,7 @@ def cmd_continual(args) -> int | None:
         path = seed_library(library_path, seed)
         grpo = lessons = None
         if args.strategy in ("examples", "both"):
-            grpo_config = None if store_exists(path) else new_library
+            grpo_config = creating(path, new_library, args)
             grpo = opened.enter_context(TrainingFreeGRPO.open(path, grpo_config, seed=seed))
         if args.strategy in ("lessons", "both"):
             lessons = opened.enter_context(LessonLibrary(path, max_words=lesson_config.max_words))

@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from .common import (
     capacity_args,
     check_lesson_path,
+    creating,
     library_arg,
     make_backend,
     new_library_config,
@@ -56,7 +57,6 @@ def add_commands(command) -> None:
 
 def cmd_learn_from_log(args) -> int | None:
     from ..core.library import TrainingFreeGRPO
-    from ..core.store import store_exists
     from ..learn import ExampleUpdate, LessonUpdate, Update
     from ..llm.cache import LLMCache
     from ..loop.from_log import FromLogConfig, learn_from_log
@@ -72,7 +72,7 @@ def cmd_learn_from_log(args) -> int | None:
     with ExitStack() as stack:
         updates: list[Update] = []
         if args.strategy in ("examples", "both"):
-            grpo_config = None if store_exists(args.library) else new_config
+            grpo_config = creating(args.library, new_config, args)
             grpo = stack.enter_context(TrainingFreeGRPO.open(args.library, grpo_config))
             updates.append(ExampleUpdate(grpo, task_name=config.task))
         cache = None

@@ -13,6 +13,7 @@ from .common import (
     agent_args,
     capacity_args,
     check_lesson_path,
+    creating,
     executor_args,
     load_task,
     make_backend,
@@ -96,7 +97,7 @@ def configs(args, task):
 
 def cmd_train(args) -> int | None:
     from ..core.library import TrainingFreeGRPO
-    from ..core.store import is_store_target, store_exists
+    from ..core.store import is_store_target
     from ..learn import ExampleUpdate, LessonUpdate, Update
     from ..llm.base import Backend
     from ..llm.cache import LLMCache
@@ -121,7 +122,7 @@ def cmd_train(args) -> int | None:
     with ExitStack() as stack:
         grpo = library = None
         if examples:
-            grpo_config = None if store_exists(args.library) else new_config
+            grpo_config = creating(args.library, new_config, args)
             grpo = stack.enter_context(TrainingFreeGRPO.open(args.library, grpo_config, seed=config.seed))
         if lessons:
             library = stack.enter_context(LessonLibrary(args.library, max_words=lesson_config.max_words))
