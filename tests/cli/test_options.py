@@ -35,6 +35,7 @@ class Knobs:
     k: int = knob(2, "samples per prompt", minimum=1)
     name: str = knob("x", "a name with 100% of the text", flag="--the-name")
     hidden: int = knob(3, "set from Python only", cli=False)
+    greedy_depth: int = knob(3, "with --greedy: how deep", minimum=1, needs="greedy")
 
     def __post_init__(self) -> None:
         check_knobs(self)
@@ -121,7 +122,7 @@ def test_every_flag_default_is_its_fields_default():
     p = parser()
     defaults = {f.name: f.default for f in fields(Knobs) if f.metadata.get("cli", True)}
     flags = {a.dest: a.default for a in p._actions if a.dest in defaults}
-    assert flags == defaults and len(flags) == 9
+    assert flags == defaults and len(flags) == 10
 
 
 def test_precedence_flag_over_file_over_hint_over_default():
@@ -233,3 +234,16 @@ def test_a_ranged_number_in_a_file_is_checked_as_on_the_command_line(tmp_path):
     with pytest.raises(ConfigError, match=r"test_fraction \(--test-fraction\) takes a number, got 'x'"):
         parse_command(["eval", "--config", str(write(tmp_path, "f.yaml", "test_fraction: x\n"))])
     assert parse_command(["eval", "--config", str(write(tmp_path, "g.yaml", "test_fraction: 0\n"))]).test_fraction == 0
+
+
+def test_a_flag_that_works_with_another_is_refused_alone_but_not_from_a_file(tmp_path):
+    """`--guidance-strength` without `--guidance` (or `--active-min` without `--active`) changed nothing."""
+    with pytest.raises(ConfigError, match="--greedy-depth works with --greedy: give that too"):
+        build(["--greedy-depth", "5"])
+    assert build(["--greedy", "--greedy-depth", "5"]).greedy_depth == 5
+    # A config file may hold every option (as --print-config writes them): there it is no error.
+    p = parser()
+    file_values = apply_config_file(p, write(tmp_path, "run.yaml", "greedy_depth: 5\n"))
+    args = p.parse_args([])
+    setattr(args, FILE_VALUES, file_values)
+    assert config_from_args(Knobs, args).greedy_depth == 5

@@ -148,6 +148,10 @@ def test_guidance_a_model_cannot_take_is_refused_before_any_call(tmp_path: Path)
         for command in ("train", "eval"):
             ran = run(command, *TINY_TRAIN, *model, "--guidance", "constrain", check=False)
             assert ran.returncode == 1 and "--guidance constrain needs a local model" in ran.stderr, command
+            ran = run(command, *TINY_TRAIN, *model, "--guidance-strength", "5", check=False)  # changed nothing
+            assert ran.returncode == 1 and "--guidance-strength works with --guidance" in ran.stderr, command
+        ran = run("train", *TINY_TRAIN, *model, "--active-budget", "3", check=False)
+        assert ran.returncode == 1 and "--active-budget works with --active" in ran.stderr
         assert server.requests == []
 
 

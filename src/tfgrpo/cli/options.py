@@ -190,7 +190,15 @@ def config_from_args(
         elif hints and field.name in hints:
             values[field.name] = hints[field.name]
     values.update(fixed)
-    return cls.preset(preset, **values) if preset else cls(**values)
+    config = cls.preset(preset, **values) if preset else cls(**values)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in set(getattr(args, GIVEN, ())) & set(fields):  # a flag given alone (a file may hold them all)
+        needed = fields[name].metadata.get("needs")
+        if needed and getattr(config, needed) == fields[needed].default:
+            raise ConfigError(
+                f"{flag_of(fields[name])} works with {flag_of(fields[needed])}: give that too, or leave it out"
+            )
+    return config
 
 
 def explicit(args: argparse.Namespace) -> set[str]:

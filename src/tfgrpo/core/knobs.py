@@ -27,10 +27,12 @@ def knob(
     choices: Sequence[Any] | None = None,
     flag: str | None = None,
     cli: bool = True,
+    needs: str | None = None,
     default_factory: Any = _MISSING,
 ) -> Any:
     """A dataclass field with its help and range. `flag` overrides the CLI flag name (default:
-    `--field-name`); `cli=False` keeps the field out of the command line (set from Python only)."""
+    `--field-name`); `cli=False` keeps the field out of the command line (set from Python only); `needs`:
+    the field that must be set off its default for this one to matter (its flag alone is refused)."""
     metadata = {
         "help": help,
         "minimum": minimum,
@@ -38,6 +40,7 @@ def knob(
         "choices": tuple(choices) if choices is not None else None,
         "flag": flag,
         "cli": cli,
+        "needs": needs,
     }
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)

@@ -281,11 +281,12 @@ class GuidanceConfig:
         "local models only); none: the prompt alone",
         choices=GUIDANCE_MODES,
     )
-    guidance_k: int = knob(4, "with --guidance: successes retrieved per prompt", minimum=1)
+    guidance_k: int = knob(4, "with --guidance: successes retrieved per prompt", minimum=1, needs="guidance")
     guidance_retrieval: str = knob(
         "lexical",
         "with --guidance: how they are retrieved (as --retrieval-mode)",
         choices=("lexical", "semantic", "hybrid"),
+        needs="guidance",
     )
     guidance_strength: float = knob(
         2.0,
@@ -293,17 +294,20 @@ class GuidanceConfig:
         "half of them gets half)",
         minimum=-100.0,
         maximum=100.0,
+        needs="guidance",
     )
     guidance_constraint: str = knob(
         "ngram",
         "with --guidance constrain: strict (only prefixes of a success), ngram (only tokens that continue one of "
         "their 3-grams) or soft (tokens outside them penalised by 5 logits)",
         choices=("strict", "ngram", "soft"),
+        needs="guidance",
     )
     guidance_tokenizer: str = knob(
         "local",
         "with --guidance bias over HTTP: the served model's tokenizer (local: the bundled model's; else a model "
         "directory, .gguf file or hub id); a local model uses its own",
+        needs="guidance",
     )
 
     def __post_init__(self) -> None:

@@ -26,9 +26,12 @@ class TrainConfig(RolloutConfig):
         "epoch as uniform allocation (needs the examples strategy)",
     )
     active_min: int = knob(
-        2, "with --active: a prompt with signal gets more groups until it holds this many experiences", minimum=1
+        2,
+        "with --active: a prompt with signal gets more groups until it holds this many experiences",
+        minimum=1,
+        needs="active",
     )
-    active_budget: int = knob(8, "with --active: most extra groups in one epoch", minimum=0)
+    active_budget: int = knob(8, "with --active: most extra groups in one epoch", minimum=0, needs="active")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
