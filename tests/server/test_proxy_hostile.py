@@ -270,3 +270,11 @@ def test_an_upstream_redirect_is_not_followed(fresh, tmp_path):
         fresh.script.append(("redirect",))
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         assert proxy.post("/v1/chat/completions", body).status_code == 502 and len(fresh.bodies) == 2
+
+
+def test_an_upstream_refusal_goes_through_as_it_came_and_is_not_sniffed(fresh, tmp_path):
+    with Proxy(fresh, tmp_path / "lib.db", NO_INJECTION) as proxy:
+        fresh.script.append(("status", 404))
+        response = proxy.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 404 and response.json()["error"]["message"] == "scripted 404"
+        assert response.headers["x-content-type-options"] == "nosniff"

@@ -45,6 +45,11 @@ from .tenants import Keys
 log = logging.getLogger("tfgrpo.serve")
 
 
+AS_SENT = {"x-content-type-options": "nosniff"}
+"""On an upstream's body passed through as it came: a browser takes it for the type it says, and no other
+(an upstream's error page as HTML is not run as this origin's script on a guess)."""
+
+
 def create_proxy_app(
     upstream_url: str,
     libraries: dict[str, str | Path],
@@ -79,7 +84,7 @@ def create_proxy_app(
         if isinstance(answer, dict):
             return JSONResponse(answer)
         if isinstance(answer, Passthrough):
-            return Response(answer.body, answer.status, media_type=answer.content_type)
+            return Response(answer.body, answer.status, media_type=answer.content_type, headers=AS_SENT)
         return EventStream(answer)
 
     async def chat_completions(request: Request) -> Response:
@@ -96,7 +101,7 @@ def create_proxy_app(
     async def models(request: Request) -> Response:
         service.tenant(key(request))
         status, raw, ctype = await service.upstream.call("GET", "models")
-        return Response(raw, status, media_type=ctype)
+        return Response(raw, status, media_type=ctype, headers=AS_SENT)
 
     @app.get("/healthz")
     @app.get("/health")
