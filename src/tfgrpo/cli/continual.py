@@ -194,7 +194,7 @@ def cmd_continual(args) -> int | None:
         raise ConfigError("--no-baselines and --baselines-only: one or the other")
     out = Path(args.out)
     base_dir = Path(args.baselines_dir) if args.baselines_dir else out / "baselines"
-    if base_dir.resolve() == out.resolve():  # both keep seedN/phaseP.json: each would overwrite the other's
+    if base_dir.resolve() == out.resolve() and not args.baselines_only:  # both keep seedN/phaseP.json
         raise ConfigError(f"--baselines-dir {base_dir} is --out: give the baselines a folder of their own")
     library_path = args.library or str(out / "library.db")
     if not args.baselines_only and args.strategy != "examples":
