@@ -125,6 +125,16 @@ def test_every_record_shape_is_read_and_grouped_by_prompt_or_group(tmp_path):
             "choices.0.index is not a whole number",
         ),
         ({"request": {"prompt": "q"}, "response": {"choices": [{"text": "a"}, 7]}, "rewards": [1, 0]}, "choices.1"),
+        ({"prompt": "q", "response": "4", "reward": 1, "sample": {"answer": float("nan")}}, "NaN or Infinity"),
+        (
+            {
+                "request": {"messages": [{"role": "user", "content": "weather?"}]},
+                "response": {"choices": [{"message": {"content": None, "tool_calls": [{"id": "c1"}]}}]},
+                "reward": 1,
+            },
+            "no text content",  # it was learned as the empty answer
+        ),
+        ({"messages": [{"role": "user", "content": None}], "response": "r", "reward": 1}, "no user message with text"),
     ],
 )
 def test_a_malformed_record_says_why(record, why):
@@ -302,3 +312,43 @@ def test_the_command_creates_a_library_with_the_capacity_and_eviction_policy_ask
     with TrainingFreeGRPO.open(library) as lib:
         assert (lib.config.max_library_size, lib.config.eviction_policy) == (2, "balanced")
         assert len(lib.experience_library) <= 2
+
+
+def test_what_a_log_line_cannot_set_or_break(tmp_path):
+    """A token count past a database integer stopped every run at its window (it was written to the rollout
+    log); a sample's "messages" became the exported rows' prompt; an unfinished last line (a log still being
+    written) was skipped for good."""
+    log = tmp_path / "log.jsonl"
+    huge = chat_record("q", "x", 1)
+    huge["response"]["usage"]["prompt_tokens"] = 10**20
+    write(log, [
+        huge, chat_record("q", "y", 0),
+        {"prompt": "p", "response": "a", "reward": 1, "sample": {"messages": [{"role": "user", "content": "OTHER"}]}},
+        {"prompt": "p", "response": "b", "reward": 0},
+    ])  # fmt: skip
+    with open(log, "ab") as f:
+        f.write(b'{"prompt": "r", "response": "a", "re')  # the writer is still at it
+    library = tmp_path / "lib.db"
+    tfgrpo("learn-from-log", log, "-l", library)
+    with TrainingFreeGRPO.open(library) as grpo:
+        learned = {(e.prompt, e.response) for e in grpo.experience_library}
+    assert learned == {("q", "x"), ("p", "a")}
+    out = tmp_path / "dpo.jsonl"
+    tfgrpo("export", "-l", library, "--format", "dpo", out)
+    assert "OTHER" not in out.read_text()
+    with open(log, "ab") as f:
+        f.write(b'ward": 1}\n{"prompt": "r", "response": "b", "reward": 0}\n')
+    tfgrpo("learn-from-log", log, "-l", library)
+    with TrainingFreeGRPO.open(library) as grpo:
+        assert ("r", "a") in {(e.prompt, e.response) for e in grpo.experience_library}
+
+
+def test_export_refuses_to_write_over_its_library_or_into_a_database(tmp_path):
+    library = tmp_path / "lib.db"
+    write(tmp_path / "log.jsonl", [chat_record("q", "x", 1), chat_record("q", "y", 0)])
+    tfgrpo("learn-from-log", tmp_path / "log.jsonl", "-l", library)
+    kept = library.read_bytes()
+    ran = tfgrpo("export", "-l", library, "--format", "sft", library, check=False)
+    assert ran.returncode == 1 and "is one of this command's inputs" in ran.stderr and library.read_bytes() == kept
+    ran = tfgrpo("export", "-l", library, "--format", "sft", "postgresql://alice:S3cret@127.0.0.1:9/db", check=False)
+    assert ran.returncode == 1 and "is a database" in ran.stderr and "S3cret" not in ran.stderr

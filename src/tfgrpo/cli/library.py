@@ -185,10 +185,15 @@ def cmd_export(args) -> None:
 
 
 def export_dataset_of(args) -> None:
+    from ..core.store import is_postgres_url, shown_target
     from ..learn.export import export_dataset
+    from .common import check_output
 
     if args.full:
         raise TFGRPOError("--full copies a whole library; --format writes fine-tuning data: give one of them")
+    if is_postgres_url(args.output):
+        raise TFGRPOError(f"--format writes a JSONL file; {shown_target(args.output)} is a database")
+    check_output(args.output, "the output", args.library)
     rows = export_dataset(
         args.library,
         args.format,

@@ -118,7 +118,9 @@ def _openai_record(value: dict, request: dict, answer: dict, line: int) -> LogRe
             message = choice["message"]
             if not isinstance(message, dict):
                 raise BadRecord(f"response.choices.{i}.message is not an object")
-            texts.append(_text(message.get("content") or "", f"response.choices.{i}.message.content"))
+            if message.get("content") is None:  # (tool calls alone: not a text answer to learn from)
+                raise BadRecord(f"response.choices.{i}.message has no text content (tool calls are not learned)")
+            texts.append(_text(message["content"], f"response.choices.{i}.message.content"))
         else:
             texts.append(_text(choice.get("text"), f"response.choices.{i}.text"))
     if "messages" in request:
@@ -190,8 +192,8 @@ def _messages(value: Any) -> list[dict[str, Any]]:
 
 def _last_user(messages: list[dict[str, Any]]) -> str:
     users = [m["content"] for m in messages if m["role"] == "user"]
-    if not users:
-        raise BadRecord("the messages hold no user message (the prompt)")
+    if not users or not users[-1]:
+        raise BadRecord("the messages hold no user message with text (the prompt)")
     return users[-1]
 
 
@@ -209,8 +211,8 @@ def _reward(value: Any, what: str) -> float:
     return value
 
 
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+def _count(value: Any) -> int | None:  # (a whole number a database column holds, else unknown)
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
 
 
 def _key(value: dict, prompt: str, messages: list | None) -> str:
@@ -218,7 +220,7 @@ def _key(value: dict, prompt: str, messages: list | None) -> str:
     if group is not None:
         if isinstance(group, bool) or not isinstance(group, (str, int)):
             raise BadRecord('"group" must be a string or a whole number')
-        return f"group:{group}"
+        return f"group:{json.dumps(group)}"  # (1 and "1" are two groups)
     return "messages:" + json.dumps(messages, ensure_ascii=False) if messages else "prompt:" + prompt
 
 
@@ -254,7 +256,20 @@ def _sample(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise BadRecord('"sample" must be an object')
-    return {k: v for k, v in value.items() if k not in ("prompt", "id")} or None
+    if not _finite(value):
+        raise BadRecord('"sample" holds NaN or Infinity, which JSON has not')
+    # prompt, id and messages are the record's own (an export builds each row's prompt from them)
+    return {k: v for k, v in value.items() if k not in ("prompt", "id", "messages")} or None
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 @dataclass(frozen=True)
@@ -291,6 +306,8 @@ def read_lines(f: IO[bytes], line: int = 0, max_bytes: int = MAX_LINE_BYTES) -> 
         try:
             value = json.loads(data)
         except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)
+            if not data.endswith(b"\n"):  # the last line, unfinished: a log still being written; left for next time
+                return
             yield Line(line, offset, error=f"not JSON: {str(exc)[:120]}")
             continue
         try:
