@@ -3,6 +3,7 @@ samples tagged with their domain, sizes and seeds as options, a held-out split p
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -70,3 +71,24 @@ def test_bad_options_are_config_errors():
         get_task("multidomain", n=10**6)
     with pytest.raises(ConfigError, match="test_fraction"):
         get_task("multidomain", test_fraction=1.0)
+
+
+def test_the_json_checker_takes_one_answer_of_the_exact_form_and_no_other():
+    """Duplicate keys carried two answers in one (the last won), and an age of 22.0 or 21.999999999999999
+    compared equal to 22."""
+    task = get_task("multidomain", domains="json", n=4, seed=0)
+    sample = task.load("all")[0]
+    answer = json.loads(sample["answer"])
+    name, age = answer["name"], answer["age"]
+    right = [sample["answer"], json.dumps({"age": age, "name": name}), f' {{ "name" : "{name}" , "age" : {age} }} ']
+    wrong = [
+        f'{{"name": "Bob", "name": "{name}", "age": 5, "age": {age}}}',
+        f'{{"name": "{name}", "age": {age}, "age": {age}}}',
+        f'{{"name": "{name}", "age": {age}.0}}',
+        f'{{"name": "{name}", "age": {age - 1}.999999999999999999}}',
+        f'{{"name": "{name}", "age": {age}, "extra": 1}}',
+        f'{{"name": "{name}", "age": "{age}"}}',
+        f'{{"name": "{name}", "age": true}}',
+    ]
+    assert [task.reward.score(sample["prompt"], r, sample).value for r in right] == [1.0] * len(right)
+    assert [task.reward.score(sample["prompt"], r, sample).value for r in wrong] == [0.0] * len(wrong)

@@ -59,8 +59,20 @@ def _json(rng: random.Random) -> tuple[str, str]:
 
 
 def _check_json(response: str, answer: str) -> bool:
+    """The same object of the same two fields, each once, of the same JSON types (the age a whole number:
+    `22.0` or `21.999999999999999` is not `22`); any spacing and either key order."""
+
+    def once(pairs: list[tuple[str, object]]) -> dict:
+        if len({key for key, _ in pairs}) < len(pairs):  # two values for one key: two answers in one
+            raise ValueError("a key given twice")
+        return dict(pairs)
+
+    def typed(value: object) -> object:
+        return {k: (type(v).__name__, v) for k, v in value.items()} if isinstance(value, dict) else value
+
     try:
-        return json.loads(response.strip()) == json.loads(answer)
+        got = json.loads(response.strip(), object_pairs_hook=once, parse_float=lambda text: ("float", text))
+        return typed(got) == typed(json.loads(answer))
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return False
 
