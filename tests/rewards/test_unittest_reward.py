@@ -153,6 +153,16 @@ def test_exceptions_reach_the_tests_as_the_built_in_ones():
     assert (score.value, score.reason) == (0.0, "exception: TypeError: negative")
 
 
+def test_a_candidate_raising_stop_iteration_cannot_end_a_tests_map_early():
+    """StopIteration out of the candidate, raised again in the judge, ended `all(map(...))` as if every case
+    had passed."""
+    test = "def check(candidate):\n    assert all(map(lambda c: candidate(c[0]) == c[1], [(1, [1, (1,), {'two': 1.0}])]))\n"
+    sample = dict(ONE_FUNCTION, test=test)
+    for cheat in ("    raise StopIteration\n", "    raise StopAsyncIteration\n"):
+        assert UnitTestReward(CONFIG).score("", cheat, sample).value == 0.0, cheat
+    assert UnitTestReward(CONFIG)("", "    return [x, (x,), {'two': float(x)}]\n", sample) == 1.0
+
+
 def test_a_call_that_hangs_fails_after_the_call_timeout_and_so_do_the_later_ones():
     test = "def check(candidate):\n" + "".join(f"    assert candidate({i}) == {i}\n" for i in range(4))
     sample = dict(ONE_FUNCTION, test=test)

@@ -99,6 +99,9 @@ class Channel:
         return _wire.loads(line)
 
 
+_ENDS_ITERATION = (StopIteration, StopAsyncIteration)
+
+
 def _answer(reply):
     """The value of an ["ok", value] reply; raises what a ["raised", type, message] reply says."""
     if type(reply) is list and len(reply) == 2 and reply[0] == "ok":
@@ -106,7 +109,8 @@ def _answer(reply):
     if type(reply) is list and len(reply) == 3 and reply[0] == "raised" and all(type(r) is str for r in reply[1:]):
         kind, message = reply[1][:100], reply[2][:1000]
         cls = getattr(builtins, kind, None)
-        if isinstance(cls, type) and issubclass(cls, Exception):
+        # (StopIteration out of the candidate would end a test's map/filter as if its cases had run out)
+        if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, _ENDS_ITERATION):
             try:
                 error = cls(message)
             except Exception:  # e.g. UnicodeDecodeError wants five arguments
