@@ -175,3 +175,15 @@ def test_judge_configuration_errors():
         JudgeReward("not callable")
     with pytest.raises(ConfigError):
         JudgeReward(ScriptedJudge("Score: 1"), scale=0)
+
+
+def test_a_whole_number_answer_is_matched_exactly_not_within_a_tolerance():
+    """A relative tolerance of 1e-6 gave an estimate of a large product (off by thousands) full credit."""
+    reward = NumericMatchReward()
+    gold = {"answer": "2890100750"}
+    assert reward.score("", "2890100750", gold).value == 1.0
+    assert reward.score("", "2,890,100,750.0", gold).value == 1.0
+    for estimate in ("2890103640", "about 2890101000", "2.89e9"):
+        assert reward.score("", estimate, gold).value == 0.0, estimate
+    assert reward.score("", "12345678901234567000", {"answer": "12345678901234567890"}).value == 0.0
+    assert reward.score("", "3.5000001", {"answer": "3.5"}).value == 1.0  # a decimal answer keeps its tolerance

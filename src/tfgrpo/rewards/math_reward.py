@@ -6,10 +6,11 @@ import math
 import re
 import threading
 from collections.abc import Callable
+from decimal import Decimal
 
 from ..errors import ConfigError
 from .base import Reward, RewardError, Score
-from .text import extract_last_number
+from .text import last_number_text
 
 
 def reference(sample: dict, field: str) -> object:
@@ -127,8 +128,9 @@ class RegexReward(Reward):
 
 
 class NumericMatchReward(Reward):
-    """1.0 when the last number in the response equals the numeric reference answer (relative
-    tolerance `tolerance`, at least absolute for small values)."""
+    """1.0 when the last number in the response equals the numeric reference answer: exactly for a whole
+    number (42.0 is 42; an estimate of a large product is not), else within the relative tolerance
+    `tolerance` (at least absolute for small values)."""
 
     def __init__(self, answer_field: str = "answer", tolerance: float = 1e-6) -> None:
         self.answer_field = answer_field
@@ -136,15 +138,20 @@ class NumericMatchReward(Reward):
 
     def score(self, prompt: str, response: str, sample: dict) -> Score:
         answer = reference(sample, self.answer_field)
-        gold = extract_last_number(str(answer))
-        if gold is None:
+        gold_text = last_number_text(str(answer))
+        if gold_text is None:
             raise RewardError(f"the reference answer {answer!r} is not a number")
-        got = extract_last_number(response)
-        if got is None:
+        got_text = last_number_text(response)
+        if got_text is None:
             return Score(0.0, "no number in the response")
-        if abs(got - gold) <= self.tolerance * max(1.0, abs(gold)):
-            return Score(1.0, f"{got:g} is correct")
-        return Score(0.0, f"{got:g} is not {gold:g}")
+        got, gold = float(got_text), float(gold_text)
+        if "." not in gold_text:
+            right = Decimal(got_text) == Decimal(gold_text)
+        else:
+            right = abs(got - gold) <= self.tolerance * max(1.0, abs(gold))
+        if right:
+            return Score(1.0, f"{got_text[:40]} is correct")
+        return Score(0.0, f"{got_text[:40]} is not {gold_text[:40]}")
 
 
 Judge = Callable[[str], str]

@@ -34,9 +34,13 @@ _LANGUAGE_TAGS = {
 }
 
 
-def extract_last_number(text: str) -> float | None:
-    """The last number written in `text` ("-12", "1,234", "3.5", "12." ...), or None."""
+def last_number_text(text: str) -> str | None:
+    """The last number written in `text` ("-12", "1,234", "3.5", "12." ...) as plain digits ("1234"), or None."""
     matches = _NUMBER.findall(text)
-    if not matches:
-        return None
-    return float(matches[-1].replace(",", "").replace("\u2212", "-"))
+    return matches[-1].replace(",", "").replace("\u2212", "-") if matches else None
+
+
+def extract_last_number(text: str) -> float | None:
+    """The last number written in `text` (see `last_number_text`) as a float, or None."""
+    found = last_number_text(text)
+    return None if found is None else float(found)
