@@ -109,3 +109,31 @@ def test_compiler_reward_for_c_in_a_batch():
     reward = CompilerReward("c")
     scores = reward.score_batch([("p", "```c\nint f(void) { return 1; }\n```", {}), ("p", "int f( {", {})])
     assert [s.value for s in scores] == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("language", ["python", "c", "cpp", "rust"])
+def test_no_code_compiles_to_nothing_not_to_full_credit(language):
+    """An empty answer, or comments alone, 'compiled': a model could learn to write nothing."""
+    for empty in ("", "   \n", "# nothing" if language == "python" else "// nothing\n/* at all */"):
+        score = CompilerReward(language).score("", empty, {})
+        assert (score.value, score.reason) == (0.0, "no code (nothing but whitespace and comments)")
+
+
+def test_a_compiler_is_not_given_this_processs_environment(tmp_path, monkeypatch):
+    """rustc's `include_str!("/proc/self/environ")` put every variable (API keys) into the score's reason."""
+    from tfgrpo.rewards.compiler import _compiler_environment
+
+    monkeypatch.setenv("TFGRPO_TEST_SECRET", "hunter2")
+    env = _compiler_environment(tmp_path)
+    assert "hunter2" not in env.values() and set(env) <= {
+        "PATH",
+        "LC_ALL",
+        "TMPDIR",
+        "HOME",
+        "RUSTUP_HOME",
+        "CARGO_HOME",
+    }
+    if CompilerFeedback.available("rust"):
+        code = 'const S: &str = include_str!("/proc/self/environ");\nconst _: () = panic!("{}", S);\nfn main() {}\n'
+        score = CompilerReward("rust").score("", code, {})
+        assert score.value == 0.0 and "hunter2" not in score.reason and "hunter2" not in str(score.details)

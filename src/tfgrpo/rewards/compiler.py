@@ -158,11 +158,22 @@ def _run_limited(command: list[str], cwd: Path, timeout_s: float) -> subprocess.
         text=True,
         errors="replace",
         timeout=timeout_s,
-        env={**os.environ, "LC_ALL": "C"},
+        env=_compiler_environment(cwd),
     )
 
 
+def _compiler_environment(work: Path) -> dict[str, str]:
+    """What a compiler of untrusted code is given: the tools it needs, not this process's environment (its
+    messages are the score's reason, and code can quote a variable in them: `include_str!`, `#include`)."""
+    env = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C", "TMPDIR": str(work), "HOME": str(Path.home())}
+    for name, default in (("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")):  # rustup's rustc finds its toolchain
+        env[name] = os.environ.get(name, str(Path.home() / default))
+    return env
+
+
 _COMPILERS = {"c": "gcc", "cpp": "g++", "rust": "rustc"}
+_C_COMMENT = re.compile(r"//[^\n]*|/\*.*?(?:\*/|$)", re.DOTALL)
+_COMMENT = {"python": re.compile(r"#[^\n]*"), "c": _C_COMMENT, "cpp": _C_COMMENT, "rust": _C_COMMENT}
 
 
 def _find_compiler(language: str) -> str | None:
@@ -191,7 +202,10 @@ class CompilerReward(Reward):
         self.timeout_s = timeout_s
 
     def score(self, prompt: str, response: str, sample: dict) -> Score:
-        result = CompilerFeedback.compile(extract_code(response, self.language), self.language, self.timeout_s)
+        code = extract_code(response, self.language)
+        if not _COMMENT[self.language].sub("", code).strip():  # nothing compiles trivially
+            return Score(0.0, "no code (nothing but whitespace and comments)", {"errors": 0, "warnings": 0})
+        result = CompilerFeedback.compile(code, self.language, self.timeout_s)
         reason = "compiles" if result.success else "does not compile: " + "; ".join(result.messages[:3])
         details = {"errors": result.errors, "warnings": result.warnings, "messages": result.messages}
         return Score(1.0 if result.success else 0.0, reason, details)
