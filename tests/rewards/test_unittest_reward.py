@@ -156,7 +156,8 @@ def test_exceptions_reach_the_tests_as_the_built_in_ones():
 def test_a_candidate_raising_stop_iteration_cannot_end_a_tests_map_early():
     """StopIteration out of the candidate, raised again in the judge, ended `all(map(...))` as if every case
     had passed."""
-    test = "def check(candidate):\n    assert all(map(lambda c: candidate(c[0]) == c[1], [(1, [1, (1,), {'two': 1.0}])]))\n"
+    cases = "[(1, [1, (1,), {'two': 1.0}])]"
+    test = f"def check(candidate):\n    assert all(map(lambda c: candidate(c[0]) == c[1], {cases}))\n"
     sample = dict(ONE_FUNCTION, test=test)
     for cheat in ("    raise StopIteration\n", "    raise StopAsyncIteration\n"):
         assert UnitTestReward(CONFIG).score("", cheat, sample).value == 0.0, cheat
