@@ -187,3 +187,26 @@ def test_a_whole_number_answer_is_matched_exactly_not_within_a_tolerance():
         assert reward.score("", estimate, gold).value == 0.0, estimate
     assert reward.score("", "12345678901234567000", {"answer": "12345678901234567890"}).value == 0.0
     assert reward.score("", "3.5000001", {"answer": "3.5"}).value == 1.0  # a decimal answer keeps its tolerance
+
+
+@pytest.mark.slow
+def test_off_the_main_thread_an_answer_is_still_checked_within_its_time():
+    """math_verify's timeouts work on the main thread only: a server scoring in a worker thread (ascore)
+    was held for ever by an answer such as 9^{9^{9^{9}}}. There it is checked in a process of its own."""
+    import asyncio
+    import threading
+
+    reward = MathReward(timeout_s=1)
+    found: dict = {}
+
+    def score_all() -> None:
+        found["scores"] = [reward.score("", r"\boxed{9^{9^{9^{9}}}}", {"answer": "42"}).value,
+                           reward.score("", r"\boxed{42}", {"answer": "42"}).value]  # fmt: skip
+
+    worker = threading.Thread(target=score_all)
+    worker.start()
+    worker.join(120)
+    assert found.get("scores") == [0.0, 1.0]
+    assert asyncio.run(reward.ascore("", r"the answer is $\frac{84}{2}$", {"answer": "42"})).value == 1.0
+    with pytest.raises(RewardError, match="cannot parse the reference"):
+        asyncio.run(reward.ascore("", "42", {"answer": ""}))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import select
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from decimal import Decimal
@@ -33,7 +37,9 @@ class MathReward(Reward):
     "\\frac{1}{2}" equals "0.5", "$x^2$" equals "x**2", a \\boxed{} answer is found in prose)."""
 
     # math_verify's timeouts use signal.alarm, which works only in the main thread; so batches are
-    # scored in the calling thread (parsing holds the GIL anyway). Elsewhere it runs without timeouts.
+    # scored in the calling thread (parsing holds the GIL anyway). Called from another thread (`ascore`,
+    # a server's scoring), a response is checked in a process of its own, killed past the time allowed:
+    # an answer such as 9^{9^{9^{9}}} would otherwise hold that thread for ever.
     max_workers = 1
 
     def __init__(self, answer_field: str = "answer", timeout_s: int = 5) -> None:
@@ -44,11 +50,31 @@ class MathReward(Reward):
         self._math_verify = math_verify
         self.answer_field = answer_field
         self.timeout_s = timeout_s
+        self._worker: _MathWorker | None = None
+        self._worker_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # (a Ray worker gets its own checker process)
+        return {**self.__dict__, "_math_verify": None, "_worker": None, "_worker_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        import math_verify
+
+        self._math_verify, self._worker_lock = math_verify, threading.Lock()
 
     def score(self, prompt: str, response: str, sample: dict) -> Score:
+        if threading.current_thread() is not threading.main_thread():
+            answer = reference(sample, self.answer_field)
+            with self._worker_lock:
+                if self._worker is None or self._worker.dead:
+                    self._worker = _MathWorker(self.answer_field, self.timeout_s)
+                return self._worker.score(response, {self.answer_field: answer})
+        return self._check(response, sample)
+
+    def _check(self, response: str, sample: dict) -> Score:
         answer = reference(sample, self.answer_field)
         answers = _accepted(answer)
-        timeout = self.timeout_s if threading.current_thread() is threading.main_thread() else None
+        timeout = self.timeout_s
         parse, verify = self._math_verify.parse, self._math_verify.verify
         # A bare LaTeX reference ("\\sqrt{2}") is only recognised inside $...$.
         golds = [parse(a, parsing_timeout=timeout) or parse(f"${a}$", parsing_timeout=timeout) for a in answers]
@@ -62,6 +88,72 @@ class MathReward(Reward):
             if verify(gold, predicted, timeout_seconds=timeout):
                 return Score(1.0, f"answer {shown} equals the reference {answer}")
         return Score(0.0, f"answer {shown} differs from the reference {answer}")
+
+
+class _MathWorker:
+    """A process (`python -m tfgrpo.rewards.math_reward`) that checks answers on its main thread, where
+    math_verify's timeouts work; killed when one takes longer than they allow (the next call makes another)."""
+
+    def __init__(self, answer_field: str, timeout_s: int) -> None:
+        self.limit_s = 3 * timeout_s + 5  # parsing both sides and verifying, each with its own timeout
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", __name__, answer_field, str(timeout_s)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            encoding="utf-8",
+            errors="surrogateescape",
+        )
+        self.ready = self.dead = False
+
+    def _line(self, timeout_s: float) -> str | None:
+        assert self.process.stdout is not None
+        readable, _, _ = select.select([self.process.stdout], [], [], timeout_s)
+        return self.process.stdout.readline() if readable else None
+
+    def score(self, response: str, sample: dict) -> Score:
+        assert self.process.stdin is not None
+        try:
+            if not self.ready:
+                if self._line(120) != "ready\n":  # importing sympy, once
+                    self.close()
+                    raise RewardError("the math checker process did not start")
+                self.ready = True
+            self.process.stdin.write(json.dumps([response, sample], default=str) + "\n")
+            self.process.stdin.flush()
+            line = self._line(self.limit_s)
+        except (OSError, ValueError):
+            line = ""
+        if line is None:
+            self.close()
+            return Score(0.0, f"the answer took more than {self.limit_s} s to check")
+        if not line:
+            self.close()
+            raise RewardError("the math checker process ended")
+        kind, value, reason = json.loads(line)
+        if kind == "error":
+            raise RewardError(reason)
+        return Score(value, reason)
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.dead = True
+
+
+def _serve(answer_field: str, timeout_s: int) -> None:
+    """The checker process: one JSON line [response, sample] in, one [kind, value, reason] out."""
+    reward = MathReward(answer_field, timeout_s)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        response, sample = json.loads(line)
+        try:
+            found = reward._check(response, sample)
+            answer = ["score", found.value, found.reason]
+        except Exception as error:  # RewardError (a reference it cannot parse), or math_verify's own
+            answer = ["error", 0.0, f"{type(error).__name__}: {error}"[:500]]
+        print(json.dumps(answer), flush=True)
 
 
 def normalize(text: str, ignore_case: bool = True, collapse_whitespace: bool = True) -> str:
@@ -223,3 +315,7 @@ def parse_judge_score(text: str, scale: float = 10) -> float | None:
     else:
         value /= scale
     return min(1.0, max(0.0, value)) if math.isfinite(value) else None
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1], int(sys.argv[2]))
