@@ -102,6 +102,9 @@ def test_errors_are_one_clear_line(tmp_path: Path):
         (["sample", "--seed", "x"], "argument --seed: a whole number >= 0 and <= 2147483647, got 'x'"),
         (["continual", "--seeds", "99999999999999999999"], "argument --seeds: a whole number >= 0 and <= 2147483647"),
         (["eval", "--test-fraction", "1.5"], "argument --test-fraction: a number from 0 to 1, got '1.5'"),
+        (["query", "p", "-k", "0"], "argument -k: a whole number >= 1"),  # it said no prompt matched
+        (["sample", "-k", "0"], "argument -k: a whole number >= 1"),
+        (["export", "--format", "sft", "--min-library-version", "9" * 25, "o.jsonl"], "<= 9223372036854775807"),
         (["train", "--test-fraction", "nan"], "argument --test-fraction: a number from 0 to 1, got 'nan'"),
     ],
 )
@@ -153,6 +156,19 @@ def test_guidance_a_model_cannot_take_is_refused_before_any_call(tmp_path: Path)
         ran = run("train", *TINY_TRAIN, *model, "--active-budget", "3", check=False)
         assert ran.returncode == 1 and "--active-budget works with --active" in ran.stderr
         assert server.requests == []
+
+
+def test_what_could_not_be_read_is_a_clear_error_not_a_traceback(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_bytes(b"\xff\xfe")
+    ran = run("train", "--config", config, check=False)
+    assert ran.returncode == 1 and "is not UTF-8 text" in ran.stderr
+    ran = run("stats", "-l", "postgresql://alice:S3cret@[::1/db", check=False)
+    assert ran.returncode == 1 and "not a usable postgresql:// URL" in ran.stderr and "S3cret" not in ran.stderr
+    ran = run(
+        "learn-from-log", tmp_path / "none.jsonl", "-l", tmp_path / "l.db", "--max-line-bytes", "9" * 20, check=False
+    )
+    assert ran.returncode == 1 and "max_line_bytes must be <=" in ran.stderr
 
 
 def test_a_negative_seed_in_a_config_is_refused_before_the_model_is_called(tmp_path: Path):

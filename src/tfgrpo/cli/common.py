@@ -54,6 +54,11 @@ def seed_value(text: str) -> int:
     return _whole_number(text, 0, MAX_SEED)
 
 
+def version_number(text: str) -> int:
+    """An argparse type: a library's or lessons' version, a whole number a database column holds."""
+    return _whole_number(text, 0, 2**63 - 1)
+
+
 def port_number(text: str) -> int:
     """An argparse type: a TCP port to listen on, 1 to 65535 (refused before a model loads or a socket opens)."""
     if not (text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) < 65536):

@@ -7,7 +7,7 @@ import sys
 
 from ..core.store import shown_target
 from ..errors import TFGRPOError
-from .common import library_arg, open_library, seed_value
+from .common import library_arg, open_library, positive_int, seed_value, version_number
 
 
 def add_commands(command) -> None:
@@ -17,7 +17,7 @@ def add_commands(command) -> None:
 
     p = command("sample", cmd_sample, "Draw experiences from a library by advantage.")
     library_arg(p)
-    p.add_argument("-k", type=int, default=5, help="how many to draw")
+    p.add_argument("-k", type=positive_int, default=5, help="how many to draw")
     p.add_argument("--distinct", action="store_true", help="no experience twice")
     p.add_argument("--seed", type=seed_value, default=None, help="seed for a reproducible draw")
     p.add_argument("--json", action="store_true", help="print JSON lines")
@@ -25,7 +25,7 @@ def add_commands(command) -> None:
     p = command("query", cmd_query, "Find a library's experiences for a prompt (prefix match), best first.")
     library_arg(p)
     p.add_argument("prompt", help="the prompt (stored prompts starting with it match)")
-    p.add_argument("-k", type=int, default=10, help="most experiences to show")
+    p.add_argument("-k", type=positive_int, default=10, help="most experiences to show")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="metadata filter (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON lines")
 
@@ -64,10 +64,16 @@ def add_commands(command) -> None:
     g.add_argument("--min-reward", type=float, default=None, metavar="X", help="only rewards >= X (dpo: the chosen's)")
     g.add_argument("--max-reward", type=float, default=None, metavar="X", help="only rewards <= X (dpo: the chosen's)")
     g.add_argument(
-        "--min-library-version", type=int, metavar="N", help="only rollouts prompted from library change N on"
+        "--min-library-version",
+        type=version_number,
+        metavar="N",
+        help="only rollouts prompted from library change N on",
     )
     g.add_argument(
-        "--min-lessons-version", type=int, metavar="N", help="only rollouts prompted with lessons version N on"
+        "--min-lessons-version",
+        type=version_number,
+        metavar="N",
+        help="only rollouts prompted with lessons version N on",
     )
     g.add_argument("--since", metavar="DATE", help="only rollouts logged at or after DATE (2025-01-31; UTC)")
     g.add_argument("--until", default=None, metavar="DATE", help="only rollouts logged before DATE")

@@ -236,7 +236,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"no config file at {path}")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; a config file is YAML or TOML") from None
     if suffix == ".toml":
         try:
             tomllib: Any = importlib.import_module("tomllib")

@@ -48,7 +48,9 @@ class FromLogConfig:
     )
     max_group: int = knob(16, "most rollouts in one group (more records of the prompt start another)", minimum=2)
     strict: bool = knob(False, "stop at the first malformed line (after committing the windows before it)")
-    max_line_bytes: int = knob(MAX_LINE_BYTES, "longest line read; a longer one is malformed", minimum=64)
+    max_line_bytes: int = knob(
+        MAX_LINE_BYTES, "longest line read; a longer one is malformed", minimum=64, maximum=2**31
+    )
     task: str = knob("log", "the task name the experiences and the logged rollouts get")
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ...errors import ConfigError, StoreError
 from .sql import POSTGRES, Cursor, Transaction
@@ -34,9 +34,18 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _DDL_LOCK = 0x7466_6772_706F  # "tfgrpo"
 
 
+def _parts(url: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port that is not a number is found here)
+    except ValueError as exc:  # (not quoting the URL: it may hold a password)
+        raise ConfigError(f"not a usable postgresql:// URL ({exc})") from None
+    return parts
+
+
 def split_url(url: str) -> tuple[str, str | None, str]:
     """(conninfo for libpq, schema or None, what messages show: the URL without its password)."""
-    parts = urlsplit(url)
+    parts = _parts(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     schemas = [value for key, value in query if key == "schema"]
     if len(schemas) > 1:
@@ -54,7 +63,7 @@ def split_url(url: str) -> tuple[str, str | None, str]:
 
 def shown_url(url: str) -> str:
     """The URL as messages, results and logs show it: without its password (or any query but the schema)."""
-    parts = urlsplit(url)
+    parts = _parts(url)
     schemas = [value for key, value in parse_qsl(parts.query, keep_blank_values=True) if key == "schema"]
     return _shown(parts) + (f"?schema={quote(schemas[0])}" if len(schemas) == 1 else "")
 
