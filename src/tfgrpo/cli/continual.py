@@ -248,8 +248,11 @@ def cmd_continual(args) -> int | None:
     claim_out(out, {
         "plan": plan.fingerprint(),
         "source": source,
-        "train": json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(config, seed=0)), default=str)),
-        "eval": json.loads(json.dumps(eval_config.to_dict(), default=str)),
+        # (the seed and how many calls are in flight change no result)
+        "train": json.loads(
+            json.dumps(dataclasses.asdict(dataclasses.replace(config, seed=0, concurrency=1)), default=str)
+        ),
+        "eval": json.loads(json.dumps(dataclasses.replace(eval_config, concurrency=1).to_dict(), default=str)),
         "strategy": None if args.baselines_only else args.strategy,
         "name": None if args.baselines_only else args.name,
         "library": None if args.baselines_only else shown_target(library_path),
