@@ -111,6 +111,7 @@ def test_every_record_shape_is_read_and_grouped_by_prompt_or_group(tmp_path):
         ({"prompt": "q", "response": 4, "reward": 1}, '"response" must be text'),
         ({"prompt": "q", "response": "4", "reward": 1, "metadata": {"k": [1]}}, "metadata.k"),
         ({"prompt": "q", "response": "4", "reward": 1, "timestamp": "yesterday"}, "ISO date-time"),
+        ({"prompt": "q", "response": "4", "reward": 1, "timestamp": "0001-01-01T00:00:00"}, "before 1970"),
         ({"prompt": "q", "response": "4", "reward": 1, "group": 1.5}, '"group"'),
         ({"messages": [{"role": "user", "content": "q"}], "reward": 1}, "assistant's answer"),
         ({"messages": [{"role": "system", "content": "s"}], "response": "r", "reward": 1}, "no user message"),

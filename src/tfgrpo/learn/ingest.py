@@ -245,7 +245,10 @@ def _timestamp(value: Any) -> float | None:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise BadRecord(f'"timestamp" {value[:40]!r} is not an ISO date-time') from None
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+        value = (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+        if not 0 <= value <= MAX_TIMESTAMP:  # (the same range as Unix seconds given as a number)
+            raise BadRecord(f'"timestamp" {value:.0f} is before 1970 or too far ahead')
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_TIMESTAMP:
         raise BadRecord('"timestamp" must be Unix seconds or an ISO date-time')
     return float(value)
