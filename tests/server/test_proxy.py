@@ -458,12 +458,24 @@ def test_without_keys_only_loopback_addresses(tmp_path):
 
 def test_bad_keys_files(tmp_path):
     path = tmp_path / "keys.toml"
+    (tmp_path / "folder").mkdir()
     for text, mentions in [
         ("not toml [", "TOML"),
         ('[libraries]\na = "a.db"\n', "[[keys]]"),
         ('[libraries]\na = "a.db"\n[[keys]]\nsha256 = "plain-key"\nlibrary = "a"\n', "64"),
         (f'[libraries]\na = "a.db"\n[[keys]]\nsha256 = "{hash_key("k")}"\nlibrary = "b"\n', "not in"),
         (f'[libraries]\na = "a.db"\n[[keys]]\nsha256 = "{hash_key("k")}"\nlibrary = "a"\nrole = "root"\n', "role"),
+        # Two names of one file: one tenant's completions and feedback were the other's.
+        (
+            f'[libraries]\na = "s.db"\nb = "./s.db"\n[[keys]]\nsha256 = "{hash_key("k")}"\nlibrary = "a"\n',
+            "one library",
+        ),
+        (f'[libraries]\n"a/b" = "a.db"\n[[keys]]\nsha256 = "{hash_key("k")}"\nlibrary = "a/b"\n', "usable name"),
+        (f'[libraries]\n"" = "a.db"\n[[keys]]\nsha256 = "{hash_key("k")}"\nlibrary = ""\n', "usable name"),
+        (f'[libraries]\na = "a.db"\n[[keys]]\nsha256 = "{hash_key("k")}"\nlibrary = "a"\nRole = "admin"\n', "Role"),
+        (f'[libraries]\na = "a.db"\n[[key]]\nsha256 = "{hash_key("k")}"\nlibrary = "a"\n', "unknown table"),
+        (f'[libraries]\na = "a.db"\n[[keys]]\nsha256 = "{hash_key("")}"\nlibrary = "a"\n', "empty key"),
+        (f'[libraries]\na = "folder"\n[[keys]]\nsha256 = "{hash_key("k")}"\nlibrary = "a"\n', "is a folder"),
     ]:
         path.write_text(text)
         with pytest.raises(ConfigError, match=re.escape(mentions)):

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.store import is_postgres_url
+from ..core.store import is_postgres_url, shown_target
 from ..errors import ConfigError
 
 ROLES = ("user", "admin", "operator")
+_LIBRARY_NAME = re.compile(r"(?!\.+$)[A-Za-z0-9._-]{1,100}")
+"""A name a URL path holds as it is (`/v1/libraries/NAME`)."""
 
 
 def hash_key(key: str) -> str:
@@ -71,14 +74,33 @@ class Keys:
             raise ConfigError(f"no keys file at {path}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        unknown = sorted(set(data) - {"libraries", "keys"})
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown table(s) {', '.join(unknown)}; a keys file has [libraries] and [[keys]]"
+            )
         libraries = data.get("libraries")
         if not isinstance(libraries, dict) or not libraries:
             raise ConfigError(f'{path}: needs a [libraries] table of name = "file.db"')
-        files = {}
+        files: dict[str, str] = {}
+        places: dict[str, str] = {}  # where each library's data lives -> its name
         for name, file in libraries.items():
+            if not _LIBRARY_NAME.fullmatch(name):
+                raise ConfigError(
+                    f"{path}: libraries.{name!r:.60} is not a usable name (letters, digits, '.', '_' and '-', "
+                    "as it appears in /v1/libraries/NAME)"
+                )
             if not isinstance(file, str) or not file:
                 raise ConfigError(f"{path}: libraries.{name} must be a file path (a string)")
             files[name] = file if is_postgres_url(file) or os.path.isabs(file) else str(path.parent / file)
+            if os.path.isdir(files[name]):
+                raise ConfigError(f"{path}: libraries.{name} is a folder, not a library file: {files[name]}")
+            place = shown_target(file) if is_postgres_url(file) else os.path.realpath(files[name])
+            if place in places:  # one tenant's records would be the other's
+                raise ConfigError(
+                    f"{path}: libraries {places[place]} and {name} are one library ({place}); give each its own"
+                )
+            places[place] = name
         keys: dict[str, Tenant] = {}
         entries = data.get("keys")
         if not isinstance(entries, list) or not entries:
@@ -87,6 +109,11 @@ class Keys:
             digest = entry.get("sha256") if isinstance(entry, dict) else None
             if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise ConfigError(f"{path}: keys[{i}].sha256 must be 64 lowercase hex digits (tfgrpo serve --hash-key)")
+            extra = sorted(set(entry) - {"sha256", "library", "role"})
+            if extra:
+                raise ConfigError(f"{path}: keys[{i}] has unknown field(s) {', '.join(extra)} (sha256, library, role)")
+            if digest == hash_key(""):
+                raise ConfigError(f"{path}: keys[{i}] is the hash of an empty key, which no request can present")
             library, role = entry.get("library"), entry.get("role", "user")
             if role not in ROLES:
                 raise ConfigError(f"{path}: keys[{i}].role must be 'user', 'admin' or 'operator', got {role!r}")
