@@ -82,6 +82,11 @@ def test_bad_arguments_and_floods_are_refused_and_nothing_is_stored(tmp_path):
                 await call(client, "record", task="q", response="a", reward=float("nan")),
                 await call(client, "record", task="q", response="a", reward=1.0, trajectory=[{"role": "judge"}]),
                 await call(client, "record", task="", response="a", reward=1.0),
+                # The SDK turned these into 1.0, 1.0 and 100.0 before the service saw them.
+                await call(client, "record", task="q", response="a", reward=True),
+                await call(client, "record", task="q", response="a", reward="1"),
+                await call(client, "record", task="q", response="a", reward=" 1e2 "),
+                await call(client, "context", task="q", k=True),
             ]
             accepted = [await call(client, "record", task=f"q{i}", response="a", reward=1.0) for i in range(3)]
             flooded = await call(client, "record", task="q9", response="a", reward=1.0)
@@ -92,6 +97,7 @@ def test_bad_arguments_and_floods_are_refused_and_nothing_is_stored(tmp_path):
     assert all("error" in e for e in errors)
     assert "at most 100" in errors[0]["error"] and "from 0 to 20" in errors[1]["error"]
     assert "reward" in errors[2]["error"] and "trajectory" in errors[3]["error"]  # NaN travels as null
+    assert all("reward" in e["error"] for e in errors[5:8]) and "k" in errors[8]["error"]
     assert all("id" in a for a in accepted) and "3 a minute" in flooded["error"]
     assert stats["records"]["completions"] == 3
 

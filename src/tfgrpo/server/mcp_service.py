@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import StrictFloat, StrictInt
+
 from ..agents.trajectory import TOOL_CHARS, Message, Trajectory
 from ..core.advantages import MAX_REWARD_MAGNITUDE
 from ..core.experience import check_text
@@ -231,7 +233,7 @@ def build_server(service: LibraryService) -> Any:
             raise ToolError(str(error)) from None
 
     @server.tool()
-    async def context(task: str, ctx: Context, k: int | None = None) -> dict[str, Any]:
+    async def context(task: str, ctx: Context, k: StrictInt | None = None) -> dict[str, Any]:
         """The experiences (worked examples that scored well) and lessons the library holds for a task, most
         relevant first, and the prompt they make with the task.
 
@@ -247,7 +249,10 @@ def build_server(service: LibraryService) -> Any:
         return await answer(service.lessons())
 
     @server.tool()
-    async def record(task: str, response: str, reward: float, ctx: Context, trajectory: Any = None) -> dict[str, Any]:
+    async def record(
+        task: str, response: str, reward: StrictInt | StrictFloat, ctx: Context, trajectory: Any = None
+    ) -> dict[str, Any]:
+        # (Strict: the SDK would turn true, "1" or " 1e2 " into a number before the service could refuse it)
         """Record what was done for a task and how well it went, so the library learns from it: records of one
         task form a group once enough are rewarded, and the better ones become experiences.
 
