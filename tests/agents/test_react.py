@@ -174,6 +174,30 @@ def test_too_many_tool_errors_end_the_trajectory():
     assert trajectory.ended == "tool_errors" and trajectory.answer is None and trajectory.tool_errors == 2
 
 
+def test_the_error_limit_holds_within_one_turn_of_many_calls():
+    """5,000 calls to a tool that is not there in one native turn all ran with --max-tool-errors 3."""
+
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    model = Model(lambda messages, body: tool_reply([("nope", "{}")] * 5000))
+    with serve(model, tool_calls=True) as llm:
+        trajectory = run(ToolAgent([FunctionTool(add)], AgentConfig(max_tool_errors=3)), context(llm))
+    assert trajectory.ended == "tool_errors" and trajectory.tool_errors == 3
+    assert len([m for m in trajectory.messages if m.role == "tool"]) == 3
+
+
+def test_tool_output_that_is_not_text_does_not_end_the_run():
+    """A lone surrogate the code printed went back into the model's prompt, which refused it: every
+    trajectory ended as the model's error and the run stopped."""
+    replies = iter(["```python\nprint(chr(0xd800) + 'x')\n```", "The answer is 42"])
+    with serve(Model(lambda messages, body: next(replies))) as llm:
+        trajectory = run(react_python(AgentConfig(max_turns=3)), context(llm))
+    assert trajectory.ended == "answer" and trajectory.answer == "The answer is 42"
+    assert [m.content for m in trajectory.messages if m.role == "tool"][0].startswith("\ufffdx")
+
+
 def test_a_failing_model_ends_its_trajectory_and_the_batch_goes_on():
     def answer(messages, body):
         if "fail" in last_user(messages):

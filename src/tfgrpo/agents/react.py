@@ -140,8 +140,8 @@ class ToolAgent(Agent):
                 run.messages.append(Message("tool", output.content, tool_call_id=call.id, name=call.name,
                                             error=output.error))  # fmt: skip
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": output.content})
-            if run.too_many_errors(self.config):
-                return
+                if run.too_many_errors(self.config):  # within the turn: one turn may hold thousands of calls
+                    return
         run.end("max_turns", f"still calling tools after {self.config.max_turns} turns")
 
 

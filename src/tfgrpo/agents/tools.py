@@ -16,16 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.experience import clean_text
 from ..errors import ConfigError, TFGRPOError
 from .trajectory import cut
 
 
 @dataclass(frozen=True)
 class ToolOutput:
-    """What a tool answered: its text, and whether that is an error."""
+    """What a tool answered: its text (lone surrogates made U+FFFD, as model output is: a tool's text goes
+    back into the model's next prompt), and whether that is an error."""
 
     content: str
     error: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.content, str):
+            object.__setattr__(self, "content", clean_text(self.content))
 
 
 class ToolUnavailable(TFGRPOError):
