@@ -150,3 +150,7 @@ def test_a_bad_http_address_is_a_clear_error(tmp_path):
     for address in ("127.0.0.1", ":8000", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:" + "9" * 5000, "h:٣"):
         ran = tfgrpo("mcp", "--library", tmp_path / "lib.db", "--http", address, check=False)
         assert ran.returncode == 1 and "--http takes HOST:PORT (a port of 1 to 65535)" in ran.stderr, address
+    # No key is asked for: anyone who reached another address could write rewards into the library.
+    ran = tfgrpo("mcp", "--library", tmp_path / "lib.db", "--http", "0.0.0.0:8090", check=False)
+    assert ran.returncode == 1 and "binds only a loopback address" in ran.stderr
+    assert not (tmp_path / "lib.db").exists()

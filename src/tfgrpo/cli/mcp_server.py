@@ -14,7 +14,7 @@ SERVED = [
 
 
 def add_commands(command) -> None:
-    from ..server.config import ProxyConfig
+    from ..server.config import ProxyConfig, is_loopback
     from ..server.mcp_service import MCPLimits
 
     p = command(
@@ -39,7 +39,7 @@ def cmd_mcp(args) -> int | None:
     import asyncio
 
     from ..errors import ConfigError
-    from ..server.config import ProxyConfig
+    from ..server.config import ProxyConfig, is_loopback
     from ..server.mcp_service import LibraryService, MCPLimits, run_server
 
     http = None
@@ -51,6 +51,11 @@ def cmd_mcp(args) -> int | None:
             pass
         if http is None:
             raise ConfigError(f"--http takes HOST:PORT (a port of 1 to 65535), got {args.http!r}")
+        if not is_loopback(http[0].strip("[]")):  # no key is asked for: anyone who reaches it writes rewards
+            raise ConfigError(
+                f"tfgrpo mcp --http asks no key, so it binds only a loopback address (127.0.0.1, ::1, localhost), "
+                f"not {http[0]!r}; put a proxy that authenticates in front to serve other hosts"
+            )
     service = LibraryService(args.library, config_from_args(ProxyConfig, args), config_from_args(MCPLimits, args))
     asyncio.run(run_server(service, http))
     return None
