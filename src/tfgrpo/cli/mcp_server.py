@@ -14,7 +14,7 @@ SERVED = [
 
 
 def add_commands(command) -> None:
-    from ..server.config import ProxyConfig, is_loopback
+    from ..server.config import ProxyConfig
     from ..server.mcp_service import MCPLimits
 
     p = command(
