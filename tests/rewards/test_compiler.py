@@ -137,3 +137,12 @@ def test_a_compiler_is_not_given_this_processs_environment(tmp_path, monkeypatch
         code = 'const S: &str = include_str!("/proc/self/environ");\nconst _: () = panic!("{}", S);\nfn main() {}\n'
         score = CompilerReward("rust").score("", code, {})
         assert score.value == 0.0 and "hunter2" not in score.reason and "hunter2" not in str(score.details)
+
+
+def test_every_block_of_the_language_must_compile():
+    """Only the first fenced block was checked: a trivial one first vouched for a broken one after it."""
+    decoy = "```python\npass\n```\nand the answer:\n```python\ndef f(:\n    return 1\n```"
+    assert CompilerReward().score("", decoy, {}).value == 0.0
+    both = "```python\nx = 1\n```\n```python\ndef f():\n    return 2\n```"
+    assert CompilerReward().score("", both, {}).value == 1.0
+    assert CompilerReward().score("", "```python\n# a comment\n```\n```python\ny = 2\n```", {}).value == 1.0

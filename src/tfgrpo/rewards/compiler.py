@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .base import Reward, RewardError, Score
-from .text import extract_code
+from .text import code_blocks
 
 LANGUAGES = ("python", "c", "cpp", "rust")
 
@@ -202,10 +202,16 @@ class CompilerReward(Reward):
         self.timeout_s = timeout_s
 
     def score(self, prompt: str, response: str, sample: dict) -> Score:
-        code = extract_code(response, self.language)
-        if not _COMMENT[self.language].sub("", code).strip():  # nothing compiles trivially
+        # Every block of the language: a trivial first block must not vouch for a broken one after it.
+        blocks = [
+            code for code in code_blocks(response, self.language) if _COMMENT[self.language].sub("", code).strip()
+        ]
+        if not blocks:  # nothing compiles trivially
             return Score(0.0, "no code (nothing but whitespace and comments)", {"errors": 0, "warnings": 0})
-        result = CompilerFeedback.compile(code, self.language, self.timeout_s)
+        for code in blocks:
+            result = CompilerFeedback.compile(code, self.language, self.timeout_s)
+            if not result.success:
+                break
         reason = "compiles" if result.success else "does not compile: " + "; ".join(result.messages[:3])
         details = {"errors": result.errors, "warnings": result.warnings, "messages": result.messages}
         return Score(1.0 if result.success else 0.0, reason, details)

@@ -15,15 +15,20 @@ _NUMBER = re.compile(r"(?<![\w.])[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(
 def extract_code(response: str, language: str | None = None) -> str:
     """The code in a response: the first fenced block tagged `language` (any tag matches when None),
     else the first fenced block, else the whole response. An unclosed fence runs to the end."""
+    return code_blocks(response, language)[0]
+
+
+def code_blocks(response: str, language: str | None = None) -> list[str]:
+    """Every fenced block tagged `language` (every block when None) in order; else the first fenced
+    block; else the whole response."""
     blocks = [(m.group(2).lower(), m.group(3)) for m in _FENCE.finditer(response)]
     if not blocks:
-        return response
+        return [response]
     if language is not None:
         aliases = _LANGUAGE_TAGS.get(language.lower(), {language.lower()})
-        for tag, code in blocks:
-            if tag in aliases:
-                return code
-    return blocks[0][1]
+        tagged = [code for tag, code in blocks if tag in aliases]
+        return tagged or [blocks[0][1]]
+    return [code for _, code in blocks]
 
 
 _LANGUAGE_TAGS = {
