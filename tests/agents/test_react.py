@@ -188,6 +188,23 @@ def test_the_error_limit_holds_within_one_turn_of_many_calls():
     assert len([m for m in trajectory.messages if m.role == "tool"]) == 3
 
 
+def test_one_turn_runs_at_most_max_tool_calls_and_answers_the_rest_as_errors():
+    """3,000 successful calls in one native turn all ran (and the next request held 3,003 messages)."""
+    ran = []
+
+    def add(a: int, b: int) -> int:
+        """Add."""
+        ran.append((a, b))
+        return a + b
+
+    model = Model(lambda messages, body: tool_reply([("add", as_json({"a": 1, "b": 2}))] * 3000))
+    with serve(model, tool_calls=True) as llm:
+        trajectory = run(ToolAgent([FunctionTool(add)], AgentConfig(max_tool_calls=4, max_tool_errors=2)), context(llm))
+    assert len(ran) == 4 and trajectory.ended == "tool_errors"
+    errors = [m for m in trajectory.messages if m.role == "tool" and m.error]
+    assert len(errors) == 2 and "at most 4 tool calls" in errors[0].content
+
+
 def test_tool_output_that_is_not_text_does_not_end_the_run():
     """A lone surrogate the code printed went back into the model's prompt, which refused it: every
     trajectory ended as the model's error and the run stopped."""

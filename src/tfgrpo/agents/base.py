@@ -39,6 +39,9 @@ class AgentConfig:
         2000, "most characters of one tool result fed back to the model (cut in the middle, marked)", minimum=50
     )
     max_tool_errors: int = knob(3, "tool errors that end a trajectory (agents)", minimum=1)
+    max_tool_calls: int = knob(
+        16, "most tool calls run from one model turn; each one past it is answered as an error (agents)", minimum=1
+    )
     trajectory_timeout: float = knob(300.0, "seconds one whole trajectory may take (agents)", minimum=0.001)
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import ConfigError, TFGRPOError
 from ..llm.base import Prompt, to_messages
 from .base import Agent, AgentConfig, AgentContext
-from .tools import Tool, Toolbox, ToolUnavailable
+from .tools import Tool, Toolbox, ToolOutput, ToolUnavailable
 from .trajectory import Message, ToolCall, Trajectory, render_result
 
 PYTHON_INSTRUCTION = (
@@ -135,8 +135,12 @@ class ToolAgent(Agent):
                     ],
                 }
             )
-            for call in calls:
-                output = await box.call(call.name, call.arguments)
+            for i, call in enumerate(calls):
+                if i < self.config.max_tool_calls:
+                    output = await box.call(call.name, call.arguments)
+                else:  # (a turn of thousands of calls ran them all; now the error limit ends it soon)
+                    limit = self.config.max_tool_calls
+                    output = ToolOutput(f"not run: one turn may make at most {limit} tool calls", True)
                 run.messages.append(Message("tool", output.content, tool_call_id=call.id, name=call.name,
                                             error=output.error))  # fmt: skip
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": output.content})
