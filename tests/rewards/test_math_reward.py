@@ -210,3 +210,11 @@ def test_off_the_main_thread_an_answer_is_still_checked_within_its_time():
     assert asyncio.run(reward.ascore("", r"the answer is $\frac{84}{2}$", {"answer": "42"})).value == 1.0
     with pytest.raises(RewardError, match="cannot parse the reference"):
         asyncio.run(reward.ascore("", "42", {"answer": ""}))
+
+
+def test_a_math_reward_travels_by_pickle_without_its_checker_process():
+    """What a Ray worker gets: the reward without the caller's lock or checker process, and it scores."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(MathReward(timeout_s=2)))
+    assert copy.score("", r"\boxed{42}", {"answer": "42"}).value == 1.0 and copy._worker is None

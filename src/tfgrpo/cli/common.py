@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..core.knobs import MAX_SEED
-from ..core.store import shown_target
+from ..core.knobs import MAX_RUN_SEED
+from ..core.store import is_postgres_url, shown_target
 from ..errors import ConfigError
 
 DATA_TEST_FRACTION = 0.2
@@ -51,7 +51,7 @@ def positive_int(text: str) -> int:
 
 def seed_value(text: str) -> int:
     """An argparse type: a seed, a whole number >= 0 (checked before any work, not at the first sample)."""
-    return _whole_number(text, 0, MAX_SEED)
+    return _whole_number(text, 0, MAX_RUN_SEED)
 
 
 def version_number(text: str) -> int:
@@ -87,7 +87,7 @@ def check_output(out: str | os.PathLike | None, flag: str, *inputs: str | os.Pat
         return
     target = Path(out).resolve()
     for given in inputs:
-        if given is not None and not str(given).startswith(("postgresql://", "postgres://")):
+        if given is not None and not is_postgres_url(given):
             if Path(given).resolve() == target:
                 raise ConfigError(f"{flag} {out} is one of this command's inputs; write to another file")
 

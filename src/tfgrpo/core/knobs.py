@@ -14,8 +14,9 @@ from ..errors import ConfigError
 
 _MISSING = dataclasses.MISSING
 
-MAX_SEED = 2**31 - 1
-"""The largest seed taken: what servers take as a request's `seed`, with room for the seeds derived from it."""
+MAX_RUN_SEED = 2**31 - 1
+"""The largest seed of a run (train, eval, continual): seeds derived from it stay within what servers take as a
+request's `seed` (`server.limits.MAX_SEED`, any 64-bit integer)."""
 
 
 def knob(

@@ -34,6 +34,7 @@ from typing import IO, Any
 
 from ..core.advantages import MAX_REWARD_MAGNITUDE
 from ..core.experience import MAX_TIMESTAMP, clean_text
+from ..llm.base import token_count
 from ..rewards.base import Score
 from .group import Group
 
@@ -151,8 +152,8 @@ def _openai_record(value: dict, request: dict, answer: dict, line: int) -> LogRe
         _timestamp(value.get("timestamp")),
         _sample(value.get("sample")),
         _optional_text(answer.get("model") or request.get("model"), "model"),
-        _count(usage.get("prompt_tokens")),
-        _count(usage.get("completion_tokens")) if len(texts) == 1 else None,
+        token_count(usage.get("prompt_tokens")),
+        token_count(usage.get("completion_tokens")) if len(texts) == 1 else None,
         own_group=len(texts) > 1,
     )
 
@@ -209,10 +210,6 @@ def _reward(value: Any, what: str) -> float:
     if abs(value) > MAX_REWARD_MAGNITUDE:
         raise BadRecord(f'"{what}" is too large to learn from (at most {MAX_REWARD_MAGNITUDE:g} either way)')
     return value
-
-
-def _count(value: Any) -> int | None:  # (a whole number a database column holds, else unknown)
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
 
 
 def _key(value: dict, prompt: str, messages: list | None) -> str:

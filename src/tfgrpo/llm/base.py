@@ -185,6 +185,11 @@ def check_price_table(price_table: PriceTable | None) -> dict[str, float] | None
     return {k: float(v) for k, v in price_table.items()}
 
 
+def token_count(value: object) -> int | None:
+    """A server's word on a token count: a whole number a database column holds, else None (unknown)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
+
+
 @dataclass
 class Usage:
     """What a backend has used so far. Thread-safe to update; `snapshot()` and `-` measure a span:

@@ -35,6 +35,7 @@ from .base import (
     check_price_table,
     check_prompts,
     to_messages,
+    token_count,
 )
 from .retries import Backoff, TryAgain, with_retries
 
@@ -344,8 +345,8 @@ class OpenAIBackend(Backend):
             raise BackendError(f"{self.base_url} sent a malformed {what} response: {response!r:.200}") from None
         usage = response.get("usage")
         usage = usage if isinstance(usage, dict) else {}  # the server's word on its tokens: unknown if odd
-        prompt_tokens = _token_count(usage.get("prompt_tokens"))
-        completion_tokens = _token_count(usage.get("completion_tokens"))
+        prompt_tokens = token_count(usage.get("prompt_tokens"))
+        completion_tokens = token_count(usage.get("completion_tokens"))
         self._usage.record(prompt_tokens or 0, completion_tokens or 0, self.price_table)
         generations = []
         for choice, text in zip(choices, texts):
@@ -448,10 +449,6 @@ def _env_proxy(url: str) -> str | None:
     if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
         return None
     return urllib.request.getproxies().get(parts.scheme)
-
-
-def _token_count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
 
 
 def _message(raw: bytes) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.knobs import MAX_SEED, knob, replace_known
+from ..core.knobs import MAX_RUN_SEED, knob, replace_known
 from ..errors import ConfigError
 from ..learn.rollouts import RolloutConfig
 
@@ -17,7 +17,7 @@ class TrainConfig(RolloutConfig):
     epochs: int = knob(1, "passes over the training samples", minimum=1)
     batch_size: int = knob(4, "prompts per step (each strategy commits once per step)", minimum=1)
     group_size: int = knob(8, "rollouts per prompt (G)", minimum=1, flag="--group-size")
-    seed: int = knob(0, "seed of the batch order, the examples drawn and the sampling", minimum=0, maximum=MAX_SEED)
+    seed: int = knob(0, "seed of the batch order, the examples drawn and the sampling", minimum=0, maximum=MAX_RUN_SEED)
     active: bool = knob(
         False,
         "spend each epoch's groups where they teach: a prompt whose group had signal and that holds fewer than "

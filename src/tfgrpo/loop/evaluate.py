@@ -16,7 +16,7 @@ import numpy as np
 
 from ..agents.base import Agent
 from ..agents.trajectory import Tally
-from ..core.knobs import MAX_SEED, knob
+from ..core.knobs import MAX_RUN_SEED, knob
 from ..core.library import TrainingFreeGRPO
 from ..errors import ConfigError
 from ..learn.rollout_log import Recorder
@@ -41,7 +41,10 @@ class EvalConfig(RolloutConfig):
     k: int = knob(4, "samples per prompt", minimum=1, flag="-k")
     temperature: float = knob(0.3, "sampling temperature of the policy", minimum=0.0, maximum=2.0)
     seed: int = knob(
-        1234, "seed of the examples drawn and the sampling (the same for every condition)", minimum=0, maximum=MAX_SEED
+        1234,
+        "seed of the examples drawn and the sampling (the same for every condition)",
+        minimum=0,
+        maximum=MAX_RUN_SEED,
     )
     seeds: tuple[int, ...] = knob(
         (0,),

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from ..core.experience import clean_text
+from ..llm.base import token_count
 from .openai_api import OpenAIError, loads_json
 
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -95,16 +96,11 @@ def usage_of(answer: dict[str, Any] | None) -> dict[str, Any]:
     the right type: the upstream's word, not needed to serve)."""
     usage = (answer or {}).get("usage")
     usage = usage if isinstance(usage, dict) else {}
-
-    def count(name: str) -> int | None:  # a whole number a database column holds
-        value = usage.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
-
     model = (answer or {}).get("model")
     return {
         "model": clean_text(model)[:200] if isinstance(model, str) else None,
-        "prompt_tokens": count("prompt_tokens"),
-        "completion_tokens": count("completion_tokens"),
+        "prompt_tokens": token_count(usage.get("prompt_tokens")),
+        "completion_tokens": token_count(usage.get("completion_tokens")),
     }
 
 
